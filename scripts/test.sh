@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs the test tools (scripts/install-test-deps.sh), points the
+# tests at them, then `cargo test --release --workspace`. Extra arguments go to cargo test,
+# e.g. `scripts/test.sh -p medusa-harness` or `scripts/test.sh -- --nocapture`.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+bash scripts/install-test-deps.sh
+
+# Read by tests/harness/src/services.rs (tools_dir()).
+export MEDUSA_RS_TOOLS="${MEDUSA_RS_TOOLS:-$REPO_ROOT/.tools}"
+echo "[test] MEDUSA_RS_TOOLS=$MEDUSA_RS_TOOLS"
+
+echo "[test] cargo test --release --workspace $*"
+start=$SECONDS
+status=0
+cargo test --release --workspace "$@" || status=$?
+echo "[test] cargo test finished with exit code $status in $((SECONDS - start)) s"
+exit "$status"

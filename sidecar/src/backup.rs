@@ -1,0 +1,345 @@
+//! One node backup, full or differential (§2.7, §3): snapshot → scan → plan against the
+//! catalog → transfer → manifest and index. The snapshot is always cleared, also on failure;
+//! the manifest (the "complete" marker) is written only after every object it names exists.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures::TryStreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::cassandra::NodePaths;
+use crate::digest::{ContentDigest, DigestCache, FileId};
+use crate::layout::{Meta, Mode};
+use crate::manifest::{ManifestObject, ManifestSection};
+use crate::names::{BackupName, Fqdn};
+use crate::node::{Cassandra, NodeError};
+use crate::plan::{Catalog, Decision, FileRef, decide};
+use crate::snapshot::{self, SnapshotFile, SnapshotTable};
+use crate::storage::{Storage, StorageError};
+use crate::transfer::{Progress, TransferError, Transfers};
+
+/// Why a backup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// A backup of that name exists for this node.
+    #[error("backup {0} already exists for this node; choose another name or delete it first")]
+    AlreadyExists(BackupName),
+    /// Cassandra could not snapshot or describe itself.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A transfer failed.
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    /// Local disk work failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Stopped on request (shutdown).
+    #[error("backup cancelled: {0}")]
+    Cancelled(String),
+}
+
+impl BackupError {
+    fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError {
+        move |source| BackupError::Io { context: context.into(), source }
+    }
+
+    /// Whether trying again later can help.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            BackupError::Node(e) => e.is_retryable(),
+            BackupError::Storage(e) => e.is_retryable(),
+            BackupError::Transfer(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// Everything a backup needs, built once at start-up.
+pub struct Node {
+    /// The bucket.
+    pub storage: Storage,
+    /// Upload machinery.
+    pub transfers: Arc<Transfers>,
+    /// Snapshots and node facts.
+    pub cassandra: Arc<dyn Cassandra>,
+    /// Where the data lives.
+    pub paths: NodePaths,
+    /// This node's name in the bucket.
+    pub fqdn: Fqdn,
+    /// medusa-rs' local state (digest cache, job journal).
+    pub state_dir: PathBuf,
+}
+
+/// What a finished backup did.
+#[derive(Debug, Clone, Default)]
+pub struct BackupReport {
+    /// Files in the manifest.
+    pub files: u64,
+    /// Bytes in the manifest.
+    pub bytes: u64,
+    /// Files uploaded.
+    pub uploaded_files: u64,
+    /// Bytes uploaded.
+    pub uploaded_bytes: u64,
+    /// Files read only to compute a digest (no cached digest).
+    pub hashed_files: u64,
+    /// Start (epoch seconds, from the store's clock as Medusa records it).
+    pub started: i64,
+    /// Finish (epoch seconds, store clock).
+    pub finished: i64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Files of one table handled at once. Transfers are bounded separately by
+/// `concurrent_transfers`; reuse decisions are cheap, so more of them run than transfer slots.
+const FILES_IN_FLIGHT: usize = 16;
+
+/// A file's outcome: the manifest entry, and whether it was uploaded.
+struct Done {
+    object: ManifestObject,
+    uploaded: bool,
+    digest: Option<(FileId, ContentDigest)>,
+}
+
+impl Node {
+    fn digest_cache_path(&self) -> PathBuf {
+        self.state_dir.join(format!("digests-{}.v1", self.fqdn))
+    }
+
+    /// Runs one node backup. `cancel` stops it at the next file boundary; a cancelled or
+    /// failed backup leaves no manifest, so it never counts as complete.
+    pub async fn backup(&self, name: &BackupName, mode: Mode, progress: Arc<Progress>, cancel: CancellationToken) -> Result<BackupReport, BackupError> {
+        let t0 = Instant::now();
+        let l = &self.storage.layout;
+        if self.storage.head(&l.meta(&self.fqdn, name, Meta::Schema)).await?.is_some() {
+            return Err(BackupError::AlreadyExists(name.clone()));
+        }
+        let tag = snapshot::tag_for(name);
+        let data_dir = self.paths.data_dir.clone();
+        // A leftover snapshot of an interrupted attempt is stale: never reuse it (§10.19).
+        let d = data_dir.clone();
+        let t = tag.clone();
+        if crate::fsutil::blocking(move || snapshot::exists(&d, &t)).await.map_err(BackupError::io("looking for an old snapshot"))? {
+            tracing::warn!(%name, %tag, "clearing a stale snapshot left by an interrupted backup");
+            self.cassandra.clear_snapshot(&tag).await?;
+        }
+        self.cassandra.take_snapshot(&tag).await?;
+        let result = self.backup_snapshot(name, mode, &tag, &progress, &cancel).await;
+        let cleared = self.cassandra.clear_snapshot(&tag).await;
+        let mut report = result?;
+        cleared?;
+        report.seconds = t0.elapsed().as_secs_f64();
+        // The manifest is written after the snapshot is gone (Medusa's order, §2.7).
+        Ok(report)
+    }
+
+    async fn backup_snapshot(&self, name: &BackupName, mode: Mode, tag: &str, progress: &Progress, cancel: &CancellationToken) -> Result<BackupReport, BackupError> {
+        let (n, l) = (&self.fqdn, &self.storage.layout);
+        let d = self.paths.data_dir.clone();
+        let t = tag.to_string();
+        let tables = crate::fsutil::blocking(move || snapshot::scan(&d, &t)).await.map_err(BackupError::io("reading the snapshot"))?;
+        let keyspaces: Vec<String> = {
+            let mut k: Vec<String> = tables.iter().map(|t| t.keyspace.clone()).collect();
+            k.dedup();
+            k
+        };
+        let facts = self.cassandra.facts(n, &keyspaces).await?;
+        let schema = snapshot::assemble_schema(&facts.keyspace_cql, &tables);
+        let tokenmap = facts.tokenmap.to_bytes();
+        let version = crate::pyjson::to_vec(&serde_json::json!({"server_type": "cassandra", "release_version": facts.release_version}))
+            .expect("static JSON");
+        let total_files: u64 = tables.iter().map(|t| t.files.len() as u64).sum();
+        let total_bytes: u64 = tables.iter().flat_map(|t| &t.files).map(|f| f.size).sum();
+        progress.files_total.store(total_files, Ordering::Relaxed);
+        progress.bytes_total.store(total_bytes, Ordering::Relaxed);
+
+        // Start marker and metadata, then the index start entries (§2.7 steps 2-4).
+        let s = &self.storage;
+        s.put_bytes(&l.meta(n, name, Meta::Schema), schema.clone()).await?;
+        s.put_bytes(&l.meta(n, name, Meta::Tokenmap), tokenmap.clone()).await?;
+        s.put_bytes(&l.meta(n, name, Meta::ServerVersion), version).await?;
+        if mode == Mode::Differential {
+            s.put_bytes(&l.meta(n, name, Meta::Differential), "differential").await?;
+        }
+        s.put_bytes(&l.index_tokenmap(name, n), tokenmap.clone()).await?;
+        s.put_bytes(&l.index_schema(name, n), schema).await?;
+        let started = self.modified_epoch(&l.meta(n, name, Meta::Schema)).await?;
+        s.put_bytes(&l.index_started(name, n, started), started.to_string()).await?;
+        if mode == Mode::Differential {
+            s.put_bytes(&l.index_differential(name, n), "differential").await?;
+        }
+        tracing::info!(backup = %name, mode = mode.as_str(), files = total_files, bytes = total_bytes, "backup started");
+
+        let catalog = match mode {
+            Mode::Differential => self.load_catalog().await?,
+            Mode::Full => Catalog::default(),
+        };
+        let cache_path = self.digest_cache_path();
+        let cache = crate::fsutil::blocking(move || Ok(DigestCache::load(&cache_path))).await.map_err(BackupError::io("loading the digest cache"))?;
+        let mut sections = Vec::with_capacity(tables.len());
+        let mut report = BackupReport { started, ..Default::default() };
+        let mut cache_entries = Vec::with_capacity(total_files as usize);
+        for table in &tables {
+            if cancel.is_cancelled() {
+                return Err(BackupError::Cancelled("the sidecar is shutting down".into()));
+            }
+            let done = self.backup_table(name, mode, table, &catalog, &cache, progress, cancel).await?;
+            let (mut uploaded, mut reused) = (Vec::new(), Vec::new());
+            for d in done {
+                report.files += 1;
+                report.bytes += d.object.size;
+                if d.uploaded {
+                    report.uploaded_files += 1;
+                    report.uploaded_bytes += d.object.size;
+                    uploaded.push(d.object);
+                } else {
+                    reused.push(d.object);
+                }
+                cache_entries.extend(d.digest);
+            }
+            // Medusa's order: newly uploaded objects first, then re-used ones.
+            uploaded.extend(reused);
+            sections.push(ManifestSection { keyspace: table.keyspace.clone(), columnfamily: table.table.clone(), objects: uploaded });
+        }
+        report.hashed_files = progress.files_done.load(Ordering::Relaxed).saturating_sub(report.files);
+        let cache_path = self.digest_cache_path();
+        let entries = cache_entries;
+        let saved = crate::fsutil::blocking(move || DigestCache::load(&cache_path).save(&entries)).await;
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "could not save the digest cache; the next differential backup reads files again");
+        }
+        self.publish(name, &sections, &tokenmap, &mut report).await?;
+        Ok(report)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn backup_table(
+        &self,
+        name: &BackupName,
+        mode: Mode,
+        table: &SnapshotTable,
+        catalog: &Catalog,
+        cache: &DigestCache,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Done>, BackupError> {
+        futures::stream::iter(table.files.iter().map(Ok::<_, BackupError>))
+            .map_ok(|f| self.backup_file(name, mode, table, f, catalog, cache, progress, cancel))
+            .try_buffered(FILES_IN_FLIGHT)
+            .try_collect()
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn backup_file(
+        &self,
+        name: &BackupName,
+        mode: Mode,
+        table: &SnapshotTable,
+        f: &SnapshotFile,
+        catalog: &Catalog,
+        cache: &DigestCache,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<Done, BackupError> {
+        if cancel.is_cancelled() {
+            return Err(BackupError::Cancelled("the sidecar is shutting down".into()));
+        }
+        let l = &self.storage.layout;
+        let fr = FileRef { keyspace: &table.keyspace, table: &table.table, file: &f.file, size: f.size };
+        let part = self.transfers.etag_part_size(f.size);
+        let mut local = cache.get(&f.id, part).cloned();
+        let mut decision = decide(l, mode, &self.fqdn, name, &fr, local.as_ref(), catalog);
+        if decision == Decision::NeedDigest {
+            let d = self.transfers.hash_file(f.path.clone(), f.size).await?;
+            progress.files_done.fetch_add(1, Ordering::Relaxed);
+            decision = decide(l, mode, &self.fqdn, name, &fr, Some(&d), catalog);
+            local = Some(d);
+        }
+        let done = match decision {
+            Decision::Reuse { key, hash } => {
+                let d = local.expect("reuse needs a digest");
+                let hash = hash.unwrap_or_else(|| self.storage.manifest_hash(&d, None));
+                progress.bytes_done.fetch_add(f.size, Ordering::Relaxed);
+                Done { object: ManifestObject { path: key, md5: Some(hash), size: f.size }, uploaded: false, digest: Some((f.id.clone(), d)) }
+            }
+            Decision::Upload { key } => {
+                let up = self.transfers.upload_file(f.path.clone(), f.size, &key, progress).await?;
+                Done { object: ManifestObject { path: key, md5: Some(up.hash), size: f.size }, uploaded: true, digest: Some((f.id.clone(), up.digest)) }
+            }
+            Decision::NeedDigest => unreachable!("a digest was supplied"),
+        };
+        progress.files_done.fetch_add(1, Ordering::Relaxed);
+        Ok(done)
+    }
+
+    /// Everything stored below `P/N/data/`, with hashes from the listing (S3) and from the
+    /// node's latest manifest (other stores).
+    async fn load_catalog(&self) -> Result<Catalog, BackupError> {
+        let (n, l, s) = (&self.fqdn, &self.storage.layout, &self.storage);
+        let mut catalog = Catalog::default();
+        let mut listing = std::pin::pin!(s.list(&l.shared_data_dir(n)));
+        while let Some(meta) = listing.try_next().await? {
+            let hash = s.listing_hash(&meta);
+            catalog.insert(meta.location.to_string(), meta.size, hash);
+        }
+        if catalog.is_empty() {
+            return Ok(catalog);
+        }
+        let latest = s.get_opt(&l.latest_backup_name(n)).await?;
+        let latest = latest.and_then(|b| BackupName::new(String::from_utf8_lossy(&b).trim().to_string()).ok());
+        if let Some(latest) = latest
+            && let Some(bytes) = s.get_opt(&l.meta(n, &latest, Meta::Manifest)).await?
+        {
+            match crate::manifest::parse(&bytes) {
+                Ok(m) => {
+                    for o in m.iter().flat_map(|sec| &sec.objects) {
+                        if let Some(h) = &o.md5 {
+                            catalog.learn_hash(&o.path, o.size, h);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(backup = %latest, error = %e, "latest manifest unreadable; digests will be recomputed"),
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// Manifest, index finish entries and latest pointer (§2.7 steps 7-9).
+    async fn publish(&self, name: &BackupName, sections: &[ManifestSection], tokenmap: &[u8], report: &mut BackupReport) -> Result<(), BackupError> {
+        let (n, l, s) = (&self.fqdn, &self.storage.layout, &self.storage);
+        let manifest = crate::manifest::to_bytes(sections);
+        let key = l.meta(n, name, Meta::Manifest);
+        s.put_bytes(&key, manifest.clone()).await?;
+        s.put_bytes(&l.index_manifest(name, n), manifest).await?;
+        let finished = self.modified_epoch(&key).await?;
+        s.put_bytes(&l.index_finished(name, n, finished), finished.to_string()).await?;
+        s.put_bytes(&l.latest_tokenmap(n), tokenmap.to_vec()).await?;
+        s.put_bytes(&l.latest_backup_name(n), name.to_string()).await?;
+        report.finished = finished;
+        Ok(())
+    }
+
+    async fn modified_epoch(&self, key: &str) -> Result<i64, BackupError> {
+        let meta = self.storage.head(key).await?.ok_or_else(|| StorageError::NotFound { key: key.to_string() })?;
+        Ok(meta.last_modified.timestamp())
+    }
+}
+
+/// Per-table counts, for logs.
+pub fn table_counts(sections: &[ManifestSection]) -> HashMap<String, usize> {
+    sections.iter().map(|s| (format!("{}.{}", s.keyspace, s.columnfamily), s.objects.len())).collect()
+}

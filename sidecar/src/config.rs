@@ -1,0 +1,732 @@
+//! `medusa.ini`, read the way Medusa reads it (§7), with better errors.
+//!
+//! Differences from Medusa, all deliberate: an unknown section or key is a warning (Medusa
+//! crashes on unknown sections); a bad value is an error that names the section, the key and
+//! what is accepted; `host`/`port` are honoured for every S3 flavour; `endpoint` (medusa-rs
+//! only, ignored by Python Medusa) sets a storage endpoint URL verbatim.
+
+use std::path::{Path, PathBuf};
+
+use crate::ini::Ini;
+use crate::names::{Fqdn, InvalidName};
+
+/// Default location of the configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/medusa/medusa.ini";
+/// Default gRPC port (Medusa's and the operator's).
+pub const DEFAULT_GRPC_PORT: u16 = 50051;
+
+/// A configuration problem, phrased so that the user knows what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid INI.
+    #[error("{path}: {source}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// The syntax error.
+        source: crate::ini::IniError,
+    },
+    /// A value is missing or wrong.
+    #[error("[{section}] {key}: {message}")]
+    Value {
+        /// Section name.
+        section: &'static str,
+        /// Key name.
+        key: &'static str,
+        /// What is wrong and what is accepted.
+        message: String,
+    },
+    /// `cassandra.yaml` could not be used.
+    #[error("cassandra.yaml {path}: {message}")]
+    CassandraYaml {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The node name could not be determined or is invalid.
+    #[error("node identity: {0}")]
+    Fqdn(#[from] InvalidName),
+}
+
+fn bad(section: &'static str, key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Value {
+        section,
+        key,
+        message: message.into(),
+    }
+}
+
+/// The storage backend, from `[storage] storage_provider`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provider {
+    /// Files under `<base_path>/<bucket_name>/`.
+    Local,
+    /// AWS S3; `region_hint` is the region encoded in a libcloud-style name (`s3_us_west_oregon`).
+    S3 {
+        /// Region from the provider name, if any.
+        region_hint: Option<String>,
+    },
+    /// Any S3-compatible store at `host:port`.
+    S3Compatible,
+    /// Ceph RADOS gateway.
+    S3Rgw,
+    /// IBM Cloud Object Storage.
+    IbmStorage,
+    /// Google Cloud Storage.
+    GoogleStorage,
+    /// Azure Blob Storage.
+    AzureBlobs,
+}
+
+impl Provider {
+    fn parse(value: &str) -> Result<Provider, ConfigError> {
+        let p = match value {
+            "local" => Provider::Local,
+            "s3" => Provider::S3 { region_hint: None },
+            "s3_compatible" => Provider::S3Compatible,
+            "s3_rgw" => Provider::S3Rgw,
+            "ibm_storage" => Provider::IbmStorage,
+            "google_storage" => Provider::GoogleStorage,
+            "azure_blobs" => Provider::AzureBlobs,
+            other => match other.strip_prefix("s3_").and_then(libcloud_region) {
+                Some(region) => Provider::S3 {
+                    region_hint: Some(region.to_string()),
+                },
+                None => {
+                    return Err(bad(
+                        "storage",
+                        "storage_provider",
+                        format!(
+                            "unknown provider {other:?}; use one of local, s3, s3_<region> (e.g. s3_us_west_oregon), \
+                             s3_compatible, s3_rgw, ibm_storage, google_storage, azure_blobs"
+                        ),
+                    ));
+                }
+            },
+        };
+        Ok(p)
+    }
+
+    /// True for every S3 flavour.
+    pub fn is_s3(&self) -> bool {
+        matches!(
+            self,
+            Provider::S3 { .. } | Provider::S3Compatible | Provider::S3Rgw | Provider::IbmStorage
+        )
+    }
+}
+
+/// libcloud's S3 driver names, as Medusa maps them to AWS regions.
+fn libcloud_region(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "us_east" => "us-east-1",
+        "us_east2" => "us-east-2",
+        "us_west" => "us-west-1",
+        "us_west_oregon" => "us-west-2",
+        "us_gov_west" => "us-gov-west-1",
+        "eu_west" => "eu-west-1",
+        "eu_west2" => "eu-west-2",
+        "eu_central" => "eu-central-1",
+        "eu_north_1" => "eu-north-1",
+        "ap_south" => "ap-south-1",
+        "ap_southeast" => "ap-southeast-1",
+        "ap_southeast2" => "ap-southeast-2",
+        "ap_northeast" | "ap_northeast1" => "ap-northeast-1",
+        "ap_northeast2" => "ap-northeast-2",
+        "ap_northeast3" => "ap-northeast-3",
+        "sa_east" => "sa-east-1",
+        "ca_central" => "ca-central-1",
+        "cn_north" => "cn-north-1",
+        "cn_northwest" => "cn-northwest-1",
+        _ => return None,
+    })
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Backend.
+    pub provider: Provider,
+    /// Bucket, container, or directory under `base_path`.
+    pub bucket_name: String,
+    /// Credentials file (§7.6).
+    pub key_file: Option<PathBuf>,
+    /// Top-level folder in the bucket (`None` when empty).
+    pub prefix: Option<String>,
+    /// Explicit node identity.
+    pub fqdn: Option<String>,
+    /// Upper-cased storage class / access tier.
+    pub storage_class: Option<String>,
+    /// Root directory for `local`.
+    pub base_path: Option<PathBuf>,
+    /// Days; 0 = no age-based purge.
+    pub max_backup_age: u32,
+    /// 0 = no count-based purge.
+    pub max_backup_count: u32,
+    /// AWS profile inside `key_file`.
+    pub api_profile: Option<String>,
+    /// Bytes per second shared by all S3 transfers; `None` = unlimited.
+    pub transfer_max_bandwidth: Option<u64>,
+    /// Parallel file transfers.
+    pub concurrent_transfers: usize,
+    /// Files at least this large are uploaded in parts.
+    pub multi_part_upload_threshold: u64,
+    /// Part size.
+    pub multipart_chunksize: u64,
+    /// Parts in flight per file.
+    pub multipart_max_concurrency: usize,
+    /// Endpoint host (S3-compatible) or Azure domain suffix.
+    pub host: Option<String>,
+    /// Endpoint port.
+    pub port: Option<u16>,
+    /// S3 region (`default` = derive).
+    pub region: String,
+    /// https (true) or http (false) for S3-compatible endpoints.
+    pub secure: bool,
+    /// Verify TLS certificates of S3-compatible endpoints.
+    pub ssl_verify: bool,
+    /// SSE-KMS key id.
+    pub kms_id: Option<String>,
+    /// SSE-C key (base64 of 32 bytes).
+    pub sse_c_key: Option<String>,
+    /// Orphaned differential files younger than this are kept.
+    pub backup_grace_period_in_days: u32,
+    /// Seconds.
+    pub read_timeout: Option<u64>,
+    /// `auto`, `path` or `virtual`.
+    pub s3_addressing_style: String,
+    /// medusa-rs extension: endpoint URL used verbatim (e.g. an Azure emulator).
+    pub endpoint: Option<String>,
+    /// medusa-rs extension: retries of one storage request.
+    pub max_retries: usize,
+    /// medusa-rs extension: seconds after which a storage request is no longer retried.
+    pub retry_timeout_seconds: u64,
+}
+
+/// `[cassandra]` and what `cassandra.yaml` says.
+#[derive(Debug, Clone)]
+pub struct CassandraConfig {
+    /// Path of `cassandra.yaml`.
+    pub config_file: PathBuf,
+    /// `nodetool` executable.
+    pub nodetool_executable: String,
+    /// Extra flags after the executable.
+    pub nodetool_flags: Vec<String>,
+    /// `-u`.
+    pub nodetool_username: Option<String>,
+    /// `-pw` (a secret: never logged).
+    pub nodetool_password: Option<String>,
+    /// `-pwf`.
+    pub nodetool_password_file_path: Option<String>,
+    /// `-h`.
+    pub nodetool_host: Option<String>,
+    /// `-p`.
+    pub nodetool_port: Option<String>,
+    /// `--ssl`.
+    pub nodetool_ssl: bool,
+}
+
+/// `[grpc]`.
+#[derive(Debug, Clone)]
+pub struct GrpcConfig {
+    /// `enabled`.
+    pub enabled: bool,
+    /// Listen port.
+    pub port: u16,
+    /// Bytes.
+    pub max_send_message_length: usize,
+    /// Bytes.
+    pub max_receive_message_length: usize,
+    /// CA for client certificates (mTLS).
+    pub ca_cert: Option<PathBuf>,
+    /// Server certificate; TLS is on iff set.
+    pub tls_cert: Option<PathBuf>,
+    /// Server key.
+    pub tls_key: Option<PathBuf>,
+}
+
+/// `[kubernetes]`.
+#[derive(Debug, Clone)]
+pub struct KubernetesConfig {
+    /// Running in Kubernetes.
+    pub enabled: bool,
+    /// Management API snapshot URL.
+    pub cassandra_url: Option<String>,
+    /// Snapshots through the Management API (else Jolokia, unsupported).
+    pub use_mgmt_api: bool,
+    /// CA of the Management API server certificate.
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate for the Management API.
+    pub tls_cert: Option<PathBuf>,
+    /// Client key for the Management API.
+    pub tls_key: Option<PathBuf>,
+}
+
+/// `[checks]`.
+#[derive(Debug, Clone)]
+pub struct ChecksConfig {
+    /// Medusa's flag; medusa-rs always compares content digests.
+    pub enable_md5_checks: bool,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// `[cassandra]`.
+    pub cassandra: CassandraConfig,
+    /// `[grpc]`.
+    pub grpc: GrpcConfig,
+    /// `[kubernetes]`.
+    pub kubernetes: KubernetesConfig,
+    /// `[checks]`.
+    pub checks: ChecksConfig,
+    /// `[monitoring] metrics_port` (medusa-rs): Prometheus endpoint port, off when absent.
+    pub metrics_port: Option<u16>,
+    /// `[logging] level`.
+    pub log_level: String,
+    /// Things that were accepted but deserve a look (unknown sections and keys).
+    pub warnings: Vec<String>,
+}
+
+const KNOWN: &[(&str, &[&str])] = &[
+    (
+        "storage",
+        &[
+            "storage_provider", "bucket_name", "key_file", "prefix", "fqdn", "host_file_separator",
+            "storage_class", "base_path", "max_backup_age", "max_backup_count", "api_profile",
+            "transfer_max_bandwidth", "concurrent_transfers", "multi_part_upload_threshold",
+            "multipart_chunksize", "multipart_max_concurrency", "host", "port", "region", "secure",
+            "ssl_verify", "aws_cli_path", "kms_id", "sse_c_key", "backup_grace_period_in_days",
+            "use_sudo_for_restore", "read_timeout", "s3_addressing_style", "k8s_mode", "endpoint",
+            "max_retries", "retry_timeout",
+        ],
+    ),
+    (
+        "cassandra",
+        &[
+            "config_file", "start_cmd", "stop_cmd", "check_running", "cql_username", "cql_password",
+            "cql_k8s_secrets_path", "nodetool_username", "nodetool_password",
+            "nodetool_password_file_path", "nodetool_host", "nodetool_port",
+            "nodetool_k8s_secrets_path", "nodetool_executable", "nodetool_flags", "nodetool_ssl",
+            "certfile", "usercert", "userkey", "sstableloader_bin", "sstableloader_ts",
+            "sstableloader_tspw", "sstableloader_ks", "sstableloader_kspw", "resolve_ip_addresses",
+            "use_sudo", "is_ccm", "sstableloader_truststore", "sstableloader_keystore",
+        ],
+    ),
+    (
+        "grpc",
+        &["enabled", "port", "max_send_message_length", "max_receive_message_length", "ca_cert", "tls_cert", "tls_key"],
+    ),
+    ("kubernetes", &["enabled", "cassandra_url", "use_mgmt_api", "ca_cert", "tls_cert", "tls_key"]),
+    (
+        "checks",
+        &["health_check", "query", "expected_rows", "expected_result", "enable_md5_checks", "md5_check_concurrency"],
+    ),
+    ("monitoring", &["monitoring_provider", "send_backup_name_tag", "metrics_port"]),
+    ("logging", &["enabled", "file", "level", "format", "maxbytes", "backupcount"]),
+    ("ssh", &["username", "key_file", "port", "cert_file", "use_pty", "keepalive_seconds", "login_shell"]),
+];
+
+/// Parses Medusa's size syntax: `50MB/s`, `20MB`, `104857600` (powers of 1024, suffix
+/// case-sensitive, a bare fraction rejected).
+pub fn parse_size(value: &str) -> Option<u64> {
+    let v: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+    let v = v.strip_suffix("/s").unwrap_or(&v);
+    const UNITS: [(&str, u64); 6] = [
+        ("PB", 1 << 50),
+        ("TB", 1 << 40),
+        ("GB", 1 << 30),
+        ("MB", 1 << 20),
+        ("KB", 1 << 10),
+        ("B", 1),
+    ];
+    for (suffix, mult) in UNITS {
+        if let Some(num) = v.strip_suffix(suffix) {
+            let n: f64 = num.parse().ok()?;
+            if !n.is_finite() || n < 0.0 {
+                return None;
+            }
+            return Some((n * mult as f64) as u64);
+        }
+    }
+    v.parse::<u64>().ok()
+}
+
+/// Medusa's boolean words.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+struct Reader<'a> {
+    ini: &'a Ini,
+}
+
+impl Reader<'_> {
+    fn opt(&self, section: &'static str, key: &'static str) -> Option<String> {
+        self.ini
+            .get(section, key)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    }
+
+    fn bool(&self, section: &'static str, key: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.opt(section, key) {
+            None => Ok(default),
+            Some(v) => parse_bool(&v).ok_or_else(|| {
+                bad(section, key, format!("{v:?} is not a boolean; use true/false, yes/no, on/off or 1/0"))
+            }),
+        }
+    }
+
+    fn num<T: std::str::FromStr>(
+        &self,
+        section: &'static str,
+        key: &'static str,
+        default: T,
+        what: &str,
+    ) -> Result<T, ConfigError> {
+        match self.opt(section, key) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| bad(section, key, format!("{v:?} is not {what}"))),
+        }
+    }
+
+    fn size(&self, key: &'static str, default: &str) -> Result<u64, ConfigError> {
+        let v = self.opt("storage", key).unwrap_or_else(|| default.to_string());
+        parse_size(&v).ok_or_else(|| {
+            bad(
+                "storage",
+                key,
+                format!("{v:?} is not a size; use bytes (104857600) or a number with B, KB, MB, GB, TB or PB (50MB)"),
+            )
+        })
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`, resolving the node's `cassandra.yaml` lazily.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let ini = Ini::parse(text).map_err(|source| ConfigError::Syntax {
+            path: origin.to_string(),
+            source,
+        })?;
+        let mut warnings = Vec::new();
+        for section in ini.section_names() {
+            match KNOWN.iter().find(|(s, _)| *s == section) {
+                None => warnings.push(format!("{origin}: unknown section [{section}] ignored")),
+                Some((_, keys)) => {
+                    for key in ini.keys(section) {
+                        if !keys.contains(&key) {
+                            warnings.push(format!("{origin}: unknown key [{section}] {key} ignored"));
+                        }
+                    }
+                }
+            }
+        }
+        let r = Reader { ini: &ini };
+        let storage = read_storage(&r)?;
+        let cassandra = CassandraConfig {
+            config_file: r
+                .opt("cassandra", "config_file")
+                .unwrap_or_else(|| "/etc/cassandra/cassandra.yaml".into())
+                .into(),
+            nodetool_executable: r
+                .opt("cassandra", "nodetool_executable")
+                .unwrap_or_else(|| "nodetool".into()),
+            nodetool_flags: r
+                .opt("cassandra", "nodetool_flags")
+                .unwrap_or_else(|| "-Dcom.sun.jndi.rmiURLParsing=legacy".into())
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+            nodetool_username: env_or("MEDUSA_NODETOOL_USERNAME", r.opt("cassandra", "nodetool_username")),
+            nodetool_password: env_or("MEDUSA_NODETOOL_PASSWORD", r.opt("cassandra", "nodetool_password")),
+            nodetool_password_file_path: r.opt("cassandra", "nodetool_password_file_path"),
+            nodetool_host: r.opt("cassandra", "nodetool_host"),
+            nodetool_port: r.opt("cassandra", "nodetool_port"),
+            nodetool_ssl: r.bool("cassandra", "nodetool_ssl", false)?,
+        };
+        let grpc = GrpcConfig {
+            enabled: r.bool("grpc", "enabled", false)?,
+            port: r.num("grpc", "port", DEFAULT_GRPC_PORT, "a TCP port number (1-65535)")?,
+            max_send_message_length: r.num("grpc", "max_send_message_length", 536_870_912, "a number of bytes")?,
+            max_receive_message_length: r.num(
+                "grpc",
+                "max_receive_message_length",
+                134_217_728,
+                "a number of bytes",
+            )?,
+            ca_cert: r.opt("grpc", "ca_cert").map(PathBuf::from),
+            tls_cert: r.opt("grpc", "tls_cert").map(PathBuf::from),
+            tls_key: r.opt("grpc", "tls_key").map(PathBuf::from),
+        };
+        if grpc.tls_cert.is_some() && (grpc.tls_key.is_none() || grpc.ca_cert.is_none()) {
+            return Err(bad(
+                "grpc",
+                "tls_cert",
+                "TLS needs tls_cert, tls_key and ca_cert (client certificates are required, as in Medusa)",
+            ));
+        }
+        let kubernetes = KubernetesConfig {
+            enabled: r.bool("kubernetes", "enabled", false)?,
+            cassandra_url: r.opt("kubernetes", "cassandra_url"),
+            use_mgmt_api: r.bool("kubernetes", "use_mgmt_api", false)?,
+            ca_cert: r.opt("kubernetes", "ca_cert").map(PathBuf::from),
+            tls_cert: r.opt("kubernetes", "tls_cert").map(PathBuf::from),
+            tls_key: r.opt("kubernetes", "tls_key").map(PathBuf::from),
+        };
+        if kubernetes.use_mgmt_api && kubernetes.cassandra_url.is_none() {
+            return Err(bad(
+                "kubernetes",
+                "cassandra_url",
+                "use_mgmt_api is on but cassandra_url is empty; set it to e.g. http://127.0.0.1:8080/api/v0/ops/node/snapshots",
+            ));
+        }
+        let checks = ChecksConfig {
+            enable_md5_checks: r.bool("checks", "enable_md5_checks", false)?,
+        };
+        let metrics_port = match r.opt("monitoring", "metrics_port") {
+            None => None,
+            Some(v) => Some(v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                bad("monitoring", "metrics_port", format!("{v:?} is not a TCP port number (1-65535)"))
+            })?),
+        };
+        Ok(Config {
+            storage,
+            cassandra,
+            grpc,
+            kubernetes,
+            checks,
+            metrics_port,
+            log_level: r.opt("logging", "level").unwrap_or_else(|| "INFO".into()),
+            warnings,
+        })
+    }
+
+    /// The node identity: `[storage] fqdn`, else `$POD_NAME`, else the host name (§7.3).
+    pub fn fqdn(&self) -> Result<Fqdn, ConfigError> {
+        if let Some(f) = &self.storage.fqdn {
+            return Ok(Fqdn::new(f.clone())?);
+        }
+        if let Some(pod) = std::env::var("POD_NAME").ok().filter(|v| !v.is_empty()) {
+            return Ok(Fqdn::new(pod)?);
+        }
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+        Ok(Fqdn::new(host)?)
+    }
+}
+
+fn env_or(var: &str, value: Option<String>) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty()).or(value)
+}
+
+fn read_storage(r: &Reader<'_>) -> Result<StorageConfig, ConfigError> {
+    let provider = r
+        .opt("storage", "storage_provider")
+        .ok_or_else(|| bad("storage", "storage_provider", "is required (e.g. s3, s3_compatible, azure_blobs, google_storage, local)"))?;
+    let provider = Provider::parse(&provider)?;
+    let bucket_name = r
+        .opt("storage", "bucket_name")
+        .ok_or_else(|| bad("storage", "bucket_name", "is required"))?;
+    if bucket_name.contains('/') {
+        return Err(bad("storage", "bucket_name", format!("{bucket_name:?} must not contain '/'")));
+    }
+    let prefix = r.opt("storage", "prefix");
+    if let Some(p) = &prefix
+        && (p.contains('/') || p == "." || p == "..")
+    {
+        return Err(bad("storage", "prefix", format!("{p:?} must be one folder name without '/'")));
+    }
+    let base_path = r.opt("storage", "base_path").map(PathBuf::from);
+    if provider == Provider::Local && base_path.is_none() {
+        return Err(bad("storage", "base_path", "is required when storage_provider = local"));
+    }
+    let bandwidth = match r.opt("storage", "transfer_max_bandwidth") {
+        None => Some(parse_size("50MB/s").expect("valid default")),
+        Some(v) => {
+            let n = parse_size(&v).ok_or_else(|| {
+                bad("storage", "transfer_max_bandwidth", format!("{v:?} is not a rate; use e.g. 50MB/s, or 0 for unlimited"))
+            })?;
+            (n > 0).then_some(n)
+        }
+    };
+    let concurrent: usize = r.num("storage", "concurrent_transfers", 1, "a whole number of transfers")?;
+    let chunk = r.size("multipart_chunksize", "50MB")?;
+    if chunk < 5 << 20 {
+        return Err(bad("storage", "multipart_chunksize", "must be at least 5MB (the S3 minimum part size)"));
+    }
+    let port = match r.opt("storage", "port") {
+        None => None,
+        Some(v) => Some(v.parse::<u16>().map_err(|_| bad("storage", "port", format!("{v:?} is not a TCP port number")))?),
+    };
+    Ok(StorageConfig {
+        provider,
+        bucket_name,
+        key_file: r.opt("storage", "key_file").map(PathBuf::from),
+        prefix,
+        fqdn: r.opt("storage", "fqdn"),
+        storage_class: r.opt("storage", "storage_class").map(|s| s.to_uppercase()),
+        base_path,
+        max_backup_age: r.num("storage", "max_backup_age", 0, "a whole number of days")?,
+        max_backup_count: r.num("storage", "max_backup_count", 0, "a whole number of backups")?,
+        api_profile: r.opt("storage", "api_profile"),
+        transfer_max_bandwidth: bandwidth,
+        concurrent_transfers: concurrent.max(1),
+        multi_part_upload_threshold: r.size("multi_part_upload_threshold", "20MB")?,
+        multipart_chunksize: chunk,
+        multipart_max_concurrency: r
+            .num("storage", "multipart_max_concurrency", 4usize, "a whole number")?
+            .max(1),
+        host: r.opt("storage", "host"),
+        port,
+        region: r.opt("storage", "region").unwrap_or_else(|| "default".into()),
+        secure: r.bool("storage", "secure", true)?,
+        ssl_verify: r.bool("storage", "ssl_verify", false)?,
+        kms_id: r.opt("storage", "kms_id"),
+        sse_c_key: r.opt("storage", "sse_c_key"),
+        backup_grace_period_in_days: r.num("storage", "backup_grace_period_in_days", 10, "a whole number of days")?,
+        read_timeout: r.num("storage", "read_timeout", 0u64, "a whole number of seconds").map(|v| (v > 0).then_some(v))?,
+        s3_addressing_style: r.opt("storage", "s3_addressing_style").unwrap_or_else(|| "auto".into()),
+        endpoint: r.opt("storage", "endpoint"),
+        max_retries: r.num("storage", "max_retries", 7usize, "a whole number of retries")?,
+        retry_timeout_seconds: r.num("storage", "retry_timeout", 180u64, "a whole number of seconds")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPERATOR_INI: &str = "    [cassandra]
+    use_sudo = false
+
+    [storage]
+    use_sudo_for_restore = false
+    storage_provider = s3_compatible
+    bucket_name = medusa-bucket
+    key_file = /etc/medusa-secrets/credentials
+    prefix = demo
+    max_backup_age = 0
+    max_backup_count = 7
+    region = us-east-1
+    host = minio.minio.svc.cluster.local
+    port = 9000
+    secure = False
+    ssl_verify = False
+    transfer_max_bandwidth = 50MB/s
+    concurrent_transfers = 1
+    multi_part_upload_threshold = 104857600
+
+    [grpc]
+    enabled = 1
+
+    [logging]
+    level = DEBUG
+
+    [kubernetes]
+    use_mgmt_api = 1
+    enabled = 1
+    cassandra_url = http://127.0.0.1:8080/api/v0/ops/node/snapshots
+";
+
+    #[test]
+    fn reads_what_the_operator_writes() {
+        let c = Config::parse(OPERATOR_INI, "medusa.ini").unwrap();
+        assert_eq!(c.storage.provider, Provider::S3Compatible);
+        assert_eq!(c.storage.bucket_name, "medusa-bucket");
+        assert_eq!(c.storage.prefix.as_deref(), Some("demo"));
+        assert_eq!(c.storage.max_backup_count, 7);
+        assert_eq!(c.storage.port, Some(9000));
+        assert!(!c.storage.secure);
+        assert_eq!(c.storage.transfer_max_bandwidth, Some(52_428_800));
+        assert_eq!(c.storage.multi_part_upload_threshold, 104_857_600);
+        assert_eq!(c.storage.multipart_chunksize, 52_428_800);
+        assert_eq!(c.storage.backup_grace_period_in_days, 10);
+        assert!(c.grpc.enabled);
+        assert_eq!(c.grpc.port, 50051);
+        assert!(c.kubernetes.enabled && c.kubernetes.use_mgmt_api);
+        assert_eq!(c.log_level, "DEBUG");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn unknown_sections_and_keys_are_warnings() {
+        let c = Config::parse(
+            "[storage]\nstorage_provider = local\nbase_path = /b\nbucket_name = x\nfrobnicate = 1\n[orchestration]\na = b\n",
+            "m.ini",
+        )
+        .unwrap();
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(c.warnings.iter().any(|w| w.contains("[orchestration]")));
+        assert!(c.warnings.iter().any(|w| w.contains("frobnicate")));
+    }
+
+    #[test]
+    fn bad_values_name_section_key_and_choices() {
+        let cases = [
+            ("[storage]\nbucket_name = b\n", "[storage] storage_provider"),
+            ("[storage]\nstorage_provider = dropbox\nbucket_name = b\n", "unknown provider \"dropbox\""),
+            ("[storage]\nstorage_provider = s3\n", "[storage] bucket_name: is required"),
+            ("[storage]\nstorage_provider = s3\nbucket_name = a/b\n", "must not contain '/'"),
+            ("[storage]\nstorage_provider = s3\nbucket_name = b\nsecure = maybe\n", "[storage] secure: \"maybe\" is not a boolean"),
+            ("[storage]\nstorage_provider = s3\nbucket_name = b\nconcurrent_transfers = many\n", "[storage] concurrent_transfers"),
+            ("[storage]\nstorage_provider = s3\nbucket_name = b\nmultipart_chunksize = 1.5\n", "[storage] multipart_chunksize"),
+            ("[storage]\nstorage_provider = s3\nbucket_name = b\n[grpc]\nport = 99999\n", "[grpc] port"),
+            ("[storage]\nstorage_provider = local\nbucket_name = b\n", "base_path: is required"),
+            ("[storage]\nstorage_provider = s3\nbucket_name = b\n[kubernetes]\nuse_mgmt_api = 1\n", "cassandra_url"),
+        ];
+        for (text, expected) in cases {
+            let err = Config::parse(text, "m.ini").unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_booleans_follow_medusa() {
+        assert_eq!(parse_size("50MB/s"), Some(52_428_800));
+        assert_eq!(parse_size("20 MB"), Some(20_971_520));
+        assert_eq!(parse_size("1GB"), Some(1 << 30));
+        assert_eq!(parse_size("104857600"), Some(104_857_600));
+        assert_eq!(parse_size("1.5"), None);
+        assert_eq!(parse_size("50mb"), None);
+        assert_eq!(parse_bool("Yes"), Some(true));
+        assert_eq!(parse_bool("OFF"), Some(false));
+        assert_eq!(parse_bool("2"), None);
+    }
+
+    #[test]
+    fn libcloud_region_names() {
+        let c = Config::parse("[storage]\nstorage_provider = s3_us_west_oregon\nbucket_name = b\n", "m").unwrap();
+        assert_eq!(c.storage.provider, Provider::S3 { region_hint: Some("us-west-2".into()) });
+    }
+}

@@ -1,0 +1,424 @@
+//! The local Cassandra node as a backup needs it: take and clear snapshots, and the facts that
+//! go into `tokenmap.json`, `server_version.json` and `schema.cql`. Through the Management API
+//! (k8ssandra) or through `nodetool`; no CQL driver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::names::Fqdn;
+use crate::tokenmap::{RingNode, TokenMap};
+
+/// A failure talking to Cassandra.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The Management API could not be reached.
+    #[error("Cassandra Management API at {url} unreachable: {source}")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// The HTTP client error.
+        source: reqwest::Error,
+    },
+    /// The Management API answered with an error.
+    #[error("Cassandra Management API {method} {url} answered HTTP {status}: {body}")]
+    Http {
+        /// Method.
+        method: &'static str,
+        /// URL.
+        url: String,
+        /// Status code.
+        status: u16,
+        /// Response text (trimmed).
+        body: String,
+    },
+    /// `nodetool` failed.
+    #[error("nodetool {args} failed: {message}")]
+    Nodetool {
+        /// The sub-command (credentials elided).
+        args: String,
+        /// Exit status and stderr.
+        message: String,
+    },
+    /// An answer could not be understood.
+    #[error("unexpected answer from Cassandra: {0}")]
+    Protocol(String),
+    /// The configuration selects no usable way to reach Cassandra.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl NodeError {
+    /// Whether trying again later can help (Cassandra still starting, API restarting).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, NodeError::Unreachable { .. }) || matches!(self, NodeError::Http { status, .. } if *status >= 500)
+    }
+}
+
+/// What a backup records about the node.
+#[derive(Debug, Clone)]
+pub struct NodeFacts {
+    /// The ring of the node's datacenter, keyed by node name.
+    pub tokenmap: TokenMap,
+    /// `release_version`.
+    pub release_version: String,
+    /// `CREATE KEYSPACE` statements, when the node can tell the replication.
+    pub keyspace_cql: Vec<String>,
+}
+
+/// Control of the local Cassandra node.
+#[async_trait]
+pub trait Cassandra: Send + Sync {
+    /// Snapshots every keyspace under `tag` (flushing first).
+    async fn take_snapshot(&self, tag: &str) -> Result<(), NodeError>;
+    /// Removes the snapshot `tag` from every keyspace.
+    async fn clear_snapshot(&self, tag: &str) -> Result<(), NodeError>;
+    /// Ring, version and keyspace definitions; `local` names this node in the tokenmap and
+    /// `keyspaces` are the keyspaces found on disk.
+    async fn facts(&self, local: &Fqdn, keyspaces: &[String]) -> Result<NodeFacts, NodeError>;
+}
+
+/// Picks the Management API when `[kubernetes] use_mgmt_api` is on, `nodetool` otherwise.
+pub fn from_config(cfg: &Config) -> Result<Arc<dyn Cassandra>, NodeError> {
+    let k = &cfg.kubernetes;
+    if k.use_mgmt_api {
+        let url = k.cassandra_url.clone().ok_or_else(|| NodeError::Config("[kubernetes] cassandra_url is empty".into()))?;
+        return Ok(Arc::new(ManagementApi::new(&url, k)?));
+    }
+    if k.enabled {
+        return Err(NodeError::Config(
+            "[kubernetes] enabled without use_mgmt_api selects Jolokia, which medusa-rs does not support; \
+             set use_mgmt_api = 1 (what k8ssandra-operator writes)"
+                .into(),
+        ));
+    }
+    Ok(Arc::new(Nodetool::new(cfg)))
+}
+
+/// Cassandra's Management API over HTTP(S).
+pub struct ManagementApi {
+    client: reqwest::Client,
+    snapshots_url: String,
+    base_url: String,
+}
+
+impl ManagementApi {
+    /// A client for the snapshot endpoint `snapshots_url`
+    /// (e.g. `http://127.0.0.1:8080/api/v0/ops/node/snapshots`).
+    pub fn new(snapshots_url: &str, k: &crate::config::KubernetesConfig) -> Result<ManagementApi, NodeError> {
+        let mut url = snapshots_url.trim_end_matches('/').to_string();
+        let tls = k.tls_cert.is_some();
+        if tls && let Some(rest) = url.strip_prefix("http://") {
+            url = format!("https://{rest}");
+        }
+        let base_url = match url.find("/api/") {
+            Some(i) => url[..i].to_string(),
+            None => url.clone(),
+        };
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(600));
+        if let (Some(cert), Some(key)) = (&k.tls_cert, &k.tls_key) {
+            let mut pem = read(cert)?;
+            pem.extend_from_slice(b"\n");
+            pem.extend_from_slice(&read(key)?);
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| NodeError::Config(format!("[kubernetes] tls_cert/tls_key are not a PEM key pair: {e}")))?;
+            b = b.identity(id);
+            // Medusa never verifies the API's certificate (§10.32); medusa-rs does when it has
+            // the CA, and keeps Medusa's behaviour otherwise so that existing pods still work.
+            match &k.ca_cert {
+                Some(ca) => {
+                    let ca = reqwest::Certificate::from_pem(&read(ca)?)
+                        .map_err(|e| NodeError::Config(format!("[kubernetes] ca_cert is not a PEM certificate: {e}")))?;
+                    b = b.tls_certs_only([ca]);
+                }
+                None => b = b.danger_accept_invalid_certs(true),
+            }
+        }
+        let client = b.build().map_err(|e| NodeError::Config(format!("HTTP client: {e}")))?;
+        Ok(ManagementApi { client, snapshots_url: url, base_url })
+    }
+
+    async fn send(&self, method: &'static str, req: reqwest::RequestBuilder, url: &str) -> Result<String, NodeError> {
+        let resp = req.send().await.map_err(|source| NodeError::Unreachable { url: url.to_string(), source })?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        if status != 200 {
+            return Err(NodeError::Http {
+                method,
+                url: url.to_string(),
+                status,
+                body: body.trim().chars().take(500).collect(),
+            });
+        }
+        Ok(body)
+    }
+
+    async fn get(&self, path: &str) -> Result<String, NodeError> {
+        let url = format!("{}{path}", self.base_url);
+        self.send("GET", self.client.get(&url), &url).await
+    }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, NodeError> {
+    std::fs::read(path).map_err(|e| NodeError::Config(format!("cannot read {}: {e}", path.display())))
+}
+
+#[async_trait]
+impl Cassandra for ManagementApi {
+    async fn take_snapshot(&self, tag: &str) -> Result<(), NodeError> {
+        let body = serde_json::json!({ "snapshot_name": tag });
+        let req = self.client.post(&self.snapshots_url).json(&body);
+        self.send("POST", req, &self.snapshots_url).await.map(drop)
+    }
+
+    async fn clear_snapshot(&self, tag: &str) -> Result<(), NodeError> {
+        let req = self.client.delete(&self.snapshots_url).query(&[("snapshotNames", tag)]);
+        self.send("DELETE", req, &self.snapshots_url).await.map(drop)
+    }
+
+    async fn facts(&self, local: &Fqdn, keyspaces: &[String]) -> Result<NodeFacts, NodeError> {
+        let body = self.get("/api/v0/metadata/endpoints").await?;
+        let v: Value = serde_json::from_str(&body).map_err(|e| NodeError::Protocol(format!("endpoints: {e}")))?;
+        let entries = v
+            .get("entity")
+            .and_then(Value::as_array)
+            .ok_or_else(|| NodeError::Protocol("endpoints: no \"entity\" list".into()))?;
+        let endpoints: Vec<Endpoint> = entries.iter().filter_map(Endpoint::from_json).collect();
+        let tokenmap = ring_of_local_dc(&endpoints, local, reverse_dns)?;
+        let release_version = match self.get("/api/v0/metadata/versions/release").await {
+            Ok(v) => v.trim().trim_matches('"').to_string(),
+            Err(_) => endpoints
+                .iter()
+                .find(|e| e.is_local)
+                .map(|e| e.release_version.clone())
+                .unwrap_or_else(|| "unknown".into()),
+        };
+        let mut keyspace_cql = Vec::new();
+        for ks in keyspaces {
+            let path = format!("/api/v0/ops/keyspace/replication?keyspaceName={ks}");
+            // Older Management APIs lack this endpoint; the schema then has table statements only.
+            let Ok(body) = self.get(&path).await else { continue };
+            if let Ok(map) = serde_json::from_str::<serde_json::Map<String, Value>>(&body) {
+                keyspace_cql.push(keyspace_statement(ks, &map));
+            }
+        }
+        Ok(NodeFacts { tokenmap, release_version, keyspace_cql })
+    }
+}
+
+/// `CREATE KEYSPACE` for a replication map (`{"class": ..., "dc1": "3"}`).
+pub fn keyspace_statement(ks: &str, replication: &serde_json::Map<String, Value>) -> String {
+    let parts: Vec<String> = replication
+        .iter()
+        .map(|(k, v)| format!("'{k}': '{}'", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+        .collect();
+    format!("CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{{}}}  AND durable_writes = true;", parts.join(", "))
+}
+
+/// One `/api/v0/metadata/endpoints` entry.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `ENDPOINT_IP`.
+    pub ip: String,
+    /// `IS_LOCAL`.
+    pub is_local: bool,
+    /// `IS_ALIVE`.
+    pub is_alive: bool,
+    /// `DC`.
+    pub dc: String,
+    /// `RACK`.
+    pub rack: String,
+    /// `TOKENS`, split.
+    pub tokens: Vec<String>,
+    /// `RELEASE_VERSION`.
+    pub release_version: String,
+}
+
+impl Endpoint {
+    fn from_json(v: &Value) -> Option<Endpoint> {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let ip = s("ENDPOINT_IP");
+        if ip.is_empty() {
+            return None;
+        }
+        Some(Endpoint {
+            is_local: s("IS_LOCAL") == "true",
+            is_alive: s("IS_ALIVE") != "false",
+            dc: s("DC"),
+            rack: s("RACK"),
+            tokens: s("TOKENS").split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect(),
+            release_version: s("RELEASE_VERSION"),
+            ip,
+        })
+    }
+}
+
+/// Medusa's tokenmap: the nodes of the local node's datacenter, ordered by IP string, named by
+/// reverse DNS (first label: the pod name behind a StatefulSet's headless service); the local
+/// node is always `local`.
+pub fn ring_of_local_dc(
+    endpoints: &[Endpoint],
+    local: &Fqdn,
+    name_of: impl Fn(&str) -> Option<String>,
+) -> Result<TokenMap, NodeError> {
+    let me = endpoints
+        .iter()
+        .find(|e| e.is_local)
+        .ok_or_else(|| NodeError::Protocol("endpoints: no entry has IS_LOCAL=true".into()))?;
+    let mut dc: Vec<&Endpoint> = endpoints.iter().filter(|e| e.dc == me.dc).collect();
+    dc.sort_by(|a, b| a.ip.cmp(&b.ip));
+    Ok(TokenMap(
+        dc.into_iter()
+            .map(|e| RingNode {
+                host: if e.is_local { local.to_string() } else { name_of(&e.ip).unwrap_or_else(|| e.ip.clone()) },
+                tokens: e.tokens.clone(),
+                is_up: e.is_alive,
+                rack: Some(e.rack.clone()),
+                dc: Some(e.dc.clone()),
+            })
+            .collect(),
+    ))
+}
+
+fn reverse_dns(ip: &str) -> Option<String> {
+    let addr: std::net::IpAddr = ip.parse().ok()?;
+    let name = dns_lookup::lookup_addr(&addr).ok()?;
+    let first = name.split('.').next()?.to_string();
+    // A PTR answer that merely spells the IP (10-0-0-1) is no name.
+    let looks_like_ip = first.replace('-', ".").parse::<std::net::IpAddr>().is_ok() || first == ip;
+    (!looks_like_ip && !first.is_empty()).then_some(first)
+}
+
+/// `nodetool` on the local machine.
+pub struct Nodetool {
+    exe: String,
+    base_args: Vec<String>,
+}
+
+impl Nodetool {
+    /// From `[cassandra]` settings.
+    pub fn new(cfg: &Config) -> Nodetool {
+        let c = &cfg.cassandra;
+        let mut args = c.nodetool_flags.clone();
+        if c.nodetool_ssl {
+            args.push("--ssl".into());
+        }
+        let pairs = [
+            ("-u", &c.nodetool_username),
+            ("-pw", &c.nodetool_password),
+            ("-pwf", &c.nodetool_password_file_path),
+            ("-h", &c.nodetool_host),
+            ("-p", &c.nodetool_port),
+        ];
+        for (flag, v) in pairs {
+            if let Some(v) = v {
+                args.push(flag.into());
+                args.push(v.clone());
+            }
+        }
+        Nodetool { exe: c.nodetool_executable.clone(), base_args: args }
+    }
+
+    async fn run(&self, sub: &[&str]) -> Result<String, NodeError> {
+        let out = tokio::process::Command::new(&self.exe)
+            .args(&self.base_args)
+            .args(sub)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| NodeError::Nodetool { args: sub.join(" "), message: format!("cannot run {}: {e}", self.exe) })?;
+        if !out.status.success() {
+            return Err(NodeError::Nodetool {
+                args: sub.join(" "),
+                message: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+#[async_trait]
+impl Cassandra for Nodetool {
+    async fn take_snapshot(&self, tag: &str) -> Result<(), NodeError> {
+        // Unlike Medusa (§10.19), a failed snapshot fails the backup.
+        self.run(&["snapshot", "-t", tag]).await.map(drop)
+    }
+
+    async fn clear_snapshot(&self, tag: &str) -> Result<(), NodeError> {
+        self.run(&["clearsnapshot", "-t", tag]).await.map(drop)
+    }
+
+    async fn facts(&self, local: &Fqdn, _keyspaces: &[String]) -> Result<NodeFacts, NodeError> {
+        let info = self.run(&["info", "-T"]).await?;
+        let field = |name: &str| {
+            info.lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim() == name)
+                .map(|(_, v)| v.trim().to_string())
+        };
+        let tokens: Vec<String> = info
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(k, _)| k.trim() == "Token")
+            .map(|(_, v)| v.trim().to_string())
+            .collect();
+        let version = self.run(&["version"]).await.unwrap_or_default();
+        let release_version = version
+            .lines()
+            .find_map(|l| l.strip_prefix("ReleaseVersion:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        // nodetool gives this node's facts only: the tokenmap holds the local node.
+        let node = RingNode {
+            host: local.to_string(),
+            tokens,
+            is_up: true,
+            rack: field("Rack"),
+            dc: field("Data Center"),
+        };
+        Ok(NodeFacts { tokenmap: TokenMap(vec![node]), release_version, keyspace_cql: Vec::new() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(ip: &str, local: bool, dc: &str, tokens: &str) -> Endpoint {
+        Endpoint {
+            ip: ip.into(),
+            is_local: local,
+            is_alive: true,
+            dc: dc.into(),
+            rack: "r1".into(),
+            tokens: tokens.split(',').map(str::to_string).collect(),
+            release_version: "4.1.5".into(),
+        }
+    }
+
+    #[test]
+    fn ring_keeps_the_local_dc_sorted_by_ip() {
+        let eps = [ep("10.0.0.9", false, "dc1", "3"), ep("10.0.0.10", true, "dc1", "1,2"), ep("10.0.0.5", false, "dc2", "4")];
+        let local = Fqdn::new("demo-dc1-r1-sts-0").unwrap();
+        let tm = ring_of_local_dc(&eps, &local, |ip| Some(format!("pod-{ip}"))).unwrap();
+        let hosts: Vec<_> = tm.0.iter().map(|n| n.host.as_str()).collect();
+        assert_eq!(hosts, ["demo-dc1-r1-sts-0", "pod-10.0.0.9"]);
+        assert_eq!(tm.0[0].tokens, ["1", "2"]);
+        assert!(ring_of_local_dc(&eps[..1], &local, |_| None).is_err());
+    }
+
+    #[test]
+    fn keyspace_statement_is_fully_qualified() {
+        let m: serde_json::Map<String, Value> =
+            serde_json::from_str(r#"{"class": "org.apache.cassandra.locator.NetworkTopologyStrategy", "dc1": "3"}"#).unwrap();
+        assert_eq!(
+            keyspace_statement("ks1", &m),
+            "CREATE KEYSPACE IF NOT EXISTS ks1 WITH replication = {'class': 'org.apache.cassandra.locator.NetworkTopologyStrategy', 'dc1': '3'}  AND durable_writes = true;"
+        );
+    }
+}

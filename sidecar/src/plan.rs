@@ -1,0 +1,200 @@
+//! Deciding, file by file, what a backup must upload and what it can reuse (§3.5), as pure
+//! functions over what is on disk and what is already stored.
+//!
+//! Medusa reuses a stored file when its name and size match (§10.15), which silently keeps a
+//! stale object after a node wipe restarts generation numbers, and then overwrites objects that
+//! older manifests reference. Here a stored object is reused only when its content digest is
+//! known to equal the local file's, and different content never overwrites: it goes to a
+//! versioned key instead.
+
+use std::collections::HashMap;
+
+use crate::digest::{ContentDigest, matches};
+use crate::layout::{Layout, Mode, TableFile};
+use crate::names::{BackupName, Fqdn};
+
+/// What the bucket holds below the node's shared data folder: key -> (size, hash if known).
+#[derive(Debug, Default)]
+pub struct Catalog {
+    objects: HashMap<String, (u64, Option<String>)>,
+}
+
+impl Catalog {
+    /// Records a listed object; `hash` is what the listing says, if it is a content hash.
+    pub fn insert(&mut self, key: String, size: u64, hash: Option<String>) {
+        self.objects.insert(key, (size, hash));
+    }
+
+    /// Adds a hash learnt elsewhere (a manifest) for a listed object of the same size.
+    pub fn learn_hash(&mut self, key: &str, size: u64, hash: &str) {
+        if let Some((s, h)) = self.objects.get_mut(key)
+            && *s == size
+            && h.is_none()
+        {
+            *h = Some(hash.to_string());
+        }
+    }
+
+    /// Size and hash of `key`.
+    pub fn get(&self, key: &str) -> Option<(u64, Option<&str>)> {
+        self.objects.get(key).map(|(s, h)| (*s, h.as_deref()))
+    }
+
+    /// Number of objects.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+}
+
+/// What to do with one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The stored object `key` has this content: reference it; `hash` is the stored hash if
+    /// known (else record the local digest).
+    Reuse {
+        /// Key of the stored object.
+        key: String,
+        /// Its recorded hash, if the store or a manifest told it.
+        hash: Option<String>,
+    },
+    /// Upload to `key`.
+    Upload {
+        /// Destination key.
+        key: String,
+    },
+    /// The decision needs the file's digest first (a stored object of the same name and size
+    /// exists, but the local digest is not cached).
+    NeedDigest,
+}
+
+/// Where a file lives in the bucket.
+pub struct FileRef<'a> {
+    /// Keyspace.
+    pub keyspace: &'a str,
+    /// Table directory.
+    pub table: &'a str,
+    /// Place below the table.
+    pub file: &'a TableFile,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// Decides for one file of a node backup.
+pub fn decide(
+    layout: &Layout,
+    mode: Mode,
+    node: &Fqdn,
+    backup: &BackupName,
+    f: &FileRef<'_>,
+    local: Option<&ContentDigest>,
+    catalog: &Catalog,
+) -> Decision {
+    let base = layout.data_key(mode, node, backup, f.keyspace, f.table, f.file);
+    if mode == Mode::Full {
+        return Decision::Upload { key: base };
+    }
+    let stored = catalog.get(&base);
+    let Some(d) = local else {
+        return match stored {
+            None => Decision::Upload { key: base },
+            // Anything stored under the name: the digest decides between reuse and a
+            // versioned key (whose name needs the digest).
+            Some(_) => Decision::NeedDigest,
+        };
+    };
+    if let Some((size, Some(hash))) = stored
+        && size == f.size
+        && matches(hash, d)
+    {
+        return Decision::Reuse { key: base, hash: Some(hash.to_string()) };
+    }
+    let versioned = layout.versioned_data_key(node, f.keyspace, f.table, f.file, &d.md5_hex());
+    if let Some((size, hash)) = catalog.get(&versioned) {
+        // The key names the content's MD5; a hash from the listing must agree with it too.
+        if size == f.size && hash.is_none_or(|h| matches(h, d)) {
+            return Decision::Reuse { key: versioned, hash: hash.map(str::to_string) };
+        }
+    }
+    match stored {
+        None => Decision::Upload { key: base },
+        Some(_) => Decision::Upload { key: versioned },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Hasher;
+
+    fn digest(data: &[u8]) -> ContentDigest {
+        let mut h = Hasher::new(None);
+        h.update(data);
+        h.finish()
+    }
+
+    struct Fx {
+        layout: Layout,
+        node: Fqdn,
+        backup: BackupName,
+        file: TableFile,
+    }
+
+    impl Fx {
+        fn new() -> Fx {
+            Fx {
+                layout: Layout::new(Some("p")),
+                node: Fqdn::new("n").unwrap(),
+                backup: BackupName::new("b2").unwrap(),
+                file: TableFile { index_dir: None, name: "nb-1-big-TOC.txt".into() },
+            }
+        }
+        fn decide(&self, mode: Mode, size: u64, local: Option<&ContentDigest>, c: &Catalog) -> Decision {
+            let f = FileRef { keyspace: "ks", table: "t-1", file: &self.file, size };
+            decide(&self.layout, mode, &self.node, &self.backup, &f, local, c)
+        }
+    }
+
+    const BASE: &str = "p/n/data/ks/t-1/nb-1-big-TOC.txt";
+
+    #[test]
+    fn full_always_uploads_under_the_backup() {
+        let fx = Fx::new();
+        let d = fx.decide(Mode::Full, 3, None, &Catalog::default());
+        assert_eq!(d, Decision::Upload { key: "p/n/b2/data/ks/t-1/nb-1-big-TOC.txt".into() });
+    }
+
+    #[test]
+    fn differential_reuses_only_proven_equal_content() {
+        let fx = Fx::new();
+        let same = digest(b"abc");
+        let mut c = Catalog::default();
+        c.insert(BASE.into(), 3, Some(same.md5_hex()));
+        assert_eq!(fx.decide(Mode::Differential, 3, Some(&same), &c), Decision::Reuse { key: BASE.into(), hash: Some(same.md5_hex()) });
+        // Same name and size, different bytes: a new, versioned key; the old object stays.
+        let other = digest(b"abd");
+        let v = format!("p/n/data/ks/t-1-v{}/nb-1-big-TOC.txt", other.md5_hex());
+        assert_eq!(fx.decide(Mode::Differential, 3, Some(&other), &c), Decision::Upload { key: v.clone() });
+        // ...which the next backup reuses.
+        c.insert(v.clone(), 3, None);
+        assert_eq!(fx.decide(Mode::Differential, 3, Some(&other), &c), Decision::Reuse { key: v, hash: None });
+    }
+
+    #[test]
+    fn unknown_digests_are_computed_before_deciding() {
+        let fx = Fx::new();
+        let mut c = Catalog::default();
+        assert_eq!(fx.decide(Mode::Differential, 3, None, &c), Decision::Upload { key: BASE.into() });
+        c.insert(BASE.into(), 3, None);
+        assert_eq!(fx.decide(Mode::Differential, 3, None, &c), Decision::NeedDigest);
+        // A stored object whose hash is unknown is never assumed equal.
+        let d = digest(b"abc");
+        assert!(matches!(fx.decide(Mode::Differential, 3, Some(&d), &c), Decision::Upload { key } if key.contains("-v")));
+        c.learn_hash(BASE, 3, &d.md5_base64());
+        assert!(matches!(fx.decide(Mode::Differential, 3, Some(&d), &c), Decision::Reuse { .. }));
+    }
+}

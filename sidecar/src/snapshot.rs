@@ -1,0 +1,184 @@
+//! What a snapshot put on disk: `<data_dir>/<ks>/<table>/snapshots/<tag>/` in every table
+//! (§3.4), read into a list of tables and files. Blocking: call through `fsutil::blocking`.
+
+use std::path::{Path, PathBuf};
+
+use crate::digest::FileId;
+use crate::layout::TableFile;
+use crate::names::BackupName;
+
+/// Keyspace that Medusa never backs up.
+pub const SKIPPED_KEYSPACE: &str = "system_traces";
+
+/// The snapshot tag Medusa uses for a backup.
+pub fn tag_for(b: &BackupName) -> String {
+    format!("medusa-{b}")
+}
+
+/// One file of a snapshot.
+#[derive(Debug, Clone)]
+pub struct SnapshotFile {
+    /// Place below the table directory.
+    pub file: TableFile,
+    /// Absolute path of the hard link in the snapshot.
+    pub path: PathBuf,
+    /// Bytes.
+    pub size: u64,
+    /// Identity for the digest cache.
+    pub id: FileId,
+}
+
+/// One table directory of a snapshot.
+#[derive(Debug, Clone)]
+pub struct SnapshotTable {
+    /// Keyspace directory name.
+    pub keyspace: String,
+    /// Table directory name (with id suffix).
+    pub table: String,
+    /// Files, sorted by place.
+    pub files: Vec<SnapshotFile>,
+    /// The table's CQL from Cassandra's `schema.cql` in the snapshot, if any.
+    pub schema_cql: Option<String>,
+}
+
+fn sorted_dirs(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') {
+                out.push((name, entry.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Keyspace directories of the data directory (without `system_traces`).
+pub fn keyspaces(data_dir: &Path) -> std::io::Result<Vec<String>> {
+    Ok(sorted_dirs(data_dir)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n != SKIPPED_KEYSPACE)
+        .collect())
+}
+
+/// True when any table already has a snapshot called `tag`.
+pub fn exists(data_dir: &Path, tag: &str) -> std::io::Result<bool> {
+    for (_, ks) in sorted_dirs(data_dir)? {
+        for (_, table) in sorted_dirs(&ks)? {
+            if table.join("snapshots").join(tag).is_dir() {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Reads the snapshot `tag`: every regular file below each `snapshots/<tag>/` (2i
+/// sub-directories included), except Cassandra's own `manifest.json` and `schema.cql`.
+pub fn scan(data_dir: &Path, tag: &str) -> std::io::Result<Vec<SnapshotTable>> {
+    let mut tables = Vec::new();
+    for (ks_name, ks) in sorted_dirs(data_dir)? {
+        if ks_name == SKIPPED_KEYSPACE {
+            continue;
+        }
+        for (table_name, table) in sorted_dirs(&ks)? {
+            let snap = table.join("snapshots").join(tag);
+            if !snap.is_dir() {
+                continue;
+            }
+            let mut files = Vec::new();
+            let mut schema_cql = None;
+            for entry in walkdir::WalkDir::new(&snap).min_depth(1).max_depth(2).sort_by_file_name() {
+                let entry = entry.map_err(std::io::Error::other)?;
+                if !entry.file_type().is_file() {
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let index_dir = if entry.depth() == 2 {
+                    let parent = entry.path().parent().and_then(Path::file_name).map(|p| p.to_string_lossy().into_owned());
+                    match parent {
+                        Some(p) if p.starts_with('.') => Some(p),
+                        // Not a secondary index folder: nothing Cassandra puts in a snapshot.
+                        _ => continue,
+                    }
+                } else {
+                    if name == "manifest.json" {
+                        continue;
+                    }
+                    if name == "schema.cql" {
+                        schema_cql = std::fs::read_to_string(entry.path()).ok();
+                        continue;
+                    }
+                    None
+                };
+                let meta = entry.metadata().map_err(std::io::Error::other)?;
+                files.push(SnapshotFile {
+                    id: FileId::of(entry.path(), &meta),
+                    size: meta.len(),
+                    path: entry.path().to_path_buf(),
+                    file: TableFile { index_dir, name },
+                });
+            }
+            files.sort_by(|a, b| a.file.cmp(&b.file));
+            tables.push(SnapshotTable { keyspace: ks_name.clone(), table: table_name, files, schema_cql });
+        }
+    }
+    Ok(tables)
+}
+
+/// `schema.cql` for the bucket: keyspace statements, then every table's statements from the
+/// snapshot, each `;`-terminated and fully qualified, separated by blank lines (§2.4).
+pub fn assemble_schema(keyspace_cql: &[String], tables: &[SnapshotTable]) -> String {
+    let mut parts: Vec<String> = keyspace_cql.iter().map(|s| s.trim().to_string()).collect();
+    for t in tables {
+        if let Some(cql) = &t.schema_cql {
+            let cql = cql.trim();
+            if cql.is_empty() {
+                continue;
+            }
+            let mut s = cql.to_string();
+            if !s.ends_with(';') {
+                s.push(';');
+            }
+            parts.push(s);
+        }
+    }
+    let mut out = parts.join("\n\n");
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_tables_2i_and_skips_metadata() {
+        let root = std::env::temp_dir().join(format!("medusa-snap-{}", uuid::Uuid::new_v4()));
+        let t = root.join("ks/t-0123/snapshots/medusa-b1");
+        std::fs::create_dir_all(t.join(".t_idx")).unwrap();
+        std::fs::write(t.join("nb-1-big-Data.db"), b"data").unwrap();
+        std::fs::write(t.join("manifest.json"), b"{}").unwrap();
+        std::fs::write(t.join("schema.cql"), b"CREATE TABLE ks.t (k int PRIMARY KEY)").unwrap();
+        std::fs::write(t.join(".t_idx/nb-2-big-Data.db"), b"ix").unwrap();
+        std::fs::create_dir_all(root.join("system_traces/events-1/snapshots/medusa-b1")).unwrap();
+        std::fs::write(root.join("system_traces/events-1/snapshots/medusa-b1/x"), b"x").unwrap();
+        std::fs::create_dir_all(root.join("ks/empty-1/snapshots/medusa-b1")).unwrap();
+        let tables = scan(&root, "medusa-b1").unwrap();
+        assert_eq!(tables.len(), 2);
+        assert_eq!(tables[0].table, "empty-1");
+        assert!(tables[0].files.is_empty());
+        let rels: Vec<_> = tables[1].files.iter().map(|f| f.file.rel()).collect();
+        assert_eq!(rels, ["nb-1-big-Data.db", ".t_idx/nb-2-big-Data.db"]);
+        assert!(exists(&root, "medusa-b1").unwrap());
+        assert!(!exists(&root, "medusa-b2").unwrap());
+        let schema = assemble_schema(&["CREATE KEYSPACE ks WITH replication = {};".into()], &tables);
+        assert_eq!(schema, "CREATE KEYSPACE ks WITH replication = {};\n\nCREATE TABLE ks.t (k int PRIMARY KEY);\n");
+        assert_eq!(keyspaces(&root).unwrap(), ["ks"]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

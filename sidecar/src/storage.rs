@@ -1,0 +1,381 @@
+//! The storage contract: one `Arc<dyn ObjectStore>` built once from `[storage]`, plus the few
+//! whole-object helpers the bucket layout needs. Backend choice happens here and nowhere else.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    Attribute, Attributes, BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutOptions,
+    PutPayload, RetryConfig,
+};
+
+use crate::config::{Provider, StorageConfig};
+use crate::layout::Layout;
+
+/// A storage failure, classified for the retry policy and for gRPC status codes.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The object does not exist.
+    #[error("object {key} not found")]
+    NotFound {
+        /// The key.
+        key: String,
+    },
+    /// The store could not be reached or failed after retries: waiting may help.
+    #[error("storage unavailable during {op} of {key}: {source}")]
+    Unavailable {
+        /// What was attempted.
+        op: &'static str,
+        /// The key or prefix.
+        key: String,
+        /// The underlying error.
+        source: object_store::Error,
+    },
+    /// The store refused the request (credentials, permissions, bad configuration): a retry
+    /// will not help until the configuration changes.
+    #[error("storage refused {op} of {key}: {source}")]
+    Refused {
+        /// What was attempted.
+        op: &'static str,
+        /// The key or prefix.
+        key: String,
+        /// The underlying error.
+        source: object_store::Error,
+    },
+    /// The configuration cannot produce a store.
+    #[error("storage configuration: {0}")]
+    Config(String),
+}
+
+impl StorageError {
+    /// Wraps an `object_store` error for operation `op` on `key`.
+    pub fn from_store(op: &'static str, key: &str, source: object_store::Error) -> StorageError {
+        match source {
+            object_store::Error::NotFound { .. } => StorageError::NotFound { key: key.to_string() },
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::UnknownConfigurationKey { .. } => StorageError::Refused {
+                op,
+                key: key.to_string(),
+                source,
+            },
+            source => StorageError::Unavailable {
+                op,
+                key: key.to_string(),
+                source,
+            },
+        }
+    }
+
+    /// Whether trying again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StorageError::Unavailable { .. })
+    }
+}
+
+/// The bucket: the object store, the key layout and the provider's conventions.
+#[derive(Clone)]
+pub struct Storage {
+    /// The backend.
+    pub store: Arc<dyn ObjectStore>,
+    /// Key naming for this prefix.
+    pub layout: Layout,
+    /// Which backend (decides the hash format recorded in manifests).
+    pub provider: Provider,
+    /// Server-side encryption is on: S3 ETags are then not MD5s.
+    pub encrypted: bool,
+    /// Storage class / tier for uploads.
+    pub storage_class: Option<String>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("store", &self.store.to_string())
+            .field("layout", &self.layout)
+            .finish()
+    }
+}
+
+/// Parses an AWS shared-credentials file: (access key, secret, session token) of `profile`.
+pub fn read_aws_credentials(text: &str, profile: &str) -> Option<(String, String, Option<String>)> {
+    let ini = crate::ini::Ini::parse(text).ok()?;
+    let get = |k: &str| ini.get(profile, k).map(str::to_string).filter(|v| !v.is_empty());
+    Some((get("aws_access_key_id")?, get("aws_secret_access_key")?, get("aws_session_token")))
+}
+
+fn retry(cfg: &StorageConfig) -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: cfg.max_retries,
+        retry_timeout: Duration::from_secs(cfg.retry_timeout_seconds),
+    }
+}
+
+fn client_options(cfg: &StorageConfig, endpoint: Option<&str>) -> ClientOptions {
+    let mut o = ClientOptions::new();
+    if endpoint.is_some_and(|e| e.starts_with("http://")) {
+        o = o.with_allow_http(true);
+    }
+    if !cfg.ssl_verify && endpoint.is_some() {
+        o = o.with_allow_invalid_certificates(true);
+    }
+    if let Some(t) = cfg.read_timeout {
+        o = o.with_timeout(Duration::from_secs(t));
+    }
+    o.with_connect_timeout(Duration::from_secs(10))
+}
+
+fn s3_endpoint(cfg: &StorageConfig) -> Option<String> {
+    if let Some(e) = &cfg.endpoint {
+        return Some(e.clone());
+    }
+    let host = cfg.host.as_ref()?;
+    let scheme = if cfg.secure { "https" } else { "http" };
+    Some(match cfg.port {
+        Some(p) => format!("{scheme}://{host}:{p}"),
+        None => format!("{scheme}://{host}"),
+    })
+}
+
+fn read_key_file(path: &Path) -> Result<String, StorageError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        StorageError::Config(format!("cannot read [storage] key_file {}: {e}", path.display()))
+    })
+}
+
+impl Storage {
+    /// Builds the store for `cfg`. No request is sent.
+    pub fn from_config(cfg: &StorageConfig) -> Result<Storage, StorageError> {
+        let cfg_err = |e: object_store::Error| StorageError::Config(e.to_string());
+        let store: Arc<dyn ObjectStore> = match &cfg.provider {
+            Provider::Local => {
+                let base = cfg.base_path.as_ref().ok_or_else(|| StorageError::Config("base_path is required".into()))?;
+                let dir = base.join(&cfg.bucket_name);
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    StorageError::Config(format!("cannot create local bucket directory {}: {e}", dir.display()))
+                })?;
+                Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(cfg_err)?)
+            }
+            p if p.is_s3() => {
+                let endpoint = s3_endpoint(cfg);
+                let mut b = match &cfg.key_file {
+                    // Explicit credentials: do not let the environment add or override anything.
+                    Some(path) => {
+                        let profile = cfg.api_profile.as_deref().unwrap_or("default");
+                        let (id, secret, token) = read_aws_credentials(&read_key_file(path)?, profile).ok_or_else(|| {
+                            StorageError::Config(format!(
+                                "[storage] key_file {} has no aws_access_key_id/aws_secret_access_key in profile [{profile}]",
+                                path.display()
+                            ))
+                        })?;
+                        let b = AmazonS3Builder::new().with_access_key_id(id).with_secret_access_key(secret);
+                        match token {
+                            Some(t) => b.with_token(t),
+                            None => b,
+                        }
+                    }
+                    // The SDK default chain: env vars, web identity (IRSA), instance metadata.
+                    None => AmazonS3Builder::from_env(),
+                };
+                let region = match (&cfg.region, p) {
+                    (r, _) if r != "default" => r.clone(),
+                    (_, Provider::S3 { region_hint: Some(h) }) => h.clone(),
+                    _ => "us-east-1".to_string(),
+                };
+                b = b
+                    .with_bucket_name(&cfg.bucket_name)
+                    .with_region(region)
+                    .with_virtual_hosted_style_request(cfg.s3_addressing_style == "virtual")
+                    .with_retry(retry(cfg))
+                    .with_client_options(client_options(cfg, endpoint.as_deref()));
+                if let Some(e) = &endpoint {
+                    b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+                }
+                if let Some(k) = &cfg.kms_id {
+                    b = b.with_sse_kms_encryption(k);
+                }
+                if let Some(k) = &cfg.sse_c_key {
+                    b = b.with_ssec_encryption(k);
+                }
+                Arc::new(b.build().map_err(cfg_err)?)
+            }
+            Provider::AzureBlobs => {
+                let mut b = match &cfg.key_file {
+                    Some(path) => {
+                        let v: serde_json::Value = serde_json::from_str(&read_key_file(path)?).map_err(|e| {
+                            StorageError::Config(format!("[storage] key_file {} is not JSON: {e}", path.display()))
+                        })?;
+                        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+                        let account = field("storage_account").ok_or_else(|| {
+                            StorageError::Config(format!("[storage] key_file {} lacks \"storage_account\"", path.display()))
+                        })?;
+                        let b = MicrosoftAzureBuilder::new().with_account(account);
+                        match field("key") {
+                            Some(k) => b.with_access_key(k),
+                            None => b,
+                        }
+                    }
+                    // DefaultAzureCredential-like: env, workload identity federated token, MSI.
+                    None => {
+                        let account = std::env::var("AZURE_STORAGE_ACCOUNT").map_err(|_| {
+                            StorageError::Config("azure_blobs without key_file needs AZURE_STORAGE_ACCOUNT".into())
+                        })?;
+                        MicrosoftAzureBuilder::from_env().with_account(account)
+                    }
+                };
+                let endpoint = cfg.endpoint.clone().or_else(|| {
+                    // Medusa: https://<account>.blob.core.<host>[:port]/
+                    cfg.host.as_ref().map(|h| {
+                        let acct = b.get_config_value(&object_store::azure::AzureConfigKey::AccountName).unwrap_or_default();
+                        match cfg.port {
+                            Some(p) => format!("https://{acct}.blob.core.{h}:{p}"),
+                            None => format!("https://{acct}.blob.core.{h}"),
+                        }
+                    })
+                });
+                b = b
+                    .with_container_name(&cfg.bucket_name)
+                    .with_retry(retry(cfg))
+                    .with_client_options(client_options(cfg, endpoint.as_deref()));
+                if let Some(e) = &endpoint {
+                    b = b.with_endpoint(e.clone()).with_allow_http(e.starts_with("http://"));
+                }
+                Arc::new(b.build().map_err(cfg_err)?)
+            }
+            Provider::GoogleStorage => {
+                let mut b = match &cfg.key_file {
+                    Some(path) => GoogleCloudStorageBuilder::new().with_service_account_path(path.to_string_lossy()),
+                    None => GoogleCloudStorageBuilder::from_env(),
+                };
+                b = b
+                    .with_bucket_name(&cfg.bucket_name)
+                    .with_retry(retry(cfg))
+                    .with_client_options(client_options(cfg, cfg.endpoint.as_deref()));
+                if let Some(e) = &cfg.endpoint {
+                    b = b.with_base_url(e);
+                }
+                Arc::new(b.build().map_err(cfg_err)?)
+            }
+            _ => unreachable!("every provider is handled above"),
+        };
+        Ok(Storage {
+            store,
+            layout: Layout::new(cfg.prefix.as_deref()),
+            provider: cfg.provider.clone(),
+            encrypted: cfg.kms_id.is_some() || cfg.sse_c_key.is_some(),
+            storage_class: cfg.storage_class.clone(),
+        })
+    }
+
+    /// Options for every upload (storage class).
+    pub fn put_options(&self) -> PutOptions {
+        let mut attrs = Attributes::new();
+        if let Some(c) = &self.storage_class {
+            attrs.insert(Attribute::StorageClass, c.clone().into());
+        }
+        PutOptions {
+            attributes: attrs,
+            ..Default::default()
+        }
+    }
+
+    /// Writes a small object in one request.
+    pub async fn put_bytes(&self, key: &str, bytes: impl Into<Bytes>) -> Result<(), StorageError> {
+        let path = object_path(key)?;
+        self.store
+            .put_opts(&path, PutPayload::from_bytes(bytes.into()), self.put_options())
+            .await
+            .map_err(|e| StorageError::from_store("put", key, e))?;
+        Ok(())
+    }
+
+    /// Reads a whole (small) object.
+    pub async fn get_bytes(&self, key: &str) -> Result<Bytes, StorageError> {
+        let path = object_path(key)?;
+        let r = self.store.get(&path).await.map_err(|e| StorageError::from_store("get", key, e))?;
+        r.bytes().await.map_err(|e| StorageError::from_store("get", key, e))
+    }
+
+    /// Reads a whole object if it exists.
+    pub async fn get_opt(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+        match self.get_bytes(key).await {
+            Ok(b) => Ok(Some(b)),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Metadata of an object, `None` when it does not exist. Any other error is an error
+    /// (Medusa's `_stat_blob` turned 403/5xx into "absent", §10.18).
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError> {
+        let path = object_path(key)?;
+        match self.store.head(&path).await {
+            Ok(m) => Ok(Some(m)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(StorageError::from_store("head", key, e)),
+        }
+    }
+
+    /// Lists every object below `prefix` (which should end with `/`), page by page.
+    pub fn list(&self, prefix: &str) -> impl futures::Stream<Item = Result<ObjectMeta, StorageError>> + Send + 'static {
+        let owned = prefix.to_string();
+        let trimmed = prefix.trim_end_matches('/');
+        let stream = if trimmed.is_empty() {
+            self.store.list(None)
+        } else {
+            self.store.list(Some(&ObjectPath::from(trimmed)))
+        };
+        stream.map_err(move |e| StorageError::from_store("list", &owned, e))
+    }
+
+    /// Deletes an object; a missing object is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = object_path(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StorageError::from_store("delete", key, e)),
+        }
+    }
+
+    /// The hash to record in a manifest for content `d` whose upload returned `etag`.
+    pub fn manifest_hash(&self, d: &crate::digest::ContentDigest, etag: Option<&str>) -> String {
+        match &self.provider {
+            p if p.is_s3() => etag
+                .map(|e| e.trim_matches('"').to_string())
+                .unwrap_or_else(|| d.md5_hex()),
+            Provider::Local => d.md5_hex(),
+            _ => d.md5_base64(),
+        }
+    }
+
+    /// The hash a listing tells about an object, when the provider's listing carries one that
+    /// can be compared with a local digest (S3 ETags without server-side encryption).
+    pub fn listing_hash(&self, meta: &ObjectMeta) -> Option<String> {
+        if self.provider.is_s3() && !self.encrypted {
+            meta.e_tag.as_ref().map(|e| e.trim_matches('"').to_string())
+        } else {
+            None
+        }
+    }
+}
+
+/// A validated object path.
+pub fn object_path(key: &str) -> Result<ObjectPath, StorageError> {
+    ObjectPath::parse(key).map_err(|e| StorageError::Config(format!("invalid object key {key:?}: {e}")))
+}

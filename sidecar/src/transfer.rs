@@ -1,0 +1,292 @@
+//! Moving bytes: each file is read once, on the blocking pool, hashed in the same pass and
+//! streamed to the store; uploads are bounded by `concurrent_transfers`; S3 transfers share one
+//! bandwidth cap. Memory per upload is bounded by the part size times the parts in flight.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use object_store::{PutMultipartOptions, PutPayload, WriteMultipart};
+use tokio::sync::{Mutex, Semaphore, mpsc};
+
+use crate::config::StorageConfig;
+use crate::digest::{ContentDigest, Hasher};
+use crate::storage::{Storage, StorageError, object_path};
+
+const READ_CHUNK: usize = 1 << 20;
+/// Physical part size for stores where parts carry no meaning (local, Azure, GCS).
+const PLAIN_PART: u64 = 8 << 20;
+
+/// A transfer failure.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// Reading the local file failed.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The file changed size while being read (SSTables in a snapshot never do).
+    #[error("{path} changed while being read: expected {expected} bytes, read {read}")]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// Size seen when the snapshot was scanned.
+        expected: u64,
+        /// Bytes actually read.
+        read: u64,
+    },
+    /// The store's checksum disagrees with the bytes sent.
+    #[error("upload of {key} corrupted: the store reports ETag {reported}, the bytes sent hash to {expected}")]
+    Corrupted {
+        /// The key.
+        key: String,
+        /// ETag from the store.
+        reported: String,
+        /// ETag computed locally.
+        expected: String,
+    },
+}
+
+impl TransferError {
+    /// Whether trying again can help.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TransferError::Storage(e) => e.is_retryable(),
+            TransferError::Corrupted { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Counters shared with status reporting.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes read and sent so far (uploads) or verified (reuse).
+    pub bytes_done: AtomicU64,
+    /// Total bytes of the backup.
+    pub bytes_total: AtomicU64,
+    /// Files finished.
+    pub files_done: AtomicU64,
+    /// Files in the backup.
+    pub files_total: AtomicU64,
+    /// Bytes actually uploaded.
+    pub bytes_uploaded: AtomicU64,
+    /// Files actually uploaded.
+    pub files_uploaded: AtomicU64,
+}
+
+/// A token bucket shared by every transfer (Medusa's cap was per file, §10.30).
+pub struct RateLimiter {
+    bytes_per_sec: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    /// A cap of `bytes_per_sec`, with up to one second of burst.
+    pub fn new(bytes_per_sec: u64) -> RateLimiter {
+        RateLimiter {
+            bytes_per_sec: bytes_per_sec.max(1) as f64,
+            state: Mutex::new((bytes_per_sec as f64, Instant::now())),
+        }
+    }
+
+    /// Waits until `n` bytes may pass.
+    pub async fn acquire(&self, n: usize) {
+        let wait = {
+            let mut s = self.state.lock().await;
+            let now = Instant::now();
+            let refill = now.duration_since(s.1).as_secs_f64() * self.bytes_per_sec;
+            s.0 = (s.0 + refill).min(self.bytes_per_sec) - n as f64;
+            s.1 = now;
+            if s.0 < 0.0 { Duration::from_secs_f64(-s.0 / self.bytes_per_sec) } else { Duration::ZERO }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Result of one upload.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    /// Digest of the bytes sent.
+    pub digest: ContentDigest,
+    /// The hash to record in the manifest.
+    pub hash: String,
+}
+
+/// Uploads files to one store.
+pub struct Transfers {
+    storage: Storage,
+    slots: Arc<Semaphore>,
+    limiter: Option<Arc<RateLimiter>>,
+    threshold: u64,
+    chunk: u64,
+    parts_in_flight: usize,
+}
+
+impl Transfers {
+    /// From `[storage]`.
+    pub fn new(storage: Storage, cfg: &StorageConfig) -> Transfers {
+        let s3 = storage.provider.is_s3();
+        Transfers {
+            slots: Arc::new(Semaphore::new(cfg.concurrent_transfers.max(1))),
+            limiter: cfg.transfer_max_bandwidth.filter(|_| s3).map(|b| Arc::new(RateLimiter::new(b))),
+            threshold: if s3 { cfg.multi_part_upload_threshold } else { PLAIN_PART },
+            chunk: if s3 { cfg.multipart_chunksize } else { PLAIN_PART },
+            parts_in_flight: cfg.multipart_max_concurrency,
+            storage,
+        }
+    }
+
+    /// The part size whose multipart ETag must be known for a file of `size` bytes (S3 files at
+    /// or above the threshold), else `None`.
+    pub fn etag_part_size(&self, size: u64) -> Option<u64> {
+        (self.storage.provider.is_s3() && size >= self.threshold).then_some(self.chunk)
+    }
+
+    /// Reads and hashes a file without uploading it.
+    pub async fn hash_file(&self, path: PathBuf, size: u64) -> Result<ContentDigest, TransferError> {
+        let _slot = self.slots.acquire().await.expect("semaphore never closed");
+        let part = self.etag_part_size(size);
+        let p = path.clone();
+        let result = crate::fsutil::blocking(move || {
+            use std::io::Read;
+            let mut f = std::fs::File::open(&p)?;
+            let mut h = Hasher::new(part);
+            let mut buf = vec![0u8; READ_CHUNK];
+            loop {
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            Ok(h.finish())
+        })
+        .await;
+        let d = result.map_err(|source| TransferError::Read { path: path.clone(), source })?;
+        if d.size != size {
+            return Err(TransferError::Changed { path, expected: size, read: d.size });
+        }
+        Ok(d)
+    }
+
+    /// Uploads `path` (expected `size` bytes) to `key`, hashing on the way, and checks the
+    /// store's ETag against the bytes sent where the ETag is a checksum.
+    pub async fn upload_file(&self, path: PathBuf, size: u64, key: &str, progress: &Progress) -> Result<Uploaded, TransferError> {
+        let _slot = self.slots.acquire().await.expect("semaphore never closed");
+        let location = object_path(key)?;
+        let part = self.etag_part_size(size);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+        let p = path.clone();
+        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<ContentDigest> {
+            use std::io::Read;
+            let mut f = std::fs::File::open(&p)?;
+            let mut h = Hasher::new(part);
+            loop {
+                let mut buf = BytesMut::zeroed(READ_CHUNK);
+                let n = f.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                h.update(&buf);
+                if tx.blocking_send(buf.freeze()).is_err() {
+                    break; // the uploader gave up; its error is reported
+                }
+            }
+            Ok(h.finish())
+        });
+        let finish_reader = |r: Result<std::io::Result<ContentDigest>, tokio::task::JoinError>| {
+            let d = r
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r)
+                .map_err(|source| TransferError::Read { path: path.clone(), source })?;
+            if d.size != size {
+                return Err(TransferError::Changed { path: path.clone(), expected: size, read: d.size });
+            }
+            Ok(d)
+        };
+        let store = &self.storage.store;
+        let (digest, etag) = if size < self.threshold {
+            let mut chunks = Vec::new();
+            while let Some(b) = rx.recv().await {
+                chunks.push(b);
+            }
+            let digest = finish_reader(reader.await)?;
+            if let Some(l) = &self.limiter {
+                l.acquire(size as usize).await;
+            }
+            let r = store
+                .put_opts(&location, chunks.into_iter().collect::<PutPayload>(), self.storage.put_options())
+                .await
+                .map_err(|e| StorageError::from_store("put", key, e))?;
+            progress.bytes_done.fetch_add(size, Ordering::Relaxed);
+            (digest, r.e_tag)
+        } else {
+            let opts = PutMultipartOptions { attributes: self.storage.put_options().attributes, ..Default::default() };
+            let upload = store
+                .put_multipart_opts(&location, opts)
+                .await
+                .map_err(|e| StorageError::from_store("start multipart upload", key, e))?;
+            let mut w = WriteMultipart::new_with_chunk_size(upload, self.chunk as usize);
+            let mut failed = None;
+            while let Some(b) = rx.recv().await {
+                if let Some(l) = &self.limiter {
+                    l.acquire(b.len()).await;
+                }
+                if let Err(e) = w.wait_for_capacity(self.parts_in_flight).await {
+                    failed = Some(StorageError::from_store("upload part", key, e));
+                    break;
+                }
+                progress.bytes_done.fetch_add(b.len() as u64, Ordering::Relaxed);
+                w.put(b);
+            }
+            drop(rx);
+            let read = finish_reader(reader.await);
+            let digest = match (failed, read) {
+                (None, Ok(d)) => d,
+                (Some(e), _) => {
+                    // Never complete a partial object; abort to free stored parts.
+                    let _ = w.abort().await;
+                    return Err(e.into());
+                }
+                (None, Err(e)) => {
+                    let _ = w.abort().await;
+                    return Err(e);
+                }
+            };
+            let r = w
+                .finish()
+                .await
+                .map_err(|e| StorageError::from_store("complete multipart upload", key, e))?;
+            (digest, r.e_tag)
+        };
+        progress.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
+        progress.files_uploaded.fetch_add(1, Ordering::Relaxed);
+        if self.storage.provider.is_s3()
+            && !self.storage.encrypted
+            && let Some(reported) = &etag
+        {
+            let reported = reported.trim_matches('"');
+            if !crate::digest::matches(reported, &digest) {
+                let expected = match &digest.multipart {
+                    Some((_, e)) if size >= self.threshold => e.clone(),
+                    _ => digest.md5_hex(),
+                };
+                return Err(TransferError::Corrupted { key: key.to_string(), reported: reported.to_string(), expected });
+            }
+        }
+        let hash = self.storage.manifest_hash(&digest, etag.as_deref());
+        Ok(Uploaded { digest, hash })
+    }
+}
