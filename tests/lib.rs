@@ -1,1 +1,263 @@
-//! Shared helpers for the integration tests live in `harness/`; this crate only holds the tests.
+//! Shared set-up for medusa-rs' integration tests: a simulated Cassandra node with its
+//! Management API, a real storage server of the chosen kind, the `medusa.ini` that joins them,
+//! and a TCP proxy that can break the storage connection on demand.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use futures::TryStreamExt;
+use harness::services::{AzuriteServer, LocalStorage, S3Server, TempDir};
+use harness::sim::{MgmtApiServer, SimNode, SimSpec};
+use medusa::backup::Node;
+use medusa::config::Config;
+
+/// Kinds of storage the suites run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `storage_provider = local`.
+    Local,
+    /// s3s-fs in this process.
+    S3sFs,
+    /// moto server process.
+    Moto,
+    /// azurite process.
+    Azurite,
+}
+
+/// A running storage backend.
+pub enum Backend {
+    /// Local directory.
+    Local(LocalStorage),
+    /// S3 server.
+    S3(S3Server),
+    /// Azure emulator.
+    Azure(AzuriteServer),
+}
+
+impl Backend {
+    /// Starts a fresh backend of `kind` with bucket/container `medusa`.
+    pub async fn start(kind: Kind) -> Result<Backend> {
+        Ok(match kind {
+            Kind::Local => Backend::Local(LocalStorage::new("medusa")?),
+            Kind::S3sFs => Backend::S3(S3Server::s3s_fs("medusa").await?),
+            Kind::Moto => Backend::S3(S3Server::moto("medusa").await?),
+            Kind::Azurite => Backend::Azure(AzuriteServer::start("medusa").await?),
+        })
+    }
+
+    /// The `[storage]` section; `endpoint` replaces the server's address (for the proxy).
+    pub fn storage_section(&self, prefix: Option<&str>, via: Option<&FaultProxy>) -> String {
+        let mut s = match self {
+            Backend::Local(l) => l.medusa_ini_storage(prefix),
+            Backend::S3(s) => s.medusa_ini_storage(prefix),
+            Backend::Azure(a) => a.medusa_ini_storage(prefix),
+        };
+        if let Some(p) = via {
+            let target_port = self.port().expect("the proxy needs a network backend");
+            s = s.replace(&format!(":{target_port}"), &format!(":{}", p.port));
+            s = s.replace(&format!("port = {target_port}\n"), &format!("port = {}\n", p.port));
+        }
+        s
+    }
+
+    /// TCP port of a network backend.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Backend::Local(_) => None,
+            Backend::S3(s) => Some(s.port()),
+            Backend::Azure(a) => Some(a.port()),
+        }
+    }
+}
+
+/// A simulated node, its Management API, a backend and a config file pointing at both.
+pub struct Env {
+    /// The node.
+    pub sim: Arc<Mutex<SimNode>>,
+    /// Its Management API.
+    pub api: MgmtApiServer,
+    /// The storage backend.
+    pub backend: Backend,
+    /// Optional proxy between medusa-rs and the backend.
+    pub proxy: Option<FaultProxy>,
+    /// The `medusa.ini` written for this env.
+    pub ini_path: PathBuf,
+    /// Node name used in the bucket.
+    pub fqdn: String,
+    /// medusa-rs state directory.
+    pub state_dir: PathBuf,
+    /// Work directory (node root, config, state).
+    pub dir: TempDir,
+}
+
+/// Options for [`Env::new`].
+#[derive(Debug, Clone)]
+pub struct EnvOptions {
+    /// Storage kind.
+    pub kind: Kind,
+    /// `[storage] prefix`.
+    pub prefix: Option<String>,
+    /// Put a [`FaultProxy`] in front of the backend.
+    pub proxy: bool,
+    /// Extra lines for `[storage]`.
+    pub storage_extra: String,
+    /// The node to generate.
+    pub spec: SimSpec,
+}
+
+impl EnvOptions {
+    /// Defaults: prefix `demo`, no proxy, the small node.
+    pub fn new(kind: Kind) -> EnvOptions {
+        EnvOptions { kind, prefix: Some("demo".into()), proxy: false, storage_extra: String::new(), spec: SimSpec::small() }
+    }
+}
+
+impl Env {
+    /// Builds everything; nothing is backed up yet.
+    pub async fn new(o: EnvOptions) -> Result<Env> {
+        let dir = TempDir::new("env")?;
+        let root = dir.path().join("cassandra");
+        let spec = o.spec.clone();
+        let r = root.clone();
+        let sim = tokio::task::spawn_blocking(move || SimNode::generate(&r, &spec)).await??;
+        let yaml = sim.cassandra_yaml.clone();
+        let sim = Arc::new(Mutex::new(sim));
+        let api = MgmtApiServer::start(sim.clone()).await?;
+        let backend = Backend::start(o.kind).await?;
+        let proxy = match (o.proxy, backend.port()) {
+            (true, Some(port)) => Some(FaultProxy::start(port).await?),
+            _ => None,
+        };
+        let fqdn = "demo-dc1-default-sts-0".to_string();
+        let state_dir = dir.path().join("state");
+        let mut storage = backend.storage_section(o.prefix.as_deref(), proxy.as_ref());
+        storage.push_str(&format!("fqdn = {fqdn}\nmax_retries = 2\nretry_timeout = 10\nconcurrent_transfers = 2\n"));
+        storage.push_str(&o.storage_extra);
+        let ini = format!(
+            "[cassandra]\nconfig_file = {}\n\n{storage}\n[grpc]\nenabled = 1\n\n[kubernetes]\nenabled = 1\nuse_mgmt_api = 1\ncassandra_url = {}\n",
+            yaml.display(),
+            api.snapshot_url
+        );
+        let ini_path = dir.path().join("medusa.ini");
+        std::fs::write(&ini_path, ini)?;
+        Ok(Env { sim, api, backend, proxy, ini_path, fqdn, state_dir, dir })
+    }
+
+    /// The parsed configuration.
+    pub fn config(&self) -> Result<Config> {
+        Ok(Config::load(&self.ini_path)?)
+    }
+
+    /// An engine for this env (state in `self.state_dir`).
+    pub fn node(&self) -> Result<Node> {
+        let cfg = self.config()?;
+        let mut node = Node::open(&cfg).context("opening the engine")?;
+        node.state_dir = self.state_dir.clone();
+        Ok(node)
+    }
+
+    /// Runs `f` on the simulated node on a blocking thread.
+    pub async fn with_sim<T: Send + 'static>(&self, f: impl FnOnce(&mut SimNode) -> T + Send + 'static) -> T {
+        let sim = self.sim.clone();
+        tokio::task::spawn_blocking(move || f(&mut sim.lock().unwrap())).await.expect("sim task")
+    }
+}
+
+/// Every object in the bucket: key -> size.
+pub async fn list_all(node: &Node) -> Result<BTreeMap<String, u64>> {
+    let objects: Vec<_> = node.storage.list("").try_collect().await?;
+    Ok(objects.into_iter().map(|m| (m.location.to_string(), m.size)).collect())
+}
+
+/// A TCP proxy on loopback that forwards to `127.0.0.1:<target>` until broken.
+pub struct FaultProxy {
+    /// Listening port.
+    pub port: u16,
+    broken: Arc<AtomicBool>,
+    /// Bytes forwarded client → server; when it passes `break_after` the proxy breaks.
+    sent: Arc<AtomicU64>,
+    break_after: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts forwarding to `target_port`.
+    pub async fn start(target_port: u16) -> Result<FaultProxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let broken = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let break_after = Arc::new(AtomicU64::new(u64::MAX));
+        let (b, s, a) = (broken.clone(), sent.clone(), break_after.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { return };
+                if b.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let (b, s, a) = (b.clone(), s.clone(), a.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await else { return };
+                    let (mut cr, mut cw) = client.split();
+                    let (mut sr, mut sw) = server.split();
+                    let up = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            let n = cr.read(&mut buf).await.unwrap_or(0);
+                            if n == 0 || b.load(Ordering::SeqCst) {
+                                return;
+                            }
+                            if s.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > a.load(Ordering::SeqCst) {
+                                b.store(true, Ordering::SeqCst);
+                                return;
+                            }
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            let n = sr.read(&mut buf).await.unwrap_or(0);
+                            if n == 0 || b.load(Ordering::SeqCst) || cw.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    // Either direction ending (or the proxy breaking) cuts the connection.
+                    tokio::select! { _ = up => {}, _ = down => {} }
+                });
+            }
+        });
+        Ok(FaultProxy { port, broken, sent, break_after, task })
+    }
+
+    /// Refuses every connection from now on (existing ones are cut at their next read).
+    pub fn break_now(&self) {
+        self.broken.store(true, Ordering::SeqCst);
+    }
+
+    /// Breaks once `bytes` more bytes have been sent towards the server.
+    pub fn break_after(&self, bytes: u64) {
+        self.break_after.store(self.sent.load(Ordering::SeqCst) + bytes, Ordering::SeqCst);
+    }
+
+    /// Forwards again.
+    pub fn heal(&self) {
+        self.break_after.store(u64::MAX, Ordering::SeqCst);
+        self.broken.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -114,7 +114,44 @@ struct Done {
     digest: Option<(FileId, ContentDigest)>,
 }
 
+/// Why the engine could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The store could not be built.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// No way to reach Cassandra.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// The directory for medusa-rs' own state: `$MEDUSA_RS_STATE_DIR`, else `.medusa-rs` in the
+/// Cassandra root (a persistent volume in Kubernetes).
+pub fn state_dir(paths: &NodePaths) -> PathBuf {
+    match std::env::var_os("MEDUSA_RS_STATE_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => paths.root().join(".medusa-rs"),
+    }
+}
+
 impl Node {
+    /// Builds the engine from configuration (no request is sent yet).
+    pub fn open(cfg: &crate::config::Config) -> Result<Node, OpenError> {
+        let paths = NodePaths::load(&cfg.cassandra.config_file)?;
+        let storage = Storage::from_config(&cfg.storage)?;
+        Ok(Node {
+            transfers: Arc::new(Transfers::new(storage.clone(), &cfg.storage)),
+            storage,
+            cassandra: crate::node::from_config(cfg)?,
+            fqdn: cfg.fqdn()?,
+            state_dir: state_dir(&paths),
+            paths,
+        })
+    }
+
     fn digest_cache_path(&self) -> PathBuf {
         self.state_dir.join(format!("digests-{}.v1", self.fqdn))
     }

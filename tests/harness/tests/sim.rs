@@ -22,10 +22,8 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let p = std::env::temp_dir().join(format!(
-            "medusa-sim-{name}-{}-{nanos}",
-            std::process::id()
-        ));
+        let p =
+            std::env::temp_dir().join(format!("medusa-sim-{name}-{}-{nanos}", std::process::id()));
         fs::create_dir_all(&p).expect("create temp dir");
         TempDir(p)
     }
@@ -83,7 +81,7 @@ fn table_dir(node: &SimNode, ks: &str, table: &str) -> PathBuf {
 #[test]
 fn small_node_has_the_cassandra_layout() {
     within(120, || {
-        let (_dir, node) = small_node("layout");
+        let (dir, node) = small_node("layout");
         let spec = SimSpec::small();
         let d = digest_data_dir(&node.data_dir);
         assert_eq!(d.files as usize, spec.expected_files());
@@ -95,16 +93,30 @@ fn small_node_has_the_cassandra_layout() {
             d.bytes
         );
         // system tables keep Cassandra's ids; some are empty directories
-        let local = node.data_dir.join("system/local-7ad54392bcdd35a684174e047860b377");
+        let local = node
+            .data_dir
+            .join("system/local-7ad54392bcdd35a684174e047860b377");
         assert!(fs::read_dir(&local).unwrap().count() > 0);
-        assert!(node.data_dir.join("system/peers-37f71aca7dc2383ba70672528af04d4f").is_dir());
-        assert!(node.data_dir.join("system/peers_v2-c4325fbb8e5e3bafbd070f9250ed818e").is_dir());
+        assert!(
+            node.data_dir
+                .join("system/peers-37f71aca7dc2383ba70672528af04d4f")
+                .is_dir()
+        );
+        assert!(
+            node.data_dir
+                .join("system/peers_v2-c4325fbb8e5e3bafbd070f9250ed818e")
+                .is_dir()
+        );
         let empty: Vec<_> = node
             .tables
             .iter()
             .filter(|t| fs::read_dir(node.table_dir(t)).unwrap().next().is_none())
             .collect();
-        assert!(empty.len() >= 5, "expected empty table dirs, got {}", empty.len());
+        assert!(
+            empty.len() >= 5,
+            "expected empty table dirs, got {}",
+            empty.len()
+        );
         assert!(files_under(&node.data_dir.join("system_traces")).len() >= 8);
         // user tables: complete component sets, integer generations
         let t1 = table_dir(&node, "ks1", "table1");
@@ -115,8 +127,18 @@ fn small_node_has_the_cassandra_layout() {
             .collect();
         let data = names.iter().filter(|n| n.ends_with("-big-Data.db")).count();
         assert_eq!(data, 8);
-        for comp in ["TOC.txt", "Digest.crc32", "Statistics.db", "Summary.db", "Filter.db"] {
-            assert_eq!(names.iter().filter(|n| n.ends_with(comp)).count(), 8, "{comp}");
+        for comp in [
+            "TOC.txt",
+            "Digest.crc32",
+            "Statistics.db",
+            "Summary.db",
+            "Filter.db",
+        ] {
+            assert_eq!(
+                names.iter().filter(|n| n.ends_with(comp)).count(),
+                8,
+                "{comp}"
+            );
         }
         let idx = t1.join(".table1_ck_idx");
         assert!(files_under(&idx).len() >= 8, "2i dir has SSTables");
@@ -134,15 +156,33 @@ fn small_node_has_the_cassandra_layout() {
             n.starts_with("CommitLog-7-") && n.ends_with(".log")
         }));
         assert!(!files_under(&node.saved_caches_dir).is_empty());
-        assert!(files_under(&node.hints_dir)[0].to_string_lossy().ends_with(".hints"));
+        assert!(
+            files_under(&node.hints_dir)[0]
+                .to_string_lossy()
+                .ends_with(".hints")
+        );
         let yaml = fs::read_to_string(&node.cassandra_yaml).unwrap();
-        assert!(yaml.contains(&format!("data_file_directories:\n    - {}\n", node.data_dir.display())));
+        assert!(yaml.contains(&format!(
+            "data_file_directories:\n    - {}\n",
+            node.data_dir.display()
+        )));
         assert!(yaml.contains("num_tokens: 16"));
         assert!(yaml.contains(&format!("hints_directory: {}", node.hints_dir.display())));
         assert!(!yaml.contains("auto_bootstrap") && !yaml.contains("initial_token"));
         assert_eq!(node.tokens.len(), 16);
         assert_eq!((node.dc.as_str(), node.rack.as_str()), ("dc1", "default"));
         assert_eq!(SimNode::open(&node.root).unwrap(), node);
+        // a moved node re-opens with its paths rebased
+        let moved = dir.0.with_extension("moved");
+        fs::rename(&dir.0, &moved).unwrap();
+        let reopened = SimNode::open(&moved);
+        fs::rename(&moved, &dir.0).unwrap();
+        let reopened = reopened.unwrap();
+        assert_eq!(
+            reopened.data_dir,
+            node.root.with_extension("moved").join("data")
+        );
+        assert_eq!(reopened.tables, node.tables);
     });
 }
 
@@ -175,7 +215,10 @@ fn generation_is_deterministic_per_seed() {
         assert_eq!(da.tree_digest_sha1, db.tree_digest_sha1);
         assert_eq!(a.tokens, b.tokens);
         let c_dir = TempDir::new("det-c");
-        let spec = SimSpec { seed: 2, ..SimSpec::small() };
+        let spec = SimSpec {
+            seed: 2,
+            ..SimSpec::small()
+        };
         let c = SimNode::generate(&c_dir.0, &spec).unwrap();
         let dc = digest_data_dir(&c.data_dir);
         assert!(da != dc, "another seed must give other data");
@@ -217,12 +260,19 @@ fn snapshot_hard_links_live_files_like_cassandra() {
             serde_json::from_str(&fs::read_to_string(snap.join("manifest.json")).unwrap()).unwrap();
         let files = manifest["files"].as_array().unwrap();
         assert_eq!(files.len(), 10);
-        assert!(files.iter().any(|f| f.as_str().unwrap().starts_with(".table1_ck_idx/nb-")));
+        assert!(
+            files
+                .iter()
+                .any(|f| f.as_str().unwrap().starts_with(".table1_ck_idx/nb-"))
+        );
         assert_eq!(manifest["expires_at"], serde_json::Value::Null);
         assert_eq!(manifest["ephemeral"], false);
         assert!(manifest["created_at"].as_str().unwrap().ends_with('Z'));
         let cql = fs::read_to_string(snap.join("schema.cql")).unwrap();
-        assert!(cql.contains("CREATE TABLE IF NOT EXISTS ks1.table1 ("), "{cql}");
+        assert!(
+            cql.contains("CREATE TABLE IF NOT EXISTS ks1.table1 ("),
+            "{cql}"
+        );
         assert!(cql.contains("CREATE INDEX IF NOT EXISTS table1_ck_idx ON ks1.table1 (ck);"));
         let empty = node.data_dir.join(format!(
             "system/batches-{}/snapshots/medusa-b1",
@@ -235,16 +285,25 @@ fn snapshot_hard_links_live_files_like_cassandra() {
         // listing and the "already exists" error
         let listed = node.list_snapshots();
         assert_eq!(listed.len(), node.tables.len());
-        let info = listed.iter().find(|s| s.keyspace == "ks1" && s.table == "table1").unwrap();
+        let info = listed
+            .iter()
+            .find(|s| s.keyspace == "ks1" && s.table == "table1")
+            .unwrap();
         assert_eq!(info.files, 80);
         let metadata_len = fs::metadata(snap.join("manifest.json")).unwrap().len()
             + fs::metadata(snap.join("schema.cql")).unwrap().len();
-        assert_eq!(info.true_size, metadata_len, "only the metadata files are not shared");
+        assert_eq!(
+            info.true_size, metadata_len,
+            "only the metadata files are not shared"
+        );
         assert!(info.size_on_disk > 100 * 1024);
-        let err = node.take_snapshot("medusa-b1", &["ks1".to_string()]).unwrap_err();
+        let err = node
+            .take_snapshot("medusa-b1", &["ks1".to_string()])
+            .unwrap_err();
         assert_eq!(err.to_string(), "Snapshot medusa-b1 already exists.");
         // keyspace-limited snapshot, table-limited snapshot, clearing
-        node.take_snapshot("only-ks2", &["ks2".to_string()]).unwrap();
+        node.take_snapshot("only-ks2", &["ks2".to_string()])
+            .unwrap();
         let tags: BTreeSet<String> = node
             .list_snapshots()
             .into_iter()
@@ -252,8 +311,15 @@ fn snapshot_hard_links_live_files_like_cassandra() {
             .map(|s| s.keyspace)
             .collect();
         assert_eq!(tags, BTreeSet::from(["ks2".to_string()]));
-        node.take_table_snapshot("one", &["ks1.table3".to_string()]).unwrap();
-        assert_eq!(node.list_snapshots().iter().filter(|s| s.tag == "one").count(), 1);
+        node.take_table_snapshot("one", &["ks1.table3".to_string()])
+            .unwrap();
+        assert_eq!(
+            node.list_snapshots()
+                .iter()
+                .filter(|s| s.tag == "one")
+                .count(),
+            1
+        );
         assert!(node.take_snapshot("x", &["nope".to_string()]).is_err());
         node.clear_snapshot(Some("medusa-b1"), &[]).unwrap();
         assert!(!snap.exists());
@@ -270,11 +336,17 @@ fn flush_compact_and_wipe_change_the_disk() {
         let d0 = digest_data_dir(&node.data_dir);
         let new = node.flush(101, 0.1).unwrap();
         assert!(!new.is_empty());
-        assert!(new.iter().all(|p| p.is_file() && p.to_string_lossy().ends_with("-big-Data.db")));
+        assert!(
+            new.iter()
+                .all(|p| p.is_file() && p.to_string_lossy().ends_with("-big-Data.db"))
+        );
         let d1 = digest_data_dir(&node.data_dir);
         assert_eq!(d1.files, d0.files + 8 * new.len() as u64);
         let added = (d1.bytes - d0.bytes) as f64 / d0.bytes as f64;
-        assert!((0.05..0.3).contains(&added), "flush added {added:.3} of the bytes");
+        assert!(
+            (0.05..0.3).contains(&added),
+            "flush added {added:.3} of the bytes"
+        );
 
         node.take_snapshot("before-compaction", &[]).unwrap();
         let before = data_files(&node);
@@ -293,7 +365,11 @@ fn flush_compact_and_wipe_change_the_disk() {
             .filter(|s| s.tag == "before-compaction")
             .map(|s| s.files)
             .sum();
-        assert_eq!(snap_files as u64, d1.files + 16, "snapshot includes system_traces");
+        assert_eq!(
+            snap_files as u64,
+            d1.files + 16,
+            "snapshot includes system_traces"
+        );
 
         node.wipe().unwrap();
         assert!(files_under(&node.data_dir).is_empty());
@@ -303,7 +379,12 @@ fn flush_compact_and_wipe_change_the_disk() {
         assert!(node.cassandra_yaml.is_file());
         let mut reopened = SimNode::open(&node.root).unwrap();
         let fresh = reopened.flush(103, 0.0).unwrap();
-        assert!(fresh.iter().all(|p| p.file_name().unwrap().to_string_lossy().starts_with("nb-1-")));
+        assert!(fresh.iter().all(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("nb-1-")
+        }));
     });
 }
 
@@ -324,7 +405,11 @@ fn digest_excludes_snapshots_backups_and_system_traces() {
         fs::write(t3.join("nb-999-big-Data.db"), b"x").unwrap();
         let d2 = digest_data_dir(&node.data_dir);
         assert!(d != d2);
-        assert!(d.diff(&d2).contains("nb-999-big-Data.db"), "{}", d.diff(&d2));
+        assert!(
+            d.diff(&d2).contains("nb-999-big-Data.db"),
+            "{}",
+            d.diff(&d2)
+        );
     });
 }
 
@@ -357,8 +442,15 @@ fn sized_spec_lands_near_the_file_count() {
         let d = digest_data_dir(&node.data_dir);
         assert!((d.files as f64 - 2000.0).abs() < 200.0, "files {}", d.files);
         let target = (20u64 << 20) as f64;
-        assert!((d.bytes as f64 - target).abs() < target * 0.15, "bytes {}", d.bytes);
-        assert!(elapsed < Duration::from_secs(30), "generation took {elapsed:?}");
+        assert!(
+            (d.bytes as f64 - target).abs() < target * 0.15,
+            "bytes {}",
+            d.bytes
+        );
+        assert!(
+            elapsed < Duration::from_secs(30),
+            "generation took {elapsed:?}"
+        );
         // the bench specs plan the right counts without being generated
         for (bytes, files) in [(2u64 << 30, 3_500usize), (200 << 20, 32_000)] {
             let s = SimSpec::sized(bytes, files, 1);
@@ -383,7 +475,9 @@ mod api {
 
     async fn start(name: &str) -> (TempDir, Arc<Mutex<SimNode>>, MgmtApiServer) {
         let name = name.to_string();
-        let (dir, node) = tokio::task::spawn_blocking(move || small_node(&name)).await.unwrap();
+        let (dir, node) = tokio::task::spawn_blocking(move || small_node(&name))
+            .await
+            .unwrap();
         let node = Arc::new(Mutex::new(node));
         let server = MgmtApiServer::start(node.clone()).await.unwrap();
         (dir, node, server)
@@ -533,53 +627,132 @@ mod api {
             let base = &server.base_url;
             let v: serde_json::Value = c
                 .get(format!("{base}/api/v0/metadata/endpoints"))
-                .send().await.unwrap().json().await.unwrap();
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             let e = &entity(&v)[0];
             let (tokens, host_id) = {
                 let n = node.lock().unwrap();
-                (n.tokens.iter().map(i64::to_string).collect::<Vec<_>>().join(","), n.host_id.clone())
+                (
+                    n.tokens
+                        .iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    n.host_id.clone(),
+                )
             };
             assert_eq!(e["TOKENS"], tokens.as_str());
             assert_eq!(e["HOST_ID"], host_id.as_str());
-            assert_eq!((e["DC"].as_str(), e["RACK"].as_str()), (Some("dc1"), Some("default")));
-            assert_eq!((e["IS_LOCAL"].as_str(), e["IS_ALIVE"].as_str()), (Some("true"), Some("true")));
+            assert_eq!(
+                (e["DC"].as_str(), e["RACK"].as_str()),
+                (Some("dc1"), Some("default"))
+            );
+            assert_eq!(
+                (e["IS_LOCAL"].as_str(), e["IS_ALIVE"].as_str()),
+                (Some("true"), Some("true"))
+            );
             assert_eq!(e["ENDPOINT_IP"], "127.0.0.1");
             assert_eq!(e["RELEASE_VERSION"], "4.1.5");
-            assert!(e["STATUS_WITH_PORT"].as_str().unwrap().starts_with("NORMAL,"));
+            assert!(
+                e["STATUS_WITH_PORT"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("NORMAL,")
+            );
             assert_eq!(e["NATIVE_ADDRESS_AND_PORT"], "127.0.0.1:9042");
             assert!(e["SCHEMA"].is_string() && e["LOAD"].as_str().unwrap().ends_with(".0"));
 
-            assert_eq!(status_text(c.get(format!("{base}/api/v0/metadata/localdc"))).await, (200, "dc1".into()));
+            assert_eq!(
+                status_text(c.get(format!("{base}/api/v0/metadata/localdc"))).await,
+                (200, "dc1".into())
+            );
             assert_eq!(
                 status_text(c.get(format!("{base}/api/v0/metadata/versions/release"))).await,
                 (200, "4.1.5".into())
             );
-            let ks: Vec<String> = c.get(format!("{base}/api/v0/ops/keyspace")).send().await.unwrap().json().await.unwrap();
-            for k in ["system", "system_schema", "system_auth", "system_distributed", "system_traces", "ks1", "ks2"] {
+            let ks: Vec<String> = c
+                .get(format!("{base}/api/v0/ops/keyspace"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for k in [
+                "system",
+                "system_schema",
+                "system_auth",
+                "system_distributed",
+                "system_traces",
+                "ks1",
+                "ks2",
+            ] {
                 assert!(ks.contains(&k.to_string()), "{k} missing from {ks:?}");
             }
-            let one: Vec<String> = c.get(format!("{base}/api/v0/ops/keyspace?keyspaceName=ks2")).send().await.unwrap().json().await.unwrap();
+            let one: Vec<String> = c
+                .get(format!("{base}/api/v0/ops/keyspace?keyspaceName=ks2"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             assert_eq!(one, vec!["ks2"]);
-            let tables: Vec<String> = c.get(format!("{base}/api/v0/ops/tables?keyspaceName=ks1")).send().await.unwrap().json().await.unwrap();
+            let tables: Vec<String> = c
+                .get(format!("{base}/api/v0/ops/tables?keyspaceName=ks1"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             assert_eq!(tables, vec!["table1", "table3"]);
             assert_eq!(
                 status_text(c.get(format!("{base}/api/v0/ops/tables"))).await,
-                (400, "List tables failed. Non-empty 'keyspaceName' must be provided".into())
+                (
+                    400,
+                    "List tables failed. Non-empty 'keyspaceName' must be provided".into()
+                )
             );
-            assert_eq!(status_text(c.get(format!("{base}/api/v0/probes/liveness"))).await, (200, "OK".into()));
-            assert_eq!(status_text(c.get(format!("{base}/api/v0/probes/readiness"))).await, (200, "OK".into()));
-            assert_eq!(status_text(c.get(format!("{base}/api/v0/nope"))).await.0, 404);
+            assert_eq!(
+                status_text(c.get(format!("{base}/api/v0/probes/liveness"))).await,
+                (200, "OK".into())
+            );
+            assert_eq!(
+                status_text(c.get(format!("{base}/api/v0/probes/readiness"))).await,
+                (200, "OK".into())
+            );
+            assert_eq!(
+                status_text(c.get(format!("{base}/api/v0/nope"))).await.0,
+                404
+            );
 
             let data_dir = node.lock().unwrap().data_dir.clone();
             let before = tokio::task::spawn_blocking({
                 let d = data_dir.clone();
                 move || digest_data_dir(&d)
-            }).await.unwrap();
-            let flush = c.post(format!("{base}/api/v0/ops/tables/flush")).json(&serde_json::json!({"keyspace_name": "ks1"}));
+            })
+            .await
+            .unwrap();
+            let flush = c
+                .post(format!("{base}/api/v0/ops/tables/flush"))
+                .json(&serde_json::json!({"keyspace_name": "ks1"}));
             assert_eq!(status_text(flush).await, (200, "OK".into()));
-            let after = tokio::task::spawn_blocking(move || digest_data_dir(&data_dir)).await.unwrap();
+            let after = tokio::task::spawn_blocking(move || digest_data_dir(&data_dir))
+                .await
+                .unwrap();
             assert!(after.files > before.files);
-            assert!(after.entries.keys().filter(|k| !before.entries.contains_key(*k)).all(|k| k.starts_with("ks1/")));
+            assert!(
+                after
+                    .entries
+                    .keys()
+                    .filter(|k| !before.entries.contains_key(*k))
+                    .all(|k| k.starts_with("ks1/"))
+            );
             server.stop().await;
         })
         .await

@@ -133,7 +133,10 @@ pub fn try_digest_data_dir(data_dir: &Path) -> io::Result<DataDigest> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("hash thread panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("hash thread panicked")))
+            })
             .collect()
     });
     let mut entries = BTreeMap::new();

@@ -129,7 +129,9 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/api/v0/ops/node/snapshots",
-            post(take_snapshot).get(list_snapshots).delete(clear_snapshots),
+            post(take_snapshot)
+                .get(list_snapshots)
+                .delete(clear_snapshots),
         )
         .route("/api/v0/ops/tables/flush", post(flush))
         .route("/api/v0/ops/keyspace", get(keyspaces))
@@ -193,7 +195,12 @@ async fn take_snapshot(State(s): State<AppState>, body: Bytes) -> Response {
     } else {
         match serde_json::from_slice(&body) {
             Ok(r) => r,
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("Invalid request body: {e}")),
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("Invalid request body: {e}"),
+                );
+            }
         }
     };
     let keyspaces = req.keyspaces.unwrap_or_default();
@@ -318,7 +325,12 @@ async fn flush(State(s): State<AppState>, body: Bytes) -> Response {
     } else {
         match serde_json::from_slice(&body) {
             Ok(r) => r,
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("Invalid request body: {e}")),
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("Invalid request body: {e}"),
+                );
+            }
         }
     };
     let keyspace = req

@@ -30,7 +30,7 @@ pub use digest::{
     try_load_digest_json,
 };
 pub use mgmt_api::{Faults, MgmtApiServer};
-pub use node::SimNode;
+pub use node::{STATE_FILE, SimNode};
 pub use schema::TableDef;
 pub use snapshot::SnapshotInfo;
 
@@ -82,7 +82,8 @@ impl SimSpec {
         let tables = keyspaces * per_keyspace;
         let rough = (user / tables).max(1);
         let index = schema::index_sstables_for(rough);
-        let per_table = ((user.saturating_sub(index) as f64 / tables as f64).round() as usize).max(1);
+        let per_table =
+            ((user.saturating_sub(index) as f64 / tables as f64).round() as usize).max(1);
         SimSpec {
             seed,
             user_keyspaces: keyspaces,

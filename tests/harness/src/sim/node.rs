@@ -90,10 +90,28 @@ impl SimNode {
         Ok(node)
     }
 
-    /// Re-opens a node generated earlier under `root`.
+    /// Re-opens a node generated earlier under `root`. A node directory that was moved or copied
+    /// elsewhere gets its paths rebased onto `root` (`cassandra.yaml` is left as it is).
     pub fn open(root: &Path) -> io::Result<SimNode> {
+        let root = fs::canonicalize(root)?;
         let text = fs::read_to_string(root.join(STATE_FILE))?;
-        serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        let mut node: SimNode = serde_json::from_str(&text)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if node.root != root {
+            for p in [
+                &mut node.data_dir,
+                &mut node.commitlog_dir,
+                &mut node.saved_caches_dir,
+                &mut node.hints_dir,
+                &mut node.cassandra_yaml,
+            ] {
+                if let Ok(rel) = p.strip_prefix(&node.root) {
+                    *p = root.join(rel);
+                }
+            }
+            node.root = root;
+        }
+        Ok(node)
     }
 
     fn save(&self) -> io::Result<()> {
@@ -225,7 +243,12 @@ impl SimNode {
         let mut rng = SmallRng::seed_from_u64(mix_seed(seed, &["flush"]));
         let count = ((targets.len() as f64 * 0.5).round() as usize).clamp(1, 16);
         let picks: Vec<(usize, f64)> = (0..count)
-            .map(|_| (rng.random_range(0..targets.len()), rng.random_range(0.5..1.5)))
+            .map(|_| {
+                (
+                    rng.random_range(0..targets.len()),
+                    rng.random_range(0.5..1.5),
+                )
+            })
             .collect();
         let weight_sum: f64 = picks.iter().map(|p| p.1).sum();
         let mut written = Vec::new();
@@ -252,7 +275,11 @@ impl SimNode {
             for (i, dir) in self.sstable_dirs(t).into_iter().enumerate() {
                 let gens = sstable::live_generations(&dir)?;
                 if gens.len() >= 2 {
-                    let idx = if i == 0 { String::new() } else { t.index.clone().unwrap_or_default() };
+                    let idx = if i == 0 {
+                        String::new()
+                    } else {
+                        t.index.clone().unwrap_or_default()
+                    };
                     candidates.push((t.clone(), idx, dir, gens));
                 }
             }
@@ -358,7 +385,13 @@ fn write_next(dir: &Path, data: u64, seed: u64, t: &TableDef, index: &str) -> io
     let generation = sstable::next_generation(dir)?;
     let file_seed = mix_seed(
         seed,
-        &["mutation", &t.keyspace, &t.name, index, &generation.to_string()],
+        &[
+            "mutation",
+            &t.keyspace,
+            &t.name,
+            index,
+            &generation.to_string(),
+        ],
     );
     SstablePlan::new(dir.to_path_buf(), generation, data, file_seed).write()
 }

@@ -188,9 +188,7 @@ impl SimNode {
                 }
             }
         }
-        out.sort_by(|a, b| {
-            (&a.tag, &a.keyspace, &a.table).cmp(&(&b.tag, &b.keyspace, &b.table))
-        });
+        out.sort_by(|a, b| (&a.tag, &a.keyspace, &a.table).cmp(&(&b.tag, &b.keyspace, &b.table)));
         out
     }
 }

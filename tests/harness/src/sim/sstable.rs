@@ -100,7 +100,9 @@ impl SstablePlan {
         fs::create_dir_all(&self.dir)?;
         let crc = write_random(&self.data_path(), self.data_size, self.seed)?;
         for (component, size) in self.sizes() {
-            let path = self.dir.join(component_file_name(self.generation, component));
+            let path = self
+                .dir
+                .join(component_file_name(self.generation, component));
             match component {
                 "Data.db" => {}
                 "Digest.crc32" => fs::write(&path, crc.to_string())?,
@@ -191,8 +193,14 @@ mod tests {
     #[test]
     fn names_round_trip() {
         assert_eq!(component_file_name(12, "Data.db"), "nb-12-big-Data.db");
-        assert_eq!(parse_component_name("nb-12-big-Data.db"), Some((12, "Data.db")));
-        assert_eq!(parse_component_name("nb-3-big-Digest.crc32"), Some((3, "Digest.crc32")));
+        assert_eq!(
+            parse_component_name("nb-12-big-Data.db"),
+            Some((12, "Data.db"))
+        );
+        assert_eq!(
+            parse_component_name("nb-3-big-Digest.crc32"),
+            Some((3, "Digest.crc32"))
+        );
         assert_eq!(parse_component_name("manifest.json"), None);
         assert_eq!(parse_component_name("nb_txn_flush_x.log"), None);
         let toc: usize = COMPONENTS.iter().map(|c| c.len() + 1).sum();

@@ -1,0 +1,264 @@
+//! Backups against real storage servers on loopback: the objects of §2 key for key, differential
+//! reuse by content, failures that leave nothing half-done, names that exist, bad config.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use harness::sim::{DataDigest, digest_data_dir};
+use sha2::Digest as _;
+use medusa::backup::{BackupError, BackupReport, Node};
+use medusa::layout::Mode;
+use medusa::manifest::Manifest;
+use medusa::names::BackupName;
+use medusa::transfer::Progress;
+use medusa_tests::{Env, EnvOptions, Kind, list_all};
+use tokio_util::sync::CancellationToken;
+
+const LIMIT: Duration = Duration::from_secs(240);
+
+async fn backup(node: &Node, name: &str, mode: Mode) -> Result<BackupReport, BackupError> {
+    let name = BackupName::new(name).unwrap();
+    tokio::time::timeout(LIMIT, node.backup(&name, mode, Arc::new(Progress::default()), CancellationToken::new()))
+        .await
+        .expect("backup did not finish in time")
+}
+
+async fn live(env: &Env) -> DataDigest {
+    env.with_sim(|s| digest_data_dir(&s.data_dir)).await
+}
+
+/// Replaces `_<digits>.timestamp` so that index keys compare without their epochs.
+fn norm(key: &str) -> String {
+    match key.rsplit_once('_') {
+        Some((head, tail)) if tail.ends_with(".timestamp") => format!("{head}_T.timestamp"),
+        _ => key.to_string(),
+    }
+}
+
+fn meta_keys(fqdn: &str, b: &str, mode: Mode) -> BTreeSet<String> {
+    let mut k: BTreeSet<String> = [
+        format!("demo/{fqdn}/{b}/meta/schema.cql"),
+        format!("demo/{fqdn}/{b}/meta/tokenmap.json"),
+        format!("demo/{fqdn}/{b}/meta/server_version.json"),
+        format!("demo/{fqdn}/{b}/meta/manifest.json"),
+        format!("demo/index/backup_index/{b}/tokenmap_{fqdn}.json"),
+        format!("demo/index/backup_index/{b}/schema_{fqdn}.cql"),
+        format!("demo/index/backup_index/{b}/manifest_{fqdn}.json"),
+        format!("demo/index/backup_index/{b}/started_{fqdn}_T.timestamp"),
+        format!("demo/index/backup_index/{b}/finished_{fqdn}_T.timestamp"),
+        format!("demo/index/latest_backup/{fqdn}/tokenmap.json"),
+        format!("demo/index/latest_backup/{fqdn}/backup_name.txt"),
+    ]
+    .into();
+    if mode == Mode::Differential {
+        k.insert(format!("demo/{fqdn}/{b}/meta/differential"));
+        k.insert(format!("demo/index/backup_index/{b}/differential_{fqdn}"));
+    }
+    k
+}
+
+async fn manifest(node: &Node, b: &str) -> Manifest {
+    let key = format!("demo/{}/{b}/meta/manifest.json", node.fqdn);
+    medusa::manifest::parse(&node.storage.get_bytes(&key).await.unwrap()).unwrap()
+}
+
+/// The manifest lists exactly the live files, and every listed object holds those bytes.
+async fn check_manifest_matches(node: &Node, b: &str, live: &DataDigest) {
+    let m = manifest(node, b).await;
+    let mut seen = BTreeMap::new();
+    for sec in &m {
+        for o in &sec.objects {
+            let place = medusa::manifest::placement(&o.path).unwrap();
+            let rel = format!("{}/{}/{}", sec.keyspace, sec.columnfamily, place.rel());
+            let bytes = node.storage.get_bytes(&o.path).await.unwrap();
+            assert_eq!(bytes.len() as u64, o.size, "{}", o.path);
+            let sha = hex::encode(sha2::Sha256::digest(&bytes));
+            let md5 = {
+                let mut h = medusa::digest::Hasher::new(None);
+                h.update(&bytes);
+                h.finish()
+            };
+            let recorded = o.md5.as_deref().expect("medusa-rs records every hash");
+            assert!(medusa::digest::matches(recorded, &md5), "{}: recorded {recorded}", o.path);
+            seen.insert(rel, (o.size, sha));
+        }
+    }
+    let expected: BTreeMap<_, _> = live.entries.iter().map(|(k, v)| (k.clone(), (v.size, v.sha256.clone()))).collect();
+    assert_eq!(seen.len(), expected.len(), "manifest has {} files, node {}", seen.len(), expected.len());
+    assert!(seen == expected, "manifest differs from the node's files");
+}
+
+async fn lifecycle(kind: Kind) {
+    let env = Env::new(EnvOptions::new(kind)).await.unwrap();
+    let node = env.node().unwrap();
+    let fqdn = env.fqdn.clone();
+
+    // Full: every file uploaded under the backup, plus the meta and index objects of §2.2.
+    let before = live(&env).await;
+    let r = backup(&node, "full-1", Mode::Full).await.unwrap();
+    assert_eq!((r.files, r.uploaded_files), (before.files, before.files));
+    assert_eq!(r.bytes, before.bytes);
+    let keys: BTreeSet<String> = list_all(&node).await.unwrap().keys().map(|k| norm(k)).collect();
+    let mut expected = meta_keys(&fqdn, "full-1", Mode::Full);
+    expected.extend(before.entries.keys().map(|rel| format!("demo/{fqdn}/full-1/data/{rel}")));
+    assert_eq!(keys, expected, "bucket after full-1");
+    check_manifest_matches(&node, "full-1", &before).await;
+    assert!(!env.with_sim(|s| s.snapshot_exists("medusa-full-1")).await, "snapshot left behind");
+    let calls = env.api.calls();
+    assert!(calls.iter().any(|c| c.starts_with("POST /api/v0/ops/node/snapshots")), "{calls:?}");
+    assert!(calls.iter().any(|c| c.starts_with("DELETE /api/v0/ops/node/snapshots")), "{calls:?}");
+    let tokenmap = node.storage.get_bytes(&format!("demo/{fqdn}/full-1/meta/tokenmap.json")).await.unwrap();
+    let tm = medusa::tokenmap::TokenMap::parse(&tokenmap).unwrap();
+    let tokens = env.with_sim(|s| s.tokens.clone()).await;
+    assert_eq!(tm.0.len(), 1);
+    assert_eq!(tm.0[0].host, fqdn);
+    assert_eq!(tm.0[0].tokens, tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>());
+    assert_eq!((tm.0[0].dc.as_deref(), tm.0[0].rack.as_deref()), (Some("dc1"), Some("default")));
+    let version = node.storage.get_bytes(&format!("demo/{fqdn}/full-1/meta/server_version.json")).await.unwrap();
+    assert_eq!(&version[..], br#"{"server_type": "cassandra", "release_version": "4.1.5"}"#);
+
+    // First differential: the shared data folder is empty, so everything is uploaded there.
+    let r = backup(&node, "diff-1", Mode::Differential).await.unwrap();
+    assert_eq!(r.uploaded_files, before.files);
+    check_manifest_matches(&node, "diff-1", &before).await;
+
+    // Flush + compaction: only the new files travel.
+    env.with_sim(|s| {
+        s.flush(7, 0.1).unwrap();
+        s.compact(8).unwrap();
+    })
+    .await;
+    let after = live(&env).await;
+    let new: Vec<_> = after.entries.iter().filter(|(k, v)| before.entries.get(*k) != Some(v)).collect();
+    assert!(!new.is_empty());
+    let r = backup(&node, "diff-2", Mode::Differential).await.unwrap();
+    assert_eq!(r.uploaded_files, new.len() as u64, "diff-2 uploads exactly the new files");
+    assert_eq!(r.uploaded_bytes, new.iter().map(|(_, v)| v.size).sum::<u64>());
+    assert_eq!(r.hashed_files, 0, "every unchanged file's digest came from the cache");
+    check_manifest_matches(&node, "diff-2", &after).await;
+
+    // Unchanged: no data bytes.
+    let r = backup(&node, "diff-3", Mode::Differential).await.unwrap();
+    assert_eq!((r.uploaded_files, r.uploaded_bytes), (0, 0));
+    assert_eq!(r.files, after.files);
+
+    // Same name and size, different content (a wiped node reusing generation numbers): uploaded
+    // again, to a new key; the object diff-3 references is untouched.
+    let (rel, victim) = env
+        .with_sim(|s| {
+            let d = digest_data_dir(&s.data_dir);
+            let (rel, _) = d.entries.iter().find(|(k, v)| k.starts_with("ks") && k.ends_with("-Data.db") && v.size > 0).unwrap();
+            (rel.clone(), s.data_dir.join(rel))
+        })
+        .await;
+    let old = std::fs::read(&victim).unwrap();
+    let mut changed = old.clone();
+    changed[0] ^= 0xff;
+    let tmp = victim.with_extension("tmp");
+    std::fs::write(&tmp, &changed).unwrap();
+    std::fs::rename(&tmp, &victim).unwrap();
+    let old_key = format!("demo/{fqdn}/data/{rel}");
+    let r = backup(&node, "diff-4", Mode::Differential).await.unwrap();
+    assert_eq!(r.uploaded_files, 1);
+    assert_eq!(&node.storage.get_bytes(&old_key).await.unwrap()[..], &old[..], "old object overwritten");
+    let m = manifest(&node, "diff-4").await;
+    let entry = m.iter().flat_map(|s| &s.objects).find(|o| o.path.ends_with(&rel[rel.rfind('/').unwrap()..]) && o.path.contains("-v")).unwrap();
+    assert_eq!(&node.storage.get_bytes(&entry.path).await.unwrap()[..], &changed[..]);
+    check_manifest_matches(&node, "diff-3", &after).await;
+
+    // A name that exists is refused before anything is written.
+    let objects = list_all(&node).await.unwrap();
+    let calls = env.api.calls().len();
+    let e = backup(&node, "diff-4", Mode::Differential).await.unwrap_err();
+    assert!(matches!(e, BackupError::AlreadyExists(_)), "{e}");
+    assert!(e.to_string().contains("already exists"), "{e}");
+    assert_eq!(list_all(&node).await.unwrap(), objects);
+    assert_eq!(env.api.calls().len(), calls, "no snapshot for a refused backup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_local() {
+    lifecycle(Kind::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_s3s_fs() {
+    lifecycle(Kind::S3sFs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_moto() {
+    lifecycle(Kind::Moto).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_azurite() {
+    lifecycle(Kind::Azurite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_prefix_layout() {
+    let mut o = EnvOptions::new(Kind::S3sFs);
+    o.prefix = None;
+    let env = Env::new(o).await.unwrap();
+    let node = env.node().unwrap();
+    backup(&node, "b1", Mode::Differential).await.unwrap();
+    let keys = list_all(&node).await.unwrap();
+    assert!(keys.contains_key(&format!("{}/b1/meta/manifest.json", env.fqdn)));
+    assert!(keys.contains_key(&format!("index/latest_backup/{}/backup_name.txt", env.fqdn)));
+    assert!(keys.keys().all(|k| !k.starts_with("demo/")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_midway_leaves_no_manifest_and_no_snapshot() {
+    let mut o = EnvOptions::new(Kind::S3sFs);
+    o.proxy = true;
+    let env = Env::new(o).await.unwrap();
+    let node = env.node().unwrap();
+    let proxy = env.proxy.as_ref().unwrap();
+    // Let the metadata and some data through, then cut the store off.
+    proxy.break_after(1 << 20);
+    let e = backup(&node, "broken", Mode::Full).await.unwrap_err();
+    assert!(matches!(e, BackupError::Storage(_) | BackupError::Transfer(_)), "{e}");
+    assert!(e.is_retryable(), "a storage outage is retryable: {e}");
+    proxy.heal();
+    let keys = list_all(&node).await.unwrap();
+    assert!(keys.keys().any(|k| k.contains("/broken/meta/schema.cql")), "the attempt started");
+    assert!(!keys.keys().any(|k| k.ends_with("/broken/meta/manifest.json")), "no manifest");
+    assert!(!keys.keys().any(|k| k.contains("backup_index/broken/finished_")), "no finished_ entry");
+    assert!(!keys.keys().any(|k| k.contains("latest_backup") && k.ends_with("backup_name.txt")));
+    assert!(!env.with_sim(|s| s.snapshot_exists("medusa-broken")).await, "snapshot cleared on failure");
+    // The node keeps working: the next backup succeeds.
+    backup(&node, "after", Mode::Full).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_failure_fails_the_backup_and_writes_nothing() {
+    let env = Env::new(EnvOptions::new(Kind::Local)).await.unwrap();
+    let node = env.node().unwrap();
+    env.api.faults().fail_snapshot_create.store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = backup(&node, "b1", Mode::Full).await.unwrap_err();
+    assert!(e.to_string().contains("HTTP 500"), "{e}");
+    assert!(list_all(&node).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_names_the_problem() {
+    let env = Env::new(EnvOptions::new(Kind::S3sFs)).await.unwrap();
+    let text = std::fs::read_to_string(&env.ini_path).unwrap();
+    let cases = [
+        (text.replace("key_file = ", "key_file = /nonexistent"), "key_file"),
+        (text.replace("storage_provider = s3_compatible", "storage_provider = s4"), "unknown provider \"s4\""),
+        (text.replace("concurrent_transfers = 2", "concurrent_transfers = two"), "[storage] concurrent_transfers"),
+    ];
+    for (ini, expected) in cases {
+        std::fs::write(&env.ini_path, ini).unwrap();
+        let err = match env.config() {
+            Err(e) => e.to_string(),
+            Ok(cfg) => Node::open(&cfg).err().map(|e| e.to_string()).unwrap_or_default(),
+        };
+        assert!(err.contains(expected), "expected {expected:?} in {err:?}");
+    }
+}
