@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::cassandra::NodePaths;
@@ -273,9 +273,15 @@ impl Node {
         progress: &Progress,
         cancel: &CancellationToken,
     ) -> Result<Vec<Done>, BackupError> {
-        futures::stream::iter(table.files.iter().map(Ok::<_, BackupError>))
-            .map_ok(|f| self.backup_file(name, mode, table, f, catalog, cache, progress, cancel))
-            .try_buffered(FILES_IN_FLIGHT)
+        // Built eagerly: a closure producing borrowing futures inside the stream would make
+        // the whole backup future fail the `Send` check.
+        let files: Vec<_> = table
+            .files
+            .iter()
+            .map(|f| self.backup_file(name, mode, table, f, catalog, cache, progress, cancel))
+            .collect();
+        futures::stream::iter(files)
+            .buffered(FILES_IN_FLIGHT)
             .try_collect()
             .await
     }

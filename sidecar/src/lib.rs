@@ -13,19 +13,27 @@
 //!   [`digest`] (content hashes, local digest cache), [`plan`] (what to upload or reuse),
 //!   [`transfer`] (streaming uploads), [`backup`] (the job), [`storage`] (the object store).
 //!
+//! The sidecar: [`daemon`] (process lifecycle) → [`server`] (the `Medusa` RPCs) → [`jobs`]
+//! (durable job table) and [`catalog`] (what the bucket holds) → [`delete`].
+//!
 //! Helpers: [`fsutil`] (durable writes, the blocking pool).
 pub mod backup;
 pub mod cassandra;
+pub mod catalog;
 pub mod config;
+pub mod daemon;
+pub mod delete;
 pub mod digest;
 pub mod fsutil;
 pub mod ini;
+pub mod jobs;
 pub mod layout;
 pub mod manifest;
 pub mod names;
 pub mod node;
 pub mod plan;
 pub mod pyjson;
+pub mod server;
 pub mod snapshot;
 pub mod storage;
 pub mod tokenmap;

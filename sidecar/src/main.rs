@@ -1,1 +1,80 @@
-fn main() {}
+//! `medusa-sidecar`: the Medusa gRPC backup sidecar.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// The Medusa gRPC backup sidecar for Apache Cassandra (medusa-rs).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Path of medusa.ini.
+    #[arg(long, default_value = medusa::config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Seconds a running backup may continue after SIGTERM before it is stopped.
+    #[arg(long, default_value_t = 25, env = "MEDUSA_RS_SHUTDOWN_GRACE")]
+    shutdown_grace: u64,
+    /// Address to listen on (default: all interfaces, `[grpc] port`).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.to_lowercase().replace("warning", "warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let cfg = match medusa::config::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("medusa-sidecar: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg.log_level);
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    let addr = args.listen.unwrap_or_else(|| std::net::SocketAddr::from(([0u16; 8], cfg.grpc.port)));
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        // No IPv6 on this host: all IPv4 interfaces instead.
+        Err(_) if args.listen.is_none() => match tokio::net::TcpListener::bind(("0.0.0.0", cfg.grpc.port)).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(port = cfg.grpc.port, error = %e, "cannot listen");
+                return std::process::ExitCode::from(1);
+            }
+        },
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let opts = medusa::daemon::Options {
+        config_path: args.config.clone(),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        config_poll: Duration::from_secs(5),
+    };
+    match medusa::daemon::run(cfg, opts, listener, shutdown_signal()).await {
+        Ok(_) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "medusa-sidecar failed");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

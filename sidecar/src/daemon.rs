@@ -1,0 +1,167 @@
+//! The sidecar process: the gRPC server with health, reflection and optional mTLS, the job
+//! table, and the lifecycle (graceful shutdown, restart on a changed `medusa.ini`).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+
+use crate::backup::Node;
+use crate::catalog::Cache;
+use crate::config::Config;
+use crate::jobs::Jobs;
+use crate::pb::medusa_server::MedusaServer;
+use crate::server::MedusaService;
+
+/// A start-up failure.
+pub type DaemonError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the daemon stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// A shutdown signal.
+    Signal,
+    /// `medusa.ini` changed: exit so that the container restarts with it.
+    ConfigChanged,
+}
+
+/// Lifecycle settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Watched for changes.
+    pub config_path: PathBuf,
+    /// How long a running backup may continue after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// How often `medusa.ini` is checked.
+    pub config_poll: Duration,
+}
+
+fn tls(cfg: &Config) -> Result<Option<ServerTlsConfig>, DaemonError> {
+    let g = &cfg.grpc;
+    let (Some(cert), Some(key), Some(ca)) = (&g.tls_cert, &g.tls_key, &g.ca_cert) else { return Ok(None) };
+    let read = |p: &PathBuf, what: &str| std::fs::read(p).map_err(|e| format!("[grpc] {what} {}: {e}", p.display()));
+    // Like Medusa: TLS always means client certificates signed by ca_cert are required.
+    Ok(Some(
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(read(cert, "tls_cert")?, read(key, "tls_key")?))
+            .client_ca_root(Certificate::from_pem(read(ca, "ca_cert")?))
+            .client_auth_optional(false),
+    ))
+}
+
+fn file_hash(path: &PathBuf) -> Option<blake3::Hash> {
+    std::fs::read(path).ok().map(|b| blake3::hash(&b))
+}
+
+/// Serves until `shutdown` resolves or the configuration changes, then drains and returns.
+pub async fn run(cfg: Config, opts: Options, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<Exit, DaemonError> {
+    let node = Arc::new(Node::open(&cfg)?);
+    std::fs::create_dir_all(&node.state_dir).map_err(|e| format!("state directory {}: {e}", node.state_dir.display()))?;
+    let (jobs, interrupted) = Jobs::recover(node.clone())?;
+    let jobs = Arc::new(jobs);
+    {
+        let jobs = jobs.clone();
+        tokio::spawn(async move { jobs.clean_up_recovered(&interrupted).await });
+    }
+    let cache = Arc::new(Cache::persistent(node.state_dir.join("summaries.json")));
+    let service = MedusaService::new(node.clone(), jobs.clone(), cache);
+    let medusa = MedusaServer::new(service)
+        .max_decoding_message_size(cfg.grpc.max_receive_message_length)
+        .max_encoding_message_size(cfg.grpc.max_send_message_length);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::NotServing).await;
+    health.set_not_serving::<MedusaServer<MedusaService>>().await;
+    // SERVING once storage answers.
+    let probe = {
+        let (health, node) = (health.clone(), node.clone());
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let root = node.storage.layout.index_root();
+            loop {
+                let first = std::pin::pin!(node.storage.list(&root)).next().await;
+                match first {
+                    None | Some(Ok(_)) => break,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "storage not reachable yet; health stays NOT_SERVING");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                }
+            }
+            health.set_service_status("", ServingStatus::Serving).await;
+            health.set_serving::<MedusaServer<MedusaService>>().await;
+            tracing::info!("storage reachable: serving");
+        })
+    };
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let mut builder = Server::builder();
+    if let Some(t) = tls(&cfg)? {
+        builder = builder.tls_config(t)?;
+    }
+    let addr = listener.local_addr()?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+
+    // Lifecycle: a signal, or a changed medusa.ini while no backup runs, starts the drain.
+    let lifecycle = {
+        let (jobs, health) = (jobs.clone(), health.clone());
+        tokio::spawn(async move {
+            let initial = file_hash(&opts.config_path);
+            let config_changed = async {
+                let mut announced = false;
+                loop {
+                    tokio::time::sleep(opts.config_poll).await;
+                    if file_hash(&opts.config_path) == initial {
+                        continue;
+                    }
+                    if !jobs.any_active() {
+                        tracing::info!(path = %opts.config_path.display(), "configuration changed: restarting to apply it");
+                        return;
+                    }
+                    if !announced {
+                        tracing::info!("configuration changed: restarting once the running backup ends");
+                        announced = true;
+                    }
+                }
+            };
+            let why = tokio::select! {
+                _ = shutdown => Exit::Signal,
+                _ = config_changed => Exit::ConfigChanged,
+            };
+            tracing::info!(reason = ?why, "shutting down: refusing new backups");
+            probe.abort();
+            health.set_service_status("", ServingStatus::NotServing).await;
+            health.set_not_serving::<MedusaServer<MedusaService>>().await;
+            jobs.shutdown(opts.shutdown_grace).await;
+            let _ = stop_tx.send(());
+            why
+        })
+    };
+
+    tracing::info!(%addr, tls = cfg.grpc.tls_cert.is_some(), node = %node.fqdn, "medusa-rs sidecar listening");
+    builder
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(medusa)
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stop_rx.await;
+        })
+        .await?;
+    let why = lifecycle.await.unwrap_or(Exit::Signal);
+    tracing::info!(reason = ?why, "stopped");
+    Ok(why)
+}

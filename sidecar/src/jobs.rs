@@ -1,0 +1,400 @@
+//! Backup jobs of the sidecar: accepted at once, run one at a time outside any RPC handler,
+//! journalled on local disk at every state change so that a restart can tell the truth.
+//!
+//! Policy (documented in the README): AsyncBackup for a name that is queued or running is
+//! idempotent; a different name while one runs is queued (FIFO, at most [`MAX_QUEUED`]) and
+//! reported IN_PROGRESS; after a crash or kill, a job that was queued or running is FAILED with
+//! the reason, its snapshot is cleared and a failure marker is written to storage.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::backup::{BackupError, Node};
+use crate::layout::{Meta, Mode};
+use crate::names::BackupName;
+use crate::storage::StorageError;
+use crate::transfer::Progress;
+
+/// Jobs waiting behind the running one, at most.
+pub const MAX_QUEUED: usize = 8;
+/// Finished jobs whose journal is kept.
+const KEEP_FINISHED: usize = 200;
+/// After a cancel, how long a backup may take to stop at a file boundary before it is dropped.
+const HARD_STOP: Duration = Duration::from_secs(10);
+
+/// State of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Waiting for the running backup.
+    Queued,
+    /// Running.
+    Running,
+    /// Complete.
+    Success,
+    /// Failed; see `error`.
+    Failed,
+}
+
+/// A job as journalled and reported.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobView {
+    /// Backup name.
+    pub name: String,
+    /// `full` / `differential`.
+    pub mode: String,
+    /// State.
+    pub state: State,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it was accepted (epoch seconds, local clock).
+    pub accepted: i64,
+    /// When it finished.
+    pub finished: Option<i64>,
+    /// Progress: bytes done/total, files done/total (not journalled).
+    #[serde(skip)]
+    pub progress: (u64, u64, u64, u64),
+}
+
+/// Why a job was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The sidecar is shutting down.
+    #[error("the sidecar is shutting down; retry on the restarted container")]
+    ShuttingDown,
+    /// Too many queued.
+    #[error("{0} backups are already waiting; retry when one has finished")]
+    QueueFull(usize),
+    /// A backup of that name exists but did not complete.
+    #[error("backup {name} exists on this node but is incomplete ({why}); delete it or choose another name")]
+    Incomplete {
+        /// The name.
+        name: String,
+        /// Known reason.
+        why: String,
+    },
+    /// Storage could not be asked.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+struct Handle {
+    view: Mutex<JobView>,
+    progress: Arc<Progress>,
+    done: watch::Sender<bool>,
+    cancel: CancellationToken,
+}
+
+impl Handle {
+    fn snapshot(&self) -> JobView {
+        let mut v = self.view.lock().expect("job lock").clone();
+        let p = &self.progress;
+        v.progress = (
+            p.bytes_done.load(Ordering::Relaxed),
+            p.bytes_total.load(Ordering::Relaxed),
+            p.files_done.load(Ordering::Relaxed),
+            p.files_total.load(Ordering::Relaxed),
+        );
+        v
+    }
+}
+
+/// The job table.
+pub struct Jobs {
+    node: Arc<Node>,
+    dir: PathBuf,
+    table: Mutex<HashMap<String, Arc<Handle>>>,
+    slot: Arc<tokio::sync::Mutex<()>>,
+    accepting: AtomicBool,
+    tasks: Mutex<tokio::task::JoinSet<()>>,
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl Jobs {
+    /// Loads the journal from `<state_dir>/jobs`. Jobs that were queued or running when the
+    /// previous process stopped become FAILED; [`Jobs::clean_up_recovered`] clears what they
+    /// left behind.
+    pub fn recover(node: Arc<Node>) -> std::io::Result<(Jobs, Vec<String>)> {
+        let dir = node.state_dir.join("jobs");
+        std::fs::create_dir_all(&dir)?;
+        let mut table = HashMap::new();
+        let mut interrupted = Vec::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let Ok(mut view) = std::fs::read(&path).map_err(drop).and_then(|b| serde_json::from_slice::<JobView>(&b).map_err(drop)) else {
+                tracing::warn!(path = %path.display(), "ignoring an unreadable job journal entry");
+                continue;
+            };
+            if matches!(view.state, State::Queued | State::Running) {
+                view.state = State::Failed;
+                view.error = Some("the sidecar stopped while this backup was running (killed or crashed)".into());
+                view.finished = Some(now());
+                crate::fsutil::write_atomic(&path, &serde_json::to_vec(&view).expect("json"))?;
+                tracing::warn!(backup = %view.name, "backup interrupted by a restart: marked FAILED");
+                interrupted.push(view.name.clone());
+            }
+            let (done, _) = watch::channel(true);
+            table.insert(
+                view.name.clone(),
+                Arc::new(Handle { view: Mutex::new(view), progress: Arc::default(), done, cancel: CancellationToken::new() }),
+            );
+        }
+        let jobs = Jobs {
+            node,
+            dir,
+            table: Mutex::new(table),
+            slot: Arc::new(tokio::sync::Mutex::new(())),
+            accepting: AtomicBool::new(true),
+            tasks: Mutex::new(tokio::task::JoinSet::new()),
+        };
+        Ok((jobs, interrupted))
+    }
+
+    /// Clears the snapshots of interrupted jobs and marks them failed in storage. Errors are
+    /// logged: the next start tries again only for the snapshot (harmless when absent).
+    pub async fn clean_up_recovered(&self, names: &[String]) {
+        for name in names {
+            let Ok(b) = BackupName::new(name.clone()) else { continue };
+            if let Err(e) = self.node.cassandra.clear_snapshot(&crate::snapshot::tag_for(&b)).await {
+                tracing::warn!(backup = %name, error = %e, "could not clear the snapshot of an interrupted backup");
+            }
+            let reason = self.get(name).and_then(|v| v.error).unwrap_or_default();
+            self.mark_failed_in_storage(&b, &reason).await;
+        }
+    }
+
+    async fn mark_failed_in_storage(&self, b: &BackupName, reason: &str) {
+        let s = &self.node.storage;
+        // Only a backup that started writing has a place to mark; never mark a complete one.
+        let n = &self.node.fqdn;
+        match (s.head(&s.layout.meta(n, b, Meta::Schema)).await, s.head(&s.layout.meta(n, b, Meta::Manifest)).await) {
+            (Ok(Some(_)), Ok(None)) => {
+                let body = serde_json::json!({"reason": reason, "failed_at": now()}).to_string();
+                if let Err(e) = s.put_bytes(&crate::catalog::failure_marker(s, n, b), body).await {
+                    tracing::warn!(backup = %b, error = %e, "could not write the failure marker");
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => tracing::warn!(backup = %b, error = %e, "could not check the failed backup in storage"),
+            _ => {}
+        }
+    }
+
+    fn journal(&self, view: &JobView) {
+        let path = self.dir.join(format!("{}.json", view.name));
+        if let Err(e) = crate::fsutil::write_atomic(&path, &serde_json::to_vec(view).expect("json")) {
+            tracing::error!(backup = %view.name, error = %e, "could not journal the job state");
+        }
+    }
+
+    fn set(&self, h: &Handle, state: State, error: Option<String>) {
+        let view = {
+            let mut v = h.view.lock().expect("job lock");
+            v.state = state;
+            v.error = error;
+            if matches!(state, State::Success | State::Failed) {
+                v.finished = Some(now());
+            }
+            v.clone()
+        };
+        self.journal(&view);
+        match &view.error {
+            Some(e) => tracing::warn!(backup = %view.name, state = ?state, error = %e, "backup job state"),
+            None => tracing::info!(backup = %view.name, state = ?state, "backup job state"),
+        }
+    }
+
+    /// The job of `name`, if this sidecar knows it.
+    pub fn get(&self, name: &str) -> Option<JobView> {
+        self.table.lock().expect("jobs lock").get(name).map(|h| h.snapshot())
+    }
+
+    /// True while `name` is queued or running here.
+    pub fn is_active(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|v| matches!(v.state, State::Queued | State::Running))
+    }
+
+    /// True while any job is queued or running.
+    pub fn any_active(&self) -> bool {
+        self.table
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .any(|h| matches!(h.view.lock().expect("job lock").state, State::Queued | State::Running))
+    }
+
+    /// Forgets a finished job (its backup was deleted).
+    pub fn forget(&self, name: &str) {
+        if !self.is_active(name) {
+            self.table.lock().expect("jobs lock").remove(name);
+            let _ = std::fs::remove_file(self.dir.join(format!("{name}.json")));
+        }
+    }
+
+    /// Accepts a backup (or recognises it) and returns its current view at once.
+    pub async fn submit(self: &Arc<Self>, name: BackupName, mode: Mode) -> Result<JobView, SubmitError> {
+        if !self.accepting.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        if let Some(v) = self.get(name.as_str()) {
+            return match v.state {
+                State::Queued | State::Running | State::Success => Ok(v),
+                State::Failed => Err(SubmitError::Incomplete { name: name.to_string(), why: v.error.unwrap_or_default() }),
+            };
+        }
+        // Unknown here: maybe written by another process or before a lost state directory.
+        let s = &self.node.storage;
+        let n = &self.node.fqdn;
+        if s.head(&s.layout.meta(n, &name, Meta::Schema)).await?.is_some() {
+            if s.head(&s.layout.meta(n, &name, Meta::Manifest)).await?.is_some() {
+                return Ok(JobView {
+                    name: name.to_string(),
+                    mode: mode.as_str().into(),
+                    state: State::Success,
+                    error: None,
+                    accepted: now(),
+                    finished: None,
+                    progress: (0, 0, 0, 0),
+                });
+            }
+            return Err(SubmitError::Incomplete { name: name.to_string(), why: "it has no manifest".into() });
+        }
+        let handle = {
+            let mut table = self.table.lock().expect("jobs lock");
+            if let Some(h) = table.get(name.as_str()) {
+                return Ok(h.snapshot());
+            }
+            let queued = table.values().filter(|h| h.view.lock().expect("job lock").state == State::Queued).count();
+            if queued >= MAX_QUEUED {
+                return Err(SubmitError::QueueFull(queued));
+            }
+            let view = JobView {
+                name: name.to_string(),
+                mode: mode.as_str().into(),
+                state: State::Queued,
+                error: None,
+                accepted: now(),
+                finished: None,
+                progress: (0, 0, 0, 0),
+            };
+            let (done, _) = watch::channel(false);
+            let h = Arc::new(Handle { view: Mutex::new(view), progress: Arc::default(), done, cancel: CancellationToken::new() });
+            table.insert(name.to_string(), h.clone());
+            h
+        };
+        self.journal(&handle.snapshot());
+        tracing::info!(backup = %name, mode = mode.as_str(), "backup job accepted");
+        let jobs = self.clone();
+        let h = handle.clone();
+        self.tasks.lock().expect("tasks lock").spawn(async move { jobs.run(name, mode, h).await });
+        self.prune();
+        Ok(handle.snapshot())
+    }
+
+    async fn run(&self, name: BackupName, mode: Mode, h: Arc<Handle>) {
+        let slot = tokio::select! {
+            g = self.slot.clone().lock_owned() => Some(g),
+            _ = h.cancel.cancelled() => None,
+        };
+        let result = match slot {
+            None => Err(BackupError::Cancelled("the sidecar shut down before the backup started".into())),
+            Some(_guard) => {
+                self.set(&h, State::Running, None);
+                let fut = self.node.backup(&name, mode, h.progress.clone(), h.cancel.clone());
+                tokio::pin!(fut);
+                let cancel = h.cancel.clone();
+                let hard_stop = async move {
+                    cancel.cancelled().await;
+                    tokio::time::sleep(HARD_STOP).await;
+                };
+                let r = tokio::select! {
+                    r = &mut fut => r,
+                    _ = hard_stop => Err(BackupError::Cancelled("stopped by shutdown in the middle of a transfer".into())),
+                };
+                if matches!(r, Err(BackupError::Cancelled(_))) {
+                    // The backup may have been dropped mid-way: make sure its snapshot is gone.
+                    let _ = self.node.cassandra.clear_snapshot(&crate::snapshot::tag_for(&name)).await;
+                }
+                r
+            }
+        };
+        match result {
+            Ok(report) => {
+                tracing::info!(
+                    backup = %name, files = report.files, bytes = report.bytes,
+                    uploaded_files = report.uploaded_files, uploaded_bytes = report.uploaded_bytes,
+                    seconds = report.seconds, "backup complete"
+                );
+                self.set(&h, State::Success, None);
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                if !matches!(e, BackupError::AlreadyExists(_)) {
+                    self.mark_failed_in_storage(&name, &reason).await;
+                }
+                self.set(&h, State::Failed, Some(reason));
+            }
+        }
+        let _ = h.done.send(true);
+    }
+
+    /// Waits until `name` is finished and returns its final view.
+    pub async fn wait(&self, name: &str) -> Option<JobView> {
+        let h = self.table.lock().expect("jobs lock").get(name).cloned()?;
+        let mut rx = h.done.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+        Some(h.snapshot())
+    }
+
+    /// Stops accepting jobs, lets running ones finish for up to `grace`, then cancels them
+    /// (they fail, clear their snapshot and mark themselves failed) and waits for them.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.accepting.store(false, Ordering::SeqCst);
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        // Queued jobs never start.
+        for h in self.table.lock().expect("jobs lock").values() {
+            if h.view.lock().expect("job lock").state == State::Queued {
+                h.cancel.cancel();
+            }
+        }
+        let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(grace_seconds = grace.as_secs(), "backup still running at shutdown: stopping it");
+            for h in self.table.lock().expect("jobs lock").values() {
+                h.cancel.cancel();
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+
+    /// Keeps the journal small: drops the oldest finished entries beyond [`KEEP_FINISHED`].
+    fn prune(&self) {
+        let mut table = self.table.lock().expect("jobs lock");
+        let mut finished: Vec<(i64, String)> = table
+            .values()
+            .map(|h| h.view.lock().expect("job lock").clone())
+            .filter(|v| matches!(v.state, State::Success | State::Failed))
+            .map(|v| (v.finished.unwrap_or(v.accepted), v.name))
+            .collect();
+        if finished.len() <= KEEP_FINISHED {
+            return;
+        }
+        finished.sort();
+        for (_, name) in finished.iter().take(finished.len() - KEEP_FINISHED) {
+            table.remove(name);
+            let _ = std::fs::remove_file(self.dir.join(format!("{name}.json")));
+        }
+    }
+}
