@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures::TryStreamExt;
@@ -259,5 +260,124 @@ impl FaultProxy {
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Path of a workspace binary built in the same profile as this test
+/// (`cargo build --release --workspace --bins` first; scripts/test.sh does).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target profile dir");
+    let bin = dir.join(name);
+    assert!(bin.exists(), "{} is missing: run `cargo build --release --workspace --bins` (scripts/test.sh does)", bin.display());
+    bin
+}
+
+/// A running `medusa-sidecar` process on a free loopback port, killed on drop.
+pub struct Sidecar {
+    /// The child process.
+    pub child: Option<std::process::Child>,
+    /// gRPC port.
+    pub port: u16,
+    /// Where its log goes.
+    pub log: PathBuf,
+}
+
+impl Sidecar {
+    /// Starts the sidecar with `env`'s config and state directory and waits (up to 20 s) until
+    /// the port accepts connections.
+    pub async fn start(env: &Env) -> Result<Sidecar> {
+        Sidecar::start_with(env, &[]).await
+    }
+
+    /// Same, with extra environment variables.
+    pub async fn start_with(env: &Env, vars: &[(&str, &str)]) -> Result<Sidecar> {
+        let port = harness::services::free_port();
+        let log = env.dir.path().join(format!("sidecar-{port}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = std::process::Command::new(binary("medusa-sidecar"))
+            .arg("--config")
+            .arg(&env.ini_path)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("MEDUSA_RS_STATE_DIR", &env.state_dir)
+            .env("RUST_LOG", "info")
+            .envs(vars.iter().copied())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()?;
+        let s = Sidecar { child: Some(child), port, log };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "sidecar did not listen within 20 s; log:\n{}", s.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(s)
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A client with Medusa's generated stubs.
+    pub async fn client(&self) -> Result<medusa::pb::medusa_client::MedusaClient<tonic::transport::Channel>> {
+        let ch = tonic::transport::Endpoint::from_shared(self.url())?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .connect()
+            .await?;
+        Ok(medusa::pb::medusa_client::MedusaClient::new(ch).max_decoding_message_size(512 << 20))
+    }
+
+    /// The process's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `sig`.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(c) = &self.child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit and returns its exit code.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Result<Option<i32>> {
+        let deadline = std::time::Instant::now() + limit;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(st) = child.try_wait()? {
+                self.child = None;
+                return Ok(st.code());
+            }
+            anyhow::ensure!(std::time::Instant::now() < deadline, "sidecar did not exit within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, failing after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
