@@ -16,6 +16,8 @@
 //! The sidecar: [`daemon`] (process lifecycle) → [`server`] (the `Medusa` RPCs) → [`jobs`]
 //! (durable job table) and [`catalog`] (what the bucket holds) → [`delete`].
 //!
+//! Restore: [`restore`] (init container: mapping → plan → download → verify → place → mark done).
+//!
 //! Helpers: [`fsutil`] (durable writes, the blocking pool).
 pub mod backup;
 pub mod cassandra;
@@ -33,6 +35,7 @@ pub mod names;
 pub mod node;
 pub mod plan;
 pub mod pyjson;
+pub mod restore;
 pub mod server;
 pub mod snapshot;
 pub mod storage;

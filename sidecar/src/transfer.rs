@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use object_store::{PutMultipartOptions, PutPayload, WriteMultipart};
+use object_store::{ObjectStoreExt, PutMultipartOptions, PutPayload, WriteMultipart};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use crate::config::StorageConfig;
@@ -288,5 +288,63 @@ impl Transfers {
         }
         let hash = self.storage.manifest_hash(&digest, etag.as_deref());
         Ok(Uploaded { digest, hash })
+    }
+}
+
+impl Transfers {
+    /// Downloads `key` into `dest` (created or truncated), hashing on the way and fsyncing
+    /// before returning; `part` turns on the multipart ETag for that part size. The caller
+    /// renames `dest` into place only after checking the digest.
+    pub async fn download_file(&self, key: &str, dest: PathBuf, part: Option<u64>, progress: &Progress) -> Result<ContentDigest, TransferError> {
+        use futures::StreamExt;
+        let _slot = self.slots.acquire().await.expect("semaphore never closed");
+        let location = object_path(key)?;
+        let got = self.storage.store.get(&location).await.map_err(|e| StorageError::from_store("get", key, e))?;
+        let mut stream = got.into_stream();
+        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+        let d = dest.clone();
+        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<ContentDigest> {
+            use std::io::Write;
+            if let Some(parent) = d.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let mut f = std::io::BufWriter::with_capacity(READ_CHUNK, std::fs::File::create(&d)?);
+            let mut h = Hasher::new(part);
+            while let Some(b) = rx.blocking_recv() {
+                h.update(&b);
+                f.write_all(&b)?;
+            }
+            let f = f.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            Ok(h.finish())
+        });
+        let mut failed = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(b) => {
+                    if let Some(l) = &self.limiter {
+                        l.acquire(b.len()).await;
+                    }
+                    progress.bytes_done.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    if tx.send(b).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failed = Some(StorageError::from_store("get", key, e));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r)
+            .map_err(|source| TransferError::Read { path: dest.clone(), source });
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        written
     }
 }

@@ -1,0 +1,110 @@
+//! Checking downloaded bytes against the hash a manifest recorded, whatever its form.
+
+use std::path::Path;
+
+use crate::digest::{ContentDigest, Hasher, matches};
+
+/// The verdict on one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The content has the recorded hash.
+    Verified,
+    /// No usable hash was recorded (`null`, `no-md5-hash`): only the size was checked.
+    SizeOnly,
+    /// The content differs.
+    Mismatch {
+        /// What the manifest says.
+        expected: String,
+        /// What the bytes hash to.
+        actual: String,
+    },
+}
+
+/// The part size to hash with while downloading, for a recorded multipart ETag.
+pub fn part_size_for(recorded: Option<&str>, chunk: u64) -> Option<u64> {
+    recorded.filter(|r| r.contains('-')).map(|_| chunk)
+}
+
+/// Judges `d` (the bytes of `path`) against `recorded`. A multipart ETag made with another part
+/// size than ours is re-checked with the part sizes that give its part count.
+pub fn judge(recorded: Option<&str>, size: u64, d: &ContentDigest, path: &Path) -> std::io::Result<Verdict> {
+    let mismatch = |actual: String| Verdict::Mismatch { expected: recorded.unwrap_or_default().to_string(), actual };
+    if d.size != size {
+        return Ok(mismatch(format!("{} bytes instead of {size}", d.size)));
+    }
+    let Some(r) = recorded.map(|r| r.trim_matches('"')).filter(|r| !r.is_empty() && *r != "no-md5-hash") else {
+        return Ok(Verdict::SizeOnly);
+    };
+    if matches(r, d) {
+        return Ok(Verdict::Verified);
+    }
+    if let Some((_, parts)) = r.rsplit_once('-')
+        && let Ok(parts) = parts.parse::<u64>()
+        && parts > 0
+    {
+        for p in candidate_part_sizes(size, parts) {
+            if d.multipart.as_ref().is_some_and(|(q, _)| *q == p) {
+                continue;
+            }
+            let again = hash_file(path, p)?;
+            if matches(r, &again) {
+                return Ok(Verdict::Verified);
+            }
+        }
+        return Ok(mismatch(d.multipart.as_ref().map(|(_, e)| e.clone()).unwrap_or_else(|| d.md5_hex())));
+    }
+    if r.len() == 32 && r.bytes().all(|b| b.is_ascii_hexdigit()) || r.len() == 24 {
+        return Ok(mismatch(d.md5_hex()));
+    }
+    // A form we cannot interpret (e.g. an SSE ETag): size only.
+    Ok(Verdict::SizeOnly)
+}
+
+/// Whole-MiB part sizes that split `size` bytes into exactly `parts` parts, most common first.
+fn candidate_part_sizes(size: u64, parts: u64) -> Vec<u64> {
+    const MIB: u64 = 1 << 20;
+    let mut out: Vec<u64> = [5, 8, 16, 50, 64, 100, 128, 256, 512].iter().map(|m| m * MIB).collect();
+    let lo = size.div_ceil(parts).div_ceil(MIB);
+    out.extend((lo..lo + 4).map(|m| m * MIB));
+    out.retain(|p| *p > 0 && size.div_ceil(*p) == parts);
+    out.dedup();
+    out
+}
+
+fn hash_file(path: &Path, part: u64) -> std::io::Result<ContentDigest> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Hasher::new(Some(part));
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn infers_foreign_part_sizes() {
+        let dir = std::env::temp_dir().join(format!("medusa-verify-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        let data = vec![7u8; (12 << 20) + 3];
+        std::fs::write(&path, &data).unwrap();
+        let foreign = hash_file(&path, 5 << 20).unwrap();
+        let etag = foreign.multipart.clone().unwrap().1;
+        assert!(etag.ends_with("-3"));
+        let ours = hash_file(&path, 8 << 20).unwrap();
+        assert_eq!(judge(Some(&etag), data.len() as u64, &ours, &path).unwrap(), Verdict::Verified);
+        assert!(matches!(judge(Some("0123456789abcdef0123456789abcdef-3"), data.len() as u64, &ours, &path).unwrap(), Verdict::Mismatch { .. }));
+        assert_eq!(judge(None, data.len() as u64, &ours, &path).unwrap(), Verdict::SizeOnly);
+        assert_eq!(judge(Some(&ours.md5_hex()), data.len() as u64, &ours, &path).unwrap(), Verdict::Verified);
+        assert!(matches!(judge(Some(&ours.md5_hex()), 5, &ours, &path).unwrap(), Verdict::Mismatch { .. }));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
