@@ -337,3 +337,37 @@ async fn reflection_serves_grpcurl_without_the_proto() {
     let (code, out) = run(&["-d", r#"{"backupName": "nope"}"#, &addr, "Medusa/BackupStatus"]);
     assert_eq!(code, Some(64 + 5), "NOT_FOUND: {out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_restore_writes_the_mapping_that_restore_init_reads() {
+    let env = Env::new(EnvOptions::new(Kind::Local)).await.unwrap();
+    let sidecar = Sidecar::start(&env).await.unwrap();
+    let mut c = sidecar.client().await.unwrap();
+    start_backup(&mut c, "b1", Mode::Full).await;
+    assert_eq!(wait_done(&mut c, "b1").await.status, StatusType::Success as i32);
+    let prep = |backup: &str, dc: &str, key: &str| pb::PrepareRestoreRequest { backup_name: backup.into(), datacenter: dc.into(), restore_key: key.into() };
+    assert_eq!(c.prepare_restore(prep("", "dc1", "k")).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(c.prepare_restore(prep("b1", "dc1", "../k")).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(c.prepare_restore(prep("nope", "dc1", "k")).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(c.prepare_restore(prep("b1", "dc9", "k")).await.unwrap_err().code(), Code::FailedPrecondition);
+    c.prepare_restore(prep("b1", "dc1", "key-42")).await.unwrap();
+    let root = env.sim.lock().unwrap().root.clone();
+    let file = std::fs::read_to_string(root.join(".restore_mapping/key-42")).unwrap();
+    assert_eq!(
+        file,
+        format!(r#"{{"in_place": true, "host_map": {{"{f}": {{"source": ["{f}"], "seed": false}}}}}}"#, f = env.fqdn)
+    );
+    // restore-init without RESTORE_MAPPING uses that file.
+    let before = env.with_sim(|s| harness::sim::digest_data_dir(&s.data_dir)).await;
+    env.with_sim(|s| s.wipe().unwrap()).await;
+    let out = std::process::Command::new(medusa_tests::binary("medusa-restore-init"))
+        .arg("--config")
+        .arg(&env.ini_path)
+        .env_remove("RESTORE_MAPPING")
+        .envs([("BACKUP_NAME", "b1"), ("RESTORE_KEY", "key-42"), ("POD_NAME", env.fqdn.as_str()), ("MEDUSA_TMP_DIR", root.to_str().unwrap())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = env.with_sim(|s| harness::sim::digest_data_dir(&s.data_dir)).await;
+    assert!(after == before, "{}", before.diff(&after));
+}

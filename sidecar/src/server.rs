@@ -244,8 +244,29 @@ impl Medusa for MedusaService {
         Err(Status::unimplemented("PurgeBackups is not available in this medusa-rs version yet"))
     }
 
-    async fn prepare_restore(&self, _req: Request<pb::PrepareRestoreRequest>) -> Result<Response<pb::PrepareRestoreResponse>, Status> {
-        Err(Status::unimplemented("PrepareRestore is not available in this medusa-rs version yet"))
+    async fn prepare_restore(&self, req: Request<pb::PrepareRestoreRequest>) -> Result<Response<pb::PrepareRestoreResponse>, Status> {
+        let r = req.into_inner();
+        let name = name_of(&r.backup_name)?;
+        let key = crate::names::RestoreKey::new(r.restore_key).map_err(|e| e.to_status())?;
+        let all = self.cluster_backups(Some(&name)).await?;
+        let Some(c) = all.into_iter().find(|c| c.name == name.as_str()) else {
+            return Err(Status::not_found(format!("backup {name} does not exist")));
+        };
+        let mut backup_ring = c.tokenmap.clone();
+        if !r.datacenter.is_empty() {
+            backup_ring.0.retain(|n| n.dc.as_deref().is_none_or(|dc| dc == r.datacenter));
+            if backup_ring.0.is_empty() {
+                return Err(Status::failed_precondition(format!("backup {name} has no node in datacenter {}", r.datacenter)));
+            }
+        }
+        let facts = self.node.cassandra.facts(&self.node.fqdn, &[]).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let mapping = crate::restore::mapping::host_map(&backup_ring, &facts.tokenmap, &[])
+            .map_err(|e| Status::failed_precondition(format!("cannot restore {name} here: {e}")))?;
+        let path = self.node.paths.root().join(".restore_mapping").join(key.as_str());
+        crate::fsutil::write_atomic(&path, &mapping.to_bytes())
+            .map_err(|e| Status::internal(format!("writing {}: {e}", path.display())))?;
+        tracing::info!(backup = %name, key = %key, in_place = mapping.is_in_place(), path = %path.display(), "restore prepared");
+        Ok(Response::new(pb::PrepareRestoreResponse {}))
     }
 }
 
