@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,24 +91,42 @@ impl PyMedusa {
         PyMedusa { exe, ini: path, work }
     }
 
-    /// Runs `medusa --config-file <ini> <args>`, killed after [`PY_LIMIT`].
+    /// Runs `medusa --config-file <ini> <args>`; killed after [`PY_LIMIT`], which fails the test
+    /// with what it printed so far.
     async fn run(&self, args: &[&str]) -> Run {
+        use tokio::io::AsyncReadExt;
         let mut cmd = tokio::process::Command::new(&self.exe);
-        cmd.arg("--config-file").arg(&self.ini).args(args);
-        cmd.current_dir(self.work.path()).stdin(std::process::Stdio::null()).kill_on_drop(true);
+        cmd.args(["-v"]).arg("--config-file").arg(&self.ini).args(args).current_dir(self.work.path());
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         // Variables Python Medusa would prefer to the ini (§7.4) or boto3 to the key file.
         for var in ["POD_IP", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"] {
             cmd.env_remove(var);
         }
-        let out = tokio::time::timeout(PY_LIMIT, cmd.output())
-            .await
-            .unwrap_or_else(|_| panic!("medusa {} did not finish within {PY_LIMIT:?}", args.join(" ")))
-            .unwrap_or_else(|e| panic!("running {}: {e}", self.exe.display()));
-        Run {
-            args: args.join(" "),
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("running {}: {e}", self.exe.display()));
+        let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let out = tokio::spawn(async move {
+            let mut b = Vec::new();
+            let _ = out.read_to_end(&mut b).await;
+            b
+        });
+        let err = tokio::spawn(async move {
+            let mut b = Vec::new();
+            let _ = err.read_to_end(&mut b).await;
+            b
+        });
+        let status = tokio::time::timeout(PY_LIMIT, child.wait()).await;
+        if status.is_err() {
+            let _ = child.kill().await;
+        }
+        // Output ends with the process (a grandchild holding the pipes must not hang the test).
+        let grab = |h: tokio::task::JoinHandle<Vec<u8>>| async move {
+            let bytes = tokio::time::timeout(Duration::from_secs(10), h).await.ok().and_then(Result::ok).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        let run = Run { args: args.join(" "), code: None, stdout: grab(out).await, stderr: grab(err).await };
+        match status {
+            Ok(s) => Run { code: s.unwrap().code(), ..run },
+            Err(_) => panic!("did not finish within {PY_LIMIT:?}: {run}"),
         }
     }
 

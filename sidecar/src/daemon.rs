@@ -68,7 +68,12 @@ pub async fn run(cfg: Config, opts: Options, listener: tokio::net::TcpListener, 
         tokio::spawn(async move { jobs.clean_up_recovered(&interrupted).await });
     }
     let cache = Arc::new(Cache::persistent(node.state_dir.join("summaries.json")));
-    let service = MedusaService::new(node.clone(), jobs.clone(), cache);
+    let limits = crate::purge::Limits {
+        max_backup_age: cfg.storage.max_backup_age,
+        max_backup_count: cfg.storage.max_backup_count,
+        grace_days: cfg.storage.backup_grace_period_in_days,
+    };
+    let service = MedusaService::new(node.clone(), jobs.clone(), cache, limits);
     let medusa = MedusaServer::new(service)
         .max_decoding_message_size(cfg.grpc.max_receive_message_length)
         .max_encoding_message_size(cfg.grpc.max_send_message_length);

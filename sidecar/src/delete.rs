@@ -9,7 +9,8 @@ use crate::layout::parse_index_key;
 use crate::names::{BackupName, Fqdn};
 use crate::storage::{Storage, StorageError};
 
-/// What a deletion removed.
+/// What a deletion removed, counted as Medusa counts it (§5.4): the objects of the backup's
+/// folder; index entries are not counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Deleted {
     /// Objects removed.
@@ -47,10 +48,8 @@ pub async fn delete_node_backup(s: &Storage, n: &Fqdn, b: &BackupName) -> Result
     // The tokenmap entry is what makes a node backup exist in the index: remove it last.
     let mut index = index;
     index.sort_by_key(|(k, _)| k.contains("/tokenmap_"));
-    for (key, size) in index {
+    for (key, _) in index {
         s.delete(&key).await?;
-        out.objects += 1;
-        out.bytes += size;
     }
     if let Some(latest) = s.get_opt(&l.latest_backup_name(n)).await?
         && latest.as_ref() == b.as_str().as_bytes()

@@ -235,6 +235,11 @@ impl Jobs {
             .any(|h| matches!(h.view.lock().expect("job lock").state, State::Queued | State::Running))
     }
 
+    /// The node's backup slot, if no backup runs: while held, none starts (they queue).
+    pub fn try_exclusive(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        self.slot.clone().try_lock_owned().ok()
+    }
+
     /// Forgets a finished job (its backup was deleted).
     pub fn forget(&self, name: &str) {
         if !self.is_active(name) {

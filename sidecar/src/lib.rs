@@ -14,7 +14,7 @@
 //!   [`transfer`] (streaming uploads), [`backup`] (the job), [`storage`] (the object store).
 //!
 //! The sidecar: [`daemon`] (process lifecycle) → [`server`] (the `Medusa` RPCs) → [`jobs`]
-//! (durable job table) and [`catalog`] (what the bucket holds) → [`delete`].
+//! (durable job table) and [`catalog`] (what the bucket holds) → [`delete`] and [`purge`] (retention).
 //!
 //! Restore: [`restore`] (init container: mapping → plan → download → verify → place → mark done).
 //!
@@ -34,6 +34,7 @@ pub mod manifest;
 pub mod names;
 pub mod node;
 pub mod plan;
+pub mod purge;
 pub mod pyjson;
 pub mod restore;
 pub mod server;

@@ -20,12 +20,13 @@ pub struct MedusaService {
     node: Arc<Node>,
     jobs: Arc<Jobs>,
     cache: Arc<Cache>,
+    limits: crate::purge::Limits,
 }
 
 impl MedusaService {
-    /// A service over an engine and its job table.
-    pub fn new(node: Arc<Node>, jobs: Arc<Jobs>, cache: Arc<Cache>) -> MedusaService {
-        MedusaService { node, jobs, cache }
+    /// A service over an engine and its job table; `limits` are the retention settings.
+    pub fn new(node: Arc<Node>, jobs: Arc<Jobs>, cache: Arc<Cache>, limits: crate::purge::Limits) -> MedusaService {
+        MedusaService { node, jobs, cache, limits }
     }
 }
 
@@ -221,6 +222,14 @@ impl Medusa for MedusaService {
         }
         self.cache.forget(name.as_str());
         self.jobs.forget(name.as_str());
+        // Shared files only this backup used: cleaned here for this node, under the same rules
+        // as a purge (other nodes clean their own folders when they purge).
+        if let Some(_slot) = self.jobs.try_exclusive() {
+            let now = chrono::Utc::now().timestamp();
+            crate::purge::clean_orphans(&self.node.storage, &self.node.fqdn, now, self.limits.grace_days)
+                .await
+                .map_err(|e| e.to_status())?;
+        }
         Ok(Response::new(pb::DeleteBackupResponse { name: name.to_string(), status: pb::StatusType::Success as i32 }))
     }
 
@@ -241,7 +250,21 @@ impl Medusa for MedusaService {
     }
 
     async fn purge_backups(&self, _req: Request<pb::PurgeBackupsRequest>) -> Result<Response<pb::PurgeBackupsResponse>, Status> {
-        Err(Status::unimplemented("PurgeBackups is not available in this medusa-rs version yet"))
+        let slot = self.jobs.try_exclusive();
+        let jobs = self.jobs.clone();
+        let running = move |name: &str| jobs.is_active(name);
+        let now = chrono::Utc::now().timestamp();
+        let r = crate::purge::purge(&self.node.storage, &self.node.fqdn, self.limits, now, &running, slot.is_some())
+            .await
+            .map_err(|e| e.to_status())?;
+        drop(slot);
+        let sat = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
+        Ok(Response::new(pb::PurgeBackupsResponse {
+            nb_backups_purged: sat(r.backups),
+            nb_objects_purged: sat(r.objects),
+            total_purged_size: r.bytes as i64,
+            total_objects_within_gc_grace: sat(r.within_grace),
+        }))
     }
 
     async fn prepare_restore(&self, req: Request<pb::PrepareRestoreRequest>) -> Result<Response<pb::PrepareRestoreResponse>, Status> {

@@ -1,0 +1,253 @@
+//! Retention (§5): which of this node's backups to purge (a pure plan, logged), their deletion,
+//! and the cleanup of shared differential files that no remaining backup references.
+//!
+//! Safety rules that Medusa lacks (§10.7-9): keys are never matched by prefix; a backup running
+//! on this node is never selected; orphan cleanup runs only while no backup runs on this node
+//! (it holds the node's backup slot, so none starts meanwhile) and is otherwise deferred to the
+//! next purge; an object referenced by any finished manifest of the node is never deleted.
+//! Memory: one manifest at a time, and a set of 16-byte key hashes of the referenced objects.
+
+use std::collections::HashSet;
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use serde::Deserialize;
+
+use crate::catalog::{NodeBackup, node_backups};
+use crate::layout::Meta;
+use crate::names::{BackupName, Fqdn};
+use crate::storage::{Storage, StorageError};
+
+/// Limits from `[storage]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Days; 0 = off.
+    pub max_backup_age: u32,
+    /// 0 = off.
+    pub max_backup_count: u32,
+    /// Unreferenced files younger than this many days are kept.
+    pub grace_days: u32,
+}
+
+/// Why a node backup is purged or kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// Older than `max_backup_age` days.
+    TooOld,
+    /// Beyond the newest `max_backup_count`.
+    OverCount,
+    /// Both.
+    TooOldAndOverCount,
+    /// Within the limits.
+    WithinLimits,
+    /// Running on this node now.
+    Running,
+}
+
+/// The plan: which node backups go, which stay, and why.
+#[derive(Debug, Clone, Default)]
+pub struct PurgePlan {
+    /// To delete.
+    pub purge: Vec<(NodeBackup, Reason)>,
+    /// To keep.
+    pub keep: Vec<(NodeBackup, Reason)>,
+}
+
+/// Medusa's selection (§5.1) over this node's backups, complete or not: by age
+/// (`started < now - age`), by count (the oldest beyond the newest N), the union of both.
+/// A backup running here is always kept.
+pub fn plan(mut backups: Vec<NodeBackup>, now: i64, limits: Limits, running: &(dyn Fn(&str) -> bool + Sync)) -> PurgePlan {
+    backups.sort_by(|a, b| (a.started, &a.name).cmp(&(b.started, &b.name)));
+    let n = backups.len();
+    let over = if limits.max_backup_count > 0 { n.saturating_sub(limits.max_backup_count as usize) } else { 0 };
+    let cutoff = now - i64::from(limits.max_backup_age) * 86_400;
+    let mut out = PurgePlan::default();
+    for (i, b) in backups.into_iter().enumerate() {
+        let old = limits.max_backup_age > 0 && b.started.unwrap_or(0) < cutoff;
+        let surplus = i < over;
+        let reason = match (old, surplus) {
+            _ if running(&b.name) => {
+                out.keep.push((b, Reason::Running));
+                continue;
+            }
+            (true, true) => Reason::TooOldAndOverCount,
+            (true, false) => Reason::TooOld,
+            (false, true) => Reason::OverCount,
+            (false, false) => {
+                out.keep.push((b, Reason::WithinLimits));
+                continue;
+            }
+        };
+        out.purge.push((b, reason));
+    }
+    out
+}
+
+/// What a purge did (PurgeBackupsResponse).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Node backups purged.
+    pub backups: u64,
+    /// Objects deleted (backup folders and orphans).
+    pub objects: u64,
+    /// Bytes deleted.
+    pub bytes: u64,
+    /// Unreferenced objects kept: younger than the grace period, or all candidates when the
+    /// cleanup was deferred.
+    pub within_grace: u64,
+    /// The orphan cleanup was deferred because a backup runs on this node.
+    pub deferred: bool,
+}
+
+fn key_hash(key: &str) -> [u8; 16] {
+    let h = blake3::hash(key.as_bytes());
+    h.as_bytes()[..16].try_into().expect("16 bytes")
+}
+
+#[derive(Deserialize)]
+struct PathOnly {
+    path: String,
+}
+
+#[derive(Deserialize)]
+struct SectionPaths {
+    objects: Vec<PathOnly>,
+}
+
+/// Keys referenced by this node's finished differential backups (only those reference the
+/// shared folder), read one manifest at a time.
+async fn referenced(storage: &Storage, n: &Fqdn) -> Result<HashSet<[u8; 16]>, StorageError> {
+    let mut set = HashSet::new();
+    for nb in node_backups(storage, None).await?.into_iter().filter(|b| b.fqdn == n.as_str()) {
+        let Ok(b) = BackupName::new(nb.name.clone()) else { continue };
+        let Some(bytes) = storage.get_opt(&storage.layout.meta(n, &b, Meta::Manifest)).await? else { continue };
+        match serde_json::from_slice::<Vec<SectionPaths>>(&bytes) {
+            Ok(sections) => set.extend(sections.iter().flat_map(|s| &s.objects).map(|o| key_hash(&o.path))),
+            Err(e) => {
+                // An unreadable manifest makes every decision unsafe: stop the cleanup.
+                return Err(StorageError::Config(format!("manifest of {} is unreadable ({e}); orphan cleanup stopped", nb.name)));
+            }
+        }
+    }
+    Ok(set)
+}
+
+/// Deletes objects below `P/N/data/` that no finished manifest of node `n` references and that
+/// are older than the grace period; returns (objects, bytes, within_grace).
+pub async fn clean_orphans(storage: &Storage, n: &Fqdn, now: i64, grace_days: u32) -> Result<(u64, u64, u64), StorageError> {
+    let refs = referenced(storage, n).await?;
+    let cutoff = now - i64::from(grace_days) * 86_400;
+    let prefix = storage.layout.shared_data_dir(n);
+    let (mut objects, mut bytes, mut within) = (0u64, 0u64, 0u64);
+    let mut batch: Vec<(ObjectPath, u64)> = Vec::with_capacity(1000);
+    let mut listing = std::pin::pin!(storage.list(&prefix));
+    while let Some(meta) = listing.try_next().await? {
+        if refs.contains(&key_hash(meta.location.as_ref())) {
+            continue;
+        }
+        if meta.last_modified.timestamp() > cutoff {
+            within += 1;
+            continue;
+        }
+        batch.push((meta.location, meta.size));
+        if batch.len() == 1000 {
+            let (o, b) = delete_batch(storage, std::mem::take(&mut batch)).await?;
+            objects += o;
+            bytes += b;
+        }
+    }
+    let (o, b) = delete_batch(storage, batch).await?;
+    Ok((objects + o, bytes + b, within))
+}
+
+/// Counts the unreferenced objects below `P/N/data/` without deleting anything.
+async fn count_orphans(storage: &Storage, n: &Fqdn) -> Result<u64, StorageError> {
+    let refs = referenced(storage, n).await?;
+    let listing = storage.list(&storage.layout.shared_data_dir(n));
+    listing.try_fold(0u64, |c, m| futures::future::ready(Ok(c + u64::from(!refs.contains(&key_hash(m.location.as_ref())))))).await
+}
+
+async fn delete_batch(storage: &Storage, batch: Vec<(ObjectPath, u64)>) -> Result<(u64, u64), StorageError> {
+    if batch.is_empty() {
+        return Ok((0, 0));
+    }
+    let sizes: std::collections::HashMap<String, u64> = batch.iter().map(|(p, s)| (p.to_string(), *s)).collect();
+    let paths = futures::stream::iter(batch.into_iter().map(|(p, _)| Ok(p))).boxed();
+    let mut results = storage.store.delete_stream(paths);
+    let (mut objects, mut bytes) = (0, 0);
+    while let Some(r) = results.next().await {
+        match r {
+            Ok(p) => {
+                objects += 1;
+                bytes += sizes.get(p.as_ref()).copied().unwrap_or(0);
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(StorageError::from_store("delete", "orphaned data", e)),
+        }
+    }
+    Ok((objects, bytes))
+}
+
+/// Runs a purge for node `n`. `exclusive` is true when the caller holds the node's backup slot
+/// (no backup runs, none can start): only then are orphans deleted.
+pub async fn purge(storage: &Storage, n: &Fqdn, limits: Limits, now: i64, running: &(dyn Fn(&str) -> bool + Sync), exclusive: bool) -> Result<PurgeReport, StorageError> {
+    let mine: Vec<NodeBackup> = node_backups(storage, None).await?.into_iter().filter(|b| b.fqdn == n.as_str()).collect();
+    let plan = plan(mine, now, limits, running);
+    for (b, why) in &plan.purge {
+        tracing::info!(backup = %b.name, started = b.started, reason = ?why, "purge plan: delete");
+    }
+    tracing::info!(delete = plan.purge.len(), keep = plan.keep.len(), "purge plan");
+    let mut report = PurgeReport { backups: plan.purge.len() as u64, ..Default::default() };
+    for (b, _) in &plan.purge {
+        let Ok(name) = BackupName::new(b.name.clone()) else { continue };
+        let d = crate::delete::delete_node_backup(storage, n, &name).await?;
+        report.objects += d.objects;
+        report.bytes += d.bytes;
+    }
+    if exclusive {
+        let (o, b, w) = clean_orphans(storage, n, now, limits.grace_days).await?;
+        report.objects += o;
+        report.bytes += b;
+        report.within_grace = w;
+    } else {
+        report.deferred = true;
+        report.within_grace = count_orphans(storage, n).await?;
+        tracing::info!(kept = report.within_grace, "a backup is running on this node: orphan cleanup deferred to the next purge");
+    }
+    tracing::info!(backups = report.backups, objects = report.objects, bytes = report.bytes, within_grace = report.within_grace, "purge done");
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nb(name: &str, started: i64) -> NodeBackup {
+        NodeBackup { name: name.into(), fqdn: "n".into(), started: Some(started), finished: Some(started + 1), differential: true }
+    }
+
+    fn names(v: &[(NodeBackup, Reason)]) -> Vec<&str> {
+        v.iter().map(|(b, _)| b.name.as_str()).collect()
+    }
+
+    #[test]
+    fn selection_by_age_count_and_running() {
+        let day = 86_400;
+        let now = 100 * day;
+        let all = vec![nb("a", 90 * day), nb("b", 95 * day), nb("c", 98 * day), nb("d", 99 * day)];
+        let off = Limits { max_backup_age: 0, max_backup_count: 0, grace_days: 10 };
+        assert!(plan(all.clone(), now, off, &|_| false).purge.is_empty());
+        let count = Limits { max_backup_count: 2, ..off };
+        assert_eq!(names(&plan(all.clone(), now, count, &|_| false).purge), ["a", "b"]);
+        let age = Limits { max_backup_age: 6, ..off };
+        assert_eq!(names(&plan(all.clone(), now, age, &|_| false).purge), ["a"]);
+        let both = Limits { max_backup_age: 3, max_backup_count: 3, grace_days: 10 };
+        let p = plan(all.clone(), now, both, &|_| false);
+        assert_eq!(names(&p.purge), ["a", "b"]);
+        assert_eq!(p.purge[0].1, Reason::TooOldAndOverCount);
+        assert_eq!(p.purge[1].1, Reason::TooOld);
+        let p = plan(all, now, count, &|n| n == "a");
+        assert_eq!(names(&p.purge), ["b"]);
+        assert!(p.keep.iter().any(|(b, r)| b.name == "a" && *r == Reason::Running));
+    }
+}
