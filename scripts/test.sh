@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs the test tools (scripts/install-test-deps.sh), points the
-# tests at them, then `cargo test --release --workspace`. Extra arguments go to cargo test,
-# e.g. `scripts/test.sh -p medusa-harness` or `scripts/test.sh -- --nocapture`.
+# tests at them, then `cargo test --release --workspace`. Extra arguments go to cargo test, e.g.
+# a test-name filter (`scripts/test.sh s3s_fs`), `--exclude medusa-tests` or `-- --nocapture`.
+# (`-p` does not narrow `--workspace`: for one package, run cargo yourself after
+# install-test-deps.sh.)
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

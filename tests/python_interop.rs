@@ -583,3 +583,14 @@ async fn medusa_rs_reads_the_python_fixture() {
     }
     assert!(nulls > 0, "the fixture's re-used files carry \"MD5\": null; parsing must keep them");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zz_debug_s3s() {
+    let env = Env::new(EnvOptions::new(Kind::S3sFs)).await.unwrap();
+    let node = env.node().unwrap();
+    backup(&node, "full-1", Mode::Full).await;
+    let yaml = env.with_sim(|s| s.cassandra_yaml.clone()).await;
+    let py = PyMedusa::for_env(&env, &yaml);
+    std::fs::write("/tmp/zz_debug_ini", py.ini.display().to_string()).unwrap();
+    tokio::time::sleep(Duration::from_secs(400)).await;
+}

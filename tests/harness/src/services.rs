@@ -639,8 +639,9 @@ impl Drop for InProcessServer {
 // Azure (azurite)
 // ---------------------------------------------------------------------------------------------
 
-/// The well-known key of azurite's account `devstoreaccount1`.
+/// azurite's built-in storage account.
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+/// The well-known (public) key of [`AZURITE_ACCOUNT`], base64.
 pub const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 const AZURE_API_VERSION: &str = "2021-08-06";
