@@ -15,6 +15,10 @@ bash scripts/install-test-deps.sh
 export MEDUSA_RS_TOOLS="${MEDUSA_RS_TOOLS:-$REPO_ROOT/.tools}"
 echo "[test] MEDUSA_RS_TOOLS=$MEDUSA_RS_TOOLS"
 
+# The integration tests run the real binaries (medusa-sidecar, medusa-restore-init).
+echo "[test] cargo build --release --workspace --bins"
+cargo build --release --workspace --bins
+
 echo "[test] cargo test --release --workspace $*"
 start=$SECONDS
 status=0

@@ -605,6 +605,8 @@ impl InProcessServer {
                         Some(_) = conns.join_next(), if !conns.is_empty() => {}
                         accepted = listener.accept() => {
                             let Ok((socket, _)) = accepted else { continue };
+                            // Without it, small responses wait for delayed ACKs (~40 ms each).
+                            let _ = socket.set_nodelay(true);
                             let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
                             conns.spawn(async move {
                                 let _ = conn.await;
