@@ -175,8 +175,8 @@ struct Probe {
 
 impl Probe {
     fn start(files: &[(PathBuf, u64)]) -> Result<Probe> {
-        prefault(files.iter().map(|f| f.1).sum())?;
         settle(files)?;
+        prefault(files.iter().map(|f| f.1).sum())?;
         reset_peak_rss()?;
         Ok(Probe { rss: own_status("VmRSS:")?, cpu: cpu_times()?, t0: Instant::now() })
     }
