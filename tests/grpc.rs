@@ -256,38 +256,13 @@ async fn health_goes_not_serving_during_shutdown_and_exit_is_clean() {
     assert_eq!(s.status, StatusType::Failed as i32, "{s:?}");
 }
 
-fn certs(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let leaf = |names: Vec<String>| {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(names).unwrap().signed_by(&key, &issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
-    let (client_cert, client_key) = leaf(vec!["client".into()]);
-    let w = |name: &str, text: &str| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    (w("ca.crt", &ca_cert.pem()), w("tls.crt", &server_cert), w("tls.key", &server_key), w("client.crt", &client_cert), w("client.key", &client_key))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_requires_a_client_certificate() {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
     let env = Env::new(EnvOptions::new(Kind::Local)).await.unwrap();
-    let (ca, cert, key, client_cert, client_key) = certs(env.dir.path());
-    let ini = std::fs::read_to_string(&env.ini_path).unwrap().replace(
-        "[grpc]\nenabled = 1\n",
-        &format!("[grpc]\nenabled = 1\nca_cert = {}\ntls_cert = {}\ntls_key = {}\n", ca.display(), cert.display(), key.display()),
-    );
-    std::fs::write(&env.ini_path, ini).unwrap();
+    let certs = medusa_tests::test_certs(env.dir.path());
+    medusa_tests::enable_tls(&env, &certs);
+    let medusa_tests::Certs { ca, client_cert, client_key, .. } = certs;
     let sidecar = Sidecar::start(&env).await.unwrap();
     let url = format!("https://localhost:{}", sidecar.port);
     let ca_pem = std::fs::read(&ca).unwrap();

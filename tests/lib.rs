@@ -381,3 +381,61 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// PEM files of a test CA, a server certificate for `localhost`/`127.0.0.1` and a client
+/// certificate, both signed by the CA.
+pub struct Certs {
+    /// CA certificate.
+    pub ca: PathBuf,
+    /// Server certificate.
+    pub cert: PathBuf,
+    /// Server key.
+    pub key: PathBuf,
+    /// Client certificate.
+    pub client_cert: PathBuf,
+    /// Client key.
+    pub client_key: PathBuf,
+}
+
+/// Writes a fresh CA, server and client key pair into `dir`; `prefix` names the files.
+pub fn test_certs(dir: &std::path::Path) -> Certs {
+    test_certs_named(dir, "")
+}
+
+/// As [`test_certs`], with file names starting with `prefix` (for a second, unrelated CA).
+pub fn test_certs_named(dir: &std::path::Path, prefix: &str) -> Certs {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let leaf = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names).unwrap().signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
+    let (client_cert, client_key) = leaf(vec!["client".into()]);
+    let w = |name: &str, text: &str| {
+        let p = dir.join(format!("{prefix}{name}"));
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    Certs {
+        ca: w("ca.crt", &ca_cert.pem()),
+        cert: w("tls.crt", &server_cert),
+        key: w("tls.key", &server_key),
+        client_cert: w("client.crt", &client_cert),
+        client_key: w("client.key", &client_key),
+    }
+}
+
+/// Enables mTLS in `env`'s `medusa.ini` with `c`.
+pub fn enable_tls(env: &Env, c: &Certs) {
+    let ini = std::fs::read_to_string(&env.ini_path).unwrap().replace(
+        "[grpc]\nenabled = 1\n",
+        &format!("[grpc]\nenabled = 1\nca_cert = {}\ntls_cert = {}\ntls_key = {}\n", c.ca.display(), c.cert.display(), c.key.display()),
+    );
+    std::fs::write(&env.ini_path, ini).unwrap();
+}

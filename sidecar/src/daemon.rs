@@ -68,6 +68,15 @@ pub async fn run(cfg: Config, opts: Options, listener: tokio::net::TcpListener, 
         tokio::spawn(async move { jobs.clean_up_recovered(&interrupted).await });
     }
     let cache = Arc::new(Cache::persistent(node.state_dir.join("summaries.json")));
+    crate::metrics::global().set_restore_file(node.state_dir.join("restore.prom"));
+    let metrics_task = match cfg.metrics_port {
+        Some(port) => {
+            let l = tokio::net::TcpListener::bind(("0.0.0.0", port)).await.map_err(|e| format!("[monitoring] metrics_port {port}: {e}"))?;
+            tracing::info!(port, "Prometheus metrics on /metrics");
+            Some(tokio::spawn(crate::metrics::serve(l)))
+        }
+        None => None,
+    };
     let limits = crate::purge::Limits {
         max_backup_age: cfg.storage.max_backup_age,
         max_backup_count: cfg.storage.max_backup_count,
@@ -167,6 +176,9 @@ pub async fn run(cfg: Config, opts: Options, listener: tokio::net::TcpListener, 
         })
         .await?;
     let why = lifecycle.await.unwrap_or(Exit::Signal);
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     tracing::info!(reason = ?why, "stopped");
     Ok(why)
 }

@@ -301,6 +301,7 @@ impl Jobs {
         };
         self.journal(&handle.snapshot());
         tracing::info!(backup = %name, mode = mode.as_str(), "backup job accepted");
+        crate::metrics::global().backup_started(mode.as_str());
         let jobs = self.clone();
         let h = handle.clone();
         self.tasks.lock().expect("tasks lock").spawn(async move { jobs.run(name, mode, h).await });
@@ -317,6 +318,7 @@ impl Jobs {
             None => Err(BackupError::Cancelled("the sidecar shut down before the backup started".into())),
             Some(_guard) => {
                 self.set(&h, State::Running, None);
+                crate::metrics::global().backup_running(h.progress.clone());
                 let fut = self.node.backup(&name, mode, h.progress.clone(), h.cancel.clone());
                 tokio::pin!(fut);
                 let cancel = h.cancel.clone();
@@ -342,6 +344,15 @@ impl Jobs {
                     uploaded_files = report.uploaded_files, uploaded_bytes = report.uploaded_bytes,
                     seconds = report.seconds, "backup complete"
                 );
+                crate::metrics::global().backup_succeeded(
+                    mode.as_str(),
+                    report.seconds,
+                    report.uploaded_bytes,
+                    report.uploaded_files,
+                    report.bytes,
+                    report.files,
+                    report.finished,
+                );
                 self.set(&h, State::Success, None);
             }
             Err(e) => {
@@ -349,6 +360,7 @@ impl Jobs {
                 if !matches!(e, BackupError::AlreadyExists(_)) {
                     self.mark_failed_in_storage(&name, &reason).await;
                 }
+                crate::metrics::global().backup_failed(mode.as_str());
                 self.set(&h, State::Failed, Some(reason));
             }
         }

@@ -18,7 +18,7 @@
 //!
 //! Restore: [`restore`] (init container: mapping → plan → download → verify → place → mark done).
 //!
-//! Helpers: [`fsutil`] (durable writes, the blocking pool).
+//! Helpers: [`fsutil`] (durable writes, the blocking pool), [`metrics`] (Prometheus).
 pub mod backup;
 pub mod cassandra;
 pub mod catalog;
@@ -31,6 +31,7 @@ pub mod ini;
 pub mod jobs;
 pub mod layout;
 pub mod manifest;
+pub mod metrics;
 pub mod names;
 pub mod node;
 pub mod plan;

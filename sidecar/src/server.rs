@@ -254,9 +254,14 @@ impl Medusa for MedusaService {
         let jobs = self.jobs.clone();
         let running = move |name: &str| jobs.is_active(name);
         let now = chrono::Utc::now().timestamp();
-        let r = crate::purge::purge(&self.node.storage, &self.node.fqdn, self.limits, now, &running, slot.is_some())
-            .await
-            .map_err(|e| e.to_status())?;
+        let r = match crate::purge::purge(&self.node.storage, &self.node.fqdn, self.limits, now, &running, slot.is_some()).await {
+            Ok(r) => r,
+            Err(e) => {
+                crate::metrics::global().purge_failed();
+                return Err(e.to_status());
+            }
+        };
+        crate::metrics::global().purged(r.backups, r.objects, r.bytes);
         drop(slot);
         let sat = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
         Ok(Response::new(pb::PurgeBackupsResponse {

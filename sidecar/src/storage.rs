@@ -58,6 +58,9 @@ pub enum StorageError {
 impl StorageError {
     /// Wraps an `object_store` error for operation `op` on `key`.
     pub fn from_store(op: &'static str, key: &str, source: object_store::Error) -> StorageError {
+        if !matches!(source, object_store::Error::NotFound { .. }) {
+            crate::metrics::global().storage_error(op);
+        }
         match source {
             object_store::Error::NotFound { .. } => StorageError::NotFound { key: key.to_string() },
             object_store::Error::PermissionDenied { .. }

@@ -1,18 +1,13 @@
-//! Backup throughput and memory benchmark. It prints; it asserts no target (only that the
-//! backups did what they should).
+//! Backup throughput and memory benchmark. It prints a table per data set; it asserts no
+//! target (only that the backups did what they should). See `README.md` beside this file.
 //!
-//! For each data set it generates a simulated node, then measures, each phase on a warm page
-//! cache with no dirty pages left by the phase before:
-//! - baselines: `cp -r` of the data directory, `md5sum` of every file (one process, then two);
-//! - the engine's transfer path without a backup: `Transfers::hash_file` and
-//!   `Transfers::upload_file` over every file, two at a time (in this process);
-//! - backups to `local` storage, each in a fresh process of this binary (`--backup-child`) so
-//!   that its peak RSS is the backup's alone: full; first differential (it uploads everything:
-//!   differentials share one data folder that the full backup did not fill); +10% differential
-//!   (after a memtable flush adding 10% new SSTables); unchanged differential.
-//!
-//! Run: `cargo bench -p medusa-tests --bench backup -- [--small-only|--large-only]
-//! [--size-gib X] [--files N]`. See `README.md` beside this file.
+//! After generating a simulated node it measures, each run on a warm page cache with earlier
+//! writes flushed: the baselines `cp -r` and `md5sum` (one process, then two); the engine's
+//! transfer path alone (`Transfers::hash_file`, `Transfers::upload_file`, two at a time); and
+//! backups to `local` storage, each in a fresh process of this binary (`--backup-child`) so
+//! that its peak RSS is the backup's own: full, first differential (it uploads everything:
+//! differentials share a data folder the full backup did not fill), +10% differential (after a
+//! flush adding 10% new SSTables) and unchanged differential.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,27 +19,31 @@ use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
 use harness::services::TempDir;
 use harness::sim::SimSpec;
-use medusa::backup::{BackupReport, Node};
+use medusa::backup::Node;
 use medusa::layout::Mode;
 use medusa::names::BackupName;
 use medusa::transfer::Progress;
-use medusa_tests::{Env, EnvOptions, Kind};
+use medusa_tests::{Backend, Env, EnvOptions, Kind};
 use tokio_util::sync::CancellationToken;
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
-/// Files per `md5sum` invocation (keeps the command line far below `ARG_MAX`).
-const MD5SUM_BATCH: usize = 1000;
-/// How often a baseline child's `/proc/<pid>/status` is sampled for its peak RSS.
-const POLL: Duration = Duration::from_millis(10);
+/// Files per `md5sum` invocation (about 0.5 MB of arguments, far below `ARG_MAX`).
+const MD5SUM_BATCH: usize = 4000;
+/// How often a baseline child's `/proc/<pid>/status` is sampled for its peak RSS (and its exit
+/// noticed).
+const POLL: Duration = Duration::from_millis(2);
 /// The issue's targets.
 const TARGET_FULL_VS_CP: f64 = 0.90;
 const TARGET_UNCHANGED_SECS: f64 = 0.5;
 const TARGET_RSS: u64 = 64 * MIB;
-/// Same as the env's `concurrent_transfers`.
+/// The env's `concurrent_transfers`.
 const TRANSFERS: usize = 2;
+const USAGE: &str = "usage: backup [--small-only | --large-only] [--size-gib X] [--files N] [--runs N]\n\
+    --size-gib/--files: one data set of that size instead of both (defaults 2 GiB, 3500 files)\n\
+    --runs: runs of each repeatable phase, the fastest is shown (default 3)";
 
-/// One data set: total bytes and files of the backed-up data.
+/// A data set: total bytes and files of the backed-up data.
 #[derive(Debug, Clone, Copy)]
 struct DataSet {
     bytes: u64,
@@ -65,8 +64,11 @@ struct Row {
     peak: u64,
     /// Peak minus RSS at the start, where known.
     growth: Option<u64>,
-    report: Option<BackupReport>,
+    /// What a backup uploaded.
+    note: String,
 }
+
+type Files = [(PathBuf, u64)];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -74,17 +76,18 @@ fn main() -> Result<()> {
     if args.first().map(String::as_str) == Some("--backup-child") {
         return rt.block_on(backup_child(&args[1..]));
     }
-    for set in parse_args(args.into_iter())? {
-        rt.block_on(run_set(set))?;
+    let (sets, runs) = parse_args(args)?;
+    for set in sets {
+        rt.block_on(run_set(set, runs))?;
     }
     Ok(())
 }
 
-fn parse_args(args: impl Iterator<Item = String>) -> Result<Vec<DataSet>> {
-    let (mut small, mut large, mut custom) = (true, true, None::<DataSet>);
-    let mut args = args.peekable();
+fn parse_args(args: Vec<String>) -> Result<(Vec<DataSet>, usize)> {
+    let (mut small, mut large, mut custom, mut runs) = (true, true, None::<DataSet>, 3);
+    let mut args = args.into_iter();
     while let Some(a) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
+        let mut value = || args.next().with_context(|| format!("{a} needs a value\n{USAGE}"));
         match a.as_str() {
             "--bench" => {} // passed by `cargo bench`
             "--small-only" => large = false,
@@ -93,79 +96,144 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Vec<DataSet>> {
                 let gib: f64 = value()?.parse().context("--size-gib takes a number")?;
                 custom.get_or_insert(LARGE).bytes = (gib * GIB as f64) as u64;
             }
-            "--files" => custom.get_or_insert(LARGE).files = value()?.parse().context("--files takes a whole number")?,
-            other => bail!(
-                "unknown argument {other:?}\nusage: backup [--small-only | --large-only] [--size-gib X] [--files N]\n\
-                 (--size-gib/--files replace both data sets by one of that size; defaults 2 GiB, 3500 files)"
-            ),
+            "--files" => {
+                custom.get_or_insert(LARGE).files = value()?.parse().context("--files takes a whole number")?
+            }
+            "--runs" => runs = value()?.parse::<usize>().context("--runs takes a whole number")?.max(1),
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
-    if let Some(c) = custom {
-        return Ok(vec![c]);
-    }
-    let sets: Vec<DataSet> = [(large, LARGE), (small, SMALL)].into_iter().filter(|(on, _)| *on).map(|(_, s)| s).collect();
+    let sets = match custom {
+        Some(c) => vec![c],
+        None => [(large, LARGE), (small, SMALL)].into_iter().filter(|s| s.0).map(|s| s.1).collect(),
+    };
     if sets.is_empty() {
         bail!("--small-only and --large-only together select nothing");
     }
-    Ok(sets)
+    Ok((sets, runs))
 }
 
-async fn run_set(set: DataSet) -> Result<()> {
-    check_free_space(set.bytes)?;
+async fn run_set(set: DataSet, runs: usize) -> Result<()> {
     eprintln!("generating a node of {} in ~{} files ...", human(set.bytes), set.files);
     let opts = EnvOptions { spec: SimSpec::sized(set.bytes, set.files, 1), ..EnvOptions::new(Kind::Local) };
     let env = Env::new(opts).await?;
+    let Backend::Local(bucket) = &env.backend else { bail!("the bench uses local storage") };
+    let bucket = bucket.bucket_dir();
     let data_dir = env.with_sim(|s| s.data_dir.clone()).await;
     let files = list_files(&data_dir)?;
-    let bytes: u64 = files.iter().map(|(_, size)| size).sum();
-    let mut rows = Vec::new();
-
-    eprintln!("baselines: cp -r, md5sum ...");
-    let scratch = TempDir::new("bench-cp")?;
-    let probe = Probe::start(&files)?;
-    let peak = run_child(Command::new("cp").arg("-r").arg(&data_dir).arg(scratch.path().join("copy")), "cp")?;
-    rows.push(probe.children("cp -r", bytes, peak, None)?);
-    drop(scratch);
-    for (phase, procs) in [("md5sum", 1), ("md5sum, 2 processes", 2)] {
-        let probe = Probe::start(&files)?;
-        let peak = md5sum(&files, procs)?;
-        rows.push(probe.children(phase, bytes, peak, None)?);
-    }
-
-    eprintln!("engine transfers without a backup ...");
-    let node = env.node()?;
-    let probe = Probe::start(&files)?;
-    futures::stream::iter(files.iter().map(|(p, s)| node.transfers.hash_file(p.clone(), *s)))
-        .buffer_unordered(TRANSFERS)
-        .try_collect::<Vec<_>>()
-        .await?;
-    rows.push(probe.own("engine hash only", bytes)?);
-    let probe = Probe::start(&files)?;
-    let progress = Progress::default();
-    futures::stream::iter(files.iter().enumerate().map(|(i, (p, s))| {
-        let (key, transfers, progress) = (format!("bench/{i}"), &node.transfers, &progress);
-        async move { transfers.upload_file(p.clone(), *s, &key, progress).await }
-    }))
-    .buffer_unordered(TRANSFERS)
-    .try_collect::<Vec<_>>()
-    .await?;
-    rows.push(probe.own("engine upload only", bytes)?);
-    drop(node);
-
-    eprintln!("full backup ...");
-    rows.push(measure_backup(&env, "full backup", "full-1", Mode::Full, false).await?);
-    eprintln!("first differential backup ...");
-    rows.push(measure_backup(&env, "first differential", "diff-0", Mode::Differential, false).await?);
-    eprintln!("flush (+10%) and differential backup ...");
-    env.with_sim(|s| s.flush(2, 0.10).map(|_| ())).await?;
-    rows.push(measure_backup(&env, "+10% differential", "diff-1", Mode::Differential, false).await?);
-    eprintln!("unchanged differential backup ...");
-    rows.push(measure_backup(&env, "unchanged differential", "diff-2", Mode::Differential, true).await?);
-    print_table(set, bytes, files.len(), &rows);
+    let mut rows = baselines(&files, &data_dir, runs).await?;
+    rows.extend(engine_only(&env, &files, &bucket.join("bench"), runs).await?);
+    rows.extend(backups(&env, &bucket.join("demo").join(&env.fqdn), runs).await?);
+    print_table(set, &files, runs, &rows);
     Ok(())
 }
 
-/// A phase being measured: the clocks and RSS read after warming the cache and resetting this
+/// `cp -r` of the data directory, `md5sum` of its files in one and in two processes.
+async fn baselines(files: &Files, data_dir: &Path, runs: usize) -> Result<Vec<Row>> {
+    eprintln!("baselines: cp -r, md5sum ...");
+    let bytes = files.iter().map(|f| f.1).sum();
+    let cp = best_of(runs, async |_| {
+        // Deleted before the next run, as the backups' data is (see `backups`).
+        let scratch = TempDir::new("bench-cp")?;
+        let probe = Probe::start(files)?;
+        let mut cp = Command::new("cp");
+        cp.arg("-r").arg(data_dir).arg(scratch.path().join("copy"));
+        probe.children("cp -r", bytes, run_children(vec![cp], 1, "cp")?)
+    });
+    let mut rows = vec![cp.await?];
+    for (phase, procs) in [("md5sum", 1), ("md5sum, 2 processes", 2)] {
+        rows.push(
+            best_of(runs, async |_| {
+                let probe = Probe::start(files)?;
+                probe.children(phase, bytes, run_children(md5sum_commands(files), procs, "md5sum")?)
+            })
+            .await?,
+        );
+    }
+    Ok(rows)
+}
+
+/// The engine's read + MD5 path, and its read + MD5 + store path, without a backup around them.
+async fn engine_only(env: &Env, files: &Files, scratch: &Path, runs: usize) -> Result<Vec<Row>> {
+    eprintln!("engine transfers without a backup ...");
+    let (node, bytes) = (env.node()?, files.iter().map(|f| f.1).sum());
+    let hashed = best_of(runs, async |_| {
+        let probe = Probe::start(files)?;
+        let work = files.iter().map(|(p, s)| node.transfers.hash_file(p.clone(), *s));
+        futures::stream::iter(work).buffer_unordered(TRANSFERS).try_collect::<Vec<_>>().await?;
+        probe.own("engine hash only", bytes)
+    });
+    let hashed = hashed.await?;
+    let uploaded = best_of(runs, async |_| {
+        remove_dir(scratch)?;
+        let (probe, progress) = (Probe::start(files)?, Progress::default());
+        let work = files.iter().enumerate().map(|(i, (p, s))| {
+            let (key, transfers, progress) = (format!("bench/{i}"), &node.transfers, &progress);
+            async move { transfers.upload_file(p.clone(), *s, &key, progress).await }
+        });
+        futures::stream::iter(work).buffer_unordered(TRANSFERS).try_collect::<Vec<_>>().await?;
+        probe.own("engine upload only", bytes)
+    });
+    let uploaded = uploaded.await?;
+    remove_dir(scratch)?;
+    Ok(vec![hashed, uploaded])
+}
+
+/// Full, first differential, +10% differential and unchanged differential backups.
+async fn backups(env: &Env, stored: &Path, runs: usize) -> Result<Vec<Row>> {
+    eprintln!("full backups ...");
+    let full = best_of(runs, async |r| {
+        // Each run writes into page cache freed just before, as `cp -r` runs do.
+        if r > 0 {
+            remove_dir(&stored.join(format!("full-{}/data", r - 1)))?;
+        }
+        measure_backup(env, "full backup", &format!("full-{r}"), Mode::Full, false).await
+    });
+    let mut rows = vec![full.await?];
+    remove_dir(&stored.join(format!("full-{}/data", runs - 1)))?;
+    eprintln!("first and +10% differential backups ...");
+    rows.push(measure_backup(env, "first differential", "diff-0", Mode::Differential, false).await?);
+    env.with_sim(|s| s.flush(2, 0.10).map(|_| ())).await?;
+    rows.push(measure_backup(env, "+10% differential", "diff-1", Mode::Differential, false).await?);
+    eprintln!("unchanged differential backups ...");
+    let same = best_of(runs, async |r| {
+        measure_backup(env, "unchanged differential", &format!("same-{r}"), Mode::Differential, true).await
+    });
+    rows.push(same.await?);
+    Ok(rows)
+}
+
+/// Runs `run` `runs` times; the run with the shortest wall time.
+async fn best_of(runs: usize, mut run: impl AsyncFnMut(usize) -> Result<Row>) -> Result<Row> {
+    let mut best: Option<Row> = None;
+    for r in 0..runs {
+        let row = run(r).await?;
+        if best.as_ref().is_none_or(|b| row.secs < b.secs) {
+            best = Some(row);
+        }
+    }
+    best.context("no run")
+}
+
+/// `md5sum` invocations that together hash every file.
+fn md5sum_commands(files: &Files) -> Vec<Command> {
+    let batch = MD5SUM_BATCH.min(files.len().div_ceil(2)).max(1); // two at least, for two processes
+    let command = |b: &Files| {
+        let mut cmd = Command::new("md5sum");
+        cmd.args(b.iter().map(|(p, _)| p)).stdout(Stdio::null());
+        cmd
+    };
+    files.chunks(batch).map(command).collect()
+}
+
+fn remove_dir(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context(format!("removing {}", dir.display())),
+        _ => Ok(()),
+    }
+}
+
+/// A run being measured: clocks and RSS read after warming the cache and resetting this
 /// process' RSS high-water mark.
 struct Probe {
     t0: Instant,
@@ -174,32 +242,30 @@ struct Probe {
 }
 
 impl Probe {
-    fn start(files: &[(PathBuf, u64)]) -> Result<Probe> {
+    fn start(files: &Files) -> Result<Probe> {
         settle(files)?;
-        prefault(files.iter().map(|f| f.1).sum())?;
-        reset_peak_rss()?;
+        std::fs::write("/proc/self/clear_refs", "5").context("resetting VmHWM via /proc/self/clear_refs")?;
         Ok(Probe { rss: own_status("VmRSS:")?, cpu: cpu_times()?, t0: Instant::now() })
     }
 
-    /// A phase run in this process.
+    /// A run in this process.
     fn own(self, phase: &'static str, bytes: u64) -> Result<Row> {
         let (secs, cpu, peak) = (self.t0.elapsed().as_secs_f64(), cpu_times()?, own_status("VmHWM:")?);
         let cpu = (cpu[0] - self.cpu[0], cpu[1] - self.cpu[1]);
-        Ok(Row { phase, secs, cpu, bytes, peak, growth: Some(peak.saturating_sub(self.rss)), report: None })
+        Ok(Row { phase, secs, cpu, bytes, peak, growth: Some(peak.saturating_sub(self.rss)), note: String::new() })
     }
 
-    /// A phase run by child processes, with their peak RSS.
-    fn children(self, phase: &'static str, bytes: u64, peak: u64, secs: Option<f64>) -> Result<Row> {
-        let (wall, cpu) = (self.t0.elapsed().as_secs_f64(), cpu_times()?);
+    /// A run by child processes, whose peak RSS the caller sampled.
+    fn children(self, phase: &'static str, bytes: u64, peak: u64) -> Result<Row> {
+        let (secs, cpu) = (self.t0.elapsed().as_secs_f64(), cpu_times()?);
         let cpu = (cpu[2] - self.cpu[2], cpu[3] - self.cpu[3]);
-        Ok(Row { phase, secs: secs.unwrap_or(wall), cpu, bytes, peak, growth: None, report: None })
+        Ok(Row { phase, secs, cpu, bytes, peak, growth: None, note: String::new() })
     }
 }
 
 /// Runs one backup in a fresh process of this binary; `unchanged`: nothing may be uploaded.
 async fn measure_backup(env: &Env, phase: &'static str, name: &str, mode: Mode, unchanged: bool) -> Result<Row> {
-    let data_dir = env.with_sim(|s| s.data_dir.clone()).await;
-    let files = list_files(&data_dir)?;
+    let files = list_files(&env.with_sim(|s| s.data_dir.clone()).await)?;
     let probe = Probe::start(&files)?;
     let out = tokio::process::Command::new(std::env::current_exe()?)
         .arg("--backup-child")
@@ -209,94 +275,79 @@ async fn measure_backup(env: &Env, phase: &'static str, name: &str, mode: Mode, 
         .output()
         .await?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find_map(|l| l.strip_prefix("RESULT ")).with_context(|| format!("{phase}: {}", out.status))?;
-    let v: Vec<f64> = line.split_whitespace().map(|x| x.parse().unwrap_or(f64::NAN)).collect();
-    let [secs, files_n, bytes, up_files, up_bytes, hashed, rss, peak] = v[..] else { bail!("{phase}: bad result {line}") };
-    let report = BackupReport {
-        files: files_n as u64,
-        bytes: bytes as u64,
-        uploaded_files: up_files as u64,
-        uploaded_bytes: up_bytes as u64,
-        hashed_files: hashed as u64,
-        seconds: secs,
-        ..Default::default()
+    let line =
+        text.lines().find_map(|l| l.strip_prefix("RESULT ")).with_context(|| format!("{phase}: {}", out.status))?;
+    let v: Vec<u64> = line.split_whitespace().map(|x| x.parse().unwrap_or(u64::MAX)).collect();
+    let [nanos, files_n, bytes, uploaded_files, uploaded_bytes, hashed_files, rss, peak] = v[..] else {
+        bail!("{phase}: bad result {line}")
     };
-    if report.files > files.len() as u64 || report.bytes > files.iter().map(|f| f.1).sum() || (unchanged && report.uploaded_files > 0) {
-        bail!("{phase}: unexpected {report:?} for {} files on disk", files.len());
+    let on_disk: u64 = files.iter().map(|f| f.1).sum();
+    if files_n > files.len() as u64 || bytes > on_disk || (unchanged && uploaded_files > 0) {
+        bail!("{phase}: unexpected result {line} for {} files on disk", files.len());
     }
-    let mut row = probe.children(phase, report.bytes, peak as u64, Some(secs))?;
-    (row.growth, row.report) = (Some((peak - rss).max(0.0) as u64), Some(report));
+    let hashed = if hashed_files > 0 { format!(", {hashed_files} read to hash") } else { String::new() };
+    let mut row = probe.children(phase, bytes, peak)?;
+    row.note = format!("{uploaded_files} files {} (of {files_n}{hashed})", human(uploaded_bytes));
+    (row.secs, row.growth) = (nanos as f64 / 1e9, Some(peak.saturating_sub(rss)));
     Ok(row)
 }
 
 /// `--backup-child <ini> <state dir> <name> <full|differential>`: one backup, then
-/// `RESULT secs files bytes uploaded_files uploaded_bytes hashed_files rss_before peak_rss`.
+/// `RESULT nanos files bytes uploaded_files uploaded_bytes hashed_files rss_before peak_rss`.
 async fn backup_child(args: &[String]) -> Result<()> {
     let [ini, state, name, mode] = args else { bail!("--backup-child <ini> <state dir> <name> <mode>") };
     let mode = if mode == "full" { Mode::Full } else { Mode::Differential };
     let mut node = Node::open(&medusa::config::Config::load(Path::new(ini))?)?;
     node.state_dir = PathBuf::from(state);
-    let name = BackupName::new(name.as_str())?;
-    let rss = own_status("VmRSS:")?;
+    let (name, rss) = (BackupName::new(name.as_str())?, own_status("VmRSS:")?);
     let t0 = Instant::now();
     let r = node.backup(&name, mode, Arc::new(Progress::default()), CancellationToken::new()).await?;
-    let secs = t0.elapsed().as_secs_f64();
-    let peak = own_status("VmHWM:")?;
+    let (nanos, peak) = (t0.elapsed().as_nanos(), own_status("VmHWM:")?);
     let (f, b, uf, ub, h) = (r.files, r.bytes, r.uploaded_files, r.uploaded_bytes, r.hashed_files);
-    println!("RESULT {secs} {f} {b} {uf} {ub} {h} {rss} {peak}");
+    println!("RESULT {nanos} {f} {b} {uf} {ub} {h} {rss} {peak}");
     Ok(())
 }
 
-/// `md5sum` over all files in `procs` parallel streams of invocations; returns the peak RSS.
-fn md5sum(files: &[(PathBuf, u64)], procs: usize) -> Result<u64> {
-    let share = files.len().div_ceil(procs).max(1);
-    let peaks = std::thread::scope(|scope| {
-        let workers: Vec<_> = files
-            .chunks(share)
-            .map(|part| {
-                scope.spawn(move || -> Result<u64> {
-                    let mut peak = 0;
-                    for batch in part.chunks(MD5SUM_BATCH) {
-                        let mut cmd = Command::new("md5sum");
-                        cmd.args(batch.iter().map(|(p, _)| p)).stdout(Stdio::null());
-                        peak = peak.max(run_child(&mut cmd, "md5sum")?);
-                    }
-                    Ok(peak)
-                })
-            })
-            .collect();
-        workers.into_iter().map(|w| w.join().expect("md5sum worker")).collect::<Result<Vec<u64>>>()
-    })?;
-    Ok(peaks.into_iter().max().unwrap_or(0))
-}
-
-/// Runs `cmd` to completion; returns the peak RSS seen by sampling `/proc/<pid>/status` (only
-/// samples taken after the exec of `name` count: before it the child shares our memory).
-fn run_child(cmd: &mut Command, name: &str) -> Result<u64> {
-    let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-    let status_path = format!("/proc/{}/status", child.id());
-    let mut peak = 0;
-    let status = loop {
-        // Read before reaping: once waited for, the pid's status is gone.
-        if let Ok(text) = std::fs::read_to_string(&status_path)
-            && field(&text, "Name:").is_some_and(|n| n == name)
+/// Runs `cmds`, `parallel` at a time, to completion; returns the peak RSS of any of them, sampled
+/// from `/proc/<pid>/status` (only samples after the exec of `name`: before it a child shares
+/// our memory).
+fn run_children(cmds: Vec<Command>, parallel: usize, name: &str) -> Result<u64> {
+    let (mut queue, mut running, mut peak) = (cmds.into_iter(), Vec::new(), 0);
+    loop {
+        while running.len() < parallel
+            && let Some(mut cmd) = queue.next()
         {
-            peak = peak.max(field(&text, "VmHWM:").and_then(parse_kib).unwrap_or(0));
+            running.push(cmd.spawn().with_context(|| format!("starting {name}"))?);
         }
-        if let Some(status) = child.try_wait()? {
-            break status;
+        if running.is_empty() {
+            return Ok(peak);
         }
-        std::thread::sleep(POLL);
-    };
-    if !status.success() {
-        bail!("{name} failed: {status}");
+        for child in &running {
+            // Read before reaping: once waited for, the pid's status is gone.
+            if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+                && field(&text, "Name:") == Some(name)
+            {
+                peak = peak.max(field(&text, "VmHWM:").and_then(parse_kib).unwrap_or(0));
+            }
+        }
+        let before = running.len();
+        for i in (0..running.len()).rev() {
+            if running[i].try_wait()?.is_some() {
+                let status = running.swap_remove(i).wait()?; // already reaped: returns at once
+                if !status.success() {
+                    bail!("{name} failed: {status}");
+                }
+            }
+        }
+        if running.len() == before {
+            std::thread::sleep(POLL);
+        }
     }
-    Ok(peak)
 }
 
 /// Warms the page cache (every file read once) and writes back the dirty pages of earlier
-/// phases, so that no phase pays for another's writes.
-fn settle(files: &[(PathBuf, u64)]) -> Result<()> {
+/// runs, so that no run pays for another's writes.
+fn settle(files: &Files) -> Result<()> {
     let mut buf = vec![0u8; MIB as usize];
     for (path, _) in files {
         let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
@@ -308,24 +359,9 @@ fn settle(files: &[(PathBuf, u64)]) -> Result<()> {
     Ok(())
 }
 
-/// Writes and deletes a file of `bytes`, so that the page cache a phase then fills lands on
-/// memory the machine has touched before. On a VM whose RAM the host backs lazily, writes into
-/// never-touched memory run at a fraction of the speed (measured here: 0.4 vs 3 GB/s for `dd`),
-/// which would otherwise penalise whichever phase first grows the page cache.
-fn prefault(bytes: u64) -> Result<()> {
-    let dir = TempDir::new("bench-ballast")?;
-    let mut f = std::fs::File::create(dir.path().join("ballast"))?;
-    let buf = vec![0x5a_u8; 4 * MIB as usize];
-    for _ in 0..bytes.div_ceil(buf.len() as u64) {
-        std::io::Write::write_all(&mut f, &buf)?;
-    }
-    Ok(())
-}
-
 /// Every regular file below `dir` with its size, sorted by path.
 fn list_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
+    let (mut out, mut stack) = (Vec::new(), vec![dir.to_path_buf()]);
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
             let entry = entry?;
@@ -341,18 +377,13 @@ fn list_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
     Ok(out)
 }
 
-/// Resets this process' `VmHWM` to its current RSS (Linux `clear_refs` value 5).
-fn reset_peak_rss() -> Result<()> {
-    std::fs::write("/proc/self/clear_refs", "5").context("resetting the RSS high-water mark via /proc/self/clear_refs")
-}
-
-/// CPU seconds so far: [user, system] of this process, [user, system] of its reaped children
-/// (`/proc/self/stat` fields 14-17, in clock ticks of 1/100 s).
+/// CPU seconds so far: user and system of this process, then of its reaped children
+/// (`/proc/self/stat` fields 14-17, in ticks of 1/100 s).
 fn cpu_times() -> Result<[f64; 4]> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     let after = stat.rsplit_once(')').context("malformed /proc/self/stat")?.1;
-    let f: Vec<f64> = after.split_whitespace().skip(11).take(4).map(|v| v.parse::<f64>().unwrap_or(0.0) / 100.0).collect();
-    f.try_into().map_err(|_| anyhow::anyhow!("malformed /proc/self/stat"))
+    let ticks = after.split_whitespace().skip(11).take(4).map(|v| v.parse::<f64>().unwrap_or(0.0) / 100.0);
+    ticks.collect::<Vec<_>>().try_into().map_err(|_| anyhow::anyhow!("malformed /proc/self/stat"))
 }
 
 /// A `kB` field of `/proc/self/status`, in bytes.
@@ -369,21 +400,6 @@ fn parse_kib(v: &str) -> Option<u64> {
     v.trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024)
 }
 
-/// Refuses to start when the temp dir cannot hold node, copy and bucket (three full uploads).
-fn check_free_space(bytes: u64) -> Result<()> {
-    let tmp = std::env::temp_dir();
-    let out = Command::new("df").arg("-Pk").arg(&tmp).output().context("running df")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let avail = text.lines().nth(1).and_then(|l| l.split_whitespace().nth(3)).and_then(|k| k.parse::<u64>().ok());
-    let need = bytes * 6;
-    match avail {
-        Some(kib) if kib * 1024 < need => {
-            bail!("{} has {} free; this data set needs about {}", tmp.display(), human(kib * 1024), human(need))
-        }
-        _ => Ok(()),
-    }
-}
-
 fn human(bytes: u64) -> String {
     match bytes {
         b if b >= GIB => format!("{:.2} GiB", b as f64 / GIB as f64),
@@ -392,50 +408,50 @@ fn human(bytes: u64) -> String {
     }
 }
 
-fn mbps(bytes: u64, secs: f64) -> f64 {
-    bytes as f64 / secs.max(1e-9) / 1e6
+fn mbps(r: &Row) -> f64 {
+    r.bytes as f64 / r.secs.max(1e-9) / 1e6
 }
 
-fn print_table(set: DataSet, dir_bytes: u64, dir_files: usize, rows: &[Row]) {
+fn print_table(set: DataSet, files: &Files, runs: usize, rows: &[Row]) {
+    let (n, bytes) = (files.len(), human(files.iter().map(|f| f.1).sum()));
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
     println!(
-        "\ndata set: {} in {dir_files} files in the data directory (asked for {} in ~{} backed-up files)",
-        human(dir_bytes),
+        "\ndata set: {bytes} in {n} files in the data directory (asked: {} in ~{} backed-up files); load average {load}",
         human(set.bytes),
         set.files
     );
-    println!("{:<23} {:>9} {:>8} {:>11} {:>10} {:>10}   uploaded", "phase", "wall", "MB/s", "CPU usr+sys", "peak RSS", "RSS growth");
+    println!(
+        "{:<23} {:>9} {:>8} {:>11} {:>10} {:>10}   uploaded",
+        "phase", "wall", "MB/s", "CPU usr+sys", "peak RSS", "RSS growth"
+    );
     for r in rows {
         let cpu = format!("{:.2}+{:.2}", r.cpu.0, r.cpu.1);
         let growth = r.growth.map_or("-".to_string(), human);
-        let uploaded = r.report.as_ref().map_or(String::new(), |b| {
-            let hashed = if b.hashed_files > 0 { format!(", {} read to hash", b.hashed_files) } else { String::new() };
-            format!("{} files {} (of {}{hashed})", b.uploaded_files, human(b.uploaded_bytes), b.files)
-        });
-        let (wall, speed) = (r.secs, mbps(r.bytes, r.secs));
-        println!("{:<23} {wall:>7.2} s {speed:>8.1} {cpu:>11} {:>10} {growth:>10}   {uploaded}", r.phase, human(r.peak));
+        println!(
+            "{:<23} {:>7.2} s {:>8.1} {cpu:>11} {:>10} {growth:>10}   {}",
+            r.phase,
+            r.secs,
+            mbps(r),
+            human(r.peak),
+            r.note
+        );
     }
     println!(
-        "(warm page cache, dirty pages written back before each phase; MB/s = 10^6 bytes/s over the data directory \
-         for baselines and engine rows, over the manifest for backups; CPU in seconds; backups run in a child \
-         process, RSS growth = its peak minus its RSS before the backup; baseline RSS sampled every {} ms)",
-        POLL.as_millis()
+        "(fastest of {runs} runs; first and +10% differential: one run. Warm page cache, earlier writes flushed. \
+         MB/s = 10^6 bytes/s of the data directory (baselines, engine rows) or of the manifest (backups). CPU in \
+         seconds. Each backup runs in its own process; RSS growth = its peak minus its RSS before the backup.)"
     );
-    let find = |p: &str| rows.iter().find(|r| r.phase == p);
-    let (Some(cp), Some(md5), Some(full), Some(same)) =
-        (find("cp -r"), find("md5sum"), find("full backup"), find("unchanged differential"))
-    else {
-        return;
-    };
-    let ratio = mbps(full.bytes, full.secs) / mbps(cp.bytes, cp.secs);
-    let max_rss = rows.iter().filter(|r| r.report.is_some()).map(|r| r.peak).max().unwrap_or(0);
-    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    let md5_ratio = mbps(full.bytes, full.secs) / mbps(md5.bytes, md5.secs);
-    println!("full backup / cp -r: {ratio:.2} (target >= {TARGET_FULL_VS_CP:.2}: {})   full backup / md5sum: {md5_ratio:.2}", verdict(ratio >= TARGET_FULL_VS_CP));
-    let target = if set.files <= LARGE.files {
-        format!("target < {TARGET_UNCHANGED_SECS} s for ~3,500 files: {}", verdict(same.secs < TARGET_UNCHANGED_SECS))
-    } else {
-        "the target is set for ~3,500 files".to_string()
-    };
-    println!("unchanged differential: {:.2} s ({target})", same.secs);
-    println!("max backup peak RSS: {} (target < {}: {})", human(max_rss), human(TARGET_RSS), verdict(max_rss < TARGET_RSS));
+    let [cp, md5, full, same] =
+        ["cp -r", "md5sum", "full backup", "unchanged differential"].map(|p| rows.iter().find(|r| r.phase == p));
+    let (Some(cp), Some(md5), Some(full), Some(same)) = (cp, md5, full, same) else { return };
+    let ok = |met: bool| if met { "met" } else { "MISSED" };
+    let ratio = mbps(full) / mbps(cp);
+    let max_rss = rows.iter().filter(|r| !r.note.is_empty()).map(|r| r.peak).max().unwrap_or(0);
+    let same_ok = if set.files <= LARGE.files { ok(same.secs < TARGET_UNCHANGED_SECS) } else { "set for ~3,500 files" };
+    let vs_md5 = mbps(full) / mbps(md5);
+    println!("full backup / cp -r: {ratio:.2} (target >= {TARGET_FULL_VS_CP}: {})", ok(ratio >= TARGET_FULL_VS_CP));
+    println!("full backup / md5sum: {vs_md5:.2}");
+    println!("unchanged differential: {:.2} s (target < {TARGET_UNCHANGED_SECS} s: {same_ok})", same.secs);
+    println!("max backup peak RSS: {} (target < {}: {})", human(max_rss), human(TARGET_RSS), ok(max_rss < TARGET_RSS));
 }

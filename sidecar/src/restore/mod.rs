@@ -155,6 +155,7 @@ fn device(p: &Path) -> Option<u64> {
 
 /// Runs the init container's job.
 pub async fn run(cfg: &Config, env: RestoreEnv) -> Result<Outcome, RestoreError> {
+    let started = Instant::now();
     let (Some(backup), Some(key)) = (env.backup_name.clone(), env.restore_key.clone()) else {
         return Ok(Outcome::Skipped("no restore requested (BACKUP_NAME or RESTORE_KEY is empty)".into()));
     };
@@ -236,7 +237,12 @@ pub async fn run(cfg: &Config, env: RestoreEnv) -> Result<Outcome, RestoreError>
     if let Err(e) = std::fs::remove_dir_all(&staging.root) {
         tracing::warn!(dir = %staging.root.display(), error = %e, "could not remove the staging directory");
     }
-    tracing::info!(%backup, %key, files = report.files, bytes = report.bytes, downloaded = report.downloaded_files, "restore complete");
+    let seconds = started.elapsed().as_secs_f64();
+    let figures = crate::metrics::restore_figures(report.files, report.bytes, seconds, chrono::Utc::now().timestamp());
+    if let Err(e) = crate::fsutil::write_atomic(&crate::backup::state_dir(&paths).join("restore.prom"), figures.as_bytes()) {
+        tracing::warn!(error = %e, "could not leave the restore figures for the sidecar's metrics");
+    }
+    tracing::info!(%backup, %key, files = report.files, bytes = report.bytes, downloaded = report.downloaded_files, seconds, "restore complete");
     Ok(Outcome::Restored(report))
 }
 

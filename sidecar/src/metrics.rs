@@ -1,0 +1,205 @@
+//! Prometheus metrics: counters and gauges in one process-wide registry, rendered in the text
+//! exposition format and served on `[monitoring] metrics_port` (off when unset).
+//!
+//! restore-init runs in another container; it writes its final figures to
+//! `<state dir>/restore.prom`, which the sidecar appends to its own output.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::transfer::Progress;
+
+/// Counters labelled by one value (mode, operation).
+#[derive(Default)]
+struct Labelled(Mutex<BTreeMap<String, u64>>);
+
+impl Labelled {
+    fn add(&self, label: &str, v: u64) {
+        *self.0.lock().expect("metrics lock").entry(label.to_string()).or_default() += v;
+    }
+}
+
+/// The registry.
+#[derive(Default)]
+pub struct Metrics {
+    started: Labelled,
+    succeeded: Labelled,
+    failed: Labelled,
+    duration_sum_ms: AtomicU64,
+    duration_count: AtomicU64,
+    uploaded_bytes: AtomicU64,
+    uploaded_files: AtomicU64,
+    reused_bytes: AtomicU64,
+    reused_files: AtomicU64,
+    last_success: AtomicU64,
+    running: Mutex<Option<Arc<Progress>>>,
+    purges: AtomicU64,
+    purge_errors: AtomicU64,
+    purged_backups: AtomicU64,
+    purged_objects: AtomicU64,
+    purged_bytes: AtomicU64,
+    storage_errors: Labelled,
+    restore_file: Mutex<Option<PathBuf>>,
+}
+
+/// The process's registry.
+pub fn global() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::default)
+}
+
+impl Metrics {
+    /// A backup job was accepted.
+    pub fn backup_started(&self, mode: &str) {
+        self.started.add(mode, 1);
+    }
+
+    /// A backup is running with this progress (until `backup_ended`).
+    pub fn backup_running(&self, p: Arc<Progress>) {
+        *self.running.lock().expect("metrics lock") = Some(p);
+    }
+
+    /// A backup succeeded.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backup_succeeded(&self, mode: &str, seconds: f64, up_bytes: u64, up_files: u64, all_bytes: u64, all_files: u64, at: i64) {
+        self.succeeded.add(mode, 1);
+        self.duration_sum_ms.fetch_add((seconds * 1000.0) as u64, Ordering::Relaxed);
+        self.duration_count.fetch_add(1, Ordering::Relaxed);
+        self.uploaded_bytes.fetch_add(up_bytes, Ordering::Relaxed);
+        self.uploaded_files.fetch_add(up_files, Ordering::Relaxed);
+        self.reused_bytes.fetch_add(all_bytes.saturating_sub(up_bytes), Ordering::Relaxed);
+        self.reused_files.fetch_add(all_files.saturating_sub(up_files), Ordering::Relaxed);
+        self.last_success.store(at.max(0) as u64, Ordering::Relaxed);
+        *self.running.lock().expect("metrics lock") = None;
+    }
+
+    /// A backup failed.
+    pub fn backup_failed(&self, mode: &str) {
+        self.failed.add(mode, 1);
+        *self.running.lock().expect("metrics lock") = None;
+    }
+
+    /// A purge finished.
+    pub fn purged(&self, backups: u64, objects: u64, bytes: u64) {
+        self.purges.fetch_add(1, Ordering::Relaxed);
+        self.purged_backups.fetch_add(backups, Ordering::Relaxed);
+        self.purged_objects.fetch_add(objects, Ordering::Relaxed);
+        self.purged_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A purge failed.
+    pub fn purge_failed(&self) {
+        self.purge_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A storage request failed (after the store's own retries).
+    pub fn storage_error(&self, operation: &str) {
+        self.storage_errors.add(operation, 1);
+    }
+
+    /// Where restore-init leaves its figures.
+    pub fn set_restore_file(&self, path: PathBuf) {
+        *self.restore_file.lock().expect("metrics lock") = Some(path);
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(4096);
+        let labelled = |o: &mut String, name: &str, help: &str, label: &str, l: &Labelled| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (k, v) in l.0.lock().expect("metrics lock").iter() {
+                let _ = writeln!(o, "{name}{{{label}=\"{k}\"}} {v}");
+            }
+        };
+        let one = |o: &mut String, name: &str, kind: &str, help: &str, v: f64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        labelled(&mut o, "medusa_backups_started_total", "Backups accepted, by mode.", "mode", &self.started);
+        labelled(&mut o, "medusa_backups_succeeded_total", "Backups completed, by mode.", "mode", &self.succeeded);
+        labelled(&mut o, "medusa_backups_failed_total", "Backups failed, by mode.", "mode", &self.failed);
+        let _ = writeln!(
+            o,
+            "# HELP medusa_backup_duration_seconds Wall time of completed backups.\n# TYPE medusa_backup_duration_seconds summary\nmedusa_backup_duration_seconds_sum {}\nmedusa_backup_duration_seconds_count {}",
+            get(&self.duration_sum_ms) / 1000.0,
+            self.duration_count.load(Ordering::Relaxed)
+        );
+        one(&mut o, "medusa_backup_uploaded_bytes_total", "counter", "Bytes uploaded by completed backups.", get(&self.uploaded_bytes));
+        one(&mut o, "medusa_backup_uploaded_files_total", "counter", "Files uploaded by completed backups.", get(&self.uploaded_files));
+        one(&mut o, "medusa_backup_reused_bytes_total", "counter", "Bytes of completed differential backups reused from storage.", get(&self.reused_bytes));
+        one(&mut o, "medusa_backup_reused_files_total", "counter", "Files of completed differential backups reused from storage.", get(&self.reused_files));
+        one(&mut o, "medusa_last_successful_backup_timestamp_seconds", "gauge", "Finish time of the last successful backup (Unix seconds).", get(&self.last_success));
+        let (done, total, fdone, ftotal) = match &*self.running.lock().expect("metrics lock") {
+            Some(p) => (get(&p.bytes_done), get(&p.bytes_total), get(&p.files_done), get(&p.files_total)),
+            None => (0.0, 0.0, 0.0, 0.0),
+        };
+        one(&mut o, "medusa_backup_running_bytes_done", "gauge", "Bytes done by the running backup.", done);
+        one(&mut o, "medusa_backup_running_bytes_total", "gauge", "Bytes of the running backup.", total);
+        one(&mut o, "medusa_backup_running_files_done", "gauge", "Files done by the running backup.", fdone);
+        one(&mut o, "medusa_backup_running_files_total", "gauge", "Files of the running backup.", ftotal);
+        one(&mut o, "medusa_purges_total", "counter", "Purges completed.", get(&self.purges));
+        one(&mut o, "medusa_purge_errors_total", "counter", "Purges failed.", get(&self.purge_errors));
+        one(&mut o, "medusa_purged_backups_total", "counter", "Node backups deleted by purges.", get(&self.purged_backups));
+        one(&mut o, "medusa_purged_objects_total", "counter", "Objects deleted by purges.", get(&self.purged_objects));
+        one(&mut o, "medusa_purged_bytes_total", "counter", "Bytes deleted by purges.", get(&self.purged_bytes));
+        labelled(&mut o, "medusa_storage_errors_total", "Storage requests that failed after retries, by operation.", "operation", &self.storage_errors);
+        if let Some(p) = &*self.restore_file.lock().expect("metrics lock")
+            && let Ok(text) = std::fs::read_to_string(p)
+        {
+            o.push_str(&text);
+        }
+        o
+    }
+}
+
+/// The figures restore-init leaves for the sidecar to expose.
+pub fn restore_figures(files: u64, bytes: u64, seconds: f64, at: i64) -> String {
+    format!(
+        "# HELP medusa_restore_files Files placed by the last restore.\n# TYPE medusa_restore_files gauge\nmedusa_restore_files {files}\n\
+         # HELP medusa_restore_bytes Bytes placed by the last restore.\n# TYPE medusa_restore_bytes gauge\nmedusa_restore_bytes {bytes}\n\
+         # HELP medusa_restore_duration_seconds Wall time of the last restore.\n# TYPE medusa_restore_duration_seconds gauge\nmedusa_restore_duration_seconds {seconds:.3}\n\
+         # HELP medusa_restore_last_success_timestamp_seconds Finish time of the last restore (Unix seconds).\n# TYPE medusa_restore_last_success_timestamp_seconds gauge\nmedusa_restore_last_success_timestamp_seconds {at}\n"
+    )
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped. A deliberately small HTTP/1.1
+/// responder: one request per connection, 8 KiB of request head at most.
+pub async fn serve(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut n = 0;
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while n < buf.len() {
+                    let r = sock.read(&mut buf[n..]).await.unwrap_or(0);
+                    if r == 0 {
+                        break;
+                    }
+                    n += r;
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let (status, ctype, body) = if head.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
+                ("200 OK", "text/plain; version=0.0.4; charset=utf-8", global().render())
+            } else {
+                ("404 Not Found", "text/plain", "not found: try /metrics\n".to_string())
+            };
+            let resp = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

@@ -1,0 +1,232 @@
+//! The operations surface: our grpc_health_probe with its exit codes, the MEDUSA_MODE dispatch,
+//! the Prometheus endpoint after real backups and a purge, and the example configurations.
+
+use std::process::Command;
+use std::time::Duration;
+
+use medusa::pb::backup_request::Mode;
+use medusa::pb::{self, StatusType};
+use medusa_tests::{Env, EnvOptions, Kind, Sidecar, binary, eventually};
+use nix::sys::signal::Signal;
+
+fn probe(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(binary("grpc_health_probe")).args(args).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+async fn serving(port: u16) {
+    eventually(Duration::from_secs(20), "SERVING", || async move { (probe(&[&format!("--addr=:{port}")]).0 == Some(0)).then_some(()) }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_exit_codes_through_the_sidecar_lifecycle() {
+    let mut o = EnvOptions::new(Kind::S3sFs);
+    o.storage_extra = "transfer_max_bandwidth = 256KB/s\n".into();
+    let env = Env::new(o).await.unwrap();
+    let mut sidecar = Sidecar::start_with(&env, &[("MEDUSA_RS_SHUTDOWN_GRACE", "3")]).await.unwrap();
+    let port = sidecar.port;
+    serving(port).await;
+    let (code, out) = probe(&[&format!("--addr=:{port}")]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("status: SERVING"), "{out}");
+    assert_eq!(probe(&["-addr", &format!("127.0.0.1:{port}"), "-service", "Medusa", "-connect-timeout", "2s", "-rpc-timeout=2s"]).0, Some(0));
+    let (code, out) = probe(&[&format!("--addr=:{port}"), "--service=nope"]);
+    assert_eq!(code, Some(3), "unknown service is an RPC failure: {out}");
+    for bad in [vec![], vec!["--addr=:1", "--bogus"], vec!["--addr=:1", "--connect-timeout=soon"], vec!["--addr=:1", "--tls-ca-cert=x"]] {
+        assert_eq!(probe(&bad).0, Some(1), "{bad:?}");
+    }
+    // Not serving while draining.
+    let mut c = sidecar.client().await.unwrap();
+    c.async_backup(pb::BackupRequest { name: "slow".into(), mode: Mode::Full as i32 }).await.unwrap();
+    eventually(Duration::from_secs(60), "the backup to upload", || {
+        let mut c = c.clone();
+        async move {
+            let s = c.backup_status(pb::BackupStatusRequest { backup_name: "slow".into() }).await.ok()?.into_inner();
+            (s.bytes_done > 0).then_some(())
+        }
+    })
+    .await;
+    sidecar.signal(Signal::SIGTERM);
+    eventually(Duration::from_secs(5), "NOT_SERVING from the probe", || async move {
+        let (code, out) = probe(&[&format!("--addr=:{port}")]);
+        (code == Some(4)).then_some(out)
+    })
+    .await;
+    sidecar.wait_exit(Duration::from_secs(30)).await.unwrap();
+    let (code, out) = probe(&[&format!("--addr=:{port}"), "--connect-timeout=500ms"]);
+    assert_eq!(code, Some(2), "nothing listening: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_with_tls_as_the_operator_calls_it() {
+    let env = Env::new(EnvOptions::new(Kind::Local)).await.unwrap();
+    let certs = medusa_tests::test_certs(env.dir.path());
+    medusa_tests::enable_tls(&env, &certs);
+    let sidecar = Sidecar::start(&env).await.unwrap();
+    let addr = format!("--addr=:{}", sidecar.port);
+    let ca = format!("--tls-ca-cert={}", certs.ca.display());
+    // The operator reuses the server's key pair as the probe's client identity.
+    let cert = format!("--tls-client-cert={}", certs.cert.display());
+    let key = format!("--tls-client-key={}", certs.key.display());
+    let ok = eventually(Duration::from_secs(20), "SERVING over TLS", || {
+        let args = [addr.clone(), "--tls".into(), ca.clone(), cert.clone(), key.clone()];
+        async move {
+            let (code, out) = probe(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            (code == Some(0)).then_some(out)
+        }
+    })
+    .await;
+    assert!(ok.contains("SERVING"));
+    // Checking the name too works with a name the certificate has.
+    assert_eq!(probe(&[&addr, "--tls", &ca, &cert, &key, "--tls-server-name=localhost"]).0, Some(0));
+    assert_eq!(probe(&[&addr, "--tls", &ca, &cert, &key, "--tls-server-name=elsewhere.example"]).0, Some(2));
+    // A CA that did not sign the server: connection failure.
+    let other = medusa_tests::test_certs_named(env.dir.path(), "other-");
+    let (code, out) = probe(&[&addr, "--tls", &format!("--tls-ca-cert={}", other.ca.display()), &cert, &key]);
+    assert_eq!(code, Some(2), "{out}");
+    // No client certificate: the server refuses the handshake.
+    let (code, out) = probe(&[&addr, "--tls", &ca]);
+    assert_eq!(code, Some(2), "{out}");
+    // Plaintext against a TLS server fails too.
+    assert_ne!(probe(&[&addr]).0, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn medusa_mode_dispatch() {
+    let env = Env::new(EnvOptions::new(Kind::Local)).await.unwrap();
+    let entry = binary("medusa-entrypoint");
+    for (mode, expected) in [(Some("BOGUS"), "not \"BOGUS\""), (None, "not \"\"")] {
+        let mut c = Command::new(&entry);
+        c.env_remove("MEDUSA_MODE");
+        if let Some(m) = mode {
+            c.env("MEDUSA_MODE", m);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("MEDUSA_MODE must be GRPC") && err.contains(expected), "{err}");
+    }
+    // RESTORE with nothing to restore: the init container's skip rule, exit 0.
+    let out = Command::new(&entry)
+        .args(["--config", env.ini_path.to_str().unwrap()])
+        .env("MEDUSA_MODE", "RESTORE")
+        .env_remove("BACKUP_NAME")
+        .env_remove("RESTORE_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no restore requested"));
+    // GRPC: the sidecar serves.
+    let port = harness::services::free_port();
+    let mut child = Command::new(&entry)
+        .args(["--config", env.ini_path.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .env("MEDUSA_MODE", "GRPC")
+        .env("MEDUSA_RS_STATE_DIR", &env.state_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    serving(port).await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), tokio::task::spawn_blocking(move || child.wait())).await.unwrap().unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    out
+}
+
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_backups_purges_and_restores() {
+    let mport = harness::services::free_port();
+    let mut o = EnvOptions::new(Kind::S3sFs);
+    o.storage_extra = "max_backup_count = 1\nbackup_grace_period_in_days = 0\n".into();
+    let env = Env::new(o).await.unwrap();
+    let ini = std::fs::read_to_string(&env.ini_path).unwrap() + &format!("\n[monitoring]\nmetrics_port = {mport}\n");
+    std::fs::write(&env.ini_path, ini).unwrap();
+    let sidecar = Sidecar::start(&env).await.unwrap();
+    let mut c = sidecar.client().await.unwrap();
+    let m = scrape(mport);
+    assert_eq!(value(&m, "medusa_last_successful_backup_timestamp_seconds"), 0.0);
+    let live = env.with_sim(|s| harness::sim::digest_data_dir(&s.data_dir)).await;
+    for (name, mode) in [("b1", Mode::Full), ("b2", Mode::Differential), ("b3", Mode::Differential)] {
+        c.async_backup(pb::BackupRequest { name: name.into(), mode: mode as i32 }).await.unwrap();
+        eventually(Duration::from_secs(60), "backup", || {
+            let mut c = c.clone();
+            async move {
+                let s = c.backup_status(pb::BackupStatusRequest { backup_name: name.into() }).await.ok()?.into_inner();
+                (s.status == StatusType::Success as i32).then_some(())
+            }
+        })
+        .await;
+    }
+    let m = scrape(mport);
+    assert_eq!(value(&m, "medusa_backups_started_total{mode=\"full\"}"), 1.0);
+    assert_eq!(value(&m, "medusa_backups_succeeded_total{mode=\"full\"}"), 1.0);
+    assert_eq!(value(&m, "medusa_backups_succeeded_total{mode=\"differential\"}"), 2.0);
+    // full-1 and the first differential upload everything; the unchanged one reuses everything.
+    assert_eq!(value(&m, "medusa_backup_uploaded_files_total"), 2.0 * live.files as f64);
+    assert_eq!(value(&m, "medusa_backup_uploaded_bytes_total"), 2.0 * live.bytes as f64);
+    assert_eq!(value(&m, "medusa_backup_reused_files_total"), live.files as f64);
+    assert_eq!(value(&m, "medusa_backup_reused_bytes_total"), live.bytes as f64);
+    assert_eq!(value(&m, "medusa_backup_duration_seconds_count"), 3.0);
+    let now = chrono_now();
+    assert!((now - value(&m, "medusa_last_successful_backup_timestamp_seconds")).abs() < 120.0);
+    let r = c.purge_backups(pb::PurgeBackupsRequest {}).await.unwrap().into_inner();
+    let m = scrape(mport);
+    assert_eq!(value(&m, "medusa_purges_total"), 1.0);
+    assert_eq!(value(&m, "medusa_purged_backups_total"), r.nb_backups_purged as f64);
+    assert_eq!(value(&m, "medusa_purged_objects_total"), r.nb_objects_purged as f64);
+    assert_eq!(value(&m, "medusa_purged_bytes_total"), r.total_purged_size as f64);
+    // restore-init leaves its figures; the sidecar exposes them.
+    let root = env.sim.lock().unwrap().root.clone();
+    let out = Command::new(binary("medusa-restore-init"))
+        .arg("--config")
+        .arg(&env.ini_path)
+        .env_remove("RESTORE_MAPPING")
+        .env("MEDUSA_RS_STATE_DIR", &env.state_dir)
+        .envs([("BACKUP_NAME", "b3"), ("RESTORE_KEY", "k"), ("POD_NAME", env.fqdn.as_str()), ("MEDUSA_TMP_DIR", root.to_str().unwrap())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m = scrape(mport);
+    assert_eq!(value(&m, "medusa_restore_files"), live.files as f64);
+    assert_eq!(value(&m, "medusa_restore_bytes"), live.bytes as f64);
+}
+
+fn chrono_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+#[test]
+fn example_configurations_parse() {
+    let dir = harness::services::workspace_root().join("examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().and_then(|e| e.to_str()) != Some("ini") {
+            continue;
+        }
+        let cfg = medusa::config::Config::load(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(cfg.warnings.is_empty(), "{}: {:?}", p.display(), cfg.warnings);
+        assert!(cfg.kubernetes.use_mgmt_api && cfg.grpc.enabled, "{}", p.display());
+        n += 1;
+    }
+    assert_eq!(n, 4);
+}
