@@ -346,3 +346,29 @@ async fn prepare_restore_writes_the_mapping_that_restore_init_reads() {
     let after = env.with_sim(|s| harness::sim::digest_data_dir(&s.data_dir)).await;
     assert!(after == before, "{}", before.diff(&after));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_config_restarts_the_sidecar_only_when_idle() {
+    let mut o = EnvOptions::new(Kind::S3sFs);
+    o.storage_extra = "transfer_max_bandwidth = 512KB/s\n".into();
+    let env = Env::new(o).await.unwrap();
+    let mut sidecar = Sidecar::start_with(&env, &[("MEDUSA_RS_CONFIG_POLL", "1")]).await.unwrap();
+    let mut c = sidecar.client().await.unwrap();
+    start_backup(&mut c, "b-reload", Mode::Full).await;
+    eventually(LIMIT, "uploads to start", || {
+        let mut c = c.clone();
+        async move { status(&mut c, "b-reload").await.ok().filter(|s| s.bytes_done > 0).map(drop) }
+    })
+    .await;
+    let ini = std::fs::read_to_string(&env.ini_path).unwrap();
+    std::fs::write(&env.ini_path, ini.replace("transfer_max_bandwidth = 512KB/s", "transfer_max_bandwidth = 0")).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(sidecar.child.as_mut().unwrap().try_wait().unwrap().is_none(), "restarted under a running backup");
+    assert_eq!(wait_done(&mut c, "b-reload").await.status, StatusType::Success as i32);
+    assert_eq!(sidecar.wait_exit(Duration::from_secs(20)).await.unwrap(), Some(0));
+    assert!(sidecar.log_text().contains("configuration changed"), "{}", sidecar.log_text());
+    // Started again (as Kubernetes restarts the container), it serves with the new settings.
+    let sidecar = Sidecar::start(&env).await.unwrap();
+    let mut c = sidecar.client().await.unwrap();
+    assert_eq!(status(&mut c, "b-reload").await.unwrap().status, StatusType::Success as i32);
+}

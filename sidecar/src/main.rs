@@ -15,6 +15,9 @@ struct Args {
     /// Seconds a running backup may continue after SIGTERM before it is stopped.
     #[arg(long, default_value_t = 25, env = "MEDUSA_RS_SHUTDOWN_GRACE")]
     shutdown_grace: u64,
+    /// Seconds between checks of medusa.ini for changes (a change restarts the sidecar when idle).
+    #[arg(long, default_value_t = 5, env = "MEDUSA_RS_CONFIG_POLL")]
+    config_poll_seconds: u64,
     /// Address to listen on (default: all interfaces, `[grpc] port`).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
@@ -68,7 +71,7 @@ async fn main() -> std::process::ExitCode {
     let opts = medusa::daemon::Options {
         config_path: args.config.clone(),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
-        config_poll: Duration::from_secs(5),
+        config_poll: Duration::from_secs(args.config_poll_seconds.max(1)),
     };
     match medusa::daemon::run(cfg, opts, listener, shutdown_signal()).await {
         Ok(_) => std::process::ExitCode::SUCCESS,

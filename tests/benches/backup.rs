@@ -23,7 +23,7 @@ use medusa::backup::Node;
 use medusa::layout::Mode;
 use medusa::names::BackupName;
 use medusa::transfer::Progress;
-use medusa_tests::{Backend, Env, EnvOptions, Kind};
+use medusa_tests::{Env, EnvOptions, Kind};
 use tokio_util::sync::CancellationToken;
 
 const GIB: u64 = 1 << 30;
@@ -117,27 +117,26 @@ async fn run_set(set: DataSet, runs: usize) -> Result<()> {
     eprintln!("generating a node of {} in ~{} files ...", human(set.bytes), set.files);
     let opts = EnvOptions { spec: SimSpec::sized(set.bytes, set.files, 1), ..EnvOptions::new(Kind::Local) };
     let env = Env::new(opts).await?;
-    let Backend::Local(bucket) = &env.backend else { bail!("the bench uses local storage") };
-    let bucket = bucket.bucket_dir();
     let data_dir = env.with_sim(|s| s.data_dir.clone()).await;
     let files = list_files(&data_dir)?;
-    let mut rows = baselines(&files, &data_dir, runs).await?;
-    rows.extend(engine_only(&env, &files, &bucket.join("bench"), runs).await?);
-    rows.extend(backups(&env, &bucket.join("demo").join(&env.fqdn), runs).await?);
+    // Nothing is deleted before the end: on ext4, creating files shortly after deleting many
+    // is slow (`recently_deleted` inode scans), which would tax whichever run came next.
+    let copies = TempDir::new("bench-cp")?;
+    let mut rows = baselines(&files, &data_dir, copies.path(), runs).await?;
+    rows.extend(engine_only(&env, &files, runs).await?);
+    rows.extend(backups(&env, runs).await?);
     print_table(set, &files, runs, &rows);
     Ok(())
 }
 
 /// `cp -r` of the data directory, `md5sum` of its files in one and in two processes.
-async fn baselines(files: &Files, data_dir: &Path, runs: usize) -> Result<Vec<Row>> {
+async fn baselines(files: &Files, data_dir: &Path, copies: &Path, runs: usize) -> Result<Vec<Row>> {
     eprintln!("baselines: cp -r, md5sum ...");
     let bytes = files.iter().map(|f| f.1).sum();
-    let cp = best_of(runs, async |_| {
-        // Deleted before the next run, as the backups' data is (see `backups`).
-        let scratch = TempDir::new("bench-cp")?;
+    let cp = best_of(runs, async |r| {
         let probe = Probe::start(files)?;
         let mut cp = Command::new("cp");
-        cp.arg("-r").arg(data_dir).arg(scratch.path().join("copy"));
+        cp.arg("-r").arg(data_dir).arg(copies.join(format!("copy-{r}")));
         probe.children("cp -r", bytes, run_children(vec![cp], 1, "cp")?)
     });
     let mut rows = vec![cp.await?];
@@ -154,7 +153,7 @@ async fn baselines(files: &Files, data_dir: &Path, runs: usize) -> Result<Vec<Ro
 }
 
 /// The engine's read + MD5 path, and its read + MD5 + store path, without a backup around them.
-async fn engine_only(env: &Env, files: &Files, scratch: &Path, runs: usize) -> Result<Vec<Row>> {
+async fn engine_only(env: &Env, files: &Files, runs: usize) -> Result<Vec<Row>> {
     eprintln!("engine transfers without a backup ...");
     let (node, bytes) = (env.node()?, files.iter().map(|f| f.1).sum());
     let hashed = best_of(runs, async |_| {
@@ -164,33 +163,24 @@ async fn engine_only(env: &Env, files: &Files, scratch: &Path, runs: usize) -> R
         probe.own("engine hash only", bytes)
     });
     let hashed = hashed.await?;
-    let uploaded = best_of(runs, async |_| {
-        remove_dir(scratch)?;
+    let uploaded = best_of(runs, async |r| {
         let (probe, progress) = (Probe::start(files)?, Progress::default());
         let work = files.iter().enumerate().map(|(i, (p, s))| {
-            let (key, transfers, progress) = (format!("bench/{i}"), &node.transfers, &progress);
+            let (key, transfers, progress) = (format!("bench-{r}/{i}"), &node.transfers, &progress);
             async move { transfers.upload_file(p.clone(), *s, &key, progress).await }
         });
         futures::stream::iter(work).buffer_unordered(TRANSFERS).try_collect::<Vec<_>>().await?;
         probe.own("engine upload only", bytes)
     });
-    let uploaded = uploaded.await?;
-    remove_dir(scratch)?;
-    Ok(vec![hashed, uploaded])
+    Ok(vec![hashed, uploaded.await?])
 }
 
 /// Full, first differential, +10% differential and unchanged differential backups.
-async fn backups(env: &Env, stored: &Path, runs: usize) -> Result<Vec<Row>> {
+async fn backups(env: &Env, runs: usize) -> Result<Vec<Row>> {
     eprintln!("full backups ...");
-    let full = best_of(runs, async |r| {
-        // Each run writes into page cache freed just before, as `cp -r` runs do.
-        if r > 0 {
-            remove_dir(&stored.join(format!("full-{}/data", r - 1)))?;
-        }
-        measure_backup(env, "full backup", &format!("full-{r}"), Mode::Full, false).await
-    });
+    let full =
+        best_of(runs, async |r| measure_backup(env, "full backup", &format!("full-{r}"), Mode::Full, false).await);
     let mut rows = vec![full.await?];
-    remove_dir(&stored.join(format!("full-{}/data", runs - 1)))?;
     eprintln!("first and +10% differential backups ...");
     rows.push(measure_backup(env, "first differential", "diff-0", Mode::Differential, false).await?);
     env.with_sim(|s| s.flush(2, 0.10).map(|_| ())).await?;
@@ -224,13 +214,6 @@ fn md5sum_commands(files: &Files) -> Vec<Command> {
         cmd
     };
     files.chunks(batch).map(command).collect()
-}
-
-fn remove_dir(dir: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context(format!("removing {}", dir.display())),
-        _ => Ok(()),
-    }
 }
 
 /// A run being measured: clocks and RSS read after warming the cache and resetting this

@@ -1,1 +1,355 @@
-fn main() {}
+//! GetBackups latency and memory benchmark (§4.3): how long the sidecar takes to answer
+//! GetBackups over a `local` bucket of many differential backups, and whether the reply fits
+//! the gRPC message limits.
+//!
+//! Each case writes a bucket directly as plain files with the §2.2 keys from
+//! `medusa::layout`: per backup and node the `meta/` files (schema, tokenmap of every node of
+//! the cluster, server version, differential marker, a manifest of `--objects` objects) and the
+//! index entries medusa-rs writes (`tokenmap_`, `schema_`, `started_`, `differential_`,
+//! `manifest_`, `finished_`). Files whose content is the same everywhere (schema, tokenmap,
+//! server version, marker) are hard links to one copy; manifests are written one by one. No
+//! data files: listing never reads them.
+//!
+//! The sidecar then runs in this process (`medusa::daemon::run` on a loopback port, a fresh
+//! state directory) and a generated tonic client calls GetBackups: once cold (the sidecar has
+//! never seen these backups: it reads every manifest once; the page cache is warm), then
+//! `--warm` times more (served from the sidecar's summary cache). Every reply is checked
+//! (backups, nodes, finished nodes, objects and bytes per backup), so the bench cannot time an
+//! empty answer. Peak RSS is this process' VmHWM, reset via `/proc/self/clear_refs` before the
+//! sidecar starts: it covers the sidecar and the client decoding the reply.
+//!
+//! Run: `cargo bench -p medusa-tests --bench getbackups -- [--backups N --nodes N --tokens N]
+//! [--objects N] [--warm N]` (default: the three cases below).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+use harness::services::TempDir;
+use medusa::layout::{Layout, Meta, Mode, TableFile};
+use medusa::manifest::{ManifestObject, ManifestSection};
+use medusa::names::{BackupName, Fqdn};
+use medusa::pb;
+use medusa::tokenmap::{RingNode, TokenMap};
+use prost::Message;
+
+const MIB: u64 = 1 << 20;
+const PREFIX: &str = "demo";
+const DAY: i64 = 86_400;
+const TABLES: usize = 20;
+const COMPONENTS: [&str; 8] =
+    ["Data.db", "Index.db", "Filter.db", "Statistics.db", "Summary.db", "TOC.txt", "CompressionInfo.db", "Digest.crc32"];
+/// k8ssandra-operator's client accepts replies up to 512 MiB (and medusa-rs sends up to
+/// `[grpc] max_send_message_length`, 512 MiB by default).
+const OPERATOR_RECEIVE_LIMIT: u64 = 512 * MIB;
+const USAGE: &str = "usage: getbackups [--backups N --nodes N --tokens N] [--objects N] [--warm N]\n\
+    default cases: 100x3 and 1000x3 with 16 tokens per node (k8ssandra's num_tokens for Cassandra 4),\n\
+    1000x12 with 256 tokens per node (Cassandra 3's default: the largest reply); 600 objects per manifest";
+
+/// One bucket to list.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    backups: usize,
+    nodes: usize,
+    tokens: usize,
+    objects: usize,
+}
+
+/// What one case measured.
+struct Row {
+    case: Case,
+    generate: Duration,
+    cold: Duration,
+    warm: Vec<Duration>,
+    reply: u64,
+    rss_before: u64,
+    peak: u64,
+    rss_after: u64,
+}
+
+fn main() -> Result<()> {
+    let (cases, warm) = parse_args(std::env::args().skip(1).collect())?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut rows = Vec::new();
+    for case in cases {
+        rows.push(rt.block_on(run_case(case, warm))?);
+    }
+    print_table(&rows, warm);
+    Ok(())
+}
+
+fn parse_args(args: Vec<String>) -> Result<(Vec<Case>, usize)> {
+    let (mut custom, mut objects, mut warm) = (None::<Case>, 600, 10);
+    let mut args = args.into_iter();
+    while let Some(a) = args.next() {
+        if a == "--bench" {
+            continue; // passed by `cargo bench`
+        }
+        let v: usize = args.next().with_context(|| format!("{a} needs a value\n{USAGE}"))?.parse().with_context(|| format!("{a} takes a whole number"))?;
+        let c = custom.get_or_insert(Case { backups: 100, nodes: 3, tokens: 16, objects });
+        match a.as_str() {
+            "--backups" => c.backups = v,
+            "--nodes" => c.nodes = v,
+            "--tokens" => c.tokens = v,
+            "--objects" => objects = v,
+            "--warm" => warm = v,
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    let custom = custom.filter(|c| c.backups != 100 || c.nodes != 3 || c.tokens != 16 || objects != 600);
+    let mut cases = match custom {
+        Some(c) => vec![c],
+        None => vec![(100, 3, 16), (1000, 3, 16), (1000, 12, 256)]
+            .into_iter()
+            .map(|(backups, nodes, tokens)| Case { backups, nodes, tokens, objects })
+            .collect(),
+    };
+    for c in &mut cases {
+        c.objects = objects;
+        ensure!(c.backups > 0 && c.nodes > 0 && c.tokens > 0 && warm > 0, "sizes must be positive\n{USAGE}");
+    }
+    Ok((cases, warm))
+}
+
+async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
+    let dir = TempDir::new("getbackups-bench")?;
+    let t = Instant::now();
+    let d = dir.path().to_path_buf();
+    let expected = tokio::task::spawn_blocking(move || generate(&d, case)).await??;
+    let generate = t.elapsed();
+    eprintln!("{}x{} ({} tokens): bucket written in {generate:.1?}", case.backups, case.nodes, case.tokens);
+    let ini = write_config(dir.path())?;
+    let cfg = medusa::config::Config::load(&ini)?;
+    let send_limit = cfg.grpc.max_send_message_length as u64;
+
+    let rss_before = status_kib("VmRSS:")?;
+    std::fs::write("/proc/self/clear_refs", "5").context("resetting VmHWM via /proc/self/clear_refs")?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let opts = medusa::daemon::Options { config_path: ini, shutdown_grace: Duration::from_secs(5), config_poll: Duration::from_secs(3600) };
+    let daemon = tokio::spawn(medusa::daemon::run(cfg, opts, listener, async move {
+        let _ = stopped.await;
+    }));
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.timeout(Duration::from_secs(600)).connect().await?;
+    let mut client = pb::medusa_client::MedusaClient::new(ch).max_decoding_message_size(OPERATOR_RECEIVE_LIMIT as usize);
+
+    let t = Instant::now();
+    let reply = client.get_backups(pb::GetBackupsRequest {}).await.context("cold GetBackups")?.into_inner();
+    let cold = t.elapsed();
+    check(&reply, case, &expected)?;
+    let size = reply.encoded_len() as u64;
+    drop(reply);
+    let mut warm = Vec::with_capacity(warm_calls);
+    for i in 0..warm_calls {
+        let t = Instant::now();
+        let reply = client.get_backups(pb::GetBackupsRequest {}).await.with_context(|| format!("warm GetBackups {i}"))?.into_inner();
+        warm.push(t.elapsed());
+        check(&reply, case, &expected)?;
+    }
+    let (peak, rss_after) = (status_kib("VmHWM:")?, status_kib("VmRSS:")?);
+    drop(client);
+    let _ = stop.send(());
+    daemon.await?.map_err(|e| anyhow::anyhow!("sidecar: {e}"))?;
+    ensure!(size <= send_limit, "the reply ({size} bytes) exceeds max_send_message_length ({send_limit})");
+    Ok(Row { case, generate, cold, warm, reply: size, rss_before, peak, rss_after })
+}
+
+/// The reply must list every backup as a finished differential backup of every node, with the
+/// objects and bytes written into its manifests.
+fn check(r: &pb::GetBackupsResponse, case: Case, expected: &HashMap<String, u64>) -> Result<()> {
+    ensure!(r.backups.len() == case.backups, "{} backups listed, {} written", r.backups.len(), case.backups);
+    ensure!(r.overall_status == pb::StatusType::Success as i32, "overall status {}", r.overall_status);
+    for b in &r.backups {
+        let bytes = expected.get(&b.backup_name).with_context(|| format!("unknown backup {}", b.backup_name))?;
+        let nodes = case.nodes as i32;
+        let ok = b.total_nodes == nodes
+            && b.finished_nodes == nodes
+            && b.total_objects == (case.nodes * case.objects) as i64
+            && b.total_size == *bytes as i64
+            && b.status == pb::StatusType::Success as i32
+            && b.backup_type == "differential"
+            && b.nodes.len() == case.nodes
+            && b.nodes.iter().all(|n| n.tokens.len() == case.tokens);
+        ensure!(ok, "wrong summary of {}: nodes {}/{} objects {} size {} (expected {bytes}) status {} type {}", b.backup_name, b.finished_nodes, b.total_nodes, b.total_objects, b.total_size, b.status, b.backup_type);
+    }
+    Ok(())
+}
+
+/// `[storage] local` over `<dir>/bucket`, a `cassandra.yaml` with only a data directory (the
+/// state directory is `<dir>/cassandra/.medusa-rs`, fresh) and a Management API that GetBackups
+/// never calls.
+fn write_config(dir: &Path) -> Result<PathBuf> {
+    let data = dir.join("cassandra/data");
+    std::fs::create_dir_all(&data)?;
+    let yaml = dir.join("cassandra/cassandra.yaml");
+    std::fs::write(&yaml, format!("data_file_directories:\n  - {}\n", data.display()))?;
+    let ini = dir.join("medusa.ini");
+    std::fs::write(
+        &ini,
+        format!(
+            "[cassandra]\nconfig_file = {}\n\n[storage]\nstorage_provider = local\nbase_path = {}\nbucket_name = bucket\nprefix = {PREFIX}\nfqdn = {}\n\n\
+             [grpc]\nenabled = 1\n\n[kubernetes]\nenabled = 1\nuse_mgmt_api = 1\ncassandra_url = http://127.0.0.1:1/api/v0/ops/node/snapshots\n",
+            yaml.display(),
+            dir.display(),
+            fqdn(0)
+        ),
+    )?;
+    Ok(ini)
+}
+
+fn fqdn(i: usize) -> Fqdn {
+    Fqdn::new(format!("demo-dc1-default-sts-{i}")).expect("valid node name")
+}
+
+/// SplitMix64: deterministic sizes, hashes and tokens without a `rand` dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// Writes the bucket below `<dir>/bucket`; returns the bytes of each backup over all nodes.
+fn generate(dir: &Path, case: Case) -> Result<HashMap<String, u64>> {
+    let (bucket, shared) = (dir.join("bucket"), dir.join("shared"));
+    std::fs::create_dir_all(&shared)?;
+    let l = Layout::new(Some(PREFIX));
+    let mut rng = Rng(u64::try_from(case.backups * 1000 + case.nodes).unwrap_or(1));
+    let ring = (0..case.nodes).map(|i| {
+        let mut tokens: Vec<i64> = (0..case.tokens).map(|_| rng.next() as i64).collect();
+        tokens.sort_unstable();
+        RingNode { host: fqdn(i).to_string(), tokens: tokens.iter().map(i64::to_string).collect(), is_up: true, rack: Some("default".into()), dc: Some("dc1".into()) }
+    });
+    let ring = TokenMap(ring.collect());
+    let tables: Vec<(String, String)> = (0..TABLES).map(|t| (format!("ks{}", t % 4), format!("table{t}-{:032x}", rng.next() as u128 * 7919))).collect();
+    let schema: String = tables.iter().map(|(ks, t)| format!("CREATE TABLE {ks}.{} (id uuid PRIMARY KEY, value text, ts timestamp) WITH compaction = {{'class': 'SizeTieredCompactionStrategy'}};\n\n", t.split('-').next().unwrap_or(t))).collect();
+    // Content that is the same in every backup: one copy, hard-linked into place.
+    let same: [(&str, Vec<u8>); 4] = [
+        ("tokenmap", ring.to_bytes()),
+        ("schema", schema.into_bytes()),
+        ("version", br#"{"server_type": "cassandra", "release_version": "4.1.5"}"#.to_vec()),
+        ("differential", b"differential".to_vec()),
+    ];
+    for (name, bytes) in &same {
+        std::fs::write(shared.join(name), bytes)?;
+    }
+    let link = |what: &str, key: &str| -> Result<()> {
+        std::fs::hard_link(shared.join(what), bucket.join(key)).with_context(|| format!("linking {key}"))
+    };
+    let put = |key: &str, bytes: &[u8]| std::fs::write(bucket.join(key), bytes).with_context(|| format!("writing {key}"));
+    let first = now() - case.backups as i64 * DAY;
+    let mut sizes = HashMap::with_capacity(case.backups);
+    for i in 0..case.backups {
+        let b = BackupName::new(format!("medusa-backup-{i:05}"))?;
+        std::fs::create_dir_all(bucket.join(l.index_dir(&b)))?;
+        let mut total = 0;
+        for node in 0..case.nodes {
+            let n = fqdn(node);
+            std::fs::create_dir_all(bucket.join(l.meta(&n, &b, Meta::Schema)).parent().context("meta dir")?)?;
+            link("schema", &l.meta(&n, &b, Meta::Schema))?;
+            link("tokenmap", &l.meta(&n, &b, Meta::Tokenmap))?;
+            link("version", &l.meta(&n, &b, Meta::ServerVersion))?;
+            link("differential", &l.meta(&n, &b, Meta::Differential))?;
+            link("tokenmap", &l.index_tokenmap(&b, &n))?;
+            link("schema", &l.index_schema(&b, &n))?;
+            let started = first + i as i64 * DAY + node as i64;
+            put(&l.index_started(&b, &n, started), started.to_string().as_bytes())?;
+            link("differential", &l.index_differential(&b, &n))?;
+            let manifest = manifest(&l, &n, &b, &tables, i, case.objects, &mut rng);
+            total += manifest.iter().flat_map(|s| &s.objects).map(|o| o.size).sum::<u64>();
+            let bytes = medusa::manifest::to_bytes(&manifest);
+            put(&l.meta(&n, &b, Meta::Manifest), &bytes)?;
+            put(&l.index_manifest(&b, &n), &bytes)?;
+            let finished = started + 600;
+            put(&l.index_finished(&b, &n, finished), finished.to_string().as_bytes())?;
+            if i + 1 == case.backups {
+                std::fs::create_dir_all(bucket.join(l.latest_tokenmap(&n)).parent().context("latest dir")?)?;
+                link("tokenmap", &l.latest_tokenmap(&n))?;
+                put(&l.latest_backup_name(&n), b.as_str().as_bytes())?;
+            }
+        }
+        sizes.insert(b.to_string(), total);
+    }
+    Ok(sizes)
+}
+
+/// A differential manifest of `objects` SSTable components spread over the tables; each backup
+/// has its own generations (what a node that flushes and compacts daily shows).
+fn manifest(l: &Layout, n: &Fqdn, b: &BackupName, tables: &[(String, String)], backup: usize, objects: usize, rng: &mut Rng) -> Vec<ManifestSection> {
+    let mut sections: Vec<ManifestSection> = tables
+        .iter()
+        .map(|(ks, t)| ManifestSection { keyspace: ks.clone(), columnfamily: t.clone(), objects: Vec::new() })
+        .collect();
+    for k in 0..objects {
+        let s = &mut sections[k % tables.len()];
+        let (generation, component) = (backup * 64 + k / (tables.len() * COMPONENTS.len()), COMPONENTS[(k / tables.len()) % COMPONENTS.len()]);
+        let file = TableFile { index_dir: None, name: format!("nb-{generation}-big-{component}") };
+        let size = if component == "Data.db" { rng.next() % (256 * MIB) } else { rng.next() % 65_536 };
+        let md5 = format!("{:016x}{:016x}", rng.next(), rng.next());
+        s.objects.push(ManifestObject { path: l.data_key(Mode::Differential, n, b, &s.keyspace, &s.columnfamily, &file), md5: Some(md5), size });
+    }
+    sections
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// A `kB` field of `/proc/self/status`, in bytes.
+fn status_kib(key: &str) -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/self/status")?;
+    let v = text.lines().find_map(|l| l.strip_prefix(key)).with_context(|| format!("no {key} in /proc/self/status"))?;
+    Ok(v.trim().trim_end_matches("kB").trim().parse::<u64>()? * 1024)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / MIB as f64
+}
+
+fn print_table(rows: &[Row], warm: usize) {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    println!("\nGetBackups over local storage, differential backups, {} objects per manifest; load average {load}", rows.first().map_or(0, |r| r.case.objects));
+    println!(
+        "{:<9} {:>6} {:>6} {:>8} {:>9} {:>10} {:>9} {:>11} {:>8} {:>10} {:>10} {:>10}",
+        "backups", "nodes", "tokens", "gen s", "cold ms", "median ms", "p95 ms", "reply MiB", "% limit", "RSS0 MiB", "peak MiB", "after MiB"
+    );
+    for r in rows {
+        let mut w = r.warm.clone();
+        w.sort_unstable();
+        let median = w[w.len() / 2];
+        let p95 = w[(w.len() * 95).div_ceil(100).saturating_sub(1)];
+        println!(
+            "{:<9} {:>6} {:>6} {:>8.1} {:>9.1} {:>10.1} {:>9.1} {:>11.2} {:>7.2}% {:>10.1} {:>10.1} {:>10.1}",
+            r.case.backups,
+            r.case.nodes,
+            r.case.tokens,
+            r.generate.as_secs_f64(),
+            ms(r.cold),
+            ms(median),
+            ms(p95),
+            mib(r.reply),
+            r.reply as f64 * 100.0 / OPERATOR_RECEIVE_LIMIT as f64,
+            mib(r.rss_before),
+            mib(r.peak),
+            mib(r.rss_after),
+        );
+    }
+    println!(
+        "(cold = first call of a fresh sidecar: reads every manifest once, page cache warm; median/p95 of {warm} warm calls \
+         (nearest rank). reply = encoded GetBackupsResponse; % limit = of 512 MiB, the operator's receive limit and \
+         medusa-rs' default max_send_message_length. RSS0 = this process before the sidecar started; peak = its VmHWM \
+         from then on (sidecar + client); after = VmRSS after the warm calls.)"
+    );
+}
