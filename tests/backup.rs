@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use anyhow::Result;
 use harness::sim::{DataDigest, digest_data_dir};
-use sha2::Digest as _;
 use medusa::backup::{BackupError, BackupReport, Node};
 use medusa::layout::Mode;
 use medusa::manifest::Manifest;
 use medusa::names::BackupName;
 use medusa::transfer::Progress;
 use medusa_tests::{Env, EnvOptions, Kind, list_all};
+use sha2::Digest as _;
 use tokio_util::sync::CancellationToken;
 
 const LIMIT: Duration = Duration::from_secs(240);
@@ -150,7 +150,8 @@ async fn lifecycle(kind: Kind) {
     let (rel, victim) = env
         .with_sim(|s| {
             let d = digest_data_dir(&s.data_dir);
-            let (rel, _) = d.entries.iter().find(|(k, v)| k.starts_with("ks") && k.ends_with("-Data.db") && v.size > 0).unwrap();
+            let (rel, _) =
+                d.entries.iter().find(|(k, v)| k.starts_with("ks") && k.ends_with("-Data.db") && v.size > 0).unwrap();
             (rel.clone(), s.data_dir.join(rel))
         })
         .await;
@@ -165,7 +166,11 @@ async fn lifecycle(kind: Kind) {
     assert_eq!(r.uploaded_files, 1);
     assert_eq!(&node.storage.get_bytes(&old_key).await.unwrap()[..], &old[..], "old object overwritten");
     let m = manifest(&node, "diff-4").await;
-    let entry = m.iter().flat_map(|s| &s.objects).find(|o| o.path.ends_with(&rel[rel.rfind('/').unwrap()..]) && o.path.contains("-v")).unwrap();
+    let entry = m
+        .iter()
+        .flat_map(|s| &s.objects)
+        .find(|o| o.path.ends_with(&rel[rel.rfind('/').unwrap()..]) && o.path.contains("-v"))
+        .unwrap();
     assert_eq!(&node.storage.get_bytes(&entry.path).await.unwrap()[..], &changed[..]);
     check_manifest_matches(&node, "diff-3", &after).await;
 
@@ -282,7 +287,9 @@ async fn multipart(kind: Kind) {
         .await;
     let name = big.file_name().unwrap().to_str().unwrap().to_string();
     let node = env.node().unwrap();
-    let recorded = |m: &Manifest| m.iter().flat_map(|s| &s.objects).find(|o| o.path.ends_with(&name)).unwrap().md5.clone().unwrap();
+    let recorded = |m: &Manifest| {
+        m.iter().flat_map(|s| &s.objects).find(|o| o.path.ends_with(&name)).unwrap().md5.clone().unwrap()
+    };
     backup(&node, "full-1", Mode::Full).await.unwrap();
     assert!(recorded(&manifest(&node, "full-1").await).ends_with("-3"), "multipart ETag expected");
     backup(&node, "d1", Mode::Differential).await.unwrap();
@@ -305,7 +312,12 @@ async fn multipart(kind: Kind) {
         .arg("--config")
         .arg(&env.ini_path)
         .env_remove("RESTORE_MAPPING")
-        .envs([("BACKUP_NAME", "d3"), ("RESTORE_KEY", "k"), ("POD_NAME", env.fqdn.as_str()), ("MEDUSA_TMP_DIR", root.to_str().unwrap())])
+        .envs([
+            ("BACKUP_NAME", "d3"),
+            ("RESTORE_KEY", "k"),
+            ("POD_NAME", env.fqdn.as_str()),
+            ("MEDUSA_TMP_DIR", root.to_str().unwrap()),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

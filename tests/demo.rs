@@ -12,7 +12,10 @@ use medusa::pb::{self, StatusType, backup_request::Mode};
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let dir = std::env::args().nth(1).map(std::path::PathBuf::from).unwrap_or_else(|| std::path::PathBuf::from("target/medusa-demo"));
+    let dir = std::env::args()
+        .nth(1)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("target/medusa-demo"));
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cleaning {}", dir.display()))?;
     }
@@ -26,7 +29,11 @@ async fn main() -> Result<()> {
     let before_files = digest_data_dir(&sim.data_dir).files;
     let sim = Arc::new(Mutex::new(sim));
     let api = MgmtApiServer::start(sim.clone()).await?;
-    println!("1. generated a Cassandra 4.1 node ({before_files} SSTable files) and its Management API at {} in {:.1?}", api.base_url, t.elapsed());
+    println!(
+        "1. generated a Cassandra 4.1 node ({before_files} SSTable files) and its Management API at {} in {:.1?}",
+        api.base_url,
+        t.elapsed()
+    );
 
     let fqdn = "demo-dc1-default-sts-0";
     let ini = format!(
@@ -43,7 +50,11 @@ async fn main() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let opts = medusa::daemon::Options { config_path: ini_path.clone(), shutdown_grace: Duration::from_secs(5), config_poll: Duration::from_secs(3600) };
+    let opts = medusa::daemon::Options {
+        config_path: ini_path.clone(),
+        shutdown_grace: Duration::from_secs(5),
+        config_poll: Duration::from_secs(3600),
+    };
     let daemon = tokio::spawn(medusa::daemon::run(cfg.clone(), opts, listener, async move {
         let _ = stop_rx.await;
     }));
@@ -74,7 +85,12 @@ async fn main() -> Result<()> {
         if s.status != StatusType::Success as i32 {
             bail!("backup {name} failed: {}", s.error);
         }
-        println!("{step}. AsyncBackup {name}: SUCCESS in {:.2?} ({} files, {} bytes)", t.elapsed(), s.files_total, s.bytes_total);
+        println!(
+            "{step}. AsyncBackup {name}: SUCCESS in {:.2?} ({} files, {} bytes)",
+            t.elapsed(),
+            s.files_total,
+            s.bytes_total
+        );
     }
     let all = c.get_backups(pb::GetBackupsRequest {}).await?.into_inner();
     println!("6. GetBackups:");
@@ -113,7 +129,12 @@ async fn main() -> Result<()> {
     if got != expected {
         bail!("restored data differs:\n{}", expected.diff(&got));
     }
-    println!("8. restore-init restored demo-diff in {:.2?}: {} files, {} bytes, identical to the backed-up node ({outcome:?})", t.elapsed(), got.files, got.bytes);
+    println!(
+        "8. restore-init restored demo-diff in {:.2?}: {} files, {} bytes, identical to the backed-up node ({outcome:?})",
+        t.elapsed(),
+        got.files,
+        got.bytes
+    );
 
     let _ = stop_tx.send(());
     daemon.await?.map_err(|e| anyhow::anyhow!("{e}"))?;

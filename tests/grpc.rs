@@ -210,9 +210,9 @@ async fn error_codes_say_what_to_fix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_goes_not_serving_during_shutdown_and_exit_is_clean() {
+    use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
     let mut o = EnvOptions::new(Kind::S3sFs);
     o.storage_extra = "transfer_max_bandwidth = 256KB/s\n".into();
     let env = Env::new(o).await.unwrap();
@@ -297,7 +297,8 @@ async fn reflection_serves_grpcurl_without_the_proto() {
     let sidecar = Sidecar::start(&env).await.unwrap();
     let addr = format!("127.0.0.1:{}", sidecar.port);
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(&grpcurl).args(["-plaintext", "-max-time", "10"]).args(args).output().unwrap();
+        let out =
+            std::process::Command::new(&grpcurl).args(["-plaintext", "-max-time", "10"]).args(args).output().unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
     };
     let (code, out) = run(&[&addr, "list"]);
@@ -320,7 +321,11 @@ async fn prepare_restore_writes_the_mapping_that_restore_init_reads() {
     let mut c = sidecar.client().await.unwrap();
     start_backup(&mut c, "b1", Mode::Full).await;
     assert_eq!(wait_done(&mut c, "b1").await.status, StatusType::Success as i32);
-    let prep = |backup: &str, dc: &str, key: &str| pb::PrepareRestoreRequest { backup_name: backup.into(), datacenter: dc.into(), restore_key: key.into() };
+    let prep = |backup: &str, dc: &str, key: &str| pb::PrepareRestoreRequest {
+        backup_name: backup.into(),
+        datacenter: dc.into(),
+        restore_key: key.into(),
+    };
     assert_eq!(c.prepare_restore(prep("", "dc1", "k")).await.unwrap_err().code(), Code::InvalidArgument);
     assert_eq!(c.prepare_restore(prep("b1", "dc1", "../k")).await.unwrap_err().code(), Code::InvalidArgument);
     assert_eq!(c.prepare_restore(prep("nope", "dc1", "k")).await.unwrap_err().code(), Code::NotFound);
@@ -339,7 +344,12 @@ async fn prepare_restore_writes_the_mapping_that_restore_init_reads() {
         .arg("--config")
         .arg(&env.ini_path)
         .env_remove("RESTORE_MAPPING")
-        .envs([("BACKUP_NAME", "b1"), ("RESTORE_KEY", "key-42"), ("POD_NAME", env.fqdn.as_str()), ("MEDUSA_TMP_DIR", root.to_str().unwrap())])
+        .envs([
+            ("BACKUP_NAME", "b1"),
+            ("RESTORE_KEY", "key-42"),
+            ("POD_NAME", env.fqdn.as_str()),
+            ("MEDUSA_TMP_DIR", root.to_str().unwrap()),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -361,7 +371,8 @@ async fn a_changed_config_restarts_the_sidecar_only_when_idle() {
     })
     .await;
     let ini = std::fs::read_to_string(&env.ini_path).unwrap();
-    std::fs::write(&env.ini_path, ini.replace("transfer_max_bandwidth = 512KB/s", "transfer_max_bandwidth = 0")).unwrap();
+    std::fs::write(&env.ini_path, ini.replace("transfer_max_bandwidth = 512KB/s", "transfer_max_bandwidth = 0"))
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(sidecar.child.as_mut().unwrap().try_wait().unwrap().is_none(), "restarted under a running backup");
     assert_eq!(wait_done(&mut c, "b-reload").await.status, StatusType::Success as i32);

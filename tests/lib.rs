@@ -112,7 +112,13 @@ pub struct EnvOptions {
 impl EnvOptions {
     /// Defaults: prefix `demo`, no proxy, the small node.
     pub fn new(kind: Kind) -> EnvOptions {
-        EnvOptions { kind, prefix: Some("demo".into()), proxy: false, storage_extra: String::new(), spec: SimSpec::small() }
+        EnvOptions {
+            kind,
+            prefix: Some("demo".into()),
+            proxy: false,
+            storage_extra: String::new(),
+            spec: SimSpec::small(),
+        }
     }
 }
 
@@ -202,7 +208,9 @@ impl FaultProxy {
                 }
                 let (b, s, a) = (b.clone(), s.clone(), a.clone());
                 tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await else { return };
+                    let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await else {
+                        return;
+                    };
                     let (mut cr, mut cw) = client.split();
                     let (mut sr, mut sw) = server.split();
                     let up = async {
@@ -269,7 +277,11 @@ pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target profile dir");
     let bin = dir.join(name);
-    assert!(bin.exists(), "{} is missing: run `cargo build --release --workspace --bins` (scripts/test.sh does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --release --workspace --bins` (scripts/test.sh does)",
+        bin.display()
+    );
     bin
 }
 
@@ -309,7 +321,11 @@ impl Sidecar {
         let s = Sidecar { child: Some(child), port, log };
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            anyhow::ensure!(std::time::Instant::now() < deadline, "sidecar did not listen within 20 s; log:\n{}", s.log_text());
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "sidecar did not listen within 20 s; log:\n{}",
+                s.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(s)
@@ -435,7 +451,12 @@ pub fn test_certs_named(dir: &std::path::Path, prefix: &str) -> Certs {
 pub fn enable_tls(env: &Env, c: &Certs) {
     let ini = std::fs::read_to_string(&env.ini_path).unwrap().replace(
         "[grpc]\nenabled = 1\n",
-        &format!("[grpc]\nenabled = 1\nca_cert = {}\ntls_cert = {}\ntls_key = {}\n", c.ca.display(), c.cert.display(), c.key.display()),
+        &format!(
+            "[grpc]\nenabled = 1\nca_cert = {}\ntls_cert = {}\ntls_key = {}\n",
+            c.ca.display(),
+            c.cert.display(),
+            c.key.display()
+        ),
     );
     std::fs::write(&env.ini_path, ini).unwrap();
 }

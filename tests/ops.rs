@@ -15,7 +15,10 @@ fn probe(args: &[&str]) -> (Option<i32>, String) {
 }
 
 async fn serving(port: u16) {
-    eventually(Duration::from_secs(20), "SERVING", || async move { (probe(&[&format!("--addr=:{port}")]).0 == Some(0)).then_some(()) }).await;
+    eventually(Duration::from_secs(20), "SERVING", || async move {
+        (probe(&[&format!("--addr=:{port}")]).0 == Some(0)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,10 +32,27 @@ async fn probe_exit_codes_through_the_sidecar_lifecycle() {
     let (code, out) = probe(&[&format!("--addr=:{port}")]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("status: SERVING"), "{out}");
-    assert_eq!(probe(&["-addr", &format!("127.0.0.1:{port}"), "-service", "Medusa", "-connect-timeout", "2s", "-rpc-timeout=2s"]).0, Some(0));
+    assert_eq!(
+        probe(&[
+            "-addr",
+            &format!("127.0.0.1:{port}"),
+            "-service",
+            "Medusa",
+            "-connect-timeout",
+            "2s",
+            "-rpc-timeout=2s"
+        ])
+        .0,
+        Some(0)
+    );
     let (code, out) = probe(&[&format!("--addr=:{port}"), "--service=nope"]);
     assert_eq!(code, Some(3), "unknown service is an RPC failure: {out}");
-    for bad in [vec![], vec!["--addr=:1", "--bogus"], vec!["--addr=:1", "--connect-timeout=soon"], vec!["--addr=:1", "--tls-ca-cert=x"]] {
+    for bad in [
+        vec![],
+        vec!["--addr=:1", "--bogus"],
+        vec!["--addr=:1", "--connect-timeout=soon"],
+        vec!["--addr=:1", "--tls-ca-cert=x"],
+    ] {
         assert_eq!(probe(&bad).0, Some(1), "{bad:?}");
     }
     // Not serving while draining.
@@ -128,7 +148,11 @@ async fn medusa_mode_dispatch() {
         .unwrap();
     serving(port).await;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), tokio::task::spawn_blocking(move || child.wait())).await.unwrap().unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), tokio::task::spawn_blocking(move || child.wait()))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 }
 
@@ -201,7 +225,12 @@ async fn metrics_move_with_backups_purges_and_restores() {
         .arg(&env.ini_path)
         .env_remove("RESTORE_MAPPING")
         .env("MEDUSA_RS_STATE_DIR", &env.state_dir)
-        .envs([("BACKUP_NAME", "b3"), ("RESTORE_KEY", "k"), ("POD_NAME", env.fqdn.as_str()), ("MEDUSA_TMP_DIR", root.to_str().unwrap())])
+        .envs([
+            ("BACKUP_NAME", "b3"),
+            ("RESTORE_KEY", "k"),
+            ("POD_NAME", env.fqdn.as_str()),
+            ("MEDUSA_TMP_DIR", root.to_str().unwrap()),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

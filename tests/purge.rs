@@ -36,7 +36,15 @@ async fn purge(c: &mut Client) -> Result<pb::PurgeBackupsResponse, tonic::Status
 }
 
 async fn names(c: &mut Client) -> Vec<String> {
-    let mut v: Vec<String> = c.get_backups(pb::GetBackupsRequest {}).await.unwrap().into_inner().backups.into_iter().map(|b| b.backup_name).collect();
+    let mut v: Vec<String> = c
+        .get_backups(pb::GetBackupsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .backups
+        .into_iter()
+        .map(|b| b.backup_name)
+        .collect();
     v.sort();
     v
 }
@@ -54,7 +62,11 @@ async fn referenced(env: &Env, keys: &BTreeMap<String, u64>) -> HashSet<String> 
 
 /// What a purge of `purged` must delete, as Medusa counts it: the backups' folders plus the
 /// shared files the remaining manifests do not reference.
-async fn expected_deletions(env: &Env, before: &BTreeMap<String, u64>, purged: &[&str]) -> (u64, u64, BTreeMap<String, u64>) {
+async fn expected_deletions(
+    env: &Env,
+    before: &BTreeMap<String, u64>,
+    purged: &[&str],
+) -> (u64, u64, BTreeMap<String, u64>) {
     let mut after = before.clone();
     after.retain(|k, _| !purged.iter().any(|b| k.starts_with(&format!("demo/{N}/{b}/"))));
     let folders = before.len() - after.len();
@@ -62,7 +74,11 @@ async fn expected_deletions(env: &Env, before: &BTreeMap<String, u64>, purged: &
     after.retain(|k, _| !purged.iter().any(|b| k.starts_with(&format!("demo/index/backup_index/{b}/"))));
     let refs = referenced(env, &after).await;
     let shared = format!("demo/{N}/data/");
-    let orphans: Vec<(String, u64)> = after.iter().filter(|(k, _)| k.starts_with(&shared) && !refs.contains(*k)).map(|(k, s)| (k.clone(), *s)).collect();
+    let orphans: Vec<(String, u64)> = after
+        .iter()
+        .filter(|(k, _)| k.starts_with(&shared) && !refs.contains(*k))
+        .map(|(k, s)| (k.clone(), *s))
+        .collect();
     for (k, _) in &orphans {
         after.remove(k);
     }
@@ -150,7 +166,9 @@ async fn purge_during_a_running_differential_backup_keeps_it_restorable() {
     sidecar.signal(nix::sys::signal::Signal::SIGTERM);
     sidecar.wait_exit(Duration::from_secs(30)).await.unwrap();
     // Slow uploads from now on, so that the purge lands while d2 runs.
-    let ini = std::fs::read_to_string(&env.ini_path).unwrap().replace("[storage]\n", "[storage]\ntransfer_max_bandwidth = 256KB/s\n");
+    let ini = std::fs::read_to_string(&env.ini_path)
+        .unwrap()
+        .replace("[storage]\n", "[storage]\ntransfer_max_bandwidth = 256KB/s\n");
     std::fs::write(&env.ini_path, ini).unwrap();
     env.with_sim(|s| {
         s.flush(5, 0.15).unwrap();
@@ -181,7 +199,12 @@ async fn purge_during_a_running_differential_backup_keeps_it_restorable() {
         .arg("--config")
         .arg(&env.ini_path)
         .env_remove("RESTORE_MAPPING")
-        .envs([("BACKUP_NAME", "d2"), ("RESTORE_KEY", "k"), ("POD_NAME", N), ("MEDUSA_TMP_DIR", root.to_str().unwrap())])
+        .envs([
+            ("BACKUP_NAME", "d2"),
+            ("RESTORE_KEY", "k"),
+            ("POD_NAME", N),
+            ("MEDUSA_TMP_DIR", root.to_str().unwrap()),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -249,12 +272,25 @@ async fn purges_a_bucket_written_by_python_medusa() {
     let yaml = root.join("cassandra.yaml");
     std::fs::write(&yaml, format!("data_file_directories:\n  - {}/data\ncommitlog_directory: {0}/cl\nsaved_caches_directory: {0}/sc\nhints_directory: {0}/h\n", root.display())).unwrap();
     let ini = dir.path().join("medusa.ini");
-    std::fs::write(&ini, format!("[cassandra]\nconfig_file = {}\n{}fqdn = {N}\n", yaml.display(), local.medusa_ini_storage(Some("demo")))).unwrap();
+    std::fs::write(
+        &ini,
+        format!(
+            "[cassandra]\nconfig_file = {}\n{}fqdn = {N}\n",
+            yaml.display(),
+            local.medusa_ini_storage(Some("demo"))
+        ),
+    )
+    .unwrap();
     let out = std::process::Command::new(medusa_tests::binary("medusa-restore-init"))
         .arg("--config")
         .arg(&ini)
         .env_remove("RESTORE_MAPPING")
-        .envs([("BACKUP_NAME", "diff-2"), ("RESTORE_KEY", "k"), ("POD_NAME", N), ("MEDUSA_TMP_DIR", root.to_str().unwrap())])
+        .envs([
+            ("BACKUP_NAME", "diff-2"),
+            ("RESTORE_KEY", "k"),
+            ("POD_NAME", N),
+            ("MEDUSA_TMP_DIR", root.to_str().unwrap()),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -94,11 +94,7 @@ impl PyMedusa {
         );
         let path = work.path().join("medusa-py.ini");
         std::fs::write(&path, ini).unwrap();
-        PyMedusa {
-            exe,
-            ini: path,
-            work,
-        }
+        PyMedusa { exe, ini: path, work }
     }
 
     /// Runs `medusa --config-file <ini> <args>`; killed after [`PY_LIMIT`], which fails the test
@@ -106,27 +102,13 @@ impl PyMedusa {
     async fn run(&self, args: &[&str]) -> Run {
         use tokio::io::AsyncReadExt;
         let mut cmd = tokio::process::Command::new(&self.exe);
-        cmd.arg("--config-file")
-            .arg(&self.ini)
-            .args(args)
-            .current_dir(self.work.path());
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        cmd.arg("--config-file").arg(&self.ini).args(args).current_dir(self.work.path());
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         // Variables Python Medusa would prefer to the ini (§7.4) or boto3 to the key file.
-        for var in [
-            "POD_IP",
-            "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-            "AWS_PROFILE",
-        ] {
+        for var in ["POD_IP", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"] {
             cmd.env_remove(var);
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("running {}: {e}", self.exe.display()));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("running {}: {e}", self.exe.display()));
         let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
         let out = tokio::spawn(async move {
             let mut b = Vec::new();
@@ -144,24 +126,13 @@ impl PyMedusa {
         }
         // Output ends with the process (a grandchild holding the pipes must not hang the test).
         let grab = |h: tokio::task::JoinHandle<Vec<u8>>| async move {
-            let bytes = tokio::time::timeout(Duration::from_secs(10), h)
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
+            let bytes =
+                tokio::time::timeout(Duration::from_secs(10), h).await.ok().and_then(Result::ok).unwrap_or_default();
             String::from_utf8_lossy(&bytes).into_owned()
         };
-        let run = Run {
-            args: args.join(" "),
-            code: None,
-            stdout: grab(out).await,
-            stderr: grab(err).await,
-        };
+        let run = Run { args: args.join(" "), code: None, stdout: grab(out).await, stderr: grab(err).await };
         match status {
-            Ok(s) => Run {
-                code: s.unwrap().code(),
-                ..run
-            },
+            Ok(s) => Run { code: s.unwrap().code(), ..run },
             Err(_) => panic!("did not finish within {PY_LIMIT:?}: {run}"),
         }
     }
@@ -175,9 +146,7 @@ impl PyMedusa {
 
     /// `list-backups --show-all --output json`.
     async fn list_json(&self) -> Vec<Value> {
-        let run = self
-            .ok(&["list-backups", "--show-all", "--output", "json"])
-            .await;
+        let run = self.ok(&["list-backups", "--show-all", "--output", "json"]).await;
         match serde_json::from_str(run.stdout.trim()) {
             Ok(Value::Array(v)) => v,
             other => panic!("list-backups did not print a JSON array ({other:?}): {run}"),
@@ -191,10 +160,7 @@ impl PyMedusa {
             args.push("--enable-md5-checks");
         }
         let run = self.ok(&args).await;
-        assert!(
-            run.stdout.contains(&format!("Validating {backup} ...")),
-            "{run}"
-        );
+        assert!(run.stdout.contains(&format!("Validating {backup} ...")), "{run}");
         assert!(run.stdout.contains("- Completion: OK!"), "{run}");
         assert!(run.stdout.contains("- Manifest validated: OK!!"), "{run}");
     }
@@ -205,27 +171,15 @@ impl PyMedusa {
         let dest = self.work.path().join(format!("download-{backup}"));
         std::fs::create_dir(&dest).unwrap();
         let d = dest.to_str().unwrap();
-        self.ok(&[
-            "download",
-            "--backup-name",
-            backup,
-            "--download-destination",
-            d,
-        ])
-        .await;
+        self.ok(&["download", "--backup-name", backup, "--download-destination", d]).await;
         let digest = digest_data_dir(&dest);
         let mut meta = BTreeMap::new();
         for name in ["manifest.json", "schema.cql", "tokenmap.json"] {
-            let bytes = std::fs::read(dest.join(name))
-                .unwrap_or_else(|e| panic!("download of {backup}: {name}: {e}"));
+            let bytes = std::fs::read(dest.join(name)).unwrap_or_else(|e| panic!("download of {backup}: {name}: {e}"));
             meta.insert(name.to_string(), bytes);
         }
         // The data files are the ones below `<keyspace>/<table>/`.
-        let entries = digest
-            .entries
-            .into_iter()
-            .filter(|(k, _)| k.contains('/'))
-            .collect();
+        let entries = digest.entries.into_iter().filter(|(k, _)| k.contains('/')).collect();
         (DataDigest::from_entries(entries), meta)
     }
 
@@ -235,25 +189,11 @@ impl PyMedusa {
         let tmp = self.work.path().join(format!("restore-tmp-{backup}"));
         std::fs::create_dir(&tmp).unwrap();
         let run = self
-            .ok(&[
-                "restore-node",
-                "--backup-name",
-                backup,
-                "--in-place",
-                "--temp-dir",
-                tmp.to_str().unwrap(),
-            ])
+            .ok(&["restore-node", "--backup-name", backup, "--in-place", "--temp-dir", tmp.to_str().unwrap()])
             .await;
-        assert!(
-            run.stderr
-                .contains("Moving backup data to Cassandra data directory"),
-            "{run}"
-        );
+        assert!(run.stderr.contains("Moving backup data to Cassandra data directory"), "{run}");
         let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
-        assert!(
-            left.is_empty(),
-            "restore left its download behind: {left:?}"
-        );
+        assert!(left.is_empty(), "restore left its download behind: {left:?}");
     }
 }
 
@@ -263,12 +203,7 @@ impl PyMedusa {
 
 async fn backup(node: &Node, name: &str, mode: Mode) -> BackupReport {
     let b = BackupName::new(name).unwrap();
-    let job = node.backup(
-        &b,
-        mode,
-        Arc::new(Progress::default()),
-        CancellationToken::new(),
-    );
+    let job = node.backup(&b, mode, Arc::new(Progress::default()), CancellationToken::new());
     match tokio::time::timeout(BACKUP_LIMIT, job).await {
         Ok(Ok(report)) => report,
         Ok(Err(e)) => panic!("backup {name}: {e}"),
@@ -281,14 +216,8 @@ async fn live(env: &Env) -> DataDigest {
 }
 
 async fn manifest(node: &Node, b: &str) -> Manifest {
-    medusa::manifest::parse(
-        &node
-            .storage
-            .get_bytes(&format!("demo/{FQDN}/{b}/meta/manifest.json"))
-            .await
-            .unwrap(),
-    )
-    .unwrap()
+    medusa::manifest::parse(&node.storage.get_bytes(&format!("demo/{FQDN}/{b}/meta/manifest.json")).await.unwrap())
+        .unwrap()
 }
 
 fn same_files(what: &str, got: &DataDigest, want: &DataDigest) {
@@ -305,16 +234,8 @@ fn same_files(what: &str, got: &DataDigest, want: &DataDigest) {
 /// its "latest backup" picks the first of equal times, so each backup starts in a later second.
 async fn after_second(t: i64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        <= t
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the clock is far behind the store's time {t}"
-        );
+    while std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 <= t {
+        assert!(tokio::time::Instant::now() < deadline, "the clock is far behind the store's time {t}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -348,27 +269,15 @@ async fn write_three(o: EnvOptions) -> Written {
     .await;
     states.insert("diff-2", live(&env).await);
     reports.insert("diff-2", backup(&node, "diff-2", Mode::Differential).await);
-    assert!(
-        states["diff-2"] != states["diff-1"],
-        "the flush and compaction changed nothing"
-    );
+    assert!(states["diff-2"] != states["diff-1"], "the flush and compaction changed nothing");
     for b in NAMES {
-        assert_eq!(
-            (reports[b].files, reports[b].bytes),
-            (states[b].files, states[b].bytes),
-            "{b}: report vs node"
-        );
+        assert_eq!((reports[b].files, reports[b].bytes), (states[b].files, states[b].bytes), "{b}: report vs node");
     }
     assert!(
         reports["full-1"].finished < reports["diff-1"].started
             && reports["diff-1"].finished < reports["diff-2"].started
     );
-    Written {
-        env,
-        node,
-        reports,
-        live: states,
-    }
+    Written { env, node, reports, live: states }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,52 +291,18 @@ fn check_listed(b: &str, mode: Mode, r: &BackupReport, v: &Value) {
     assert_eq!(v["name"], b, "{ctx}");
     assert_eq!(v["backup_type"], mode.as_str(), "{ctx}");
     assert_eq!(v["completed_nodes"], 1, "{ctx}");
-    assert_eq!(
-        (v["incomplete_nodes"].as_u64(), v["missing_nodes"].as_u64()),
-        (Some(0), Some(0)),
-        "{ctx}"
-    );
-    assert_eq!(
-        v["num_objects"].as_u64(),
-        Some(r.files),
-        "num_objects vs BackupReport.files: {ctx}"
-    );
-    assert_eq!(
-        v["size"].as_u64(),
-        Some(r.bytes),
-        "size vs BackupReport.bytes: {ctx}"
-    );
-    assert_eq!(
-        v["started"].as_i64(),
-        Some(r.started),
-        "started vs BackupReport.started: {ctx}"
-    );
-    assert_eq!(
-        v["finished"].as_i64(),
-        Some(r.finished),
-        "finished vs BackupReport.finished: {ctx}"
-    );
-    let nodes = v["nodes"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no nodes: {ctx}"));
+    assert_eq!((v["incomplete_nodes"].as_u64(), v["missing_nodes"].as_u64()), (Some(0), Some(0)), "{ctx}");
+    assert_eq!(v["num_objects"].as_u64(), Some(r.files), "num_objects vs BackupReport.files: {ctx}");
+    assert_eq!(v["size"].as_u64(), Some(r.bytes), "size vs BackupReport.bytes: {ctx}");
+    assert_eq!(v["started"].as_i64(), Some(r.started), "started vs BackupReport.started: {ctx}");
+    assert_eq!(v["finished"].as_i64(), Some(r.finished), "finished vs BackupReport.finished: {ctx}");
+    let nodes = v["nodes"].as_array().unwrap_or_else(|| panic!("no nodes: {ctx}"));
     assert_eq!(nodes.len(), 1, "{ctx}");
     let n = &nodes[0];
     assert_eq!(n["fqdn"], FQDN, "{ctx}");
-    assert_eq!(
-        (n["server_type"].as_str(), n["release_version"].as_str()),
-        (Some("cassandra"), Some("4.1.5")),
-        "{ctx}"
-    );
-    assert_eq!(
-        (n["num_objects"].as_u64(), n["size"].as_u64()),
-        (Some(r.files), Some(r.bytes)),
-        "{ctx}"
-    );
-    assert_eq!(
-        (n["started"].as_i64(), n["finished"].as_i64()),
-        (Some(r.started), Some(r.finished)),
-        "{ctx}"
-    );
+    assert_eq!((n["server_type"].as_str(), n["release_version"].as_str()), (Some("cassandra"), Some("4.1.5")), "{ctx}");
+    assert_eq!((n["num_objects"].as_u64(), n["size"].as_u64()), (Some(r.files), Some(r.bytes)), "{ctx}");
+    assert_eq!((n["started"].as_i64(), n["finished"].as_i64()), (Some(r.started), Some(r.finished)), "{ctx}");
 }
 
 /// `list-backups --output json` keyed by backup name, in Python's order, which must be by start
@@ -436,15 +311,10 @@ fn by_name(listed: Vec<Value>) -> BTreeMap<&'static str, Value> {
     let mut last = i64::MIN;
     let mut out = BTreeMap::new();
     for v in listed {
-        let started = v["started"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("no start time: {v}"));
+        let started = v["started"].as_i64().unwrap_or_else(|| panic!("no start time: {v}"));
         assert!(started >= last, "list-backups is not in start order: {v}");
         last = started;
-        let name = NAMES
-            .into_iter()
-            .find(|n| v["name"] == *n)
-            .unwrap_or_else(|| panic!("unexpected backup {v}"));
+        let name = NAMES.into_iter().find(|n| v["name"] == *n).unwrap_or_else(|| panic!("unexpected backup {v}"));
         assert!(out.insert(name, v).is_none(), "{name} listed twice");
     }
     out
@@ -466,19 +336,13 @@ async fn python_reads_what_we_write(o: EnvOptions) -> Written {
         "Python lists exactly our backups"
     );
     for b in NAMES {
-        let mode = if b == "full-1" {
-            Mode::Full
-        } else {
-            Mode::Differential
-        };
+        let mode = if b == "full-1" { Mode::Full } else { Mode::Differential };
         check_listed(b, mode, &w.reports[b], &listed[b]);
     }
     let text = py.ok(&["list-backups", "--show-all"]).await;
     for b in NAMES {
         assert!(
-            text.stdout
-                .lines()
-                .any(|l| l.starts_with(&format!("{b} (started: ")) && !l.contains("Incomplete")),
+            text.stdout.lines().any(|l| l.starts_with(&format!("{b} (started: ")) && !l.contains("Incomplete")),
             "{text}"
         );
     }
@@ -487,32 +351,15 @@ async fn python_reads_what_we_write(o: EnvOptions) -> Written {
     // status, JSON (the same object as in the list) and text.
     for (b, v) in &listed {
         let run = py.ok(&["status", "--backup-name", b, "-o", "json"]).await;
-        let status: Value =
-            serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {run}"));
-        assert_eq!(
-            &status, v,
-            "status -o json of {b} vs its list-backups entry"
-        );
+        let status: Value = serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {run}"));
+        assert_eq!(&status, v, "status -o json of {b} vs its list-backups entry");
     }
     let run = py.ok(&["status", "--backup-name", "diff-2"]).await;
     assert!(run.stdout.starts_with("diff-2\n"), "{run}");
-    assert!(
-        run.stdout
-            .contains("- 1 nodes completed, 0 nodes incomplete, 0 nodes missing"),
-        "{run}"
-    );
-    assert!(
-        run.stdout
-            .contains(&format!("- {} files, ", w.reports["diff-2"].files)),
-        "{run}"
-    );
-    let unknown = py
-        .run(&["status", "--backup-name", "nope", "-o", "json"])
-        .await;
-    assert!(
-        unknown.code == Some(1) && unknown.stdout.trim() == "{}",
-        "an unknown backup: {unknown}"
-    );
+    assert!(run.stdout.contains("- 1 nodes completed, 0 nodes incomplete, 0 nodes missing"), "{run}");
+    assert!(run.stdout.contains(&format!("- {} files, ", w.reports["diff-2"].files)), "{run}");
+    let unknown = py.run(&["status", "--backup-name", "nope", "-o", "json"]).await;
+    assert!(unknown.code == Some(1) && unknown.stdout.trim() == "{}", "an unknown backup: {unknown}");
 
     // verify: completeness, every manifest object with its size, and (S3) the recorded MD5
     // against the stored object's ETag.
@@ -531,79 +378,44 @@ async fn python_reads_what_we_write(o: EnvOptions) -> Written {
     let lines: Vec<_> = run.stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{run}");
     assert_eq!(lines[0], FQDN, "{run}");
-    let got: Vec<i64> = lines[1]
-        .trim_matches(['[', ']'])
-        .split(", ")
-        .map(|t| t.parse().unwrap())
-        .collect();
+    let got: Vec<i64> = lines[1].trim_matches(['[', ']']).split(", ").map(|t| t.parse().unwrap()).collect();
     assert_eq!(got, tokens, "{run}");
     let run = py.ok(&["get-last-complete-cluster-backup"]).await;
     assert_eq!(run.stdout.trim(), "diff-2", "{run}");
     let run = py.ok(&["report-last-backup"]).await;
-    assert!(
-        run.stderr.contains("Latest node backup finished"),
-        "the latest_backup pointer was not followed: {run}"
-    );
+    assert!(run.stderr.contains("Latest node backup finished"), "the latest_backup pointer was not followed: {run}");
     assert!(run.stderr.contains("Latest complete backup:"), "{run}");
     assert!(run.stderr.contains("- Name: diff-2"), "{run}");
-    assert!(
-        run.stderr
-            .contains(&format!("- Total files: {}", w.reports["diff-2"].files)),
-        "{run}"
-    );
+    assert!(run.stderr.contains(&format!("- Total files: {}", w.reports["diff-2"].files)), "{run}");
     assert!(!run.stderr.contains("ERROR"), "{run}");
 
     // download: each backup yields exactly the node's files of its time, and the metadata.
     for b in NAMES {
         let (files, meta) = py.download(b).await;
         same_files(&format!("Python download of {b}"), &files, &w.live[b]);
-        for (name, key) in [
-            ("manifest.json", "manifest.json"),
-            ("schema.cql", "schema.cql"),
-            ("tokenmap.json", "tokenmap.json"),
-        ] {
-            let stored = w
-                .node
-                .storage
-                .get_bytes(&format!("demo/{FQDN}/{b}/meta/{key}"))
-                .await
-                .unwrap();
+        for (name, key) in
+            [("manifest.json", "manifest.json"), ("schema.cql", "schema.cql"), ("tokenmap.json", "tokenmap.json")]
+        {
+            let stored = w.node.storage.get_bytes(&format!("demo/{FQDN}/{b}/meta/{key}")).await.unwrap();
             assert_eq!(meta[name], &stored[..], "{b}: downloaded {name}");
         }
     }
 
     // Nothing Python read made it "repair" the bucket (it deletes index entries of node backups
     // it believes missing, §4.1).
-    assert_eq!(
-        list_all(&w.node).await.unwrap(),
-        bucket_before,
-        "Python Medusa changed the bucket"
-    );
+    assert_eq!(list_all(&w.node).await.unwrap(), bucket_before, "Python Medusa changed the bucket");
 
     // restore-node: full-1 into an emptied data directory, then diff-2 in place over it.
     let data_dir = w.env.with_sim(|s| s.data_dir.clone()).await;
     for entry in std::fs::read_dir(&data_dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        }
-        .unwrap();
+        if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) }.unwrap();
     }
     assert_eq!(live(&w.env).await.files, 0);
     py.restore_in_place("full-1").await;
-    same_files(
-        "data directory after Python restore-node of full-1",
-        &live(&w.env).await,
-        &w.live["full-1"],
-    );
+    same_files("data directory after Python restore-node of full-1", &live(&w.env).await, &w.live["full-1"]);
     py.restore_in_place("diff-2").await;
-    same_files(
-        "data directory after Python restore-node of diff-2",
-        &live(&w.env).await,
-        &w.live["diff-2"],
-    );
+    same_files("data directory after Python restore-node of diff-2", &live(&w.env).await, &w.live["diff-2"]);
     w
 }
 
@@ -615,16 +427,9 @@ async fn python_lists_verifies_and_restores_local() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_lists_verifies_and_restores_moto() {
     let w = python_reads_what_we_write(EnvOptions::new(Kind::Moto)).await;
-    let hashes: Vec<String> = manifest(&w.node, "diff-2")
-        .await
-        .into_iter()
-        .flat_map(|s| s.objects)
-        .filter_map(|o| o.md5)
-        .collect();
-    assert!(
-        hashes.iter().all(|h| h.len() == 32 && !h.contains('-')),
-        "single-part uploads record hex MD5s"
-    );
+    let hashes: Vec<String> =
+        manifest(&w.node, "diff-2").await.into_iter().flat_map(|s| s.objects).filter_map(|o| o.md5).collect();
+    assert!(hashes.iter().all(|h| h.len() == 32 && !h.contains('-')), "single-part uploads record hex MD5s");
 }
 
 /// moto with a small multipart threshold: files of 64 KiB and more go up in parts, so their
@@ -641,19 +446,12 @@ async fn python_verifies_and_downloads_moto_multipart() {
             multipart += usize::from(o.md5.as_deref().is_some_and(|h| h.contains('-')));
         }
     }
-    assert!(
-        multipart > 0,
-        "no manifest object has a multipart ETag: the test did not exercise multipart"
-    );
+    assert!(multipart > 0, "no manifest object has a multipart ETag: the test did not exercise multipart");
     let yaml = w.env.with_sim(|s| s.cassandra_yaml.clone()).await;
     let py = PyMedusa::for_env(&w.env, &yaml);
     let listed = by_name(py.list_json().await);
     for b in NAMES {
-        let mode = if b == "full-1" {
-            Mode::Full
-        } else {
-            Mode::Differential
-        };
+        let mode = if b == "full-1" { Mode::Full } else { Mode::Differential };
         check_listed(b, mode, &w.reports[b], &listed[b]);
         py.verify(b, true).await;
     }
@@ -673,11 +471,8 @@ async fn python_restores_changed_content(kind: Kind) {
     let (rel, victim) = env
         .with_sim(|s| {
             let d = digest_data_dir(&s.data_dir);
-            let (rel, _) = d
-                .entries
-                .iter()
-                .find(|(k, v)| k.starts_with("ks") && k.ends_with("-Data.db") && v.size > 0)
-                .unwrap();
+            let (rel, _) =
+                d.entries.iter().find(|(k, v)| k.starts_with("ks") && k.ends_with("-Data.db") && v.size > 0).unwrap();
             (rel.clone(), s.data_dir.join(rel))
         })
         .await;
@@ -697,52 +492,28 @@ async fn python_restores_changed_content(kind: Kind) {
         .await
         .into_iter()
         .flat_map(|s| s.objects)
-        .filter(|o| {
-            o.path.contains(&format!("/data/{ks}/{table}-v"))
-                && o.path.ends_with(&format!("/{file}"))
-        })
+        .filter(|o| o.path.contains(&format!("/data/{ks}/{table}-v")) && o.path.ends_with(&format!("/{file}")))
         .collect();
-    assert_eq!(
-        versioned.len(),
-        1,
-        "diff-2 must reference the changed file under a versioned key"
-    );
-    assert_eq!(
-        &node.storage.get_bytes(&versioned[0].path).await.unwrap()[..],
-        &changed[..]
-    );
+    assert_eq!(versioned.len(), 1, "diff-2 must reference the changed file under a versioned key");
+    assert_eq!(&node.storage.get_bytes(&versioned[0].path).await.unwrap()[..], &changed[..]);
 
     let yaml = env.with_sim(|s| s.cassandra_yaml.clone()).await;
     let py = PyMedusa::for_env(&env, &yaml);
     let listed = by_name(py.list_json().await);
-    assert_eq!(
-        listed.keys().copied().collect::<BTreeSet<_>>(),
-        BTreeSet::from(["diff-1", "diff-2"]),
-        "{listed:?}"
-    );
+    assert_eq!(listed.keys().copied().collect::<BTreeSet<_>>(), BTreeSet::from(["diff-1", "diff-2"]), "{listed:?}");
     check_listed("diff-2", Mode::Differential, &r, &listed["diff-2"]);
     for b in ["diff-1", "diff-2"] {
         py.verify(b, false).await;
         py.verify(b, true).await;
     }
     let (files, _) = py.download("diff-2").await;
-    assert_eq!(
-        files.entries[&rel].sha256, after.entries[&rel].sha256,
-        "diff-2 restores the NEW content of {rel}"
-    );
+    assert_eq!(files.entries[&rel].sha256, after.entries[&rel].sha256, "diff-2 restores the NEW content of {rel}");
     same_files("Python download of diff-2", &files, &after);
     let (files, _) = py.download("diff-1").await;
-    assert_eq!(
-        files.entries[&rel].sha256, before.entries[&rel].sha256,
-        "diff-1 keeps the OLD content of {rel}"
-    );
+    assert_eq!(files.entries[&rel].sha256, before.entries[&rel].sha256, "diff-1 keeps the OLD content of {rel}");
     same_files("Python download of diff-1", &files, &before);
     py.restore_in_place("diff-2").await;
-    same_files(
-        "data directory after Python restore-node of diff-2",
-        &live(&env).await,
-        &after,
-    );
+    same_files("data directory after Python restore-node of diff-2", &live(&env).await, &after);
     assert_eq!(std::fs::read(&victim).unwrap(), changed);
 }
 
@@ -777,39 +548,23 @@ async fn python_verify_catches_damage() {
     assert!(objects.len() >= 3, "the node has too few Data.db files");
     let expect_failure = |run: Run, needle: String| {
         assert_eq!(run.code, Some(1), "verify must fail: {run}");
-        assert!(
-            run.stdout.contains("- Manifest validation: Failed!"),
-            "{run}"
-        );
+        assert!(run.stdout.contains("- Manifest validation: Failed!"), "{run}");
         assert!(run.stdout.contains(&needle), "expected {needle:?}: {run}");
     };
 
     // Same size, different bytes: invisible to the size check, caught by the MD5 check.
     let same_size = &objects[0];
-    let mut bytes = node
-        .storage
-        .get_bytes(&same_size.path)
-        .await
-        .unwrap()
-        .to_vec();
+    let mut bytes = node.storage.get_bytes(&same_size.path).await.unwrap().to_vec();
     bytes[0] ^= 0xff;
-    node.storage
-        .put_bytes(&same_size.path, bytes)
-        .await
-        .unwrap();
+    node.storage.put_bytes(&same_size.path, bytes).await.unwrap();
     py.verify("full-1", false).await;
-    let run = py
-        .run(&["verify", "--backup-name", "full-1", "--enable-md5-checks"])
-        .await;
+    let run = py.run(&["verify", "--backup-name", "full-1", "--enable-md5-checks"]).await;
     expect_failure(run, format!("  - [{}] Blob different", same_size.path));
 
     // Truncated: a size mismatch.
     let truncated = &objects[1];
     let bytes = node.storage.get_bytes(&truncated.path).await.unwrap();
-    node.storage
-        .put_bytes(&truncated.path, bytes.slice(..bytes.len() - 1))
-        .await
-        .unwrap();
+    node.storage.put_bytes(&truncated.path, bytes.slice(..bytes.len() - 1)).await.unwrap();
     let run = py.run(&["verify", "--backup-name", "full-1"]).await;
     expect_failure(run, format!("  - [{}] Blob different", truncated.path));
 
@@ -842,44 +597,24 @@ async fn medusa_rs_reads_the_python_fixture() {
     // The index: every key is one of the known shapes, for our three backups of our node.
     let index: Vec<String> = {
         use futures::TryStreamExt;
-        let metas: Vec<_> = storage
-            .list("demo/index/backup_index/")
-            .try_collect()
-            .await
-            .unwrap();
+        let metas: Vec<_> = storage.list("demo/index/backup_index/").try_collect().await.unwrap();
         metas.into_iter().map(|m| m.location.to_string()).collect()
     };
     let mut entries: BTreeMap<String, Vec<IndexEntry>> = BTreeMap::new();
     for key in &index {
-        let (b, n, e) = parse_index_key(&storage.layout, key)
-            .unwrap_or_else(|| panic!("unparsed index key {key}"));
+        let (b, n, e) = parse_index_key(&storage.layout, key).unwrap_or_else(|| panic!("unparsed index key {key}"));
         assert_eq!(n, FQDN, "{key}");
         entries.entry(b).or_default().push(e);
     }
-    assert_eq!(
-        entries.keys().map(String::as_str).collect::<BTreeSet<_>>(),
-        BTreeSet::from(NAMES)
-    );
+    assert_eq!(entries.keys().map(String::as_str).collect::<BTreeSet<_>>(), BTreeSet::from(NAMES));
     for (b, es) in &entries {
         let has = |f: fn(&IndexEntry) -> bool| es.iter().filter(|e| f(e)).count();
         assert_eq!(has(|e| *e == IndexEntry::Tokenmap), 1, "{b}");
         assert_eq!(has(|e| *e == IndexEntry::Schema), 1, "{b}");
         assert_eq!(has(|e| *e == IndexEntry::Manifest), 1, "{b}");
-        assert_eq!(
-            has(|e| matches!(e, IndexEntry::Started(t) if *t > 0)),
-            1,
-            "{b}"
-        );
-        assert_eq!(
-            has(|e| matches!(e, IndexEntry::Finished(t) if *t > 0)),
-            1,
-            "{b}"
-        );
-        assert_eq!(
-            has(|e| *e == IndexEntry::Differential),
-            usize::from(b != "full-1"),
-            "{b}"
-        );
+        assert_eq!(has(|e| matches!(e, IndexEntry::Started(t) if *t > 0)), 1, "{b}");
+        assert_eq!(has(|e| matches!(e, IndexEntry::Finished(t) if *t > 0)), 1, "{b}");
+        assert_eq!(has(|e| *e == IndexEntry::Differential), usize::from(b != "full-1"), "{b}");
     }
 
     // Manifests: objects exist with their sizes and are exactly the digest's files.
@@ -887,62 +622,26 @@ async fn medusa_rs_reads_the_python_fixture() {
     for b in NAMES {
         let key = format!("demo/{FQDN}/{b}/meta/manifest.json");
         let bytes = storage.get_bytes(&key).await.unwrap();
-        let index_copy = storage
-            .get_bytes(&format!("demo/index/backup_index/{b}/manifest_{FQDN}.json"))
-            .await
-            .unwrap();
+        let index_copy = storage.get_bytes(&format!("demo/index/backup_index/{b}/manifest_{FQDN}.json")).await.unwrap();
         assert_eq!(bytes, index_copy, "{b}: index copy of the manifest");
         let m = medusa::manifest::parse(&bytes).unwrap_or_else(|e| panic!("{key}: {e}"));
         let want = load_digest_json(&fixture.join(format!("digests/{b}.json")));
         let mut seen = BTreeMap::new();
         for sec in &m {
             for o in &sec.objects {
-                let head = storage
-                    .head(&o.path)
-                    .await
-                    .unwrap()
-                    .unwrap_or_else(|| panic!("{b}: {} is missing", o.path));
+                let head = storage.head(&o.path).await.unwrap().unwrap_or_else(|| panic!("{b}: {} is missing", o.path));
                 assert_eq!(head.size, o.size, "{b}: {}", o.path);
                 nulls += usize::from(o.md5.is_none());
-                let place = medusa::manifest::placement(&o.path)
-                    .unwrap_or_else(|| panic!("{b}: {}", o.path));
+                let place = medusa::manifest::placement(&o.path).unwrap_or_else(|| panic!("{b}: {}", o.path));
                 let rel = format!("{}/{}/{}", sec.keyspace, sec.columnfamily, place.rel());
-                assert!(
-                    seen.insert(rel.clone(), o.size).is_none(),
-                    "{b}: {rel} twice"
-                );
+                assert!(seen.insert(rel.clone(), o.size).is_none(), "{b}: {rel} twice");
             }
         }
-        let expected: BTreeMap<_, _> = want
-            .entries
-            .iter()
-            .map(|(k, v)| (k.clone(), v.size))
-            .collect();
-        assert!(
-            seen == expected,
-            "{b}: manifest vs digests/{b}.json: {} vs {} files",
-            seen.len(),
-            expected.len()
-        );
-        assert_eq!(
-            medusa::manifest::totals(&m),
-            (want.files, want.bytes),
-            "{b}"
-        );
-        let prefix = if b == "full-1" {
-            format!("demo/{FQDN}/full-1/data/")
-        } else {
-            format!("demo/{FQDN}/data/")
-        };
-        assert!(
-            m.iter()
-                .flat_map(|s| &s.objects)
-                .all(|o| o.path.starts_with(&prefix)),
-            "{b}: data outside {prefix}"
-        );
+        let expected: BTreeMap<_, _> = want.entries.iter().map(|(k, v)| (k.clone(), v.size)).collect();
+        assert!(seen == expected, "{b}: manifest vs digests/{b}.json: {} vs {} files", seen.len(), expected.len());
+        assert_eq!(medusa::manifest::totals(&m), (want.files, want.bytes), "{b}");
+        let prefix = if b == "full-1" { format!("demo/{FQDN}/full-1/data/") } else { format!("demo/{FQDN}/data/") };
+        assert!(m.iter().flat_map(|s| &s.objects).all(|o| o.path.starts_with(&prefix)), "{b}: data outside {prefix}");
     }
-    assert!(
-        nulls > 0,
-        "the fixture's re-used files carry \"MD5\": null; parsing must keep them"
-    );
+    assert!(nulls > 0, "the fixture's re-used files carry \"MD5\": null; parsing must keep them");
 }

@@ -33,12 +33,16 @@ fn restore_command(ini: &Path, vars: &[(&str, &str)]) -> std::process::Command {
 
 async fn run_restore(ini: &Path, vars: &[(&str, &str)]) -> Run {
     let child = restore_command(ini, vars).spawn().unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(180), tokio::task::spawn_blocking(move || child.wait_with_output()))
-        .await
-        .expect("restore did not finish in 180 s")
-        .unwrap()
-        .unwrap();
-    Run { code: out.status.code(), log: String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr) }
+    let out =
+        tokio::time::timeout(Duration::from_secs(180), tokio::task::spawn_blocking(move || child.wait_with_output()))
+            .await
+            .expect("restore did not finish in 180 s")
+            .unwrap()
+            .unwrap();
+    Run {
+        code: out.status.code(),
+        log: String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    }
 }
 
 fn in_place_mapping() -> String {
@@ -65,7 +69,8 @@ fn empty_node(dir: &Path, storage_section: &str) -> (PathBuf, PathBuf) {
     )
     .unwrap();
     let ini = dir.join("medusa.ini");
-    std::fs::write(&ini, format!("[cassandra]\nconfig_file = {}\n\n{storage_section}fqdn = {FQDN}\n", yaml.display())).unwrap();
+    std::fs::write(&ini, format!("[cassandra]\nconfig_file = {}\n\n{storage_section}fqdn = {FQDN}\n", yaml.display()))
+        .unwrap();
     (root, ini)
 }
 
@@ -78,7 +83,11 @@ async fn restores_python_medusa_backups_to_their_digests() {
         let (root, ini) = empty_node(dir.path(), &bucket.medusa_ini_storage(Some("demo")));
         let mapping = in_place_mapping();
         let tmp = root.display().to_string();
-        let r = run_restore(&ini, &[vars(backup, "key-1", &mapping).as_slice(), &[("MEDUSA_TMP_DIR", tmp.as_str())]].concat()).await;
+        let r = run_restore(
+            &ini,
+            &[vars(backup, "key-1", &mapping).as_slice(), &[("MEDUSA_TMP_DIR", tmp.as_str())]].concat(),
+        )
+        .await;
         assert_eq!(r.code, Some(0), "{backup}: {}", r.log);
         let got = digest_data_dir(&root.join("data"));
         let want = load_digest_json(&fixture.join(format!("digests/{backup}.json")));
@@ -91,7 +100,9 @@ async fn restores_python_medusa_backups_to_their_digests() {
 
 async fn backup(env: &Env, name: &str, mode: Mode) {
     let node = env.node().unwrap();
-    node.backup(&BackupName::new(name).unwrap(), mode, Arc::new(Progress::default()), CancellationToken::new()).await.unwrap();
+    node.backup(&BackupName::new(name).unwrap(), mode, Arc::new(Progress::default()), CancellationToken::new())
+        .await
+        .unwrap();
 }
 
 async fn live(env: &Env) -> DataDigest {
@@ -172,7 +183,8 @@ async fn in_place_round_trip_over_s3_skip_rules_and_idempotence() {
     for (rel, d) in &at_full.entries {
         assert_eq!(got.entries.get(rel), Some(d), "{rel}");
     }
-    let full_tables: std::collections::HashSet<String> = at_full.entries.keys().map(|k| k.rsplitn(2, '/').nth(1).unwrap().to_string()).collect();
+    let full_tables: std::collections::HashSet<String> =
+        at_full.entries.keys().map(|k| k.rsplit_once('/').unwrap().0.to_string()).collect();
     for rel in got.entries.keys() {
         let table = rel.splitn(3, '/').take(2).collect::<Vec<_>>().join("/");
         if full_tables.iter().any(|t| t.starts_with(&table)) {
@@ -190,25 +202,48 @@ async fn remote_restore_drops_identity_keeps_auth_and_sets_tokens() {
     // A different node "new-0" with its own auth data.
     let dir = TempDir::new("remote").unwrap();
     let storage = std::fs::read_to_string(&env.ini_path).unwrap();
-    let storage = storage[storage.find("[storage]").unwrap()..storage.find("[grpc]").unwrap()].replace(&format!("fqdn = {FQDN}\n"), "");
+    let storage = storage[storage.find("[storage]").unwrap()..storage.find("[grpc]").unwrap()]
+        .replace(&format!("fqdn = {FQDN}\n"), "");
     let (root, ini) = empty_node(dir.path(), &storage);
-    let auth_dir = backed_up.entries.keys().find(|k| k.starts_with("system_auth/")).unwrap().rsplitn(2, '/').nth(1).unwrap().to_string();
+    let auth_dir = backed_up
+        .entries
+        .keys()
+        .find(|k| k.starts_with("system_auth/"))
+        .unwrap()
+        .rsplit_once('/')
+        .unwrap()
+        .0
+        .to_string();
     std::fs::create_dir_all(root.join("data").join(&auth_dir)).unwrap();
     std::fs::write(root.join("data").join(&auth_dir).join("nb-9-big-Data.db"), b"target's own roles").unwrap();
     let mapping = format!(r#"{{"in_place":false,"host_map":{{"new-0":{{"source":["{FQDN}"],"seed":false}}}}}}"#);
     let tmp = root.display().to_string();
-    let r = run_restore(&ini, &[("BACKUP_NAME", "b1"), ("RESTORE_KEY", "rk"), ("POD_NAME", "new-0"), ("RESTORE_MAPPING", &mapping), ("MEDUSA_TMP_DIR", &tmp)]).await;
+    let r = run_restore(
+        &ini,
+        &[
+            ("BACKUP_NAME", "b1"),
+            ("RESTORE_KEY", "rk"),
+            ("POD_NAME", "new-0"),
+            ("RESTORE_MAPPING", &mapping),
+            ("MEDUSA_TMP_DIR", &tmp),
+        ],
+    )
+    .await;
     assert_eq!(r.code, Some(0), "{}", r.log);
     let got = digest_data_dir(&root.join("data"));
     for (rel, d) in &backed_up.entries {
-        let identity = rel.starts_with("system/local-") || rel.starts_with("system/peers-") || rel.starts_with("system/peers_v2-");
+        let identity =
+            rel.starts_with("system/local-") || rel.starts_with("system/peers-") || rel.starts_with("system/peers_v2-");
         if identity || rel.starts_with("system_auth/") {
             assert!(!got.entries.contains_key(rel), "{rel} restored onto another node");
         } else {
             assert_eq!(got.entries.get(rel), Some(d), "{rel}");
         }
     }
-    assert_eq!(std::fs::read(root.join("data").join(&auth_dir).join("nb-9-big-Data.db")).unwrap(), b"target's own roles");
+    assert_eq!(
+        std::fs::read(root.join("data").join(&auth_dir).join("nb-9-big-Data.db")).unwrap(),
+        b"target's own roles"
+    );
     let yaml = std::fs::read_to_string(root.join("conf/cassandra.yaml")).unwrap();
     let list: Vec<String> = tokens.iter().map(|t| t.to_string()).collect();
     assert!(yaml.contains(&format!("initial_token: {}\n", list.join(","))), "{yaml}");
@@ -293,11 +328,17 @@ async fn killed_during_download_or_placement_resumes_to_the_same_result() {
     assert!(staged > 0);
 
     // 2. Killed mid-placement (slowed down so the kill lands between tables).
-    let child = restore_command(&env.ini_path, &with(&base, &[vars("b1", "k1", &mapping).as_slice(), &[("MEDUSA_RS_TEST_PLACE_DELAY_MS", "20")]].concat()))
-        .spawn()
-        .unwrap();
+    let child = restore_command(
+        &env.ini_path,
+        &with(&base, &[vars("b1", "k1", &mapping).as_slice(), &[("MEDUSA_RS_TEST_PLACE_DELAY_MS", "20")]].concat()),
+    )
+    .spawn()
+    .unwrap();
     let journal = root.join("medusa-restore-k1/journal.json");
-    let killed = kill_when(child, || std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("placing")) && staged_files(&root) < staged).await;
+    let killed = kill_when(child, || {
+        std::fs::read_to_string(&journal).is_ok_and(|j| j.contains("placing")) && staged_files(&root) < staged
+    })
+    .await;
     assert!(killed, "the restore finished before placement could be interrupted");
     assert!(!root.join(".last-restore").exists(), "marked done while half placed");
 

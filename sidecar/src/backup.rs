@@ -158,7 +158,13 @@ impl Node {
 
     /// Runs one node backup. `cancel` stops it at the next file boundary; a cancelled or
     /// failed backup leaves no manifest, so it never counts as complete.
-    pub async fn backup(&self, name: &BackupName, mode: Mode, progress: Arc<Progress>, cancel: CancellationToken) -> Result<BackupReport, BackupError> {
+    pub async fn backup(
+        &self,
+        name: &BackupName,
+        mode: Mode,
+        progress: Arc<Progress>,
+        cancel: CancellationToken,
+    ) -> Result<BackupReport, BackupError> {
         let t0 = Instant::now();
         let l = &self.storage.layout;
         if self.storage.head(&l.meta(&self.fqdn, name, Meta::Schema)).await?.is_some() {
@@ -169,7 +175,10 @@ impl Node {
         // A leftover snapshot of an interrupted attempt is stale: never reuse it (§10.19).
         let d = data_dir.clone();
         let t = tag.clone();
-        if crate::fsutil::blocking(move || snapshot::exists(&d, &t)).await.map_err(BackupError::io("looking for an old snapshot"))? {
+        if crate::fsutil::blocking(move || snapshot::exists(&d, &t))
+            .await
+            .map_err(BackupError::io("looking for an old snapshot"))?
+        {
             tracing::warn!(%name, %tag, "clearing a stale snapshot left by an interrupted backup");
             self.cassandra.clear_snapshot(&tag).await?;
         }
@@ -183,11 +192,20 @@ impl Node {
         Ok(report)
     }
 
-    async fn backup_snapshot(&self, name: &BackupName, mode: Mode, tag: &str, progress: &Progress, cancel: &CancellationToken) -> Result<BackupReport, BackupError> {
+    async fn backup_snapshot(
+        &self,
+        name: &BackupName,
+        mode: Mode,
+        tag: &str,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<BackupReport, BackupError> {
         let (n, l) = (&self.fqdn, &self.storage.layout);
         let d = self.paths.data_dir.clone();
         let t = tag.to_string();
-        let tables = crate::fsutil::blocking(move || snapshot::scan(&d, &t)).await.map_err(BackupError::io("reading the snapshot"))?;
+        let tables = crate::fsutil::blocking(move || snapshot::scan(&d, &t))
+            .await
+            .map_err(BackupError::io("reading the snapshot"))?;
         let keyspaces: Vec<String> = {
             let mut k: Vec<String> = tables.iter().map(|t| t.keyspace.clone()).collect();
             k.dedup();
@@ -196,8 +214,10 @@ impl Node {
         let facts = self.cassandra.facts(n, &keyspaces).await?;
         let schema = snapshot::assemble_schema(&facts.keyspace_cql, &tables);
         let tokenmap = facts.tokenmap.to_bytes();
-        let version = crate::pyjson::to_vec(&serde_json::json!({"server_type": "cassandra", "release_version": facts.release_version}))
-            .expect("static JSON");
+        let version = crate::pyjson::to_vec(
+            &serde_json::json!({"server_type": "cassandra", "release_version": facts.release_version}),
+        )
+        .expect("static JSON");
         let total_files: u64 = tables.iter().map(|t| t.files.len() as u64).sum();
         let total_bytes: u64 = tables.iter().flat_map(|t| &t.files).map(|f| f.size).sum();
         progress.files_total.store(total_files, Ordering::Relaxed);
@@ -225,7 +245,9 @@ impl Node {
             Mode::Full => Catalog::default(),
         };
         let cache_path = self.digest_cache_path();
-        let cache = crate::fsutil::blocking(move || Ok(DigestCache::load(&cache_path))).await.map_err(BackupError::io("loading the digest cache"))?;
+        let cache = crate::fsutil::blocking(move || Ok(DigestCache::load(&cache_path)))
+            .await
+            .map_err(BackupError::io("loading the digest cache"))?;
         let mut sections = Vec::with_capacity(tables.len());
         let mut report = BackupReport { started, ..Default::default() };
         let mut cache_entries = Vec::with_capacity(total_files as usize);
@@ -249,7 +271,11 @@ impl Node {
             }
             // Medusa's order: newly uploaded objects first, then re-used ones.
             uploaded.extend(reused);
-            sections.push(ManifestSection { keyspace: table.keyspace.clone(), columnfamily: table.table.clone(), objects: uploaded });
+            sections.push(ManifestSection {
+                keyspace: table.keyspace.clone(),
+                columnfamily: table.table.clone(),
+                objects: uploaded,
+            });
         }
         report.hashed_files = progress.files_done.load(Ordering::Relaxed).saturating_sub(report.files);
         let cache_path = self.digest_cache_path();
@@ -280,10 +306,7 @@ impl Node {
             .iter()
             .map(|f| self.backup_file(name, mode, table, f, catalog, cache, progress, cancel))
             .collect();
-        futures::stream::iter(files)
-            .buffered(FILES_IN_FLIGHT)
-            .try_collect()
-            .await
+        futures::stream::iter(files).buffered(FILES_IN_FLIGHT).try_collect().await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -317,11 +340,19 @@ impl Node {
                 let d = local.expect("reuse needs a digest");
                 let hash = hash.unwrap_or_else(|| self.storage.manifest_hash(&d, None));
                 progress.bytes_done.fetch_add(f.size, Ordering::Relaxed);
-                Done { object: ManifestObject { path: key, md5: Some(hash), size: f.size }, uploaded: false, digest: Some((f.id.clone(), d)) }
+                Done {
+                    object: ManifestObject { path: key, md5: Some(hash), size: f.size },
+                    uploaded: false,
+                    digest: Some((f.id.clone(), d)),
+                }
             }
             Decision::Upload { key } => {
                 let up = self.transfers.upload_file(f.path.clone(), f.size, &key, progress).await?;
-                Done { object: ManifestObject { path: key, md5: Some(up.hash), size: f.size }, uploaded: true, digest: Some((f.id.clone(), up.digest)) }
+                Done {
+                    object: ManifestObject { path: key, md5: Some(up.hash), size: f.size },
+                    uploaded: true,
+                    digest: Some((f.id.clone(), up.digest)),
+                }
             }
             Decision::NeedDigest => unreachable!("a digest was supplied"),
         };
@@ -355,14 +386,22 @@ impl Node {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(backup = %latest, error = %e, "latest manifest unreadable; digests will be recomputed"),
+                Err(e) => {
+                    tracing::warn!(backup = %latest, error = %e, "latest manifest unreadable; digests will be recomputed")
+                }
             }
         }
         Ok(catalog)
     }
 
     /// Manifest, index finish entries and latest pointer (§2.7 steps 7-9).
-    async fn publish(&self, name: &BackupName, sections: &[ManifestSection], tokenmap: &[u8], report: &mut BackupReport) -> Result<(), BackupError> {
+    async fn publish(
+        &self,
+        name: &BackupName,
+        sections: &[ManifestSection],
+        tokenmap: &[u8],
+        report: &mut BackupReport,
+    ) -> Result<(), BackupError> {
         let (n, l, s) = (&self.fqdn, &self.storage.layout, &self.storage);
         let manifest = crate::manifest::to_bytes(sections);
         let key = l.meta(n, name, Meta::Manifest);

@@ -23,18 +23,12 @@ impl NodePaths {
     /// The Cassandra root (the parent of the data directory, `/var/lib/cassandra` in the
     /// operator's pods): where `.last-restore`, `.restore_mapping/` and medusa-rs' own state live.
     pub fn root(&self) -> PathBuf {
-        self.data_dir
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("/var/lib/cassandra"))
+        self.data_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/var/lib/cassandra"))
     }
 
     /// Reads `path`.
     pub fn load(path: &Path) -> Result<NodePaths, ConfigError> {
-        let err = |message: String| ConfigError::CassandraYaml {
-            path: path.to_path_buf(),
-            message,
-        };
+        let err = |message: String| ConfigError::CassandraYaml { path: path.to_path_buf(), message };
         let text = std::fs::read_to_string(path).map_err(|e| {
             err(format!("cannot read it ({e}); set [cassandra] config_file to the node's cassandra.yaml"))
         })?;
@@ -47,10 +41,12 @@ impl NodePaths {
                 match dirs.as_slice() {
                     [one] => PathBuf::from(one),
                     [] => PathBuf::from("/var/lib/cassandra/data"),
-                    _ => return Err(err(format!(
-                        "data_file_directories has {} entries; medusa-rs (like Medusa) supports exactly one",
-                        dirs.len()
-                    ))),
+                    _ => {
+                        return Err(err(format!(
+                            "data_file_directories has {} entries; medusa-rs (like Medusa) supports exactly one",
+                            dirs.len()
+                        )));
+                    }
                 }
             }
             Some(serde_yaml::Value::String(one)) => PathBuf::from(one),

@@ -236,7 +236,8 @@ pub async fn summarize(
         let first = &nodes[0];
         let tokenmap = cache.tokenmap(storage, first).await?;
         let by_host: HashMap<&str, &NodeBackup> = nodes.iter().map(|n| (n.fqdn.as_str(), n)).collect();
-        let expected: Vec<&NodeBackup> = tokenmap.0.iter().filter_map(|h| by_host.get(h.host.as_str()).copied()).collect();
+        let expected: Vec<&NodeBackup> =
+            tokenmap.0.iter().filter_map(|h| by_host.get(h.host.as_str()).copied()).collect();
         let missing = tokenmap.0.len() - expected.len();
         let finished_nodes = expected.iter().filter(|n| n.finished.is_some()).count();
         let finished = if missing == 0 && !expected.is_empty() && finished_nodes == expected.len() {

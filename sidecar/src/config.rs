@@ -58,11 +58,7 @@ pub enum ConfigError {
 }
 
 fn bad(section: &'static str, key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Value {
-        section,
-        key,
-        message: message.into(),
-    }
+    ConfigError::Value { section, key, message: message.into() }
 }
 
 /// The storage backend, from `[storage] storage_provider`.
@@ -98,9 +94,7 @@ impl Provider {
             "google_storage" => Provider::GoogleStorage,
             "azure_blobs" => Provider::AzureBlobs,
             other => match other.strip_prefix("s3_").and_then(libcloud_region) {
-                Some(region) => Provider::S3 {
-                    region_hint: Some(region.to_string()),
-                },
+                Some(region) => Provider::S3 { region_hint: Some(region.to_string()) },
                 None => {
                     return Err(bad(
                         "storage",
@@ -118,10 +112,7 @@ impl Provider {
 
     /// True for every S3 flavour.
     pub fn is_s3(&self) -> bool {
-        matches!(
-            self,
-            Provider::S3 { .. } | Provider::S3Compatible | Provider::S3Rgw | Provider::IbmStorage
-        )
+        matches!(self, Provider::S3 { .. } | Provider::S3Compatible | Provider::S3Rgw | Provider::IbmStorage)
     }
 }
 
@@ -303,25 +294,72 @@ const KNOWN: &[(&str, &[&str])] = &[
     (
         "storage",
         &[
-            "storage_provider", "bucket_name", "key_file", "prefix", "fqdn", "host_file_separator",
-            "storage_class", "base_path", "max_backup_age", "max_backup_count", "api_profile",
-            "transfer_max_bandwidth", "concurrent_transfers", "multi_part_upload_threshold",
-            "multipart_chunksize", "multipart_max_concurrency", "host", "port", "region", "secure",
-            "ssl_verify", "aws_cli_path", "kms_id", "sse_c_key", "backup_grace_period_in_days",
-            "use_sudo_for_restore", "read_timeout", "s3_addressing_style", "k8s_mode", "endpoint",
-            "max_retries", "retry_timeout",
+            "storage_provider",
+            "bucket_name",
+            "key_file",
+            "prefix",
+            "fqdn",
+            "host_file_separator",
+            "storage_class",
+            "base_path",
+            "max_backup_age",
+            "max_backup_count",
+            "api_profile",
+            "transfer_max_bandwidth",
+            "concurrent_transfers",
+            "multi_part_upload_threshold",
+            "multipart_chunksize",
+            "multipart_max_concurrency",
+            "host",
+            "port",
+            "region",
+            "secure",
+            "ssl_verify",
+            "aws_cli_path",
+            "kms_id",
+            "sse_c_key",
+            "backup_grace_period_in_days",
+            "use_sudo_for_restore",
+            "read_timeout",
+            "s3_addressing_style",
+            "k8s_mode",
+            "endpoint",
+            "max_retries",
+            "retry_timeout",
         ],
     ),
     (
         "cassandra",
         &[
-            "config_file", "start_cmd", "stop_cmd", "check_running", "cql_username", "cql_password",
-            "cql_k8s_secrets_path", "nodetool_username", "nodetool_password",
-            "nodetool_password_file_path", "nodetool_host", "nodetool_port",
-            "nodetool_k8s_secrets_path", "nodetool_executable", "nodetool_flags", "nodetool_ssl",
-            "certfile", "usercert", "userkey", "sstableloader_bin", "sstableloader_ts",
-            "sstableloader_tspw", "sstableloader_ks", "sstableloader_kspw", "resolve_ip_addresses",
-            "use_sudo", "is_ccm", "sstableloader_truststore", "sstableloader_keystore",
+            "config_file",
+            "start_cmd",
+            "stop_cmd",
+            "check_running",
+            "cql_username",
+            "cql_password",
+            "cql_k8s_secrets_path",
+            "nodetool_username",
+            "nodetool_password",
+            "nodetool_password_file_path",
+            "nodetool_host",
+            "nodetool_port",
+            "nodetool_k8s_secrets_path",
+            "nodetool_executable",
+            "nodetool_flags",
+            "nodetool_ssl",
+            "certfile",
+            "usercert",
+            "userkey",
+            "sstableloader_bin",
+            "sstableloader_ts",
+            "sstableloader_tspw",
+            "sstableloader_ks",
+            "sstableloader_kspw",
+            "resolve_ip_addresses",
+            "use_sudo",
+            "is_ccm",
+            "sstableloader_truststore",
+            "sstableloader_keystore",
         ],
     ),
     (
@@ -343,14 +381,8 @@ const KNOWN: &[(&str, &[&str])] = &[
 pub fn parse_size(value: &str) -> Option<u64> {
     let v: String = value.chars().filter(|c| !c.is_whitespace()).collect();
     let v = v.strip_suffix("/s").unwrap_or(&v);
-    const UNITS: [(&str, u64); 6] = [
-        ("PB", 1 << 50),
-        ("TB", 1 << 40),
-        ("GB", 1 << 30),
-        ("MB", 1 << 20),
-        ("KB", 1 << 10),
-        ("B", 1),
-    ];
+    const UNITS: [(&str, u64); 6] =
+        [("PB", 1 << 50), ("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10), ("B", 1)];
     for (suffix, mult) in UNITS {
         if let Some(num) = v.strip_suffix(suffix) {
             let n: f64 = num.parse().ok()?;
@@ -378,11 +410,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn opt(&self, section: &'static str, key: &'static str) -> Option<String> {
-        self.ini
-            .get(section, key)
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
+        self.ini.get(section, key).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string)
     }
 
     fn bool(&self, section: &'static str, key: &'static str, default: bool) -> Result<bool, ConfigError> {
@@ -403,9 +431,7 @@ impl Reader<'_> {
     ) -> Result<T, ConfigError> {
         match self.opt(section, key) {
             None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| bad(section, key, format!("{v:?} is not {what}"))),
+            Some(v) => v.parse().map_err(|_| bad(section, key, format!("{v:?} is not {what}"))),
         }
     }
 
@@ -424,19 +450,14 @@ impl Reader<'_> {
 impl Config {
     /// Reads and validates the file at `path`, resolving the node's `cassandra.yaml` lazily.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::parse(&text, &path.display().to_string())
     }
 
     /// Parses configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let ini = Ini::parse(text).map_err(|source| ConfigError::Syntax {
-            path: origin.to_string(),
-            source,
-        })?;
+        let ini = Ini::parse(text).map_err(|source| ConfigError::Syntax { path: origin.to_string(), source })?;
         let mut warnings = Vec::new();
         for section in ini.section_names() {
             match KNOWN.iter().find(|(s, _)| *s == section) {
@@ -457,9 +478,7 @@ impl Config {
                 .opt("cassandra", "config_file")
                 .unwrap_or_else(|| "/etc/cassandra/cassandra.yaml".into())
                 .into(),
-            nodetool_executable: r
-                .opt("cassandra", "nodetool_executable")
-                .unwrap_or_else(|| "nodetool".into()),
+            nodetool_executable: r.opt("cassandra", "nodetool_executable").unwrap_or_else(|| "nodetool".into()),
             nodetool_flags: r
                 .opt("cassandra", "nodetool_flags")
                 .unwrap_or_else(|| "-Dcom.sun.jndi.rmiURLParsing=legacy".into())
@@ -509,9 +528,7 @@ impl Config {
                 "use_mgmt_api is on but cassandra_url is empty; set it to e.g. http://127.0.0.1:8080/api/v0/ops/node/snapshots",
             ));
         }
-        let checks = ChecksConfig {
-            enable_md5_checks: r.bool("checks", "enable_md5_checks", false)?,
-        };
+        let checks = ChecksConfig { enable_md5_checks: r.bool("checks", "enable_md5_checks", false)? };
         let metrics_port = match r.opt("monitoring", "metrics_port") {
             None => None,
             Some(v) => Some(v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
@@ -538,10 +555,7 @@ impl Config {
         if let Some(pod) = std::env::var("POD_NAME").ok().filter(|v| !v.is_empty()) {
             return Ok(Fqdn::new(pod)?);
         }
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_default();
+        let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
         Ok(Fqdn::new(host)?)
     }
 }
@@ -551,13 +565,11 @@ fn env_or(var: &str, value: Option<String>) -> Option<String> {
 }
 
 fn read_storage(r: &Reader<'_>) -> Result<StorageConfig, ConfigError> {
-    let provider = r
-        .opt("storage", "storage_provider")
-        .ok_or_else(|| bad("storage", "storage_provider", "is required (e.g. s3, s3_compatible, azure_blobs, google_storage, local)"))?;
+    let provider = r.opt("storage", "storage_provider").ok_or_else(|| {
+        bad("storage", "storage_provider", "is required (e.g. s3, s3_compatible, azure_blobs, google_storage, local)")
+    })?;
     let provider = Provider::parse(&provider)?;
-    let bucket_name = r
-        .opt("storage", "bucket_name")
-        .ok_or_else(|| bad("storage", "bucket_name", "is required"))?;
+    let bucket_name = r.opt("storage", "bucket_name").ok_or_else(|| bad("storage", "bucket_name", "is required"))?;
     if bucket_name.contains('/') {
         return Err(bad("storage", "bucket_name", format!("{bucket_name:?} must not contain '/'")));
     }
@@ -575,7 +587,11 @@ fn read_storage(r: &Reader<'_>) -> Result<StorageConfig, ConfigError> {
         None => Some(parse_size("50MB/s").expect("valid default")),
         Some(v) => {
             let n = parse_size(&v).ok_or_else(|| {
-                bad("storage", "transfer_max_bandwidth", format!("{v:?} is not a rate; use e.g. 50MB/s, or 0 for unlimited"))
+                bad(
+                    "storage",
+                    "transfer_max_bandwidth",
+                    format!("{v:?} is not a rate; use e.g. 50MB/s, or 0 for unlimited"),
+                )
             })?;
             (n > 0).then_some(n)
         }
@@ -587,7 +603,9 @@ fn read_storage(r: &Reader<'_>) -> Result<StorageConfig, ConfigError> {
     }
     let port = match r.opt("storage", "port") {
         None => None,
-        Some(v) => Some(v.parse::<u16>().map_err(|_| bad("storage", "port", format!("{v:?} is not a TCP port number")))?),
+        Some(v) => {
+            Some(v.parse::<u16>().map_err(|_| bad("storage", "port", format!("{v:?} is not a TCP port number")))?)
+        }
     };
     Ok(StorageConfig {
         provider,
@@ -604,9 +622,7 @@ fn read_storage(r: &Reader<'_>) -> Result<StorageConfig, ConfigError> {
         concurrent_transfers: concurrent.max(1),
         multi_part_upload_threshold: r.size("multi_part_upload_threshold", "20MB")?,
         multipart_chunksize: chunk,
-        multipart_max_concurrency: r
-            .num("storage", "multipart_max_concurrency", 4usize, "a whole number")?
-            .max(1),
+        multipart_max_concurrency: r.num("storage", "multipart_max_concurrency", 4usize, "a whole number")?.max(1),
         host: r.opt("storage", "host"),
         port,
         region: r.opt("storage", "region").unwrap_or_else(|| "default".into()),
@@ -615,7 +631,9 @@ fn read_storage(r: &Reader<'_>) -> Result<StorageConfig, ConfigError> {
         kms_id: r.opt("storage", "kms_id"),
         sse_c_key: r.opt("storage", "sse_c_key"),
         backup_grace_period_in_days: r.num("storage", "backup_grace_period_in_days", 10, "a whole number of days")?,
-        read_timeout: r.num("storage", "read_timeout", 0u64, "a whole number of seconds").map(|v| (v > 0).then_some(v))?,
+        read_timeout: r
+            .num("storage", "read_timeout", 0u64, "a whole number of seconds")
+            .map(|v| (v > 0).then_some(v))?,
         s3_addressing_style: r.opt("storage", "s3_addressing_style").unwrap_or_else(|| "auto".into()),
         endpoint: r.opt("storage", "endpoint"),
         max_retries: r.num("storage", "max_retries", 7usize, "a whole number of retries")?,
@@ -698,9 +716,18 @@ mod tests {
             ("[storage]\nstorage_provider = dropbox\nbucket_name = b\n", "unknown provider \"dropbox\""),
             ("[storage]\nstorage_provider = s3\n", "[storage] bucket_name: is required"),
             ("[storage]\nstorage_provider = s3\nbucket_name = a/b\n", "must not contain '/'"),
-            ("[storage]\nstorage_provider = s3\nbucket_name = b\nsecure = maybe\n", "[storage] secure: \"maybe\" is not a boolean"),
-            ("[storage]\nstorage_provider = s3\nbucket_name = b\nconcurrent_transfers = many\n", "[storage] concurrent_transfers"),
-            ("[storage]\nstorage_provider = s3\nbucket_name = b\nmultipart_chunksize = 1.5\n", "[storage] multipart_chunksize"),
+            (
+                "[storage]\nstorage_provider = s3\nbucket_name = b\nsecure = maybe\n",
+                "[storage] secure: \"maybe\" is not a boolean",
+            ),
+            (
+                "[storage]\nstorage_provider = s3\nbucket_name = b\nconcurrent_transfers = many\n",
+                "[storage] concurrent_transfers",
+            ),
+            (
+                "[storage]\nstorage_provider = s3\nbucket_name = b\nmultipart_chunksize = 1.5\n",
+                "[storage] multipart_chunksize",
+            ),
             ("[storage]\nstorage_provider = s3\nbucket_name = b\n[grpc]\nport = 99999\n", "[grpc] port"),
             ("[storage]\nstorage_provider = local\nbucket_name = b\n", "base_path: is required"),
             ("[storage]\nstorage_provider = s3\nbucket_name = b\n[kubernetes]\nuse_mgmt_api = 1\n", "cassandra_url"),

@@ -58,9 +58,15 @@ fn file_hash(path: &PathBuf) -> Option<blake3::Hash> {
 }
 
 /// Serves until `shutdown` resolves or the configuration changes, then drains and returns.
-pub async fn run(cfg: Config, opts: Options, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<Exit, DaemonError> {
+pub async fn run(
+    cfg: Config,
+    opts: Options,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Exit, DaemonError> {
     let node = Arc::new(Node::open(&cfg)?);
-    std::fs::create_dir_all(&node.state_dir).map_err(|e| format!("state directory {}: {e}", node.state_dir.display()))?;
+    std::fs::create_dir_all(&node.state_dir)
+        .map_err(|e| format!("state directory {}: {e}", node.state_dir.display()))?;
     let (jobs, interrupted) = Jobs::recover(node.clone())?;
     let jobs = Arc::new(jobs);
     {
@@ -71,7 +77,9 @@ pub async fn run(cfg: Config, opts: Options, listener: tokio::net::TcpListener, 
     crate::metrics::global().set_restore_file(node.state_dir.join("restore.prom"));
     let metrics_task = match cfg.metrics_port {
         Some(port) => {
-            let l = tokio::net::TcpListener::bind(("0.0.0.0", port)).await.map_err(|e| format!("[monitoring] metrics_port {port}: {e}"))?;
+            let l = tokio::net::TcpListener::bind(("0.0.0.0", port))
+                .await
+                .map_err(|e| format!("[monitoring] metrics_port {port}: {e}"))?;
             tracing::info!(port, "Prometheus metrics on /metrics");
             Some(tokio::spawn(crate::metrics::serve(l)))
         }

@@ -28,7 +28,8 @@ pub async fn delete_node_backup(s: &Storage, n: &Fqdn, b: &BackupName) -> Result
     // Data and meta first, the manifest last of them, so that a half-deleted backup never
     // looks complete.
     let folder = l.node_backup_dir(n, b);
-    let mut keys: Vec<(String, u64)> = s.list(&folder).map_ok(|m| (m.location.to_string(), m.size)).try_collect().await?;
+    let mut keys: Vec<(String, u64)> =
+        s.list(&folder).map_ok(|m| (m.location.to_string(), m.size)).try_collect().await?;
     let manifest = l.meta(n, b, crate::layout::Meta::Manifest);
     keys.sort_by_key(|(k, _)| (*k == manifest, k.ends_with("/meta/schema.cql")));
     for (key, size) in keys {
@@ -39,7 +40,8 @@ pub async fn delete_node_backup(s: &Storage, n: &Fqdn, b: &BackupName) -> Result
     let index: Vec<(String, u64)> = s
         .list(&l.index_dir(b))
         .try_filter(|m| {
-            let mine = parse_index_key(l, m.location.as_ref()).is_some_and(|(name, node, _)| name == b.as_str() && node == n.as_str());
+            let mine = parse_index_key(l, m.location.as_ref())
+                .is_some_and(|(name, node, _)| name == b.as_str() && node == n.as_str());
             futures::future::ready(mine)
         })
         .map_ok(|m| (m.location.to_string(), m.size))

@@ -112,10 +112,7 @@ pub fn matches(recorded: &str, d: &ContentDigest) -> bool {
     if r.len() == 32 && r.bytes().all(|b| b.is_ascii_hexdigit()) {
         return r.eq_ignore_ascii_case(&d.md5_hex());
     }
-    base64::engine::general_purpose::STANDARD
-        .decode(r)
-        .map(|b| b.as_slice() == d.md5)
-        .unwrap_or(false)
+    base64::engine::general_purpose::STANDARD.decode(r).map(|b| b.as_slice() == d.md5).unwrap_or(false)
 }
 
 /// Identity of a local file for the digest cache: SSTable components are immutable, so the
@@ -154,14 +151,8 @@ impl DigestCache {
     /// Loads the cache at `path`; a missing, old or damaged file gives an empty cache (the
     /// only cost is reading files again).
     pub fn load(path: &Path) -> DigestCache {
-        let entries = std::fs::read(path)
-            .ok()
-            .and_then(|bytes| parse_cache(&bytes))
-            .unwrap_or_default();
-        DigestCache {
-            path: Some(path.to_path_buf()),
-            entries,
-        }
+        let entries = std::fs::read(path).ok().and_then(|bytes| parse_cache(&bytes)).unwrap_or_default();
+        DigestCache { path: Some(path.to_path_buf()), entries }
     }
 
     /// The cached digest of a file; when `part_size` is given the digest must carry the
@@ -196,7 +187,14 @@ impl DigestCache {
             writeln!(
                 body,
                 "{} {} {} {} {} {} {} {}",
-                id.dev, id.ino, id.size, id.mtime_ns, d.md5_hex(), part_size, etag, id.name
+                id.dev,
+                id.ino,
+                id.size,
+                id.mtime_ns,
+                d.md5_hex(),
+                part_size,
+                etag,
+                id.name
             )?;
         }
         let sum = blake3::hash(&body);

@@ -44,11 +44,7 @@ impl Ini {
             if let (Some((key, key_indent)), Some(sect)) = (&open_key, &section)
                 && indent > *key_indent
             {
-                let entry = ini
-                    .sections
-                    .get_mut(sect)
-                    .and_then(|s| s.get_mut(key))
-                    .expect("open key exists");
+                let entry = ini.sections.get_mut(sect).and_then(|s| s.get_mut(key)).expect("open key exists");
                 if !entry.0.is_empty() {
                     entry.0.push('\n');
                 }
@@ -58,10 +54,7 @@ impl Ini {
             if trimmed.starts_with('[') && trimmed.ends_with(']') && trimmed.len() > 2 {
                 let name = trimmed[1..trimmed.len() - 1].to_string();
                 if ini.sections.contains_key(&name) {
-                    return Err(IniError {
-                        line: line_no,
-                        message: format!("section [{name}] appears twice"),
-                    });
+                    return Err(IniError { line: line_no, message: format!("section [{name}] appears twice") });
                 }
                 ini.sections.insert(name.clone(), BTreeMap::new());
                 section = Some(name);
@@ -75,18 +68,12 @@ impl Ini {
                 });
             };
             let Some(pos) = trimmed.find(['=', ':']) else {
-                return Err(IniError {
-                    line: line_no,
-                    message: format!("expected 'key = value', got {trimmed:?}"),
-                });
+                return Err(IniError { line: line_no, message: format!("expected 'key = value', got {trimmed:?}") });
             };
             let key = trimmed[..pos].trim().to_lowercase();
             let value = trimmed[pos + 1..].trim().to_string();
             if key.is_empty() {
-                return Err(IniError {
-                    line: line_no,
-                    message: "empty key name".into(),
-                });
+                return Err(IniError { line: line_no, message: "empty key name".into() });
             }
             let keys = ini.sections.get_mut(sect).expect("section exists");
             if keys.contains_key(&key) {
@@ -103,10 +90,7 @@ impl Ini {
 
     /// The value of `key` in `section`, if present.
     pub fn get(&self, section: &str, key: &str) -> Option<&str> {
-        self.sections
-            .get(section)?
-            .get(key)
-            .map(|(value, _)| value.as_str())
+        self.sections.get(section)?.get(key).map(|(value, _)| value.as_str())
     }
 
     /// The names of all sections, sorted.
@@ -116,10 +100,7 @@ impl Ini {
 
     /// The keys of `section`, sorted.
     pub fn keys(&self, section: &str) -> impl Iterator<Item = &str> {
-        self.sections
-            .get(section)
-            .into_iter()
-            .flat_map(|s| s.keys().map(String::as_str))
+        self.sections.get(section).into_iter().flat_map(|s| s.keys().map(String::as_str))
     }
 }
 

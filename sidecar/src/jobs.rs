@@ -134,7 +134,9 @@ impl Jobs {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            let Ok(mut view) = std::fs::read(&path).map_err(drop).and_then(|b| serde_json::from_slice::<JobView>(&b).map_err(drop)) else {
+            let Ok(mut view) =
+                std::fs::read(&path).map_err(drop).and_then(|b| serde_json::from_slice::<JobView>(&b).map_err(drop))
+            else {
                 tracing::warn!(path = %path.display(), "ignoring an unreadable job journal entry");
                 continue;
             };
@@ -149,7 +151,12 @@ impl Jobs {
             let (done, _) = watch::channel(true);
             table.insert(
                 view.name.clone(),
-                Arc::new(Handle { view: Mutex::new(view), progress: Arc::default(), done, cancel: CancellationToken::new() }),
+                Arc::new(Handle {
+                    view: Mutex::new(view),
+                    progress: Arc::default(),
+                    done,
+                    cancel: CancellationToken::new(),
+                }),
             );
         }
         let jobs = Jobs {
@@ -187,7 +194,9 @@ impl Jobs {
                     tracing::warn!(backup = %b, error = %e, "could not write the failure marker");
                 }
             }
-            (Err(e), _) | (_, Err(e)) => tracing::warn!(backup = %b, error = %e, "could not check the failed backup in storage"),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(backup = %b, error = %e, "could not check the failed backup in storage")
+            }
             _ => {}
         }
     }
@@ -256,7 +265,9 @@ impl Jobs {
         if let Some(v) = self.get(name.as_str()) {
             return match v.state {
                 State::Queued | State::Running | State::Success => Ok(v),
-                State::Failed => Err(SubmitError::Incomplete { name: name.to_string(), why: v.error.unwrap_or_default() }),
+                State::Failed => {
+                    Err(SubmitError::Incomplete { name: name.to_string(), why: v.error.unwrap_or_default() })
+                }
             };
         }
         // Unknown here: maybe written by another process or before a lost state directory.
@@ -295,7 +306,12 @@ impl Jobs {
                 progress: (0, 0, 0, 0),
             };
             let (done, _) = watch::channel(false);
-            let h = Arc::new(Handle { view: Mutex::new(view), progress: Arc::default(), done, cancel: CancellationToken::new() });
+            let h = Arc::new(Handle {
+                view: Mutex::new(view),
+                progress: Arc::default(),
+                done,
+                cancel: CancellationToken::new(),
+            });
             table.insert(name.to_string(), h.clone());
             h
         };

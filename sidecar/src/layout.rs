@@ -252,7 +252,10 @@ mod tests {
     fn keys_match_the_spec_examples() {
         let l = Layout::new(Some("demo"));
         assert_eq!(l.meta(&n(), &b(), Meta::Schema), "demo/demo-dc1-default-sts-0/b1/meta/schema.cql");
-        assert_eq!(l.index_started(&b(), &n(), 1717243200), "demo/index/backup_index/b1/started_demo-dc1-default-sts-0_1717243200.timestamp");
+        assert_eq!(
+            l.index_started(&b(), &n(), 1717243200),
+            "demo/index/backup_index/b1/started_demo-dc1-default-sts-0_1717243200.timestamp"
+        );
         assert_eq!(l.index_differential(&b(), &n()), "demo/index/backup_index/b1/differential_demo-dc1-default-sts-0");
         assert_eq!(l.latest_backup_name(&n()), "demo/index/latest_backup/demo-dc1-default-sts-0/backup_name.txt");
         let f = TableFile { index_dir: Some(".orders_by_user".into()), name: "nb-3-big-Data.db".into() };

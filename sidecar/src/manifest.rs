@@ -41,9 +41,7 @@ pub fn to_bytes(m: &[ManifestSection]) -> Vec<u8> {
 
 /// Totals of a manifest: (objects, bytes).
 pub fn totals(m: &[ManifestSection]) -> (u64, u64) {
-    m.iter()
-        .flat_map(|s| &s.objects)
-        .fold((0, 0), |(n, b), o| (n + 1, b + o.size))
+    m.iter().flat_map(|s| &s.objects).fold((0, 0), |(n, b), o| (n + 1, b + o.size))
 }
 
 /// Where a manifest object is placed below its table directory: the file name, inside its 2i
@@ -54,9 +52,7 @@ pub fn placement(object_key: &str) -> Option<crate::layout::TableFile> {
     let name = parts.next().filter(|n| !n.is_empty() && *n != "." && *n != "..")?;
     let parent = parts.next();
     Some(crate::layout::TableFile {
-        index_dir: parent
-            .filter(|p| p.starts_with('.') && *p != "." && *p != "..")
-            .map(str::to_string),
+        index_dir: parent.filter(|p| p.starts_with('.') && *p != "." && *p != "..").map(str::to_string),
         name: name.to_string(),
     })
 }

@@ -64,7 +64,16 @@ impl Metrics {
 
     /// A backup succeeded.
     #[allow(clippy::too_many_arguments)]
-    pub fn backup_succeeded(&self, mode: &str, seconds: f64, up_bytes: u64, up_files: u64, all_bytes: u64, all_files: u64, at: i64) {
+    pub fn backup_succeeded(
+        &self,
+        mode: &str,
+        seconds: f64,
+        up_bytes: u64,
+        up_files: u64,
+        all_bytes: u64,
+        all_files: u64,
+        at: i64,
+    ) {
         self.succeeded.add(mode, 1);
         self.duration_sum_ms.fetch_add((seconds * 1000.0) as u64, Ordering::Relaxed);
         self.duration_count.fetch_add(1, Ordering::Relaxed);
@@ -127,11 +136,41 @@ impl Metrics {
             get(&self.duration_sum_ms) / 1000.0,
             self.duration_count.load(Ordering::Relaxed)
         );
-        one(&mut o, "medusa_backup_uploaded_bytes_total", "counter", "Bytes uploaded by completed backups.", get(&self.uploaded_bytes));
-        one(&mut o, "medusa_backup_uploaded_files_total", "counter", "Files uploaded by completed backups.", get(&self.uploaded_files));
-        one(&mut o, "medusa_backup_reused_bytes_total", "counter", "Bytes of completed differential backups reused from storage.", get(&self.reused_bytes));
-        one(&mut o, "medusa_backup_reused_files_total", "counter", "Files of completed differential backups reused from storage.", get(&self.reused_files));
-        one(&mut o, "medusa_last_successful_backup_timestamp_seconds", "gauge", "Finish time of the last successful backup (Unix seconds).", get(&self.last_success));
+        one(
+            &mut o,
+            "medusa_backup_uploaded_bytes_total",
+            "counter",
+            "Bytes uploaded by completed backups.",
+            get(&self.uploaded_bytes),
+        );
+        one(
+            &mut o,
+            "medusa_backup_uploaded_files_total",
+            "counter",
+            "Files uploaded by completed backups.",
+            get(&self.uploaded_files),
+        );
+        one(
+            &mut o,
+            "medusa_backup_reused_bytes_total",
+            "counter",
+            "Bytes of completed differential backups reused from storage.",
+            get(&self.reused_bytes),
+        );
+        one(
+            &mut o,
+            "medusa_backup_reused_files_total",
+            "counter",
+            "Files of completed differential backups reused from storage.",
+            get(&self.reused_files),
+        );
+        one(
+            &mut o,
+            "medusa_last_successful_backup_timestamp_seconds",
+            "gauge",
+            "Finish time of the last successful backup (Unix seconds).",
+            get(&self.last_success),
+        );
         let (done, total, fdone, ftotal) = match &*self.running.lock().expect("metrics lock") {
             Some(p) => (get(&p.bytes_done), get(&p.bytes_total), get(&p.files_done), get(&p.files_total)),
             None => (0.0, 0.0, 0.0, 0.0),
@@ -142,10 +181,22 @@ impl Metrics {
         one(&mut o, "medusa_backup_running_files_total", "gauge", "Files of the running backup.", ftotal);
         one(&mut o, "medusa_purges_total", "counter", "Purges completed.", get(&self.purges));
         one(&mut o, "medusa_purge_errors_total", "counter", "Purges failed.", get(&self.purge_errors));
-        one(&mut o, "medusa_purged_backups_total", "counter", "Node backups deleted by purges.", get(&self.purged_backups));
+        one(
+            &mut o,
+            "medusa_purged_backups_total",
+            "counter",
+            "Node backups deleted by purges.",
+            get(&self.purged_backups),
+        );
         one(&mut o, "medusa_purged_objects_total", "counter", "Objects deleted by purges.", get(&self.purged_objects));
         one(&mut o, "medusa_purged_bytes_total", "counter", "Bytes deleted by purges.", get(&self.purged_bytes));
-        labelled(&mut o, "medusa_storage_errors_total", "Storage requests that failed after retries, by operation.", "operation", &self.storage_errors);
+        labelled(
+            &mut o,
+            "medusa_storage_errors_total",
+            "Storage requests that failed after retries, by operation.",
+            "operation",
+            &self.storage_errors,
+        );
         if let Some(p) = &*self.restore_file.lock().expect("metrics lock")
             && let Ok(text) = std::fs::read_to_string(p)
         {
@@ -192,12 +243,16 @@ pub async fn serve(listener: tokio::net::TcpListener) {
             }
             let head = String::from_utf8_lossy(&buf[..n]);
             let path = head.split_whitespace().nth(1).unwrap_or("");
-            let (status, ctype, body) = if head.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
-                ("200 OK", "text/plain; version=0.0.4; charset=utf-8", global().render())
-            } else {
-                ("404 Not Found", "text/plain", "not found: try /metrics\n".to_string())
-            };
-            let resp = format!("HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let (status, ctype, body) =
+                if head.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
+                    ("200 OK", "text/plain; version=0.0.4; charset=utf-8", global().render())
+                } else {
+                    ("404 Not Found", "text/plain", "not found: try /metrics\n".to_string())
+                };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
             let _ = sock.write_all(resp.as_bytes()).await;
             let _ = sock.shutdown().await;
         });

@@ -19,13 +19,7 @@ pub struct InvalidName {
 }
 
 fn check(kind: &'static str, value: &str) -> Result<(), InvalidName> {
-    let fail = |reason| {
-        Err(InvalidName {
-            kind,
-            value: value.chars().take(200).collect(),
-            reason,
-        })
-    };
+    let fail = |reason| Err(InvalidName { kind, value: value.chars().take(200).collect(), reason });
     if value.is_empty() {
         return fail("it must not be empty");
     }

@@ -54,7 +54,8 @@ pub enum NodeError {
 impl NodeError {
     /// Whether trying again later can help (Cassandra still starting, API restarting).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, NodeError::Unreachable { .. }) || matches!(self, NodeError::Http { status, .. } if *status >= 500)
+        matches!(self, NodeError::Unreachable { .. })
+            || matches!(self, NodeError::Http { status, .. } if *status >= 500)
     }
 }
 
@@ -85,7 +86,8 @@ pub trait Cassandra: Send + Sync {
 pub fn from_config(cfg: &Config) -> Result<Arc<dyn Cassandra>, NodeError> {
     let k = &cfg.kubernetes;
     if k.use_mgmt_api {
-        let url = k.cassandra_url.clone().ok_or_else(|| NodeError::Config("[kubernetes] cassandra_url is empty".into()))?;
+        let url =
+            k.cassandra_url.clone().ok_or_else(|| NodeError::Config("[kubernetes] cassandra_url is empty".into()))?;
         return Ok(Arc::new(ManagementApi::new(&url, k)?));
     }
     if k.enabled {
@@ -118,9 +120,8 @@ impl ManagementApi {
             Some(i) => url[..i].to_string(),
             None => url.clone(),
         };
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(600));
+        let mut b =
+            reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(600));
         if let (Some(cert), Some(key)) = (&k.tls_cert, &k.tls_key) {
             let mut pem = read(cert)?;
             pem.extend_from_slice(b"\n");
@@ -132,8 +133,9 @@ impl ManagementApi {
             // the CA, and keeps Medusa's behaviour otherwise so that existing pods still work.
             match &k.ca_cert {
                 Some(ca) => {
-                    let ca = reqwest::Certificate::from_pem(&read(ca)?)
-                        .map_err(|e| NodeError::Config(format!("[kubernetes] ca_cert is not a PEM certificate: {e}")))?;
+                    let ca = reqwest::Certificate::from_pem(&read(ca)?).map_err(|e| {
+                        NodeError::Config(format!("[kubernetes] ca_cert is not a PEM certificate: {e}"))
+                    })?;
                     b = b.tls_certs_only([ca]);
                 }
                 None => b = b.danger_accept_invalid_certs(true),
@@ -217,7 +219,10 @@ pub fn keyspace_statement(ks: &str, replication: &serde_json::Map<String, Value>
         .iter()
         .map(|(k, v)| format!("'{k}': '{}'", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
         .collect();
-    format!("CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{{}}}  AND durable_writes = true;", parts.join(", "))
+    format!(
+        "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{{}}}  AND durable_writes = true;",
+        parts.join(", ")
+    )
 }
 
 /// One `/api/v0/metadata/endpoints` entry.
@@ -331,7 +336,10 @@ impl Nodetool {
             .kill_on_drop(true)
             .output()
             .await
-            .map_err(|e| NodeError::Nodetool { args: sub.join(" "), message: format!("cannot run {}: {e}", self.exe) })?;
+            .map_err(|e| NodeError::Nodetool {
+                args: sub.join(" "),
+                message: format!("cannot run {}: {e}", self.exe),
+            })?;
         if !out.status.success() {
             return Err(NodeError::Nodetool {
                 args: sub.join(" "),
@@ -374,13 +382,8 @@ impl Cassandra for Nodetool {
             .map(|v| v.trim().to_string())
             .unwrap_or_else(|| "unknown".into());
         // nodetool gives this node's facts only: the tokenmap holds the local node.
-        let node = RingNode {
-            host: local.to_string(),
-            tokens,
-            is_up: true,
-            rack: field("Rack"),
-            dc: field("Data Center"),
-        };
+        let node =
+            RingNode { host: local.to_string(), tokens, is_up: true, rack: field("Rack"), dc: field("Data Center") };
         Ok(NodeFacts { tokenmap: TokenMap(vec![node]), release_version, keyspace_cql: Vec::new() })
     }
 }
@@ -403,7 +406,8 @@ mod tests {
 
     #[test]
     fn ring_keeps_the_local_dc_sorted_by_ip() {
-        let eps = [ep("10.0.0.9", false, "dc1", "3"), ep("10.0.0.10", true, "dc1", "1,2"), ep("10.0.0.5", false, "dc2", "4")];
+        let eps =
+            [ep("10.0.0.9", false, "dc1", "3"), ep("10.0.0.10", true, "dc1", "1,2"), ep("10.0.0.5", false, "dc2", "4")];
         let local = Fqdn::new("demo-dc1-r1-sts-0").unwrap();
         let tm = ring_of_local_dc(&eps, &local, |ip| Some(format!("pod-{ip}"))).unwrap();
         let hosts: Vec<_> = tm.0.iter().map(|n| n.host.as_str()).collect();
@@ -415,7 +419,8 @@ mod tests {
     #[test]
     fn keyspace_statement_is_fully_qualified() {
         let m: serde_json::Map<String, Value> =
-            serde_json::from_str(r#"{"class": "org.apache.cassandra.locator.NetworkTopologyStrategy", "dc1": "3"}"#).unwrap();
+            serde_json::from_str(r#"{"class": "org.apache.cassandra.locator.NetworkTopologyStrategy", "dc1": "3"}"#)
+                .unwrap();
         assert_eq!(
             keyspace_statement("ks1", &m),
             "CREATE KEYSPACE IF NOT EXISTS ks1 WITH replication = {'class': 'org.apache.cassandra.locator.NetworkTopologyStrategy', 'dc1': '3'}  AND durable_writes = true;"

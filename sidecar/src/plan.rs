@@ -174,7 +174,10 @@ mod tests {
         let same = digest(b"abc");
         let mut c = Catalog::default();
         c.insert(BASE.into(), 3, Some(same.md5_hex()));
-        assert_eq!(fx.decide(Mode::Differential, 3, Some(&same), &c), Decision::Reuse { key: BASE.into(), hash: Some(same.md5_hex()) });
+        assert_eq!(
+            fx.decide(Mode::Differential, 3, Some(&same), &c),
+            Decision::Reuse { key: BASE.into(), hash: Some(same.md5_hex()) }
+        );
         // Same name and size, different bytes: a new, versioned key; the old object stays.
         let other = digest(b"abd");
         let v = format!("p/n/data/ks/t-1-v{}/nb-1-big-TOC.txt", other.md5_hex());
@@ -193,7 +196,9 @@ mod tests {
         assert_eq!(fx.decide(Mode::Differential, 3, None, &c), Decision::NeedDigest);
         // A stored object whose hash is unknown is never assumed equal.
         let d = digest(b"abc");
-        assert!(matches!(fx.decide(Mode::Differential, 3, Some(&d), &c), Decision::Upload { key } if key.contains("-v")));
+        assert!(
+            matches!(fx.decide(Mode::Differential, 3, Some(&d), &c), Decision::Upload { key } if key.contains("-v"))
+        );
         c.learn_hash(BASE, 3, &d.md5_base64());
         assert!(matches!(fx.decide(Mode::Differential, 3, Some(&d), &c), Decision::Reuse { .. }));
     }

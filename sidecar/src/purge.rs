@@ -56,7 +56,12 @@ pub struct PurgePlan {
 /// Medusa's selection (§5.1) over this node's backups, complete or not: by age
 /// (`started < now - age`), by count (the oldest beyond the newest N), the union of both.
 /// A backup running here is always kept.
-pub fn plan(mut backups: Vec<NodeBackup>, now: i64, limits: Limits, running: &(dyn Fn(&str) -> bool + Sync)) -> PurgePlan {
+pub fn plan(
+    mut backups: Vec<NodeBackup>,
+    now: i64,
+    limits: Limits,
+    running: &(dyn Fn(&str) -> bool + Sync),
+) -> PurgePlan {
     backups.sort_by(|a, b| (a.started, &a.name).cmp(&(b.started, &b.name)));
     let n = backups.len();
     let over = if limits.max_backup_count > 0 { n.saturating_sub(limits.max_backup_count as usize) } else { 0 };
@@ -125,7 +130,10 @@ async fn referenced(storage: &Storage, n: &Fqdn) -> Result<HashSet<[u8; 16]>, St
             Ok(sections) => set.extend(sections.iter().flat_map(|s| &s.objects).map(|o| key_hash(&o.path))),
             Err(e) => {
                 // An unreadable manifest makes every decision unsafe: stop the cleanup.
-                return Err(StorageError::Config(format!("manifest of {} is unreadable ({e}); orphan cleanup stopped", nb.name)));
+                return Err(StorageError::Config(format!(
+                    "manifest of {} is unreadable ({e}); orphan cleanup stopped",
+                    nb.name
+                )));
             }
         }
     }
@@ -134,7 +142,12 @@ async fn referenced(storage: &Storage, n: &Fqdn) -> Result<HashSet<[u8; 16]>, St
 
 /// Deletes objects below `P/N/data/` that no finished manifest of node `n` references and that
 /// are older than the grace period; returns (objects, bytes, within_grace).
-pub async fn clean_orphans(storage: &Storage, n: &Fqdn, now: i64, grace_days: u32) -> Result<(u64, u64, u64), StorageError> {
+pub async fn clean_orphans(
+    storage: &Storage,
+    n: &Fqdn,
+    now: i64,
+    grace_days: u32,
+) -> Result<(u64, u64, u64), StorageError> {
     let refs = referenced(storage, n).await?;
     let cutoff = now - i64::from(grace_days) * 86_400;
     let prefix = storage.layout.shared_data_dir(n);
@@ -164,7 +177,11 @@ pub async fn clean_orphans(storage: &Storage, n: &Fqdn, now: i64, grace_days: u3
 async fn count_orphans(storage: &Storage, n: &Fqdn) -> Result<u64, StorageError> {
     let refs = referenced(storage, n).await?;
     let listing = storage.list(&storage.layout.shared_data_dir(n));
-    listing.try_fold(0u64, |c, m| futures::future::ready(Ok(c + u64::from(!refs.contains(&key_hash(m.location.as_ref())))))).await
+    listing
+        .try_fold(0u64, |c, m| {
+            futures::future::ready(Ok(c + u64::from(!refs.contains(&key_hash(m.location.as_ref())))))
+        })
+        .await
 }
 
 async fn delete_batch(storage: &Storage, batch: Vec<(ObjectPath, u64)>) -> Result<(u64, u64), StorageError> {
@@ -190,8 +207,16 @@ async fn delete_batch(storage: &Storage, batch: Vec<(ObjectPath, u64)>) -> Resul
 
 /// Runs a purge for node `n`. `exclusive` is true when the caller holds the node's backup slot
 /// (no backup runs, none can start): only then are orphans deleted.
-pub async fn purge(storage: &Storage, n: &Fqdn, limits: Limits, now: i64, running: &(dyn Fn(&str) -> bool + Sync), exclusive: bool) -> Result<PurgeReport, StorageError> {
-    let mine: Vec<NodeBackup> = node_backups(storage, None).await?.into_iter().filter(|b| b.fqdn == n.as_str()).collect();
+pub async fn purge(
+    storage: &Storage,
+    n: &Fqdn,
+    limits: Limits,
+    now: i64,
+    running: &(dyn Fn(&str) -> bool + Sync),
+    exclusive: bool,
+) -> Result<PurgeReport, StorageError> {
+    let mine: Vec<NodeBackup> =
+        node_backups(storage, None).await?.into_iter().filter(|b| b.fqdn == n.as_str()).collect();
     let plan = plan(mine, now, limits, running);
     for (b, why) in &plan.purge {
         tracing::info!(backup = %b.name, started = b.started, reason = ?why, "purge plan: delete");
@@ -212,9 +237,18 @@ pub async fn purge(storage: &Storage, n: &Fqdn, limits: Limits, now: i64, runnin
     } else {
         report.deferred = true;
         report.within_grace = count_orphans(storage, n).await?;
-        tracing::info!(kept = report.within_grace, "a backup is running on this node: orphan cleanup deferred to the next purge");
+        tracing::info!(
+            kept = report.within_grace,
+            "a backup is running on this node: orphan cleanup deferred to the next purge"
+        );
     }
-    tracing::info!(backups = report.backups, objects = report.objects, bytes = report.bytes, within_grace = report.within_grace, "purge done");
+    tracing::info!(
+        backups = report.backups,
+        objects = report.objects,
+        bytes = report.bytes,
+        within_grace = report.within_grace,
+        "purge done"
+    );
     Ok(report)
 }
 
@@ -223,7 +257,13 @@ mod tests {
     use super::*;
 
     fn nb(name: &str, started: i64) -> NodeBackup {
-        NodeBackup { name: name.into(), fqdn: "n".into(), started: Some(started), finished: Some(started + 1), differential: true }
+        NodeBackup {
+            name: name.into(),
+            fqdn: "n".into(),
+            started: Some(started),
+            finished: Some(started + 1),
+            differential: true,
+        }
     }
 
     fn names(v: &[(NodeBackup, Reason)]) -> Vec<&str> {

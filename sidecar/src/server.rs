@@ -153,15 +153,20 @@ impl Medusa for MedusaService {
         // The job runs on its own; only the wait belongs to this call.
         let view = self.jobs.wait(name.as_str()).await;
         match view {
-            Some(v) if v.state == State::Failed => Err(Status::internal(format!(
-                "backup {name} failed: {}",
-                v.error.unwrap_or_default()
-            ))),
-            _ => Ok(Response::new(pb::BackupResponse { backup_name: name.to_string(), status: pb::StatusType::Success as i32 })),
+            Some(v) if v.state == State::Failed => {
+                Err(Status::internal(format!("backup {name} failed: {}", v.error.unwrap_or_default())))
+            }
+            _ => Ok(Response::new(pb::BackupResponse {
+                backup_name: name.to_string(),
+                status: pb::StatusType::Success as i32,
+            })),
         }
     }
 
-    async fn backup_status(&self, req: Request<pb::BackupStatusRequest>) -> Result<Response<pb::BackupStatusResponse>, Status> {
+    async fn backup_status(
+        &self,
+        req: Request<pb::BackupStatusRequest>,
+    ) -> Result<Response<pb::BackupStatusResponse>, Status> {
         let name = name_of(&req.into_inner().backup_name)?;
         if let Some(v) = self.jobs.get(name.as_str())
             && !(v.state == State::Success && v.finished.is_none())
@@ -206,10 +211,15 @@ impl Medusa for MedusaService {
         }))
     }
 
-    async fn delete_backup(&self, req: Request<pb::DeleteBackupRequest>) -> Result<Response<pb::DeleteBackupResponse>, Status> {
+    async fn delete_backup(
+        &self,
+        req: Request<pb::DeleteBackupRequest>,
+    ) -> Result<Response<pb::DeleteBackupResponse>, Status> {
         let name = name_of(&req.into_inner().name)?;
         if self.jobs.is_active(name.as_str()) {
-            return Err(Status::failed_precondition(format!("backup {name} is running on this node; wait until it finishes")));
+            return Err(Status::failed_precondition(format!(
+                "backup {name} is running on this node; wait until it finishes"
+            )));
         }
         let nbs = catalog::node_backups(&self.node.storage, Some(&name)).await.map_err(|e| e.to_status())?;
         if nbs.is_empty() {
@@ -217,7 +227,8 @@ impl Medusa for MedusaService {
         }
         for nb in &nbs {
             let fqdn = crate::names::Fqdn::new(nb.fqdn.clone()).map_err(|e| Status::internal(e.to_string()))?;
-            let d = crate::delete::delete_node_backup(&self.node.storage, &fqdn, &name).await.map_err(|e| e.to_status())?;
+            let d =
+                crate::delete::delete_node_backup(&self.node.storage, &fqdn, &name).await.map_err(|e| e.to_status())?;
             tracing::info!(backup = %name, node = %fqdn, objects = d.objects, bytes = d.bytes, "node backup deleted");
         }
         self.cache.forget(name.as_str());
@@ -243,24 +254,33 @@ impl Medusa for MedusaService {
         Ok(Response::new(pb::GetBackupResponse { status: s.status, backup: Some(s) }))
     }
 
-    async fn get_backups(&self, _req: Request<pb::GetBackupsRequest>) -> Result<Response<pb::GetBackupsResponse>, Status> {
+    async fn get_backups(
+        &self,
+        _req: Request<pb::GetBackupsRequest>,
+    ) -> Result<Response<pb::GetBackupsResponse>, Status> {
         let all = self.cluster_backups(None).await?;
         let backups: Vec<pb::BackupSummary> = all.iter().map(summary).collect();
         Ok(Response::new(pb::GetBackupsResponse { overall_status: overall(&backups) as i32, backups }))
     }
 
-    async fn purge_backups(&self, _req: Request<pb::PurgeBackupsRequest>) -> Result<Response<pb::PurgeBackupsResponse>, Status> {
+    async fn purge_backups(
+        &self,
+        _req: Request<pb::PurgeBackupsRequest>,
+    ) -> Result<Response<pb::PurgeBackupsResponse>, Status> {
         let slot = self.jobs.try_exclusive();
         let jobs = self.jobs.clone();
         let running = move |name: &str| jobs.is_active(name);
         let now = chrono::Utc::now().timestamp();
-        let r = match crate::purge::purge(&self.node.storage, &self.node.fqdn, self.limits, now, &running, slot.is_some()).await {
-            Ok(r) => r,
-            Err(e) => {
-                crate::metrics::global().purge_failed();
-                return Err(e.to_status());
-            }
-        };
+        let r =
+            match crate::purge::purge(&self.node.storage, &self.node.fqdn, self.limits, now, &running, slot.is_some())
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    crate::metrics::global().purge_failed();
+                    return Err(e.to_status());
+                }
+            };
         crate::metrics::global().purged(r.backups, r.objects, r.bytes);
         drop(slot);
         let sat = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
@@ -272,7 +292,10 @@ impl Medusa for MedusaService {
         }))
     }
 
-    async fn prepare_restore(&self, req: Request<pb::PrepareRestoreRequest>) -> Result<Response<pb::PrepareRestoreResponse>, Status> {
+    async fn prepare_restore(
+        &self,
+        req: Request<pb::PrepareRestoreRequest>,
+    ) -> Result<Response<pb::PrepareRestoreResponse>, Status> {
         let r = req.into_inner();
         let name = name_of(&r.backup_name)?;
         let key = crate::names::RestoreKey::new(r.restore_key).map_err(|e| e.to_status())?;
@@ -284,10 +307,14 @@ impl Medusa for MedusaService {
         if !r.datacenter.is_empty() {
             backup_ring.0.retain(|n| n.dc.as_deref().is_none_or(|dc| dc == r.datacenter));
             if backup_ring.0.is_empty() {
-                return Err(Status::failed_precondition(format!("backup {name} has no node in datacenter {}", r.datacenter)));
+                return Err(Status::failed_precondition(format!(
+                    "backup {name} has no node in datacenter {}",
+                    r.datacenter
+                )));
             }
         }
-        let facts = self.node.cassandra.facts(&self.node.fqdn, &[]).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let facts =
+            self.node.cassandra.facts(&self.node.fqdn, &[]).await.map_err(|e| Status::unavailable(e.to_string()))?;
         let mapping = crate::restore::mapping::host_map(&backup_ring, &facts.tokenmap, &[])
             .map_err(|e| Status::failed_precondition(format!("cannot restore {name} here: {e}")))?;
         let path = self.node.paths.root().join(".restore_mapping").join(key.as_str());

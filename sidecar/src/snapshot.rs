@@ -58,11 +58,7 @@ fn sorted_dirs(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
 
 /// Keyspace directories of the data directory (without `system_traces`).
 pub fn keyspaces(data_dir: &Path) -> std::io::Result<Vec<String>> {
-    Ok(sorted_dirs(data_dir)?
-        .into_iter()
-        .map(|(n, _)| n)
-        .filter(|n| n != SKIPPED_KEYSPACE)
-        .collect())
+    Ok(sorted_dirs(data_dir)?.into_iter().map(|(n, _)| n).filter(|n| n != SKIPPED_KEYSPACE).collect())
 }
 
 /// True when any table already has a snapshot called `tag`.
@@ -99,7 +95,8 @@ pub fn scan(data_dir: &Path, tag: &str) -> std::io::Result<Vec<SnapshotTable>> {
                 }
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let index_dir = if entry.depth() == 2 {
-                    let parent = entry.path().parent().and_then(Path::file_name).map(|p| p.to_string_lossy().into_owned());
+                    let parent =
+                        entry.path().parent().and_then(Path::file_name).map(|p| p.to_string_lossy().into_owned());
                     match parent {
                         Some(p) if p.starts_with('.') => Some(p),
                         // Not a secondary index folder: nothing Cassandra puts in a snapshot.

@@ -68,16 +68,10 @@ impl StorageError {
             | object_store::Error::InvalidPath { .. }
             | object_store::Error::NotSupported { .. }
             | object_store::Error::NotImplemented { .. }
-            | object_store::Error::UnknownConfigurationKey { .. } => StorageError::Refused {
-                op,
-                key: key.to_string(),
-                source,
-            },
-            source => StorageError::Unavailable {
-                op,
-                key: key.to_string(),
-                source,
-            },
+            | object_store::Error::UnknownConfigurationKey { .. } => {
+                StorageError::Refused { op, key: key.to_string(), source }
+            }
+            source => StorageError::Unavailable { op, key: key.to_string(), source },
         }
     }
 
@@ -104,10 +98,7 @@ pub struct Storage {
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage")
-            .field("store", &self.store.to_string())
-            .field("layout", &self.layout)
-            .finish()
+        f.debug_struct("Storage").field("store", &self.store.to_string()).field("layout", &self.layout).finish()
     }
 }
 
@@ -157,9 +148,8 @@ fn s3_endpoint(cfg: &StorageConfig) -> Option<String> {
 }
 
 fn read_key_file(path: &Path) -> Result<String, StorageError> {
-    std::fs::read_to_string(path).map_err(|e| {
-        StorageError::Config(format!("cannot read [storage] key_file {}: {e}", path.display()))
-    })
+    std::fs::read_to_string(path)
+        .map_err(|e| StorageError::Config(format!("cannot read [storage] key_file {}: {e}", path.display())))
 }
 
 impl Storage {
@@ -168,7 +158,8 @@ impl Storage {
         let cfg_err = |e: object_store::Error| StorageError::Config(e.to_string());
         let store: Arc<dyn ObjectStore> = match &cfg.provider {
             Provider::Local => {
-                let base = cfg.base_path.as_ref().ok_or_else(|| StorageError::Config("base_path is required".into()))?;
+                let base =
+                    cfg.base_path.as_ref().ok_or_else(|| StorageError::Config("base_path is required".into()))?;
                 let dir = base.join(&cfg.bucket_name);
                 std::fs::create_dir_all(&dir).map_err(|e| {
                     StorageError::Config(format!("cannot create local bucket directory {}: {e}", dir.display()))
@@ -226,7 +217,10 @@ impl Storage {
                         })?;
                         let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
                         let account = field("storage_account").ok_or_else(|| {
-                            StorageError::Config(format!("[storage] key_file {} lacks \"storage_account\"", path.display()))
+                            StorageError::Config(format!(
+                                "[storage] key_file {} lacks \"storage_account\"",
+                                path.display()
+                            ))
                         })?;
                         let b = MicrosoftAzureBuilder::new().with_account(account);
                         match field("key") {
@@ -245,7 +239,8 @@ impl Storage {
                 let endpoint = cfg.endpoint.clone().or_else(|| {
                     // Medusa: https://<account>.blob.core.<host>[:port]/
                     cfg.host.as_ref().map(|h| {
-                        let acct = b.get_config_value(&object_store::azure::AzureConfigKey::AccountName).unwrap_or_default();
+                        let acct =
+                            b.get_config_value(&object_store::azure::AzureConfigKey::AccountName).unwrap_or_default();
                         match cfg.port {
                             Some(p) => format!("https://{acct}.blob.core.{h}:{p}"),
                             None => format!("https://{acct}.blob.core.{h}"),
@@ -292,10 +287,7 @@ impl Storage {
         if let Some(c) = &self.storage_class {
             attrs.insert(Attribute::StorageClass, c.clone().into());
         }
-        PutOptions {
-            attributes: attrs,
-            ..Default::default()
-        }
+        PutOptions { attributes: attrs, ..Default::default() }
     }
 
     /// Writes a small object in one request.
@@ -339,11 +331,8 @@ impl Storage {
     pub fn list(&self, prefix: &str) -> impl futures::Stream<Item = Result<ObjectMeta, StorageError>> + Send + 'static {
         let owned = prefix.to_string();
         let trimmed = prefix.trim_end_matches('/');
-        let stream = if trimmed.is_empty() {
-            self.store.list(None)
-        } else {
-            self.store.list(Some(&ObjectPath::from(trimmed)))
-        };
+        let stream =
+            if trimmed.is_empty() { self.store.list(None) } else { self.store.list(Some(&ObjectPath::from(trimmed))) };
         stream.map_err(move |e| StorageError::from_store("list", &owned, e))
     }
 
@@ -359,9 +348,7 @@ impl Storage {
     /// The hash to record in a manifest for content `d` whose upload returned `etag`.
     pub fn manifest_hash(&self, d: &crate::digest::ContentDigest, etag: Option<&str>) -> String {
         match &self.provider {
-            p if p.is_s3() => etag
-                .map(|e| e.trim_matches('"').to_string())
-                .unwrap_or_else(|| d.md5_hex()),
+            p if p.is_s3() => etag.map(|e| e.trim_matches('"').to_string()).unwrap_or_else(|| d.md5_hex()),
             Provider::Local => d.md5_hex(),
             _ => d.md5_base64(),
         }
@@ -402,9 +389,15 @@ mod tests {
 
     #[test]
     fn missing_key_file_is_named() {
-        let e = Storage::from_config(&cfg("[storage]\nstorage_provider = s3\nbucket_name = b\nkey_file = /nonexistent/creds\n")).unwrap_err();
+        let e = Storage::from_config(&cfg(
+            "[storage]\nstorage_provider = s3\nbucket_name = b\nkey_file = /nonexistent/creds\n",
+        ))
+        .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/creds"), "{e}");
-        let e = Storage::from_config(&cfg("[storage]\nstorage_provider = azure_blobs\nbucket_name = b\nkey_file = /nonexistent/k.json\n")).unwrap_err();
+        let e = Storage::from_config(&cfg(
+            "[storage]\nstorage_provider = azure_blobs\nbucket_name = b\nkey_file = /nonexistent/k.json\n",
+        ))
+        .unwrap_err();
         assert!(e.to_string().contains("key_file"), "{e}");
     }
 

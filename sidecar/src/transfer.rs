@@ -182,7 +182,13 @@ impl Transfers {
 
     /// Uploads `path` (expected `size` bytes) to `key`, hashing on the way, and checks the
     /// store's ETag against the bytes sent where the ETag is a checksum.
-    pub async fn upload_file(&self, path: PathBuf, size: u64, key: &str, progress: &Progress) -> Result<Uploaded, TransferError> {
+    pub async fn upload_file(
+        &self,
+        path: PathBuf,
+        size: u64,
+        key: &str,
+        progress: &Progress,
+    ) -> Result<Uploaded, TransferError> {
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
         let location = object_path(key)?;
         let part = self.etag_part_size(size);
@@ -265,10 +271,7 @@ impl Transfers {
                     return Err(e);
                 }
             };
-            let r = w
-                .finish()
-                .await
-                .map_err(|e| StorageError::from_store("complete multipart upload", key, e))?;
+            let r = w.finish().await.map_err(|e| StorageError::from_store("complete multipart upload", key, e))?;
             (digest, r.e_tag)
         };
         progress.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
@@ -283,7 +286,11 @@ impl Transfers {
                     Some((_, e)) if size >= self.threshold => e.clone(),
                     _ => digest.md5_hex(),
                 };
-                return Err(TransferError::Corrupted { key: key.to_string(), reported: reported.to_string(), expected });
+                return Err(TransferError::Corrupted {
+                    key: key.to_string(),
+                    reported: reported.to_string(),
+                    expected,
+                });
             }
         }
         let hash = self.storage.manifest_hash(&digest, etag.as_deref());
@@ -295,7 +302,13 @@ impl Transfers {
     /// Downloads `key` into `dest` (created or truncated), hashing on the way and fsyncing
     /// before returning; `part` turns on the multipart ETag for that part size. The caller
     /// renames `dest` into place only after checking the digest.
-    pub async fn download_file(&self, key: &str, dest: PathBuf, part: Option<u64>, progress: &Progress) -> Result<ContentDigest, TransferError> {
+    pub async fn download_file(
+        &self,
+        key: &str,
+        dest: PathBuf,
+        part: Option<u64>,
+        progress: &Progress,
+    ) -> Result<ContentDigest, TransferError> {
         use futures::StreamExt;
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
         let location = object_path(key)?;

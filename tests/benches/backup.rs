@@ -1,13 +1,14 @@
-//! Backup throughput and memory benchmark. It prints a table per data set; it asserts no
-//! target (only that the backups did what they should). See `README.md` beside this file.
+//! Backup throughput and memory benchmark: prints a table per data set and asserts no target
+//! (only that the backups did what they should). `README.md` beside this file explains the
+//! phases and columns.
 //!
 //! After generating a simulated node it measures, each run on a warm page cache with earlier
 //! writes flushed: the baselines `cp -r` and `md5sum` (one process, then two); the engine's
-//! transfer path alone (`Transfers::hash_file`, `Transfers::upload_file`, two at a time); and
-//! backups to `local` storage, each in a fresh process of this binary (`--backup-child`) so
-//! that its peak RSS is the backup's own: full, first differential (it uploads everything:
-//! differentials share a data folder the full backup did not fill), +10% differential (after a
-//! flush adding 10% new SSTables) and unchanged differential.
+//! transfer path alone (`Transfers::hash_file`, `Transfers::upload_file`, two at a time) and the
+//! simulated snapshot alone; then backups to `local` storage, each in a fresh process of this
+//! binary (`--backup-child`) so that its peak RSS is the backup's own: full, first differential
+//! (it uploads everything: differentials share a data folder that full backups do not fill),
+//! +10% differential (after a flush adding 10% new SSTables) and unchanged differential.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -152,7 +153,8 @@ async fn baselines(files: &Files, data_dir: &Path, copies: &Path, runs: usize) -
     Ok(rows)
 }
 
-/// The engine's read + MD5 path, and its read + MD5 + store path, without a backup around them.
+/// The engine's read + MD5 path, and its read + MD5 + store path, without a backup around them;
+/// the simulated node's snapshot alone.
 async fn engine_only(env: &Env, files: &Files, runs: usize) -> Result<Vec<Row>> {
     eprintln!("engine transfers without a backup ...");
     let (node, bytes) = (env.node()?, files.iter().map(|f| f.1).sum());
@@ -172,7 +174,15 @@ async fn engine_only(env: &Env, files: &Files, runs: usize) -> Result<Vec<Row>> 
         futures::stream::iter(work).buffer_unordered(TRANSFERS).try_collect::<Vec<_>>().await?;
         probe.own("engine upload only", bytes)
     });
-    Ok(vec![hashed, uploaded.await?])
+    let uploaded = uploaded.await?;
+    // What the simulated Cassandra adds to every backup's wall time (hard links, then unlinks).
+    let snapshot = best_of(runs, async |r| {
+        let probe = Probe::start(files)?;
+        let tag = format!("bench-{r}");
+        env.with_sim(move |s| s.take_snapshot(&tag, &[]).and_then(|()| s.clear_snapshot(Some(&tag), &[]))).await?;
+        probe.own("sim snapshot + clear", 0)
+    });
+    Ok(vec![hashed, uploaded, snapshot.await?])
 }
 
 /// Full, first differential, +10% differential and unchanged differential backups.
@@ -412,10 +422,10 @@ fn print_table(set: DataSet, files: &Files, runs: usize, rows: &[Row]) {
         let cpu = format!("{:.2}+{:.2}", r.cpu.0, r.cpu.1);
         let growth = r.growth.map_or("-".to_string(), human);
         println!(
-            "{:<23} {:>7.2} s {:>8.1} {cpu:>11} {:>10} {growth:>10}   {}",
+            "{:<23} {:>7.2} s {:>8} {cpu:>11} {:>10} {growth:>10}   {}",
             r.phase,
             r.secs,
-            mbps(r),
+            if r.bytes > 0 { format!("{:.1}", mbps(r)) } else { "-".into() },
             human(r.peak),
             r.note
         );

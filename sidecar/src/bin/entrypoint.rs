@@ -11,7 +11,9 @@ fn main() {
         "GRPC" => "medusa-sidecar",
         "RESTORE" => "medusa-restore-init",
         other => {
-            eprintln!("medusa-entrypoint: MEDUSA_MODE must be GRPC (the backup sidecar) or RESTORE (the restore init container), not {other:?}");
+            eprintln!(
+                "medusa-entrypoint: MEDUSA_MODE must be GRPC (the backup sidecar) or RESTORE (the restore init container), not {other:?}"
+            );
             std::process::exit(1);
         }
     };

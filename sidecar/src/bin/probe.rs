@@ -33,7 +33,9 @@ struct Flags {
 }
 
 fn usage(msg: &str) -> ! {
-    eprintln!("error: {msg}\nusage: grpc_health_probe -addr=[host]:port [-service=name] [-connect-timeout=1s] [-rpc-timeout=1s] [-tls -tls-ca-cert=f -tls-client-cert=f -tls-client-key=f -tls-no-verify -tls-server-name=n] [-rpc-header=k:v] [-v]");
+    eprintln!(
+        "error: {msg}\nusage: grpc_health_probe -addr=[host]:port [-service=name] [-connect-timeout=1s] [-rpc-timeout=1s] [-tls -tls-ca-cert=f -tls-client-cert=f -tls-client-key=f -tls-no-verify -tls-server-name=n] [-rpc-header=k:v] [-v]"
+    );
     std::process::exit(1)
 }
 
@@ -54,10 +56,16 @@ fn duration(v: &str) -> Option<Duration> {
 }
 
 fn parse(args: impl Iterator<Item = String>) -> Flags {
-    let mut f = Flags { connect_timeout: Some(Duration::from_secs(1)), rpc_timeout: Some(Duration::from_secs(1)), ..Default::default() };
+    let mut f = Flags {
+        connect_timeout: Some(Duration::from_secs(1)),
+        rpc_timeout: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
     let mut args = args.peekable();
     while let Some(a) = args.next() {
-        let Some(flag) = a.strip_prefix("--").or_else(|| a.strip_prefix('-')) else { usage(&format!("unexpected argument {a:?}")) };
+        let Some(flag) = a.strip_prefix("--").or_else(|| a.strip_prefix('-')) else {
+            usage(&format!("unexpected argument {a:?}"))
+        };
         let (name, inline) = match flag.split_once('=') {
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
             None => (flag.to_string(), None),
@@ -67,12 +75,18 @@ fn parse(args: impl Iterator<Item = String>) -> Flags {
             Some("false") | Some("0") => false,
             Some(v) => usage(&format!("invalid boolean value {v:?} for -{name}")),
         };
-        let mut value = |inline: Option<String>| inline.or_else(|| args.next()).unwrap_or_else(|| usage(&format!("flag needs an argument: -{name}")));
+        let mut value = |inline: Option<String>| {
+            inline.or_else(|| args.next()).unwrap_or_else(|| usage(&format!("flag needs an argument: -{name}")))
+        };
         match name.as_str() {
             "addr" => f.addr = value(inline),
             "service" => f.service = value(inline),
-            "connect-timeout" => f.connect_timeout = Some(duration(&value(inline)).unwrap_or_else(|| usage("invalid -connect-timeout"))),
-            "rpc-timeout" => f.rpc_timeout = Some(duration(&value(inline)).unwrap_or_else(|| usage("invalid -rpc-timeout"))),
+            "connect-timeout" => {
+                f.connect_timeout = Some(duration(&value(inline)).unwrap_or_else(|| usage("invalid -connect-timeout")))
+            }
+            "rpc-timeout" => {
+                f.rpc_timeout = Some(duration(&value(inline)).unwrap_or_else(|| usage("invalid -rpc-timeout")))
+            }
             "tls" => f.tls = boolean(&inline),
             "tls-ca-cert" => f.ca = Some(value(inline)),
             "tls-client-cert" => f.cert = Some(value(inline)),
@@ -118,18 +132,35 @@ struct ChainOnly {
 }
 
 impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(&self, end: &CertificateDer<'_>, mid: &[CertificateDer<'_>], name: &ServerName<'_>, ocsp: &[u8], now: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        end: &CertificateDer<'_>,
+        mid: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         match self.inner.verify_server_cert(end, mid, name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) if !self.check_name => {
-                Ok(ServerCertVerified::assertion())
-            }
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.inner.verify_tls12_signature(m, c, d)
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.inner.verify_tls13_signature(m, c, d)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -142,13 +173,30 @@ impl ServerCertVerifier for ChainOnly {
 struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -158,7 +206,9 @@ impl ServerCertVerifier for NoVerify {
 
 fn tls_config(f: &Flags) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().map_err(|e| e.to_string())?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
     let verifier: Arc<dyn ServerCertVerifier> = if f.no_verify {
         Arc::new(NoVerify(provider.clone()))
     } else {
@@ -166,12 +216,16 @@ fn tls_config(f: &Flags) -> Result<rustls::ClientConfig, String> {
         match &f.ca {
             Some(ca) => {
                 for c in CertificateDer::pem_file_iter(ca).map_err(|e| format!("-tls-ca-cert {ca}: {e}"))? {
-                    roots.add(c.map_err(|e| format!("-tls-ca-cert {ca}: {e}"))?).map_err(|e| format!("-tls-ca-cert {ca}: {e}"))?;
+                    roots
+                        .add(c.map_err(|e| format!("-tls-ca-cert {ca}: {e}"))?)
+                        .map_err(|e| format!("-tls-ca-cert {ca}: {e}"))?;
                 }
             }
             None => return Err("-tls needs -tls-ca-cert (or -tls-no-verify): this build has no system roots".into()),
         }
-        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().map_err(|e| e.to_string())?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| e.to_string())?;
         Arc::new(ChainOnly { inner, check_name: f.server_name.is_some() })
     };
     let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
@@ -196,10 +250,15 @@ async fn connect(f: &Flags, target: &str) -> Result<tonic::transport::Channel, S
         None => endpoint,
     };
     if !f.tls {
-        return endpoint.connect().await.map_err(|e| format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()));
+        return endpoint
+            .connect()
+            .await
+            .map_err(|e| format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()));
     }
     let cfg = Arc::new(tls_config(f).map_err(|e| format!("TLS configuration: {e}"))?);
-    let host = f.server_name.clone().unwrap_or_else(|| target.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or("localhost").to_string());
+    let host = f.server_name.clone().unwrap_or_else(|| {
+        target.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or("localhost").to_string()
+    });
     let name = ServerName::try_from(host.clone()).map_err(|e| format!("server name {host:?}: {e}"))?;
     let dial = target.to_string();
     let connector = tower::service_fn(move |_: tonic::transport::Uri| {
@@ -213,7 +272,9 @@ async fn connect(f: &Flags, target: &str) -> Result<tonic::transport::Channel, S
     });
     let connecting = endpoint.connect_with_connector(connector);
     let ch = match f.connect_timeout {
-        Some(t) => tokio::time::timeout(t, connecting).await.map_err(|_| format!("timeout: failed to connect service {target:?} within {t:?}"))?,
+        Some(t) => tokio::time::timeout(t, connecting)
+            .await
+            .map_err(|_| format!("timeout: failed to connect service {target:?} within {t:?}"))?,
         None => connecting.await,
     };
     ch.map_err(|e| format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()))
@@ -264,7 +325,10 @@ async fn main() {
             std::process::exit(4);
         }
         Err(s) if s.code() == tonic::Code::Unimplemented => {
-            eprintln!("error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {}", s.message());
+            eprintln!(
+                "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {}",
+                s.message()
+            );
             std::process::exit(3);
         }
         // The transport failed (e.g. a TLS 1.3 server rejecting the client certificate after the

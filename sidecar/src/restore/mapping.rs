@@ -31,7 +31,8 @@ pub struct RestoreMapping {
 impl RestoreMapping {
     /// Parses the operator's JSON.
     pub fn parse(text: &str) -> Result<RestoreMapping, String> {
-        serde_json::from_str(text).map_err(|e| format!("RESTORE_MAPPING is not a valid restore mapping ({e}): {text:.200}"))
+        serde_json::from_str(text)
+            .map_err(|e| format!("RESTORE_MAPPING is not a valid restore mapping ({e}): {text:.200}"))
     }
 
     /// Restoring onto the same nodes.
@@ -85,7 +86,11 @@ pub fn host_map(backup: &TokenMap, current: &TokenMap, seeds: &[String]) -> Resu
     }
     let tokens = |tm: &TokenMap| tm.0.first().map(|n| n.tokens.len()).unwrap_or(0);
     if tokens(backup) != tokens(current) {
-        return Err(format!("the backup's nodes have {} tokens each, the datacenter's {}", tokens(backup), tokens(current)));
+        return Err(format!(
+            "the backup's nodes have {} tokens each, the datacenter's {}",
+            tokens(backup),
+            tokens(current)
+        ));
     }
     let mut host_map = BTreeMap::new();
     if in_place {
@@ -93,12 +98,16 @@ pub fn host_map(backup: &TokenMap, current: &TokenMap, seeds: &[String]) -> Resu
             if current.node(&n.host).is_none() {
                 return Err(format!("in-place restore: backup node {} is not in the datacenter", n.host));
             }
-            host_map.insert(n.host.clone(), HostMapping { source: vec![n.host.clone()], seed: seeds.contains(&n.host) });
+            host_map
+                .insert(n.host.clone(), HostMapping { source: vec![n.host.clone()], seed: seeds.contains(&n.host) });
         }
     } else {
         for ((_, src), (_, dst)) in br.iter().zip(cr.iter()) {
             for (s, d) in src.iter().zip(dst.iter()) {
-                host_map.insert(d.host.clone(), HostMapping { source: vec![s.host.clone()], seed: seeds.contains(&d.host) });
+                host_map.insert(
+                    d.host.clone(),
+                    HostMapping { source: vec![s.host.clone()], seed: seeds.contains(&d.host) },
+                );
             }
         }
     }
@@ -127,7 +136,8 @@ mod tests {
 
     #[test]
     fn parses_the_operator_json() {
-        let m = RestoreMapping::parse(r#"{"in_place":false,"host_map":{"new-0":{"source":["old-0"],"seed":false}}}"#).unwrap();
+        let m = RestoreMapping::parse(r#"{"in_place":false,"host_map":{"new-0":{"source":["old-0"],"seed":false}}}"#)
+            .unwrap();
         assert!(!m.is_in_place());
         assert_eq!(m.source_of("new-0"), Some("old-0"));
         assert_eq!(m.source_of("new-1"), None);

@@ -72,7 +72,9 @@ pub enum RestoreError {
     #[error(transparent)]
     Transfer(#[from] TransferError),
     /// An object's bytes differ from its manifest entry.
-    #[error("object {key} is corrupt: the manifest records {expected}, the stored bytes give {actual}; the data directory was not touched")]
+    #[error(
+        "object {key} is corrupt: the manifest records {expected}, the stored bytes give {actual}; the data directory was not touched"
+    )]
     Corrupt {
         /// Key.
         key: String,
@@ -184,19 +186,27 @@ pub async fn run(cfg: &Config, env: RestoreEnv) -> Result<Outcome, RestoreError>
     } else {
         match mapping.source_of(target.as_str()) {
             Some(s) => Fqdn::new(s).map_err(|e| RestoreError::Invalid(format!("RESTORE_MAPPING source: {e}")))?,
-            None => return Ok(Outcome::Skipped(format!("pod {target} is not in the restore mapping; nothing to restore here"))),
+            None => {
+                return Ok(Outcome::Skipped(format!(
+                    "pod {target} is not in the restore mapping; nothing to restore here"
+                )));
+            }
         }
     };
     let storage = Storage::from_config(&cfg.storage)?;
     let l = &storage.layout;
     if storage.head(&l.meta(&source, &backup, Meta::Schema)).await?.is_none() {
-        return Ok(Outcome::Skipped(format!("backup {backup} has no part for node {source} in the bucket; nothing to restore")));
+        return Ok(Outcome::Skipped(format!(
+            "backup {backup} has no part for node {source} in the bucket; nothing to restore"
+        )));
     }
-    let manifest = storage
-        .get_opt(&l.meta(&source, &backup, Meta::Manifest))
-        .await?
-        .ok_or_else(|| RestoreError::Invalid(format!("backup {backup} of node {source} is incomplete (no manifest): it cannot be restored")))?;
-    let manifest = crate::manifest::parse(&manifest).map_err(|e| RestoreError::Invalid(format!("manifest of {backup}/{source} is unreadable: {e}")))?;
+    let manifest = storage.get_opt(&l.meta(&source, &backup, Meta::Manifest)).await?.ok_or_else(|| {
+        RestoreError::Invalid(format!(
+            "backup {backup} of node {source} is incomplete (no manifest): it cannot be restored"
+        ))
+    })?;
+    let manifest = crate::manifest::parse(&manifest)
+        .map_err(|e| RestoreError::Invalid(format!("manifest of {backup}/{source} is unreadable: {e}")))?;
     let plan = plan::plan(&manifest, in_place).map_err(RestoreError::Invalid)?;
     let tokens = if in_place {
         None
@@ -217,29 +227,59 @@ pub async fn run(cfg: &Config, env: RestoreEnv) -> Result<Outcome, RestoreError>
     let transfers = Arc::new(Transfers::new(storage.clone(), &cfg.storage));
     let mut report = Report { files: plan.files, bytes: plan.bytes, ..Default::default() };
     if journal.map(|j| j.phase) != Some(Phase::Placing) {
-        write_journal(&staging, &Journal { key: key.to_string(), backup: backup.to_string(), source: source.to_string(), phase: Phase::Downloading })?;
-        download_all(&plan, &staging, &transfers, cfg.storage.multipart_chunksize, cfg.storage.concurrent_transfers, &mut report).await?;
-        write_journal(&staging, &Journal { key: key.to_string(), backup: backup.to_string(), source: source.to_string(), phase: Phase::Placing })?;
+        write_journal(
+            &staging,
+            &Journal {
+                key: key.to_string(),
+                backup: backup.to_string(),
+                source: source.to_string(),
+                phase: Phase::Downloading,
+            },
+        )?;
+        download_all(
+            &plan,
+            &staging,
+            &transfers,
+            cfg.storage.multipart_chunksize,
+            cfg.storage.concurrent_transfers,
+            &mut report,
+        )
+        .await?;
+        write_journal(
+            &staging,
+            &Journal {
+                key: key.to_string(),
+                backup: backup.to_string(),
+                source: source.to_string(),
+                phase: Phase::Placing,
+            },
+        )?;
     } else {
         tracing::info!("resuming an interrupted placement");
     }
 
     let data_dir = paths.data_dir.clone();
     let (p, s) = (plan.clone(), staging.clone());
-    crate::fsutil::blocking(move || place::place(&p, &s, &data_dir)).await.map_err(io("placing the restored tables"))?;
+    crate::fsutil::blocking(move || place::place(&p, &s, &data_dir))
+        .await
+        .map_err(io("placing the restored tables"))?;
     for dir in [&paths.commitlog_dir, &paths.saved_caches_dir, &paths.hints_dir] {
         place::empty_dir(dir).map_err(io(format!("emptying {}", dir.display())))?;
     }
     if let Some(tokens) = &tokens {
-        place::set_tokens(&paths.yaml_path, tokens).map_err(io(format!("writing tokens into {}", paths.yaml_path.display())))?;
+        place::set_tokens(&paths.yaml_path, tokens)
+            .map_err(io(format!("writing tokens into {}", paths.yaml_path.display())))?;
     }
-    crate::fsutil::write_atomic(&last, format!("{key}\n").as_bytes()).map_err(io(format!("writing {}", last.display())))?;
+    crate::fsutil::write_atomic(&last, format!("{key}\n").as_bytes())
+        .map_err(io(format!("writing {}", last.display())))?;
     if let Err(e) = std::fs::remove_dir_all(&staging.root) {
         tracing::warn!(dir = %staging.root.display(), error = %e, "could not remove the staging directory");
     }
     let seconds = started.elapsed().as_secs_f64();
     let figures = crate::metrics::restore_figures(report.files, report.bytes, seconds, chrono::Utc::now().timestamp());
-    if let Err(e) = crate::fsutil::write_atomic(&crate::backup::state_dir(&paths).join("restore.prom"), figures.as_bytes()) {
+    if let Err(e) =
+        crate::fsutil::write_atomic(&crate::backup::state_dir(&paths).join("restore.prom"), figures.as_bytes())
+    {
         tracing::warn!(error = %e, "could not leave the restore figures for the sidecar's metrics");
     }
     tracing::info!(%backup, %key, files = report.files, bytes = report.bytes, downloaded = report.downloaded_files, seconds, "restore complete");
@@ -267,11 +307,12 @@ fn read_journal(s: &Staging) -> Option<Journal> {
 }
 
 fn write_journal(s: &Staging, j: &Journal) -> Result<(), RestoreError> {
-    crate::fsutil::write_atomic(&s.journal(), &serde_json::to_vec(j).expect("json")).map_err(io("writing the restore journal"))
+    crate::fsutil::write_atomic(&s.journal(), &serde_json::to_vec(j).expect("json"))
+        .map_err(io("writing the restore journal"))
 }
 
 fn free_bytes(dir: &Path) -> Option<u64> {
-    nix::sys::statvfs::statvfs(dir).ok().map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+    nix::sys::statvfs::statvfs(dir).ok().map(|s| s.blocks_available() * s.fragment_size())
 }
 
 async fn download_all(
@@ -307,30 +348,47 @@ async fn download_all(
     progress.bytes_total.store(plan.bytes, Ordering::Relaxed);
     let logger = tokio::spawn(log_progress(progress.clone()));
     let width = concurrency.max(1) * 2;
-    let results: Vec<Verdict> = futures::stream::iter(todo.iter().map(|(dest, f)| fetch_one(transfers, dest, f, chunk, &progress)))
-        .buffer_unordered(width)
-        .try_collect()
-        .await
-        .inspect_err(|_| logger.abort())?;
+    let results: Vec<Verdict> =
+        futures::stream::iter(todo.iter().map(|(dest, f)| fetch_one(transfers, dest, f, chunk, &progress)))
+            .buffer_unordered(width)
+            .try_collect()
+            .await
+            .inspect_err(|_| logger.abort())?;
     logger.abort();
     report.downloaded_files = results.len() as u64;
     report.size_only = results.iter().filter(|v| **v == Verdict::SizeOnly).count() as u64;
     if report.size_only > 0 {
-        tracing::info!(files = report.size_only, "files without a usable hash in the manifest were checked by size only");
+        tracing::info!(
+            files = report.size_only,
+            "files without a usable hash in the manifest were checked by size only"
+        );
     }
     Ok(())
 }
 
-async fn fetch_one(transfers: &Transfers, dest: &Path, f: &FetchFile, chunk: u64, progress: &Progress) -> Result<Verdict, RestoreError> {
+async fn fetch_one(
+    transfers: &Transfers,
+    dest: &Path,
+    f: &FetchFile,
+    chunk: u64,
+    progress: &Progress,
+) -> Result<Verdict, RestoreError> {
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let part = dest.with_file_name(format!(".{name}.part"));
-    let digest = match transfers.download_file(&f.key, part.clone(), verify::part_size_for(f.md5.as_deref(), chunk), progress).await {
+    let digest = match transfers
+        .download_file(&f.key, part.clone(), verify::part_size_for(f.md5.as_deref(), chunk), progress)
+        .await
+    {
         Ok(d) => d,
-        Err(TransferError::Storage(StorageError::NotFound { .. })) => return Err(RestoreError::Missing { key: f.key.clone() }),
+        Err(TransferError::Storage(StorageError::NotFound { .. })) => {
+            return Err(RestoreError::Missing { key: f.key.clone() });
+        }
         Err(e) => return Err(e.into()),
     };
     let (md5, size, p) = (f.md5.clone(), f.size, part.clone());
-    let verdict = crate::fsutil::blocking(move || verify::judge(md5.as_deref(), size, &digest, &p)).await.map_err(io("verifying a download"))?;
+    let verdict = crate::fsutil::blocking(move || verify::judge(md5.as_deref(), size, &digest, &p))
+        .await
+        .map_err(io("verifying a download"))?;
     if let Verdict::Mismatch { expected, actual } = &verdict {
         let _ = std::fs::remove_file(&part);
         return Err(RestoreError::Corrupt { key: f.key.clone(), expected: expected.clone(), actual: actual.clone() });
@@ -347,6 +405,12 @@ async fn log_progress(p: Arc<Progress>) {
         let secs = start.elapsed().as_secs_f64().max(0.001);
         let rate = done as f64 / secs;
         let eta = if rate > 0.0 { (total.saturating_sub(done)) as f64 / rate } else { f64::INFINITY };
-        tracing::info!(bytes_done = done, bytes_total = total, mib_per_s = format!("{:.1}", rate / 1048576.0), eta_s = format!("{eta:.0}"), "restore progress");
+        tracing::info!(
+            bytes_done = done,
+            bytes_total = total,
+            mib_per_s = format!("{:.1}", rate / 1048576.0),
+            eta_s = format!("{eta:.0}"),
+            "restore progress"
+        );
     }
 }

@@ -85,7 +85,8 @@ pub fn place(plan: &RestorePlan, staging: &Staging, data_dir: &Path) -> std::io:
                 std::fs::rename(&staged, &dest)?;
             }
         }
-        sync_dir(&data_dir.join(&t.keyspace)).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })?;
+        sync_dir(&data_dir.join(&t.keyspace))
+            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })?;
         // A placement step that only moves things is an important place to be interrupted.
         if let Some(ms) = std::env::var("MEDUSA_RS_TEST_PLACE_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
             std::thread::sleep(std::time::Duration::from_millis(ms));
@@ -162,7 +163,10 @@ mod tests {
             "cluster_name: x\nnum_tokens: 2\n# initial_token: commented\ninitial_token: -5,7\nauto_bootstrap: false\n"
         );
         set_tokens(&y, &["9".into()]).unwrap();
-        assert_eq!(std::fs::read_to_string(&y).unwrap(), "cluster_name: x\nnum_tokens: 1\n# initial_token: commented\ninitial_token: 9\nauto_bootstrap: false\n");
+        assert_eq!(
+            std::fs::read_to_string(&y).unwrap(),
+            "cluster_name: x\nnum_tokens: 1\n# initial_token: commented\ninitial_token: 9\nauto_bootstrap: false\n"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

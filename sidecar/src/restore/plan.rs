@@ -79,9 +79,7 @@ pub fn plan(manifest: &Manifest, in_place: bool) -> Result<RestorePlan, String> 
         }
         let action = if !in_place && ks == "system_auth" {
             Action::Keep
-        } else if !in_place && is_node_identity(ks, table) {
-            Action::Remove
-        } else if section.objects.is_empty() {
+        } else if (!in_place && is_node_identity(ks, table)) || section.objects.is_empty() {
             Action::Remove
         } else {
             Action::Replace(fetch_list(ks, table, &section.objects)?)
@@ -99,7 +97,8 @@ fn fetch_list(ks: &str, table: &str, objects: &[ManifestObject]) -> Result<Vec<F
     let mut places = HashSet::new();
     let mut files = Vec::with_capacity(objects.len());
     for o in objects {
-        let file = crate::manifest::placement(&o.path).ok_or_else(|| format!("manifest object {:?} has no file name", o.path))?;
+        let file = crate::manifest::placement(&o.path)
+            .ok_or_else(|| format!("manifest object {:?} has no file name", o.path))?;
         if !safe_component(&file.name) || file.index_dir.as_deref().is_some_and(|d| !safe_component(d)) {
             return Err(format!("manifest object {:?} is not a safe file name", o.path));
         }
@@ -120,7 +119,10 @@ mod tests {
         ManifestSection {
             keyspace: ks.into(),
             columnfamily: t.into(),
-            objects: files.iter().map(|f| ManifestObject { path: format!("p/n/data/{ks}/{t}/{f}"), md5: None, size: 1 }).collect(),
+            objects: files
+                .iter()
+                .map(|f| ManifestObject { path: format!("p/n/data/{ks}/{t}/{f}"), md5: None, size: 1 })
+                .collect(),
         }
     }
 
@@ -135,11 +137,15 @@ mod tests {
             section("ks1", "t-1", &["nb-1-big-Data.db", ".t_idx/nb-2-big-Data.db"]),
         ];
         let p = plan(&m, false).unwrap();
-        let actions: Vec<_> = p.tables.iter().map(|t| match &t.action {
-            Action::Replace(f) => format!("replace {}", f.len()),
-            Action::Remove => "remove".into(),
-            Action::Keep => "keep".into(),
-        }).collect();
+        let actions: Vec<_> = p
+            .tables
+            .iter()
+            .map(|t| match &t.action {
+                Action::Replace(f) => format!("replace {}", f.len()),
+                Action::Remove => "remove".into(),
+                Action::Keep => "keep".into(),
+            })
+            .collect();
         assert_eq!(actions, ["remove", "remove", "replace 1", "keep", "remove", "replace 2"]);
         assert_eq!((p.files, p.bytes), (3, 3));
         let p = plan(&m, true).unwrap();

@@ -101,7 +101,10 @@ mod tests {
         assert!(etag.ends_with("-3"));
         let ours = hash_file(&path, 8 << 20).unwrap();
         assert_eq!(judge(Some(&etag), data.len() as u64, &ours, &path).unwrap(), Verdict::Verified);
-        assert!(matches!(judge(Some("0123456789abcdef0123456789abcdef-3"), data.len() as u64, &ours, &path).unwrap(), Verdict::Mismatch { .. }));
+        assert!(matches!(
+            judge(Some("0123456789abcdef0123456789abcdef-3"), data.len() as u64, &ours, &path).unwrap(),
+            Verdict::Mismatch { .. }
+        ));
         assert_eq!(judge(None, data.len() as u64, &ours, &path).unwrap(), Verdict::SizeOnly);
         assert_eq!(judge(Some(&ours.md5_hex()), data.len() as u64, &ours, &path).unwrap(), Verdict::Verified);
         assert!(matches!(judge(Some(&ours.md5_hex()), 5, &ours, &path).unwrap(), Verdict::Mismatch { .. }));

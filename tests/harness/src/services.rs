@@ -33,10 +33,7 @@ const UPLOAD_CONCURRENCY: usize = 8;
 /// The workspace root (the directory holding the top-level `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
     // CARGO_MANIFEST_DIR is <workspace>/tests/harness.
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root exists")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root exists")
 }
 
 /// Where `scripts/install-test-deps.sh` put the test tools: `$MEDUSA_RS_TOOLS`, else
@@ -96,10 +93,7 @@ fn require_tool_in(tools: &Path, relative: &str) -> Result<PathBuf> {
 
 /// A port of 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
 }
 
 /// A directory under the system temp dir with a unique name, removed (with its content) on drop.
@@ -112,10 +106,7 @@ impl TempDir {
     /// Creates `<temp>/medusa-rs-<label>-<pid>-<n>`.
     pub fn new(label: &str) -> std::io::Result<TempDir> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .subsec_nanos();
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
         loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let name = format!("medusa-rs-{label}-{}-{n}-{nanos:x}", std::process::id());
@@ -158,10 +149,7 @@ pub fn copy_dir_all(src: &Path, dst: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dst)?;
     for entry in walkdir::WalkDir::new(src).min_depth(1) {
         let entry = entry.map_err(std::io::Error::other)?;
-        let rel = entry
-            .path()
-            .strip_prefix(src)
-            .expect("walkdir stays below its root");
+        let rel = entry.path().strip_prefix(src).expect("walkdir stays below its root");
         let target = dst.join(rel);
         let kind = entry.file_type();
         if kind.is_dir() {
@@ -183,13 +171,8 @@ pub fn files_below(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         let entry = entry?;
         if entry.file_type().is_file() {
             let rel = entry.path().strip_prefix(dir)?;
-            let rel = rel
-                .to_str()
-                .ok_or_else(|| anyhow!("non-UTF-8 path {}", rel.display()))?;
-            files.push((
-                rel.replace(std::path::MAIN_SEPARATOR, "/"),
-                entry.path().to_path_buf(),
-            ));
+            let rel = rel.to_str().ok_or_else(|| anyhow!("non-UTF-8 path {}", rel.display()))?;
+            files.push((rel.replace(std::path::MAIN_SEPARATOR, "/"), entry.path().to_path_buf()));
         }
     }
     Ok(files)
@@ -197,11 +180,7 @@ pub fn files_below(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 
 fn http_client() -> reqwest::Client {
     // no_proxy: requests go to loopback whatever HTTP(S)_PROXY says.
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("reqwest client")
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().expect("reqwest client")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -258,12 +237,7 @@ enum Probe {
 
 /// Starts a server with `make_cmd(port)` on a free port and polls `probe(port)` until it says
 /// ready. A process that exits at once (another test took the port) is retried on a new port.
-async fn start_process<F, P, Fut>(
-    name: &str,
-    dir: &Path,
-    make_cmd: F,
-    probe: P,
-) -> Result<(ChildGuard, u16)>
+async fn start_process<F, P, Fut>(name: &str, dir: &Path, make_cmd: F, probe: P) -> Result<(ChildGuard, u16)>
 where
     F: Fn(u16) -> Command,
     P: Fn(u16) -> Fut,
@@ -279,19 +253,13 @@ where
                 if attempt < START_ATTEMPTS {
                     break;
                 }
-                bail!(
-                    "{name} exited with {status} before it was ready; its output:\n{}",
-                    guard.log_tail()
-                );
+                bail!("{name} exited with {status} before it was ready; its output:\n{}", guard.log_tail());
             }
             if let Probe::Ready = probe(port).await {
                 return Ok((guard, port));
             }
             if started.elapsed() > READY_TIMEOUT {
-                bail!(
-                    "{name} on port {port} not ready after {READY_TIMEOUT:?}; its output:\n{}",
-                    guard.log_tail()
-                );
+                bail!("{name} on port {port} not ready after {READY_TIMEOUT:?}; its output:\n{}", guard.log_tail());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -340,13 +308,7 @@ impl S3Server {
         std::fs::create_dir_all(data_dir.join(bucket))?;
         let server = InProcessServer::start(&data_dir, "test", "test")?;
         let port = server.addr.port();
-        let s3 = S3Server::new(
-            dir,
-            port,
-            bucket,
-            Some(data_dir),
-            Running::InProcess { _server: server },
-        )?;
+        let s3 = S3Server::new(dir, port, bucket, Some(data_dir), Running::InProcess { _server: server })?;
         Ok(s3)
     }
 
@@ -373,33 +335,19 @@ impl S3Server {
         };
         let (child, port) = start_process("moto", dir.path(), make_cmd, probe).await?;
         let s3 = S3Server::new(dir, port, bucket, None, Running::Process { _child: child })?;
-        let resp = s3
-            .request(Method::PUT, &format!("/{bucket}"), &[], Vec::new())
-            .await?;
+        let resp = s3.request(Method::PUT, &format!("/{bucket}"), &[], Vec::new()).await?;
         if !resp.status().is_success() {
-            bail!(
-                "moto: create bucket {bucket}: {} {}",
-                resp.status(),
-                resp.text().await?
-            );
+            bail!("moto: create bucket {bucket}: {} {}", resp.status(), resp.text().await?);
         }
         Ok(s3)
     }
 
-    fn new(
-        dir: TempDir,
-        port: u16,
-        bucket: &str,
-        data_dir: Option<PathBuf>,
-        running: Running,
-    ) -> Result<S3Server> {
+    fn new(dir: TempDir, port: u16, bucket: &str, data_dir: Option<PathBuf>, running: Running) -> Result<S3Server> {
         let (access_key, secret_key) = ("test".to_string(), "test".to_string());
         let credentials_file = dir.path().join("credentials");
         std::fs::write(
             &credentials_file,
-            format!(
-                "[default]\naws_access_key_id = {access_key}\naws_secret_access_key = {secret_key}\n"
-            ),
+            format!("[default]\naws_access_key_id = {access_key}\naws_secret_access_key = {secret_key}\n"),
         )?;
         Ok(S3Server {
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -437,13 +385,7 @@ impl S3Server {
 
     /// A SigV4-signed request. `path` starts with `/` and names the bucket (`/bucket/key`),
     /// unencoded; query pairs are unencoded too.
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> Result<Response> {
+    pub async fn request(&self, method: Method, path: &str, query: &[(&str, &str)], body: Vec<u8>) -> Result<Response> {
         let now = SystemTime::now();
         let amz_date = UtcTime::from(now).amz();
         let date = &amz_date[..8];
@@ -457,14 +399,9 @@ impl S3Server {
              x-amz-date:{amz_date}\n\n{signed_headers}\n{payload_hash}"
         );
         let scope = format!("{date}/{}/s3/aws4_request", self.region);
-        let string_to_sign = format!(
-            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-            hex::encode(Sha256::digest(canonical_request))
-        );
-        let mut key = hmac_sha256(
-            format!("AWS4{}", self.secret_key).as_bytes(),
-            date.as_bytes(),
-        );
+        let string_to_sign =
+            format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", hex::encode(Sha256::digest(canonical_request)));
+        let mut key = hmac_sha256(format!("AWS4{}", self.secret_key).as_bytes(), date.as_bytes());
         for part in [self.region.as_str(), "s3", "aws4_request"] {
             key = hmac_sha256(&key, part.as_bytes());
         }
@@ -491,22 +428,13 @@ impl S3Server {
 
     /// PUT one object into the bucket.
     pub async fn put_object(&self, key: &str, body: Vec<u8>) -> Result<()> {
-        let resp = self
-            .request(Method::PUT, &format!("/{}/{key}", self.bucket), &[], body)
-            .await?;
+        let resp = self.request(Method::PUT, &format!("/{}/{key}", self.bucket), &[], body).await?;
         check(resp, &format!("S3 PUT {key}")).await.map(drop)
     }
 
     /// GET one object; `None` when it does not exist.
     pub async fn get_object(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let resp = self
-            .request(
-                Method::GET,
-                &format!("/{}/{key}", self.bucket),
-                &[],
-                Vec::new(),
-            )
-            .await?;
+        let resp = self.request(Method::GET, &format!("/{}/{key}", self.bucket), &[], Vec::new()).await?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -522,14 +450,7 @@ impl S3Server {
             if let Some(t) = &token {
                 query.push(("continuation-token", t));
             }
-            let resp = self
-                .request(
-                    Method::GET,
-                    &format!("/{}", self.bucket),
-                    &query,
-                    Vec::new(),
-                )
-                .await?;
+            let resp = self.request(Method::GET, &format!("/{}", self.bucket), &query, Vec::new()).await?;
             let xml = String::from_utf8(check(resp, "S3 ListObjectsV2").await?)?;
             keys.extend(xml_values(&xml, "Key"));
             token = match xml_values(&xml, "IsTruncated").first().map(String::as_str) {
@@ -550,10 +471,7 @@ impl S3Server {
         let files = files_below(dir)?;
         let n = files.len();
         futures::stream::iter(files)
-            .map(|(rel, path)| async move {
-                self.put_object(&format!("{prefix}{rel}"), std::fs::read(path)?)
-                    .await
-            })
+            .map(|(rel, path)| async move { self.put_object(&format!("{prefix}{rel}"), std::fs::read(path)?).await })
             .buffer_unordered(UPLOAD_CONCURRENCY)
             .try_collect::<()>()
             .await?;
@@ -574,8 +492,7 @@ impl InProcessServer {
         use s3s::auth::SimpleAuth;
         use s3s::service::S3ServiceBuilder;
 
-        let fs = s3s_fs::FileSystem::new(data_dir)
-            .map_err(|e| anyhow!("s3s-fs on {}: {e:?}", data_dir.display()))?;
+        let fs = s3s_fs::FileSystem::new(data_dir).map_err(|e| anyhow!("s3s-fs on {}: {e:?}", data_dir.display()))?;
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
         let service = builder.build();
@@ -584,11 +501,8 @@ impl InProcessServer {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("s3s-fs")
-            .enable_all()
-            .build()?;
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("s3s-fs").enable_all().build()?;
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name("s3s-fs".into()).spawn(move || {
             runtime.block_on(async move {
@@ -618,11 +532,7 @@ impl InProcessServer {
             // Do not wait for blocking file I/O of aborted requests.
             runtime.shutdown_timeout(Duration::from_secs(1));
         })?;
-        Ok(InProcessServer {
-            addr,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        })
+        Ok(InProcessServer { addr, shutdown: Some(tx), thread: Some(thread) })
     }
 }
 
@@ -703,15 +613,8 @@ impl AzuriteServer {
             _running: child,
             _dir: dir,
         };
-        let resp = server
-            .request(
-                Method::PUT,
-                &format!("/{container}"),
-                &[("restype", "container")],
-                &[],
-                Vec::new(),
-            )
-            .await?;
+        let resp =
+            server.request(Method::PUT, &format!("/{container}"), &[("restype", "container")], &[], Vec::new()).await?;
         check(resp, &format!("azurite: create container {container}")).await?;
         Ok(server)
     }
@@ -754,29 +657,18 @@ impl AzuriteServer {
         ms_headers.push(("x-ms-date".into(), date));
         ms_headers.push(("x-ms-version".into(), AZURE_API_VERSION.into()));
         ms_headers.sort();
-        let content_type = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-            .map_or("", |(_, v)| *v);
-        let content_length = if body.is_empty() {
-            String::new()
-        } else {
-            body.len().to_string()
-        };
+        let content_type = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-type")).map_or("", |(_, v)| *v);
+        let content_length = if body.is_empty() { String::new() } else { body.len().to_string() };
         let encoded_path = encode_path(path);
         let mut resource = format!("/{0}/{0}{encoded_path}", self.account);
-        let mut sorted_query: Vec<(String, &str)> = query
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), *v))
-            .collect();
+        let mut sorted_query: Vec<(String, &str)> = query.iter().map(|(k, v)| (k.to_ascii_lowercase(), *v)).collect();
         sorted_query.sort();
         for (k, v) in &sorted_query {
             resource.push_str(&format!("\n{k}:{v}"));
         }
         // VERB, Content-Encoding, -Language, -Length, -MD5, -Type, Date, If-Modified-Since,
         // If-Match, If-None-Match, If-Unmodified-Since, Range, then headers and resource.
-        let mut string_to_sign =
-            format!("{method}\n\n\n{content_length}\n\n{content_type}\n\n\n\n\n\n\n");
+        let mut string_to_sign = format!("{method}\n\n\n{content_length}\n\n{content_type}\n\n\n\n\n\n\n");
         for (k, v) in &ms_headers {
             string_to_sign.push_str(&format!("{k}:{v}\n"));
         }
@@ -792,10 +684,7 @@ impl AzuriteServer {
         let mut req = self
             .client
             .request(method, url)
-            .header(
-                "authorization",
-                format!("SharedKey {}:{signature}", self.account),
-            )
+            .header("authorization", format!("SharedKey {}:{signature}", self.account))
             .header("content-length", body.len().to_string());
         for (k, v) in &ms_headers {
             req = req.header(k.as_str(), v.as_str());
@@ -809,29 +698,13 @@ impl AzuriteServer {
     /// PUT one block blob into the container.
     pub async fn put_blob(&self, name: &str, body: Vec<u8>) -> Result<()> {
         let path = format!("/{}/{name}", self.container);
-        let resp = self
-            .request(
-                Method::PUT,
-                &path,
-                &[],
-                &[("x-ms-blob-type", "BlockBlob")],
-                body,
-            )
-            .await?;
+        let resp = self.request(Method::PUT, &path, &[], &[("x-ms-blob-type", "BlockBlob")], body).await?;
         check(resp, &format!("azure PUT {name}")).await.map(drop)
     }
 
     /// GET one blob; `None` when it does not exist.
     pub async fn get_blob(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let resp = self
-            .request(
-                Method::GET,
-                &format!("/{}/{name}", self.container),
-                &[],
-                &[],
-                Vec::new(),
-            )
-            .await?;
+        let resp = self.request(Method::GET, &format!("/{}/{name}", self.container), &[], &[], Vec::new()).await?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -843,25 +716,16 @@ impl AzuriteServer {
         let mut names = Vec::new();
         let mut marker = String::new();
         loop {
-            let mut query = vec![
-                ("restype", "container"),
-                ("comp", "list"),
-                ("prefix", prefix),
-            ];
+            let mut query = vec![("restype", "container"), ("comp", "list"), ("prefix", prefix)];
             if !marker.is_empty() {
                 query.push(("marker", &marker));
             }
             let path = format!("/{}", self.container);
-            let resp = self
-                .request(Method::GET, &path, &query, &[], Vec::new())
-                .await?;
+            let resp = self.request(Method::GET, &path, &query, &[], Vec::new()).await?;
             let xml = String::from_utf8(check(resp, "azure List Blobs").await?)?;
             // Blob entries are <Blob><Name>..</Name>..</Blob>; the container name is an attribute.
             names.extend(xml_values(&xml, "Name"));
-            marker = xml_values(&xml, "NextMarker")
-                .into_iter()
-                .next()
-                .unwrap_or_default();
+            marker = xml_values(&xml, "NextMarker").into_iter().next().unwrap_or_default();
             if marker.is_empty() {
                 break;
             }
@@ -875,10 +739,7 @@ impl AzuriteServer {
         let files = files_below(dir)?;
         let n = files.len();
         futures::stream::iter(files)
-            .map(|(rel, path)| async move {
-                self.put_blob(&format!("{prefix}{rel}"), std::fs::read(path)?)
-                    .await
-            })
+            .map(|(rel, path)| async move { self.put_blob(&format!("{prefix}{rel}"), std::fs::read(path)?).await })
             .buffer_unordered(UPLOAD_CONCURRENCY)
             .try_collect::<()>()
             .await?;
@@ -903,18 +764,13 @@ impl LocalStorage {
         let dir = TempDir::new("local")?;
         let base_path = dir.path().to_path_buf();
         std::fs::create_dir_all(base_path.join(bucket))?;
-        Ok(LocalStorage {
-            base_path,
-            bucket: bucket.to_string(),
-            _dir: dir,
-        })
+        Ok(LocalStorage { base_path, bucket: bucket.to_string(), _dir: dir })
     }
 
     /// A bucket holding a copy of the directory `src` (e.g. `medusa_py_fixture().join("bucket")`).
     pub fn copy_of(src: &Path, bucket: &str) -> Result<LocalStorage> {
         let storage = LocalStorage::new(bucket)?;
-        copy_dir_all(src, &storage.bucket_dir())
-            .with_context(|| format!("copy {}", src.display()))?;
+        copy_dir_all(src, &storage.bucket_dir()).with_context(|| format!("copy {}", src.display()))?;
         Ok(storage)
     }
 
@@ -959,10 +815,7 @@ async fn check(resp: Response, what: &str) -> Result<Vec<u8>> {
 fn uri_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'_' | b'.' | b'~')
-            || (keep_slash && b == b'/')
-        {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -977,16 +830,10 @@ fn encode_path(path: &str) -> String {
 
 /// `k=v&...`, encoded and sorted, as SigV4 wants it (and fine as a URL query).
 fn canonical_query(query: &[(&str, &str)]) -> String {
-    let mut pairs: Vec<(String, String)> = query
-        .iter()
-        .map(|(k, v)| (uri_encode(k, false), uri_encode(v, false)))
-        .collect();
+    let mut pairs: Vec<(String, String)> =
+        query.iter().map(|(k, v)| (uri_encode(k, false), uri_encode(v, false))).collect();
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
 }
 
 /// The text of every `<tag>..</tag>` element, XML entities decoded. Enough for S3/Azure listings.
@@ -1004,11 +851,7 @@ fn xml_values(xml: &str, tag: &str) -> Vec<String> {
 }
 
 fn xml_unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
+    s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
 }
 
 /// HMAC-SHA256 (RFC 2104) over sha2.
@@ -1034,10 +877,7 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 fn base64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(B64[(n >> (18 - 6 * i)) as usize & 63] as char);
@@ -1054,10 +894,7 @@ fn base64_decode(s: &str) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
     for c in s.bytes() {
-        let v = B64
-            .iter()
-            .position(|&x| x == c)
-            .ok_or_else(|| anyhow!("invalid base64 byte {c:#x}"))?;
+        let v = B64.iter().position(|&x| x == c).ok_or_else(|| anyhow!("invalid base64 byte {c:#x}"))?;
         acc = (acc << 6) | v as u32;
         bits += 6;
         if bits >= 8 {
@@ -1082,10 +919,7 @@ struct UtcTime {
 
 impl From<SystemTime> for UtcTime {
     fn from(t: SystemTime) -> UtcTime {
-        let secs = t
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_secs();
+        let secs = t.duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
         let days = (secs / 86_400) as i64;
         let rem = secs % 86_400;
         // Howard Hinnant's civil_from_days.
@@ -1122,9 +956,7 @@ impl UtcTime {
     /// `Sat, 21 Nov 2026 20:39:33 GMT`
     fn rfc1123(&self) -> String {
         const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-        const MONTHS: [&str; 12] = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ];
+        const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
         format!(
             "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
             DAYS[self.weekday],
@@ -1145,44 +977,27 @@ mod tests {
     #[test]
     fn hmac_matches_rfc4231_case_2() {
         let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(
-            hex::encode(mac),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+        assert_eq!(hex::encode(mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
     }
 
     #[test]
     fn hmac_hashes_long_keys() {
         // RFC 4231 test case 6: a 131-byte key.
-        let mac = hmac_sha256(
-            &[0xaa; 131],
-            b"Test Using Larger Than Block-Size Key - Hash Key First",
-        );
-        assert_eq!(
-            hex::encode(mac),
-            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
-        );
+        let mac = hmac_sha256(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First");
+        assert_eq!(hex::encode(mac), "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
     }
 
     #[test]
     fn a_missing_tool_says_how_to_install_it() {
         let empty = TempDir::new("no-tools").unwrap();
-        let err = require_tool_in(empty.path(), "venv/bin/moto_server")
-            .unwrap_err()
-            .to_string();
+        let err = require_tool_in(empty.path(), "venv/bin/moto_server").unwrap_err().to_string();
         assert!(err.contains("scripts/install-test-deps.sh"), "{err}");
         assert!(err.contains("venv/bin/moto_server"), "{err}");
     }
 
     #[test]
     fn base64_round_trips() {
-        for (raw, enc) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
+        for (raw, enc) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
             assert_eq!(base64_encode(raw.as_bytes()), enc);
             assert_eq!(base64_decode(enc).unwrap(), raw.as_bytes());
         }
@@ -1202,10 +1017,7 @@ mod tests {
     #[test]
     fn encodes_for_sigv4() {
         assert_eq!(encode_path("/b/a b/c+d~e"), "/b/a%20b/c%2Bd~e");
-        assert_eq!(
-            canonical_query(&[("prefix", "x/y"), ("list-type", "2")]),
-            "list-type=2&prefix=x%2Fy"
-        );
+        assert_eq!(canonical_query(&[("prefix", "x/y"), ("list-type", "2")]), "list-type=2&prefix=x%2Fy");
     }
 
     #[test]

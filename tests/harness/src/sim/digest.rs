@@ -58,12 +58,7 @@ impl DataDigest {
         for (path, e) in &entries {
             h.update(format!("{path} {} {}\n", e.size, e.sha256).as_bytes());
         }
-        DataDigest {
-            entries,
-            files,
-            bytes,
-            tree_digest_sha1: hex::encode(h.finalize()),
-        }
+        DataDigest { entries, files, bytes, tree_digest_sha1: hex::encode(h.finalize()) }
     }
 
     /// Human-readable differences (`-` only in self, `+` only in other, `~` changed), or an
@@ -109,8 +104,7 @@ impl DataDigest {
 /// Digests a data directory (see the module docs for what is excluded). Panics with the path on
 /// I/O errors: a test helper; use [`try_digest_data_dir`] to handle them.
 pub fn digest_data_dir(data_dir: &Path) -> DataDigest {
-    try_digest_data_dir(data_dir)
-        .unwrap_or_else(|e| panic!("digest of {} failed: {e}", data_dir.display()))
+    try_digest_data_dir(data_dir).unwrap_or_else(|e| panic!("digest of {} failed: {e}", data_dir.display()))
 }
 
 /// Digests a data directory, hashing files on two threads.
@@ -133,10 +127,7 @@ pub fn try_digest_data_dir(data_dir: &Path) -> io::Result<DataDigest> {
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("hash thread panicked")))
-            })
+            .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("hash thread panicked"))))
             .collect()
     });
     let mut entries = BTreeMap::new();
@@ -148,15 +139,12 @@ pub fn try_digest_data_dir(data_dir: &Path) -> io::Result<DataDigest> {
 
 /// (relative path with `/` separators, absolute path) of every included file.
 fn included_files(data_dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
-    let walker = walkdir::WalkDir::new(data_dir)
-        .min_depth(1)
-        .into_iter()
-        .filter_entry(|e| {
-            let name = e.file_name();
-            let excluded = (e.depth() == 1 && name == "system_traces")
-                || (e.depth() == 3 && (name == "snapshots" || name == "backups"));
-            !(excluded && e.file_type().is_dir())
-        });
+    let walker = walkdir::WalkDir::new(data_dir).min_depth(1).into_iter().filter_entry(|e| {
+        let name = e.file_name();
+        let excluded = (e.depth() == 1 && name == "system_traces")
+            || (e.depth() == 3 && (name == "snapshots" || name == "backups"));
+        !(excluded && e.file_type().is_dir())
+    });
     let mut out = Vec::new();
     for entry in walker {
         let entry = entry.map_err(io::Error::other)?;
@@ -189,18 +177,14 @@ fn hash_file(path: &Path) -> io::Result<FileDigest> {
         h.update(&buf[..n]);
         size += n as u64;
     }
-    Ok(FileDigest {
-        size,
-        sha256: hex::encode(h.finalize()),
-    })
+    Ok(FileDigest { size, sha256: hex::encode(h.finalize()) })
 }
 
 /// Loads a digest JSON (a fixture's `digests/<backup>.json` or [`DataDigest`] serialised).
 /// Extra fields are ignored; `files`/`bytes` are taken from the file as written. Panics on
 /// errors: a test helper; use [`try_load_digest_json`] to handle them.
 pub fn load_digest_json(path: &Path) -> DataDigest {
-    try_load_digest_json(path)
-        .unwrap_or_else(|e| panic!("cannot load digest {}: {e}", path.display()))
+    try_load_digest_json(path).unwrap_or_else(|e| panic!("cannot load digest {}: {e}", path.display()))
 }
 
 /// Fallible [`load_digest_json`].

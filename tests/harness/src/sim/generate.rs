@@ -41,12 +41,7 @@ pub(crate) fn plan_node(spec: &SimSpec, data_dir: &Path) -> NodePlan {
         let dir = data_dir.join(&t.keyspace).join(t.dir_name());
         for generation in generations(&mut rng, t.initial_sstables) {
             let size = rng.random_range(150..12_000);
-            let plan = SstablePlan::new(
-                dir.clone(),
-                generation,
-                size,
-                file_seed(spec, t, generation, ""),
-            );
+            let plan = SstablePlan::new(dir.clone(), generation, size, file_seed(spec, t, generation, ""));
             if t.keyspace != "system_traces" {
                 system_bytes += plan.total_size();
             }
@@ -62,31 +57,18 @@ pub(crate) fn plan_node(spec: &SimSpec, data_dir: &Path) -> NodePlan {
         let table_factor = (rng.random_range(-0.7f64..0.7)).exp();
         for generation in generations(&mut rng, t.initial_sstables) {
             let w = table_factor * rng.random_range(0.0f64..64f64.ln()).exp();
-            weighted.push((
-                dir.clone(),
-                generation,
-                w,
-                file_seed(spec, t, generation, ""),
-            ));
+            weighted.push((dir.clone(), generation, w, file_seed(spec, t, generation, "")));
         }
         if let Some(index) = &t.index {
             let idir = dir.join(format!(".{index}"));
             for generation in generations(&mut rng, t.index_sstables) {
                 let w = 0.25 * table_factor * rng.random_range(0.0f64..64f64.ln()).exp();
-                weighted.push((
-                    idir.clone(),
-                    generation,
-                    w,
-                    file_seed(spec, t, generation, index),
-                ));
+                weighted.push((idir.clone(), generation, w, file_seed(spec, t, generation, index)));
             }
         }
     }
     let count = weighted.len() as u64;
-    let user_budget = spec
-        .target_bytes
-        .saturating_sub(system_bytes)
-        .saturating_sub(count * OVERHEAD_FIXED);
+    let user_budget = spec.target_bytes.saturating_sub(system_bytes).saturating_sub(count * OVERHEAD_FIXED);
     let data_total = (user_budget as f64 / (1.0 + OVERHEAD_RATIO)).max((count * MIN_DATA) as f64);
     let weight_sum: f64 = weighted.iter().map(|w| w.2).sum();
     for (dir, generation, w, seed) in weighted {
@@ -102,53 +84,30 @@ fn generations(rng: &mut SmallRng, n: usize) -> Vec<u64> {
     let mut g = 0;
     (0..n)
         .map(|_| {
-            g += if rng.random_bool(0.3) {
-                rng.random_range(2..5)
-            } else {
-                1
-            };
+            g += if rng.random_bool(0.3) { rng.random_range(2..5) } else { 1 };
             g
         })
         .collect()
 }
 
 fn file_seed(spec: &SimSpec, t: &TableDef, generation: u64, index: &str) -> u64 {
-    mix_seed(
-        spec.seed,
-        &[
-            "sstable",
-            &t.keyspace,
-            &t.name,
-            index,
-            &generation.to_string(),
-        ],
-    )
+    mix_seed(spec.seed, &["sstable", &t.keyspace, &t.name, index, &generation.to_string()])
 }
 
 /// Writes the planned SSTables on up to four threads (generation is CPU- and page-cache-bound).
 pub(crate) fn write_sstables(plans: &[SstablePlan]) -> io::Result<Vec<PathBuf>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 4);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
     let results: Vec<io::Result<Vec<PathBuf>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|i| {
                 s.spawn(move || {
-                    plans
-                        .iter()
-                        .skip(i)
-                        .step_by(threads)
-                        .map(SstablePlan::write)
-                        .collect::<io::Result<Vec<_>>>()
+                    plans.iter().skip(i).step_by(threads).map(SstablePlan::write).collect::<io::Result<Vec<_>>>()
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("writer thread panicked")))
-            })
+            .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("writer thread panicked"))))
             .collect()
     });
     let mut out = Vec::new();
@@ -176,17 +135,12 @@ pub(crate) fn write_incremental_backups(data_dir: &Path, tables: &[TableDef]) ->
     let dir = data_dir.join(&t.keyspace).join(t.dir_name());
     let backups = dir.join("backups");
     fs::create_dir_all(&backups)?;
-    let gens: Vec<u64> = super::sstable::live_generations(&dir)?
-        .into_keys()
-        .take(2)
-        .collect();
+    let gens: Vec<u64> = super::sstable::live_generations(&dir)?.into_keys().take(2).collect();
     for entry in fs::read_dir(&dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let linked = name
-            .to_str()
-            .and_then(super::sstable::parse_component_name)
-            .is_some_and(|(g, _)| gens.contains(&g));
+        let linked =
+            name.to_str().and_then(super::sstable::parse_component_name).is_some_and(|(g, _)| gens.contains(&g));
         if linked {
             fs::hard_link(entry.path(), backups.join(&name))?;
         }
@@ -214,17 +168,11 @@ pub(crate) fn write_other_dirs(
     fs::create_dir_all(hints)?;
     let base = 1_700_000_000_000u64 + seed % 1_000_000;
     for i in 0..2 {
-        fs::write(
-            commitlog.join(format!("CommitLog-7-{}.log", base + i)),
-            blob(128 * 1024),
-        )?;
+        fs::write(commitlog.join(format!("CommitLog-7-{}.log", base + i)), blob(128 * 1024))?;
     }
     fs::write(caches.join("KeyCache-f.db"), blob(16 * 1024))?;
     fs::write(caches.join("CounterCache-f.db"), blob(1024))?;
-    fs::write(
-        hints.join(format!("{host_id}-{base}-2.hints")),
-        blob(32 * 1024),
-    )?;
+    fs::write(hints.join(format!("{host_id}-{base}-2.hints")), blob(32 * 1024))?;
     Ok(())
 }
 
@@ -306,18 +254,11 @@ mod tests {
     fn plan_hits_target_bytes_and_files() {
         let spec = SimSpec::small();
         let plan = plan_node(&spec, Path::new("/d"));
-        let backed_up: Vec<_> = plan
-            .sstables
-            .iter()
-            .filter(|p| !p.dir.starts_with("/d/system_traces"))
-            .collect();
+        let backed_up: Vec<_> = plan.sstables.iter().filter(|p| !p.dir.starts_with("/d/system_traces")).collect();
         assert_eq!(backed_up.len() * 8, spec.expected_files());
         let bytes: u64 = backed_up.iter().map(|p| p.total_size()).sum();
         let target = spec.target_bytes as f64;
-        assert!(
-            (bytes as f64 - target).abs() < target * 0.05,
-            "{bytes} vs {target}"
-        );
+        assert!((bytes as f64 - target).abs() < target * 0.05, "{bytes} vs {target}");
         let t = tokens(1);
         assert_eq!(t.len(), 16);
         assert!(t.windows(2).all(|w| w[0] < w[1]));

@@ -99,11 +99,7 @@ impl MgmtApiServer {
 
     /// Requests received so far, as `"METHOD /path?query"` (query omitted when absent).
     pub fn calls(&self) -> Vec<String> {
-        self.state
-            .calls
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_default()
+        self.state.calls.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     /// Stops accepting requests and waits for the server task to end.
@@ -127,12 +123,7 @@ impl Drop for MgmtApiServer {
 
 fn router(state: AppState) -> Router {
     Router::new()
-        .route(
-            "/api/v0/ops/node/snapshots",
-            post(take_snapshot)
-                .get(list_snapshots)
-                .delete(clear_snapshots),
-        )
+        .route("/api/v0/ops/node/snapshots", post(take_snapshot).get(list_snapshots).delete(clear_snapshots))
         .route("/api/v0/ops/tables/flush", post(flush))
         .route("/api/v0/ops/keyspace", get(keyspaces))
         .route("/api/v0/ops/tables", get(tables))
@@ -196,10 +187,7 @@ async fn take_snapshot(State(s): State<AppState>, body: Bytes) -> Response {
         match serde_json::from_slice(&body) {
             Ok(r) => r,
             Err(e) => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("Invalid request body: {e}"),
-                );
+                return text(StatusCode::BAD_REQUEST, format!("Invalid request body: {e}"));
             }
         }
     };
@@ -226,11 +214,8 @@ async fn take_snapshot(State(s): State<AppState>, body: Bytes) -> Response {
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    let tag = req
-        .snapshot_name
-        .unwrap_or_else(|| epoch_millis().to_string());
-    let flush_first =
-        s.faults.flush_on_snapshot.load(Ordering::SeqCst) && !req.skip_flush.unwrap_or(false);
+    let tag = req.snapshot_name.unwrap_or_else(|| epoch_millis().to_string());
+    let flush_first = s.faults.flush_on_snapshot.load(Ordering::SeqCst) && !req.skip_flush.unwrap_or(false);
     let flush_seed = 0x5EED_0000 + s.flushes.fetch_add(1, Ordering::SeqCst);
     let table_name = req.table_name;
     let result = with_node(&s, move |node| {
@@ -242,11 +227,7 @@ async fn take_snapshot(State(s): State<AppState>, body: Bytes) -> Response {
             let ks = (keyspaces.len() == 1).then(|| keyspaces[0].as_str());
             node.flush_keyspace(flush_seed, 0.01, ks)?;
         }
-        if targets.is_empty() {
-            node.take_snapshot(&tag, &keyspaces)
-        } else {
-            node.take_table_snapshot(&tag, &targets)
-        }
+        if targets.is_empty() { node.take_snapshot(&tag, &keyspaces) } else { node.take_table_snapshot(&tag, &targets) }
     })
     .await;
     match result {
@@ -326,21 +307,13 @@ async fn flush(State(s): State<AppState>, body: Bytes) -> Response {
         match serde_json::from_slice(&body) {
             Ok(r) => r,
             Err(e) => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("Invalid request body: {e}"),
-                );
+                return text(StatusCode::BAD_REQUEST, format!("Invalid request body: {e}"));
             }
         }
     };
-    let keyspace = req
-        .keyspace_name
-        .filter(|k| !k.trim().is_empty() && k != "ALL");
+    let keyspace = req.keyspace_name.filter(|k| !k.trim().is_empty() && k != "ALL");
     let seed = 0xF1_0000 + s.flushes.fetch_add(1, Ordering::SeqCst);
-    let result = with_node(&s, move |node| {
-        node.flush_keyspace(seed, 0.01, keyspace.as_deref())
-    })
-    .await;
+    let result = with_node(&s, move |node| node.flush_keyspace(seed, 0.01, keyspace.as_deref())).await;
     match result {
         Ok(_) => text(StatusCode::OK, "OK"),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -351,10 +324,7 @@ async fn keyspaces(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response
     let filter = query_values(&q, "keyspaceName");
     match with_node(&s, |node| Ok(node.keyspaces())).await {
         Ok(all) => {
-            let names: Vec<String> = all
-                .into_iter()
-                .filter(|k| filter.is_empty() || filter.contains(k))
-                .collect();
+            let names: Vec<String> = all.into_iter().filter(|k| filter.is_empty() || filter.contains(k)).collect();
             json_response(json!(names))
         }
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -363,10 +333,7 @@ async fn keyspaces(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response
 
 async fn tables(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
     let Some(keyspace) = query_values(&q, "keyspaceName").into_iter().next() else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "List tables failed. Non-empty 'keyspaceName' must be provided",
-        );
+        return text(StatusCode::BAD_REQUEST, "List tables failed. Non-empty 'keyspaceName' must be provided");
     };
     match with_node(&s, move |node| Ok(node.table_names(&keyspace))).await {
         Ok(names) => json_response(json!(names)),

@@ -26,8 +26,7 @@ mod util;
 use serde::{Deserialize, Serialize};
 
 pub use digest::{
-    DataDigest, FileDigest, digest_data_dir, load_digest_json, try_digest_data_dir,
-    try_load_digest_json,
+    DataDigest, FileDigest, digest_data_dir, load_digest_json, try_digest_data_dir, try_load_digest_json,
 };
 pub use mgmt_api::{Faults, MgmtApiServer};
 pub use node::{STATE_FILE, SimNode};
@@ -82,8 +81,7 @@ impl SimSpec {
         let tables = keyspaces * per_keyspace;
         let rough = (user / tables).max(1);
         let index = schema::index_sstables_for(rough);
-        let per_table =
-            ((user.saturating_sub(index) as f64 / tables as f64).round() as usize).max(1);
+        let per_table = ((user.saturating_sub(index) as f64 / tables as f64).round() as usize).max(1);
         SimSpec {
             seed,
             user_keyspaces: keyspaces,

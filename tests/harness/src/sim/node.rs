@@ -95,8 +95,8 @@ impl SimNode {
     pub fn open(root: &Path) -> io::Result<SimNode> {
         let root = fs::canonicalize(root)?;
         let text = fs::read_to_string(root.join(STATE_FILE))?;
-        let mut node: SimNode = serde_json::from_str(&text)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let mut node: SimNode =
+            serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         if node.root != root {
             for p in [
                 &mut node.data_dir,
@@ -169,18 +169,12 @@ impl SimNode {
 
     /// Table names of one keyspace (schema order).
     pub fn table_names(&self, keyspace: &str) -> Vec<String> {
-        self.tables
-            .iter()
-            .filter(|t| t.keyspace == keyspace)
-            .map(|t| t.name.clone())
-            .collect()
+        self.tables.iter().filter(|t| t.keyspace == keyspace).map(|t| t.name.clone()).collect()
     }
 
     /// The schema entry of `keyspace.table`.
     pub fn table(&self, keyspace: &str, table: &str) -> Option<&TableDef> {
-        self.tables
-            .iter()
-            .find(|t| t.keyspace == keyspace && t.name == table)
+        self.tables.iter().find(|t| t.keyspace == keyspace && t.name == table)
     }
 
     /// `<data_dir>/<keyspace>/<table>-<id>`.
@@ -224,32 +218,17 @@ impl SimNode {
 
     /// Like [`SimNode::flush`], limited to one keyspace (`None`: all). System keyspaces are
     /// accepted and left unchanged.
-    pub fn flush_keyspace(
-        &mut self,
-        seed: u64,
-        fraction: f64,
-        keyspace: Option<&str>,
-    ) -> io::Result<Vec<PathBuf>> {
-        let targets: Vec<TableDef> = self
-            .user_tables()
-            .into_iter()
-            .filter(|t| keyspace.is_none_or(|k| k == t.keyspace))
-            .cloned()
-            .collect();
+    pub fn flush_keyspace(&mut self, seed: u64, fraction: f64, keyspace: Option<&str>) -> io::Result<Vec<PathBuf>> {
+        let targets: Vec<TableDef> =
+            self.user_tables().into_iter().filter(|t| keyspace.is_none_or(|k| k == t.keyspace)).cloned().collect();
         if targets.is_empty() {
             return Ok(Vec::new());
         }
         let added = (self.user_live_bytes()? as f64 * fraction.max(0.0)) as u64;
         let mut rng = SmallRng::seed_from_u64(mix_seed(seed, &["flush"]));
         let count = ((targets.len() as f64 * 0.5).round() as usize).clamp(1, 16);
-        let picks: Vec<(usize, f64)> = (0..count)
-            .map(|_| {
-                (
-                    rng.random_range(0..targets.len()),
-                    rng.random_range(0.5..1.5),
-                )
-            })
-            .collect();
+        let picks: Vec<(usize, f64)> =
+            (0..count).map(|_| (rng.random_range(0..targets.len()), rng.random_range(0.5..1.5))).collect();
         let weight_sum: f64 = picks.iter().map(|p| p.1).sum();
         let mut written = Vec::new();
         for (i, w) in picks {
@@ -275,11 +254,7 @@ impl SimNode {
             for (i, dir) in self.sstable_dirs(t).into_iter().enumerate() {
                 let gens = sstable::live_generations(&dir)?;
                 if gens.len() >= 2 {
-                    let idx = if i == 0 {
-                        String::new()
-                    } else {
-                        t.index.clone().unwrap_or_default()
-                    };
+                    let idx = if i == 0 { String::new() } else { t.index.clone().unwrap_or_default() };
                     candidates.push((t.clone(), idx, dir, gens));
                 }
             }
@@ -305,12 +280,7 @@ impl SimNode {
     /// A lost volume: empties the data, commitlog, saved caches and hints directories (the
     /// directories themselves and `conf/cassandra.yaml` stay).
     pub fn wipe(&mut self) -> io::Result<()> {
-        for dir in [
-            &self.data_dir,
-            &self.commitlog_dir,
-            &self.saved_caches_dir,
-            &self.hints_dir,
-        ] {
+        for dir in [&self.data_dir, &self.commitlog_dir, &self.saved_caches_dir, &self.hints_dir] {
             empty_dir(dir)?;
         }
         Ok(())
@@ -383,16 +353,7 @@ fn data_size_for(total: f64) -> u64 {
 /// Writes the next generation of `dir` with content seeded by (`seed`, table, index, generation).
 fn write_next(dir: &Path, data: u64, seed: u64, t: &TableDef, index: &str) -> io::Result<PathBuf> {
     let generation = sstable::next_generation(dir)?;
-    let file_seed = mix_seed(
-        seed,
-        &[
-            "mutation",
-            &t.keyspace,
-            &t.name,
-            index,
-            &generation.to_string(),
-        ],
-    );
+    let file_seed = mix_seed(seed, &["mutation", &t.keyspace, &t.name, index, &generation.to_string()]);
     SstablePlan::new(dir.to_path_buf(), generation, data, file_seed).write()
 }
 

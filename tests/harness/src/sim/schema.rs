@@ -7,13 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::util::{dashed_uuid, mix_seed};
 
 /// Keyspaces Cassandra 4.1 creates itself, in the order `getKeyspaces()` usually lists them.
-pub const SYSTEM_KEYSPACES: [&str; 5] = [
-    "system",
-    "system_schema",
-    "system_auth",
-    "system_distributed",
-    "system_traces",
-];
+pub const SYSTEM_KEYSPACES: [&str; 5] =
+    ["system", "system_schema", "system_auth", "system_distributed", "system_traces"];
 
 /// System tables and how many SSTables each holds on a freshly generated node (0: empty dir).
 /// Counts follow the Medusa 0.31 fixture node.
@@ -62,11 +57,7 @@ const SYSTEM_TABLES: &[(&str, &str, usize)] = &[
 
 /// Number of SSTables in system keyspaces other than `system_traces` (what a backup includes).
 pub(crate) fn system_sstables_backed_up() -> usize {
-    SYSTEM_TABLES
-        .iter()
-        .filter(|(ks, _, _)| *ks != "system_traces")
-        .map(|(_, _, n)| n)
-        .sum()
+    SYSTEM_TABLES.iter().filter(|(ks, _, _)| *ks != "system_traces").map(|(_, _, n)| n).sum()
 }
 
 /// One table of the simulated schema.
@@ -144,10 +135,7 @@ impl TableDef {
              \tAND gc_grace_seconds = 864000;\n",
         );
         if let Some(idx) = &self.index {
-            out.push_str(&format!(
-                "CREATE INDEX IF NOT EXISTS {idx} ON {}.{} (ck);\n",
-                self.keyspace, self.name
-            ));
+            out.push_str(&format!("CREATE INDEX IF NOT EXISTS {idx} ON {}.{} (ck);\n", self.keyspace, self.name));
         }
         out
     }
@@ -210,11 +198,7 @@ pub(crate) fn user_tables(
         out.push(TableDef {
             id: user_table_id(seed, &ks, &name),
             keyspace: ks,
-            index_sstables: if index.is_some() {
-                index_sstables_for(sstables_per_table)
-            } else {
-                0
-            },
+            index_sstables: if index.is_some() { index_sstables_for(sstables_per_table) } else { 0 },
             index,
             udt: (i == 2).then(|| "address".to_string()),
             initial_sstables: sstables_per_table,
@@ -236,18 +220,9 @@ mod tests {
 
     #[test]
     fn system_ids_are_cassandras() {
-        assert_eq!(
-            system_table_id("system", "local"),
-            "7ad54392bcdd35a684174e047860b377"
-        );
-        assert_eq!(
-            system_table_id("system", "peers_v2"),
-            "c4325fbb8e5e3bafbd070f9250ed818e"
-        );
-        assert_eq!(
-            system_table_id("system_schema", "keyspaces"),
-            "abac5682dea631c5b535b3d6cffd0fb6"
-        );
+        assert_eq!(system_table_id("system", "local"), "7ad54392bcdd35a684174e047860b377");
+        assert_eq!(system_table_id("system", "peers_v2"), "c4325fbb8e5e3bafbd070f9250ed818e");
+        assert_eq!(system_table_id("system_schema", "keyspaces"), "abac5682dea631c5b535b3d6cffd0fb6");
         assert_eq!(system_sstables_backed_up(), 40);
     }
 }

@@ -50,11 +50,7 @@ impl SimNode {
     /// keyspaces, `system_traces` included, when empty). Fails like Cassandra, before touching
     /// anything, when the tag already exists in one of them.
     pub fn take_snapshot(&self, tag: &str, keyspaces: &[String]) -> io::Result<()> {
-        let keyspaces = if keyspaces.is_empty() {
-            self.keyspaces()
-        } else {
-            keyspaces.to_vec()
-        };
+        let keyspaces = if keyspaces.is_empty() { self.keyspaces() } else { keyspaces.to_vec() };
         let mut targets = Vec::new();
         for ks in &keyspaces {
             targets.extend(self.keyspace_targets(ks)?);
@@ -66,22 +62,14 @@ impl SimNode {
     pub fn take_table_snapshot(&self, tag: &str, tables: &[String]) -> io::Result<()> {
         let mut targets = Vec::new();
         for kt in tables {
-            let (ks, table) = kt.split_once('.').ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("Invalid keyspace.table: {kt}"),
-                )
-            })?;
+            let (ks, table) = kt
+                .split_once('.')
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("Invalid keyspace.table: {kt}")))?;
             let target = self
                 .keyspace_targets(ks)?
                 .into_iter()
                 .find(|t| t.table == table)
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!("Table {table} does not exist"),
-                    )
-                })?;
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("Table {table} does not exist")))?;
             targets.push(target);
         }
         self.snapshot_targets(tag, &targets)
@@ -89,25 +77,13 @@ impl SimNode {
 
     fn snapshot_targets(&self, tag: &str, targets: &[Target]) -> io::Result<()> {
         if tag.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "You must supply a snapshot name.",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "You must supply a snapshot name."));
         }
         if tag.contains('/') {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "Snapshot name cannot contain /",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "Snapshot name cannot contain /"));
         }
-        if targets
-            .iter()
-            .any(|t| t.dir.join("snapshots").join(tag).exists())
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("Snapshot {tag} already exists."),
-            ));
+        if targets.iter().any(|t| t.dir.join("snapshots").join(tag).exists()) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("Snapshot {tag} already exists.")));
         }
         let created_at = rfc3339(SystemTime::now());
         for t in targets {
@@ -132,10 +108,7 @@ impl SimNode {
             })
             .collect();
         if targets.is_empty() && !ks_dir.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("Keyspace {keyspace} does not exist"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("Keyspace {keyspace} does not exist")));
         }
         if let Ok(entries) = fs::read_dir(&ks_dir) {
             let mut extra = Vec::new();
@@ -227,12 +200,7 @@ fn snapshot_table(t: &Target, tag: &str, created_at: &str) -> io::Result<()> {
 
 /// Hard-links every live component file of `from` into `to`; records `Data.db` names (with the
 /// 2i directory prefix) for the manifest. Transaction logs and temporary files are skipped.
-fn link_live_files(
-    from: &Path,
-    to: &Path,
-    prefix: &str,
-    data_files: &mut Vec<String>,
-) -> io::Result<()> {
+fn link_live_files(from: &Path, to: &Path, prefix: &str, data_files: &mut Vec<String>) -> io::Result<()> {
     for entry in fs::read_dir(from)? {
         let entry = entry?;
         if !entry.file_type()?.is_file() {
@@ -296,19 +264,12 @@ fn table_name_of_dir(dir_name: &str) -> &str {
 
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path())
-                .collect()
-        })
+        .map(|rd| rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect())
         .unwrap_or_default();
     out.sort();
     out
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }

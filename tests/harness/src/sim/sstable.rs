@@ -59,12 +59,7 @@ pub(crate) struct SstablePlan {
 
 impl SstablePlan {
     pub(crate) fn new(dir: PathBuf, generation: u64, data_size: u64, seed: u64) -> Self {
-        SstablePlan {
-            dir,
-            generation,
-            data_size,
-            seed,
-        }
+        SstablePlan { dir, generation, data_size, seed }
     }
 
     /// Exact size of every component except `Digest.crc32` (which depends on the CRC digits).
@@ -91,8 +86,7 @@ impl SstablePlan {
 
     /// Path of this SSTable's `Data.db`.
     pub(crate) fn data_path(&self) -> PathBuf {
-        self.dir
-            .join(component_file_name(self.generation, "Data.db"))
+        self.dir.join(component_file_name(self.generation, "Data.db"))
     }
 
     /// Writes all eight components; returns the `Data.db` path.
@@ -100,9 +94,7 @@ impl SstablePlan {
         fs::create_dir_all(&self.dir)?;
         let crc = write_random(&self.data_path(), self.data_size, self.seed)?;
         for (component, size) in self.sizes() {
-            let path = self
-                .dir
-                .join(component_file_name(self.generation, component));
+            let path = self.dir.join(component_file_name(self.generation, component));
             match component {
                 "Data.db" => {}
                 "Digest.crc32" => fs::write(&path, crc.to_string())?,
@@ -150,11 +142,7 @@ pub(crate) fn live_generations(dir: &Path) -> io::Result<BTreeMap<u64, u64>> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if let Some((generation, component)) = parse_component_name(name) {
-            let size = if component == "Data.db" {
-                entry.metadata()?.len()
-            } else {
-                0
-            };
+            let size = if component == "Data.db" { entry.metadata()?.len() } else { 0 };
             *out.entry(generation).or_insert(0) += size;
         }
     }
@@ -164,10 +152,7 @@ pub(crate) fn live_generations(dir: &Path) -> io::Result<BTreeMap<u64, u64>> {
 /// Next generation for a directory: one more than the highest on disk (Cassandra's rule after
 /// a restart), 1 for an empty directory.
 pub(crate) fn next_generation(dir: &Path) -> io::Result<u64> {
-    Ok(live_generations(dir)?
-        .keys()
-        .next_back()
-        .map_or(1, |g| g + 1))
+    Ok(live_generations(dir)?.keys().next_back().map_or(1, |g| g + 1))
 }
 
 /// Removes every component of one generation from `dir` (compaction's obsolete-file cleanup).
@@ -175,10 +160,7 @@ pub(crate) fn remove_generation(dir: &Path, generation: u64) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let matches = name
-            .to_str()
-            .and_then(parse_component_name)
-            .is_some_and(|(g, _)| g == generation);
+        let matches = name.to_str().and_then(parse_component_name).is_some_and(|(g, _)| g == generation);
         if matches {
             fs::remove_file(entry.path())?;
         }
@@ -193,14 +175,8 @@ mod tests {
     #[test]
     fn names_round_trip() {
         assert_eq!(component_file_name(12, "Data.db"), "nb-12-big-Data.db");
-        assert_eq!(
-            parse_component_name("nb-12-big-Data.db"),
-            Some((12, "Data.db"))
-        );
-        assert_eq!(
-            parse_component_name("nb-3-big-Digest.crc32"),
-            Some((3, "Digest.crc32"))
-        );
+        assert_eq!(parse_component_name("nb-12-big-Data.db"), Some((12, "Data.db")));
+        assert_eq!(parse_component_name("nb-3-big-Digest.crc32"), Some((3, "Digest.crc32")));
         assert_eq!(parse_component_name("manifest.json"), None);
         assert_eq!(parse_component_name("nb_txn_flush_x.log"), None);
         let toc: usize = COMPONENTS.iter().map(|c| c.len() + 1).sum();
