@@ -852,6 +852,10 @@ impl World {
     async fn listed(&self) -> R<BTreeMap<(String, String), (i64, bool, bool)>> {
         let mut m = BTreeMap::new();
         for nb in node_backups(&self.storage, None).await.ctx("node_backups")? {
+            // What an interrupted deletion left: not a backup any more; the next purge finishes it.
+            if nb.leftover {
+                continue;
+            }
             let started = nb.started.ok_or_else(|| format!("(model) {}@{} has no start", nb.name, nb.fqdn))?;
             let key = (nb.fqdn.clone(), nb.name.clone());
             ensure!(m.insert(key, (started, nb.finished.is_some(), nb.differential)).is_none(), "(model) {}@{} listed twice", nb.name, nb.fqdn);

@@ -28,6 +28,9 @@ pub struct NodeBackup {
     pub finished: Option<i64>,
     /// Differential marker present.
     pub differential: bool,
+    /// Only index entries remain and no start can be found: what an interrupted deletion left.
+    /// Hidden from summaries; purges and deletes finish removing it.
+    pub leftover: bool,
 }
 
 /// Status of a cluster backup.
@@ -101,7 +104,14 @@ pub async fn node_backups(storage: &Storage, name: Option<&BackupName>) -> Resul
         if !a.tokenmap {
             continue;
         }
-        let mut nb = NodeBackup { name, fqdn, started: a.started, finished: a.finished, differential: a.differential };
+        let mut nb = NodeBackup {
+            name,
+            fqdn,
+            started: a.started,
+            finished: a.finished,
+            differential: a.differential,
+            leftover: false,
+        };
         // Older writers may lack the timestamp entries: fall back to the meta objects' times.
         if nb.started.is_none() || nb.finished.is_none() {
             let (Ok(b), Ok(n)) = (BackupName::new(nb.name.clone()), Fqdn::new(nb.fqdn.clone())) else { continue };
@@ -112,9 +122,10 @@ pub async fn node_backups(storage: &Storage, name: Option<&BackupName>) -> Resul
                 nb.finished = storage.head(&l.meta(&n, &b, Meta::Manifest)).await?.map(|m| m.last_modified.timestamp());
             }
         }
-        if nb.started.is_some() {
-            out.push(nb);
-        }
+        // No start: the backup's folder (schema.cql first of all) is gone and only index entries
+        // remain, which a deletion that was interrupted leaves. Reported so it can be finished.
+        nb.leftover = nb.started.is_none();
+        out.push(nb);
     }
     out.sort_by(|a, b| (&a.name, a.started).cmp(&(&b.name, b.started)));
     Ok(out)
@@ -226,7 +237,7 @@ pub async fn summarize(
     local_failed: &(dyn Fn(&NodeBackup) -> Option<bool> + Sync),
 ) -> Result<Vec<ClusterBackup>, StorageError> {
     let mut groups: BTreeMap<String, Vec<NodeBackup>> = BTreeMap::new();
-    for nb in node_backups {
+    for nb in node_backups.into_iter().filter(|nb| !nb.leftover) {
         groups.entry(nb.name.clone()).or_default().push(nb);
     }
     let mut out = Vec::with_capacity(groups.len());

@@ -20,8 +20,10 @@ pub struct Deleted {
 }
 
 /// Deletes node backup `(n, b)`: its folder (meta, and data of a full backup), its index
-/// entries, and the latest-backup pointer when it points at `b`. The index entries go last but
-/// one: an interrupted deletion is still visible in the index and is finished by a retry.
+/// entries, and the latest-backup pointer when it points at `b`. The index entries go after the
+/// folder, the tokenmap entry last: an interrupted deletion stays visible in the index (as a
+/// leftover once `schema.cql` and `started_` are gone, see `catalog::NodeBackup::leftover`) and
+/// the next purge or delete finishes it.
 pub async fn delete_node_backup(s: &Storage, n: &Fqdn, b: &BackupName) -> Result<Deleted, StorageError> {
     let l = &s.layout;
     let mut out = Deleted::default();

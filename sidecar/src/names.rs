@@ -42,7 +42,7 @@ fn check(kind: &'static str, value: &str) -> Result<(), InvalidName> {
 }
 
 macro_rules! name_type {
-    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $reserved:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(String);
@@ -52,6 +52,10 @@ macro_rules! name_type {
             pub fn new(value: impl Into<String>) -> Result<Self, InvalidName> {
                 let value = value.into();
                 check($kind, &value)?;
+                let reserved: &[(&str, &'static str)] = $reserved;
+                if let Some((_, why)) = reserved.iter().find(|(r, _)| *r == value) {
+                    return Err(InvalidName { kind: $kind, value, reason: why });
+                }
                 Ok(Self(value))
             }
 
@@ -76,19 +80,24 @@ macro_rules! name_type {
 }
 
 name_type!(
-    /// A backup name (`BackupRequest.name`, `BACKUP_NAME`).
+    /// A backup name (`BackupRequest.name`, `BACKUP_NAME`). `data` is refused: a backup's folder
+    /// `P/N/<name>/` would be the node's shared differential data folder `P/N/data/`.
     BackupName,
-    "backup name"
+    "backup name",
+    &[("data", "it is reserved: P/<node>/data/ holds the node's differential data")]
 );
 name_type!(
-    /// A node identity as used in object keys: the pod name in Kubernetes.
+    /// A node identity as used in object keys: the pod name in Kubernetes. `index` is refused:
+    /// `P/<node>/` would be the bucket's index folder `P/index/`.
     Fqdn,
-    "node name"
+    "node name",
+    &[("index", "it is reserved: P/index/ holds the backup index")]
 );
 name_type!(
     /// A restore key (`RESTORE_KEY`, `PrepareRestoreRequest.restoreKey`).
     RestoreKey,
-    "restore key"
+    "restore key",
+    &[]
 );
 
 #[cfg(test)]
@@ -111,5 +120,9 @@ mod tests {
         assert!(BackupName::new("x".repeat(256)).is_err());
         let msg = BackupName::new("a/b").unwrap_err().to_string();
         assert!(msg.contains("must not contain '/'"), "{msg}");
+        // Names whose folder is another folder of the layout.
+        assert!(BackupName::new("data").unwrap_err().to_string().contains("reserved"));
+        assert!(Fqdn::new("index").is_err());
+        assert!(BackupName::new("index").is_ok() && Fqdn::new("data").is_ok());
     }
 }

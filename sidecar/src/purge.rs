@@ -215,14 +215,24 @@ pub async fn purge(
     running: &(dyn Fn(&str) -> bool + Sync),
     exclusive: bool,
 ) -> Result<PurgeReport, StorageError> {
-    let mine: Vec<NodeBackup> =
-        node_backups(storage, None).await?.into_iter().filter(|b| b.fqdn == n.as_str()).collect();
+    let (leftovers, mine): (Vec<NodeBackup>, Vec<NodeBackup>) =
+        node_backups(storage, None).await?.into_iter().filter(|b| b.fqdn == n.as_str()).partition(|b| b.leftover);
+    let mut report = PurgeReport::default();
+    // What an interrupted purge or delete left behind is finished first, whatever the limits.
+    for b in &leftovers {
+        let Ok(name) = BackupName::new(b.name.clone()) else { continue };
+        tracing::info!(backup = %b.name, "finishing the deletion of an interrupted purge or delete");
+        // Its backup was counted when it vanished from the index; its objects count now.
+        let d = crate::delete::delete_node_backup(storage, n, &name).await?;
+        report.objects += d.objects;
+        report.bytes += d.bytes;
+    }
     let plan = plan(mine, now, limits, running);
     for (b, why) in &plan.purge {
         tracing::info!(backup = %b.name, started = b.started, reason = ?why, "purge plan: delete");
     }
     tracing::info!(delete = plan.purge.len(), keep = plan.keep.len(), "purge plan");
-    let mut report = PurgeReport { backups: plan.purge.len() as u64, ..Default::default() };
+    report.backups += plan.purge.len() as u64;
     for (b, _) in &plan.purge {
         let Ok(name) = BackupName::new(b.name.clone()) else { continue };
         let d = crate::delete::delete_node_backup(storage, n, &name).await?;
@@ -258,6 +268,7 @@ mod tests {
 
     fn nb(name: &str, started: i64) -> NodeBackup {
         NodeBackup {
+            leftover: false,
             name: name.into(),
             fqdn: "n".into(),
             started: Some(started),
