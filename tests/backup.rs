@@ -307,19 +307,7 @@ async fn multipart(kind: Kind) {
     // A restore verifies the multipart ETag and reproduces the file.
     let before = live(&env).await;
     env.with_sim(|s| s.wipe().unwrap()).await;
-    let root = env.with_sim(|s| s.root.clone()).await;
-    let out = std::process::Command::new(medusa_tests::binary("medusa-restore-init"))
-        .arg("--config")
-        .arg(&env.ini_path)
-        .env_remove("RESTORE_MAPPING")
-        .envs([
-            ("BACKUP_NAME", "d3"),
-            ("RESTORE_KEY", "k"),
-            ("POD_NAME", env.fqdn.as_str()),
-            ("MEDUSA_TMP_DIR", root.to_str().unwrap()),
-        ])
-        .output()
-        .unwrap();
+    let out = medusa_tests::restore_in_place(&env, "d3", "k");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(live(&env).await == before);
 }

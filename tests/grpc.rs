@@ -340,18 +340,7 @@ async fn prepare_restore_writes_the_mapping_that_restore_init_reads() {
     // restore-init without RESTORE_MAPPING uses that file.
     let before = env.with_sim(|s| harness::sim::digest_data_dir(&s.data_dir)).await;
     env.with_sim(|s| s.wipe().unwrap()).await;
-    let out = std::process::Command::new(medusa_tests::binary("medusa-restore-init"))
-        .arg("--config")
-        .arg(&env.ini_path)
-        .env_remove("RESTORE_MAPPING")
-        .envs([
-            ("BACKUP_NAME", "b1"),
-            ("RESTORE_KEY", "key-42"),
-            ("POD_NAME", env.fqdn.as_str()),
-            ("MEDUSA_TMP_DIR", root.to_str().unwrap()),
-        ])
-        .output()
-        .unwrap();
+    let out = medusa_tests::restore_in_place(&env, "b1", "key-42");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let after = env.with_sim(|s| harness::sim::digest_data_dir(&s.data_dir)).await;
     assert!(after == before, "{}", before.diff(&after));

@@ -460,3 +460,18 @@ pub fn enable_tls(env: &Env, c: &Certs) {
     );
     std::fs::write(&env.ini_path, ini).unwrap();
 }
+
+/// Runs the `medusa-restore-init` binary with `env`'s config for an in-place restore of `backup`
+/// under `key`, staging in the node's root as the operator's pods do; returns its output.
+pub fn restore_in_place(env: &Env, backup: &str, key: &str) -> std::process::Output {
+    let root = env.sim.lock().unwrap().root.clone();
+    std::process::Command::new(binary("medusa-restore-init"))
+        .arg("--config")
+        .arg(&env.ini_path)
+        .env_remove("RESTORE_MAPPING")
+        .env("MEDUSA_RS_STATE_DIR", &env.state_dir)
+        .envs([("BACKUP_NAME", backup), ("RESTORE_KEY", key), ("POD_NAME", env.fqdn.as_str())])
+        .env("MEDUSA_TMP_DIR", root)
+        .output()
+        .expect("medusa-restore-init runs")
+}

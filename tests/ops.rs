@@ -219,20 +219,7 @@ async fn metrics_move_with_backups_purges_and_restores() {
     assert_eq!(value(&m, "medusa_purged_objects_total"), r.nb_objects_purged as f64);
     assert_eq!(value(&m, "medusa_purged_bytes_total"), r.total_purged_size as f64);
     // restore-init leaves its figures; the sidecar exposes them.
-    let root = env.sim.lock().unwrap().root.clone();
-    let out = Command::new(binary("medusa-restore-init"))
-        .arg("--config")
-        .arg(&env.ini_path)
-        .env_remove("RESTORE_MAPPING")
-        .env("MEDUSA_RS_STATE_DIR", &env.state_dir)
-        .envs([
-            ("BACKUP_NAME", "b3"),
-            ("RESTORE_KEY", "k"),
-            ("POD_NAME", env.fqdn.as_str()),
-            ("MEDUSA_TMP_DIR", root.to_str().unwrap()),
-        ])
-        .output()
-        .unwrap();
+    let out = medusa_tests::restore_in_place(&env, "b3", "k");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m = scrape(mport);
     assert_eq!(value(&m, "medusa_restore_files"), live.files as f64);

@@ -194,19 +194,7 @@ async fn purge_during_a_running_differential_backup_keeps_it_restorable() {
     assert_eq!(names(&mut c).await, ["d2"]);
     // d2 restores exactly.
     env.with_sim(|s| s.wipe().unwrap()).await;
-    let root = env.sim.lock().unwrap().root.clone();
-    let out = std::process::Command::new(medusa_tests::binary("medusa-restore-init"))
-        .arg("--config")
-        .arg(&env.ini_path)
-        .env_remove("RESTORE_MAPPING")
-        .envs([
-            ("BACKUP_NAME", "d2"),
-            ("RESTORE_KEY", "k"),
-            ("POD_NAME", N),
-            ("MEDUSA_TMP_DIR", root.to_str().unwrap()),
-        ])
-        .output()
-        .unwrap();
+    let out = medusa_tests::restore_in_place(&env, "d2", "k");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got = env.with_sim(|s| harness::sim::digest_data_dir(&s.data_dir)).await;
     assert!(got == at_d2, "{}", at_d2.diff(&got));

@@ -260,13 +260,15 @@ impl Probe {
 async fn measure_backup(env: &Env, phase: &'static str, name: &str, mode: Mode, unchanged: bool) -> Result<Row> {
     let files = list_files(&env.with_sim(|s| s.data_dir.clone()).await)?;
     let probe = Probe::start(&files)?;
-    let out = tokio::process::Command::new(std::env::current_exe()?)
+    // Not `current_exe()`: a rebuild may replace the file while the bench runs.
+    let out = tokio::process::Command::new("/proc/self/exe")
         .arg("--backup-child")
         .args([env.ini_path.as_os_str(), env.state_dir.as_os_str()])
         .args([name, mode.as_str()])
         .stderr(Stdio::inherit())
         .output()
-        .await?;
+        .await
+        .context("starting the backup process")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let line =
         text.lines().find_map(|l| l.strip_prefix("RESULT ")).with_context(|| format!("{phase}: {}", out.status))?;

@@ -62,6 +62,8 @@ struct Row {
     generate: Duration,
     cold: Duration,
     warm: Vec<Duration>,
+    /// `catalog::node_backups` alone (the index listing and parsing), called directly.
+    list: Vec<Duration>,
     reply: u64,
     rss_before: u64,
     peak: u64,
@@ -122,6 +124,7 @@ async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
     let ini = write_config(dir.path())?;
     let cfg = medusa::config::Config::load(&ini)?;
     let send_limit = cfg.grpc.max_send_message_length as u64;
+    let storage = medusa::storage::Storage::from_config(&cfg.storage)?;
 
     let rss_before = status_kib("VmRSS:")?;
     std::fs::write("/proc/self/clear_refs", "5").context("resetting VmHWM via /proc/self/clear_refs")?;
@@ -149,11 +152,19 @@ async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
         check(&reply, case, &expected)?;
     }
     let (peak, rss_after) = (status_kib("VmHWM:")?, status_kib("VmRSS:")?);
+    // The part of a warm call that is the index listing (§4.3: one listing per call).
+    let mut list = Vec::with_capacity(warm_calls);
+    for _ in 0..warm_calls {
+        let t = Instant::now();
+        let nbs = medusa::catalog::node_backups(&storage, None).await?;
+        list.push(t.elapsed());
+        ensure!(nbs.len() == case.backups * case.nodes, "{} node backups listed", nbs.len());
+    }
     drop(client);
     let _ = stop.send(());
     daemon.await?.map_err(|e| anyhow::anyhow!("sidecar: {e}"))?;
     ensure!(size <= send_limit, "the reply ({size} bytes) exceeds max_send_message_length ({send_limit})");
-    Ok(Row { case, generate, cold, warm, reply: size, rss_before, peak, rss_after })
+    Ok(Row { case, generate, cold, warm, list, reply: size, rss_before, peak, rss_after })
 }
 
 /// The reply must list every backup as a finished differential backup of every node, with the
@@ -309,6 +320,13 @@ fn status_kib(key: &str) -> Result<u64> {
     Ok(v.trim().trim_end_matches("kB").trim().parse::<u64>()? * 1024)
 }
 
+/// Nearest-rank percentile.
+fn percentile(v: &[Duration], p: usize) -> Duration {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v[(v.len() * p).div_ceil(100).saturating_sub(1)]
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -322,16 +340,13 @@ fn print_table(rows: &[Row], warm: usize) {
     let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
     println!("\nGetBackups over local storage, differential backups, {} objects per manifest; load average {load}", rows.first().map_or(0, |r| r.case.objects));
     println!(
-        "{:<9} {:>6} {:>6} {:>8} {:>9} {:>10} {:>9} {:>11} {:>8} {:>10} {:>10} {:>10}",
-        "backups", "nodes", "tokens", "gen s", "cold ms", "median ms", "p95 ms", "reply MiB", "% limit", "RSS0 MiB", "peak MiB", "after MiB"
+        "{:<9} {:>6} {:>6} {:>8} {:>9} {:>10} {:>9} {:>9} {:>11} {:>8} {:>10} {:>10} {:>10}",
+        "backups", "nodes", "tokens", "gen s", "cold ms", "median ms", "p95 ms", "list ms", "reply MiB", "% limit", "RSS0 MiB", "peak MiB", "after MiB"
     );
     for r in rows {
-        let mut w = r.warm.clone();
-        w.sort_unstable();
-        let median = w[w.len() / 2];
-        let p95 = w[(w.len() * 95).div_ceil(100).saturating_sub(1)];
+        let (median, p95) = (percentile(&r.warm, 50), percentile(&r.warm, 95));
         println!(
-            "{:<9} {:>6} {:>6} {:>8.1} {:>9.1} {:>10.1} {:>9.1} {:>11.2} {:>7.2}% {:>10.1} {:>10.1} {:>10.1}",
+            "{:<9} {:>6} {:>6} {:>8.1} {:>9.1} {:>10.1} {:>9.1} {:>9.1} {:>11.2} {:>7.2}% {:>10.1} {:>10.1} {:>10.1}",
             r.case.backups,
             r.case.nodes,
             r.case.tokens,
@@ -339,6 +354,7 @@ fn print_table(rows: &[Row], warm: usize) {
             ms(r.cold),
             ms(median),
             ms(p95),
+            ms(percentile(&r.list, 50)),
             mib(r.reply),
             r.reply as f64 * 100.0 / OPERATOR_RECEIVE_LIMIT as f64,
             mib(r.rss_before),
@@ -348,7 +364,8 @@ fn print_table(rows: &[Row], warm: usize) {
     }
     println!(
         "(cold = first call of a fresh sidecar: reads every manifest once, page cache warm; median/p95 of {warm} warm calls \
-         (nearest rank). reply = encoded GetBackupsResponse; % limit = of 512 MiB, the operator's receive limit and \
+         (nearest rank); list = median of \
+         as many direct calls of catalog::node_backups (the index listing a call starts with). reply = encoded GetBackupsResponse; % limit = of 512 MiB, the operator's receive limit and \
          medusa-rs' default max_send_message_length. RSS0 = this process before the sidecar started; peak = its VmHWM \
          from then on (sidecar + client); after = VmRSS after the warm calls.)"
     );

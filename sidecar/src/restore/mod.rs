@@ -226,16 +226,12 @@ pub async fn run(cfg: &Config, env: RestoreEnv) -> Result<Outcome, RestoreError>
 
     let transfers = Arc::new(Transfers::new(storage.clone(), &cfg.storage));
     let mut report = Report { files: plan.files, bytes: plan.bytes, ..Default::default() };
+    let enter = |phase| {
+        let j = Journal { key: key.to_string(), backup: backup.to_string(), source: source.to_string(), phase };
+        write_journal(&staging, &j)
+    };
     if journal.map(|j| j.phase) != Some(Phase::Placing) {
-        write_journal(
-            &staging,
-            &Journal {
-                key: key.to_string(),
-                backup: backup.to_string(),
-                source: source.to_string(),
-                phase: Phase::Downloading,
-            },
-        )?;
+        enter(Phase::Downloading)?;
         download_all(
             &plan,
             &staging,
@@ -245,15 +241,7 @@ pub async fn run(cfg: &Config, env: RestoreEnv) -> Result<Outcome, RestoreError>
             &mut report,
         )
         .await?;
-        write_journal(
-            &staging,
-            &Journal {
-                key: key.to_string(),
-                backup: backup.to_string(),
-                source: source.to_string(),
-                phase: Phase::Placing,
-            },
-        )?;
+        enter(Phase::Placing)?;
     } else {
         tracing::info!("resuming an interrupted placement");
     }
