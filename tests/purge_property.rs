@@ -392,7 +392,7 @@ impl World {
         let sim = Arc::new(SimState::default());
         sim.clock.store(T0, Ordering::SeqCst);
         let store = SimStore { inner: Arc::new(InMemory::new()), state: sim.clone() };
-        let storage = Storage { store: Arc::new(store), layout: Layout::new(Some(PREFIX)), provider: Provider::S3Compatible, encrypted: false, storage_class: None };
+        let storage = Storage { store: Arc::new(store), layout: Layout::new(Some(PREFIX)), provider: Provider::S3Compatible, encrypted: false, storage_class: None, local_root: None };
         let nodes = NODES.iter().map(|n| Fqdn::new(*n).expect("valid node name")).collect();
         let live = NODES.iter().map(|_| Live { tables: TABLES.iter().map(|_| vec![1]).collect(), next_gen: 1 }).collect();
         World { storage, sim, rng: Rng(seed), nodes, live, backups: BTreeMap::new(), inflight: None, names: Vec::new(), next_name: 0, sabotage, trace: Vec::new(), stats: Stats::default(), next_backup_name: None }

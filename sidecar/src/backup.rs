@@ -278,9 +278,11 @@ impl Node {
             });
         }
         report.hashed_files = progress.files_done.load(Ordering::Relaxed).saturating_sub(report.files);
+        // Done with what was read for the decisions: free it before the manifest is built.
+        drop((catalog, cache, tables));
         let cache_path = self.digest_cache_path();
         let entries = cache_entries;
-        let saved = crate::fsutil::blocking(move || DigestCache::load(&cache_path).save(&entries)).await;
+        let saved = crate::fsutil::blocking(move || DigestCache::save_to(&cache_path, &entries)).await;
         if let Err(e) = saved {
             tracing::warn!(error = %e, "could not save the digest cache; the next differential backup reads files again");
         }
@@ -403,7 +405,9 @@ impl Node {
         report: &mut BackupReport,
     ) -> Result<(), BackupError> {
         let (n, l, s) = (&self.fqdn, &self.storage.layout, &self.storage);
-        let manifest = crate::manifest::to_bytes(sections);
+        let manifest = bytes::Bytes::from(crate::manifest::to_bytes(sections));
+        // Every data object must be durable before the manifest says the backup is complete.
+        s.sync_local().await?;
         let key = l.meta(n, name, Meta::Manifest);
         s.put_bytes(&key, manifest.clone()).await?;
         s.put_bytes(&l.index_manifest(name, n), manifest).await?;
@@ -411,6 +415,7 @@ impl Node {
         s.put_bytes(&l.index_finished(name, n, finished), finished.to_string()).await?;
         s.put_bytes(&l.latest_tokenmap(n), tokenmap.to_vec()).await?;
         s.put_bytes(&l.latest_backup_name(n), name.to_string()).await?;
+        s.sync_local().await?;
         report.finished = finished;
         Ok(())
     }

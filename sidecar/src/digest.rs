@@ -174,9 +174,17 @@ impl DigestCache {
         self.entries.is_empty()
     }
 
-    /// Writes `entries` (the files of the latest snapshot: older ones are dropped) atomically.
+    /// Writes `entries` (the files of the latest snapshot: older ones are dropped) atomically
+    /// to this cache's file.
     pub fn save(&self, entries: &[(FileId, ContentDigest)]) -> std::io::Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
+        match &self.path {
+            Some(path) => DigestCache::save_to(path, entries),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes `entries` atomically to the cache file at `path`.
+    pub fn save_to(path: &Path, entries: &[(FileId, ContentDigest)]) -> std::io::Result<()> {
         let mut body = Vec::with_capacity(entries.len() * 120);
         body.extend_from_slice(b"medusa-rs digest cache v1\n");
         for (id, d) in entries {

@@ -94,6 +94,8 @@ pub struct Storage {
     pub encrypted: bool,
     /// Storage class / tier for uploads.
     pub storage_class: Option<String>,
+    /// The bucket directory of the `local` provider (flushed to disk by [`Storage::sync_local`]).
+    pub local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -156,6 +158,7 @@ impl Storage {
     /// Builds the store for `cfg`. No request is sent.
     pub fn from_config(cfg: &StorageConfig) -> Result<Storage, StorageError> {
         let cfg_err = |e: object_store::Error| StorageError::Config(e.to_string());
+        let mut local_root = None;
         let store: Arc<dyn ObjectStore> = match &cfg.provider {
             Provider::Local => {
                 let base =
@@ -164,6 +167,7 @@ impl Storage {
                 std::fs::create_dir_all(&dir).map_err(|e| {
                     StorageError::Config(format!("cannot create local bucket directory {}: {e}", dir.display()))
                 })?;
+                local_root = Some(dir.clone());
                 Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(cfg_err)?)
             }
             p if p.is_s3() => {
@@ -278,7 +282,20 @@ impl Storage {
             provider: cfg.provider.clone(),
             encrypted: cfg.kms_id.is_some() || cfg.sse_c_key.is_some(),
             storage_class: cfg.storage_class.clone(),
+            local_root,
         })
+    }
+
+    /// For `local`: flushes everything written to the bucket's filesystem to disk (one `syncfs`
+    /// instead of an fsync per object). Object stores are durable on their own.
+    pub async fn sync_local(&self) -> Result<(), StorageError> {
+        let Some(root) = self.local_root.clone() else { return Ok(()) };
+        let r = crate::fsutil::blocking(move || {
+            let dir = std::fs::File::open(&root)?;
+            nix::unistd::syncfs(&dir).map_err(std::io::Error::from)
+        })
+        .await;
+        r.map_err(|e| StorageError::Config(format!("flushing the local bucket to disk: {e}")))
     }
 
     /// Options for every upload (storage class).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use object_store::{ObjectStoreExt, PutMultipartOptions, PutPayload, WriteMultipart};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
@@ -16,8 +16,10 @@ use crate::digest::{ContentDigest, Hasher};
 use crate::storage::{Storage, StorageError, object_path};
 
 const READ_CHUNK: usize = 1 << 20;
-/// Physical part size for stores where parts carry no meaning (local, Azure, GCS).
+/// Physical part size for stores where parts carry no meaning (Azure, GCS: at least 5 MiB).
 const PLAIN_PART: u64 = 8 << 20;
+/// Part size for `local`, whose parts are written one after another anyway.
+const LOCAL_PART: u64 = 4 << 20;
 
 /// A transfer failure.
 #[derive(Debug, thiserror::Error)]
@@ -137,12 +139,15 @@ impl Transfers {
     /// From `[storage]`.
     pub fn new(storage: Storage, cfg: &StorageConfig) -> Transfers {
         let s3 = storage.provider.is_s3();
+        let local = storage.provider == crate::config::Provider::Local;
+        let plain = if local { LOCAL_PART } else { PLAIN_PART };
         Transfers {
             slots: Arc::new(Semaphore::new(cfg.concurrent_transfers.max(1))),
             limiter: cfg.transfer_max_bandwidth.filter(|_| s3).map(|b| Arc::new(RateLimiter::new(b))),
-            threshold: if s3 { cfg.multi_part_upload_threshold } else { PLAIN_PART },
-            chunk: if s3 { cfg.multipart_chunksize } else { PLAIN_PART },
-            parts_in_flight: cfg.multipart_max_concurrency,
+            threshold: if s3 { cfg.multi_part_upload_threshold } else { plain },
+            chunk: if s3 { cfg.multipart_chunksize } else { plain },
+            // The local store writes parts one at a time: more in flight only costs memory.
+            parts_in_flight: if local { 1 } else { cfg.multipart_max_concurrency },
             storage,
         }
     }
@@ -198,17 +203,24 @@ impl Transfers {
             use std::io::Read;
             let mut f = std::fs::File::open(&p)?;
             let mut h = Hasher::new(part);
-            loop {
-                let mut buf = BytesMut::zeroed(READ_CHUNK);
-                let n = f.read(&mut buf)?;
+            let mut left = size;
+            // Chunks sized to what is left, read into fresh (not zero-filled) capacity.
+            while left > 0 {
+                let want = left.min(READ_CHUNK as u64);
+                let mut buf = Vec::with_capacity(want as usize);
+                let n = (&mut f).take(want).read_to_end(&mut buf)?;
                 if n == 0 {
-                    break;
+                    break; // shorter than scanned: reported as changed
                 }
-                buf.truncate(n);
+                left -= n as u64;
                 h.update(&buf);
-                if tx.blocking_send(buf.freeze()).is_err() {
-                    break; // the uploader gave up; its error is reported
+                if tx.blocking_send(Bytes::from(buf)).is_err() {
+                    return Ok(h.finish()); // the uploader gave up; its error is reported
                 }
+            }
+            // A file that grew since the scan must not be uploaded truncated.
+            if left == 0 && f.read(&mut [0u8; 1])? > 0 {
+                h.update(&[0]);
             }
             Ok(h.finish())
         });

@@ -124,7 +124,7 @@ async fn run_set(set: DataSet, runs: usize) -> Result<()> {
     // is slow (`recently_deleted` inode scans), which would tax whichever run came next.
     let copies = TempDir::new("bench-cp")?;
     let mut rows = baselines(&files, &data_dir, copies.path(), runs).await?;
-    rows.extend(engine_only(&env, &files, runs).await?);
+    rows.extend(engine_only(&env, &files, &data_dir, runs).await?);
     rows.extend(backups(&env, runs).await?);
     print_table(set, &files, runs, &rows);
     Ok(())
@@ -155,7 +155,7 @@ async fn baselines(files: &Files, data_dir: &Path, copies: &Path, runs: usize) -
 
 /// The engine's read + MD5 path, and its read + MD5 + store path, without a backup around them;
 /// the simulated node's snapshot alone.
-async fn engine_only(env: &Env, files: &Files, runs: usize) -> Result<Vec<Row>> {
+async fn engine_only(env: &Env, files: &Files, data_dir: &Path, runs: usize) -> Result<Vec<Row>> {
     eprintln!("engine transfers without a backup ...");
     let (node, bytes) = (env.node()?, files.iter().map(|f| f.1).sum());
     let hashed = best_of(runs, async |_| {
@@ -167,8 +167,10 @@ async fn engine_only(env: &Env, files: &Files, runs: usize) -> Result<Vec<Row>> 
     let hashed = hashed.await?;
     let uploaded = best_of(runs, async |r| {
         let (probe, progress) = (Probe::start(files)?, Progress::default());
-        let work = files.iter().enumerate().map(|(i, (p, s))| {
-            let (key, transfers, progress) = (format!("bench-{r}/{i}"), &node.transfers, &progress);
+        let work = files.iter().map(|(p, s)| {
+            // The data directory's layout, as backups have: one flat directory would be slower.
+            let rel = p.strip_prefix(data_dir).unwrap_or(p).to_string_lossy();
+            let (key, transfers, progress) = (format!("bench-{r}/{rel}"), &node.transfers, &progress);
             async move { transfers.upload_file(p.clone(), *s, &key, progress).await }
         });
         futures::stream::iter(work).buffer_unordered(TRANSFERS).try_collect::<Vec<_>>().await?;

@@ -38,8 +38,8 @@ const MIB: u64 = 1 << 20;
 const PREFIX: &str = "demo";
 const DAY: i64 = 86_400;
 const TABLES: usize = 20;
-const COMPONENTS: [&str; 8] =
-    ["Data.db", "Index.db", "Filter.db", "Statistics.db", "Summary.db", "TOC.txt", "CompressionInfo.db", "Digest.crc32"];
+/// SSTable components, 8 per SSTable.
+const COMPONENTS: &str = "Data.db Index.db Filter.db Statistics.db Summary.db TOC.txt CompressionInfo.db Digest.crc32";
 /// k8ssandra-operator's client accepts replies up to 512 MiB (and medusa-rs sends up to
 /// `[grpc] max_send_message_length`, 512 MiB by default).
 const OPERATOR_RECEIVE_LIMIT: u64 = 512 * MIB;
@@ -66,6 +66,8 @@ struct Row {
     list: Vec<Duration>,
     reply: u64,
     rss_before: u64,
+    /// VmHWM right after the cold call.
+    cold_peak: u64,
     peak: u64,
     rss_after: u64,
 }
@@ -82,35 +84,28 @@ fn main() -> Result<()> {
 }
 
 fn parse_args(args: Vec<String>) -> Result<(Vec<Case>, usize)> {
-    let (mut custom, mut objects, mut warm) = (None::<Case>, 600, 10);
+    let (mut custom, mut objects, mut warm) = (None, 600, 10);
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
         if a == "--bench" {
             continue; // passed by `cargo bench`
         }
-        let v: usize = args.next().with_context(|| format!("{a} needs a value\n{USAGE}"))?.parse().with_context(|| format!("{a} takes a whole number"))?;
-        let c = custom.get_or_insert(Case { backups: 100, nodes: 3, tokens: 16, objects });
+        let v = args.next().with_context(|| format!("{a} needs a value\n{USAGE}"))?;
+        let v: usize = v.parse().with_context(|| format!("{a} takes a whole number"))?;
         match a.as_str() {
-            "--backups" => c.backups = v,
-            "--nodes" => c.nodes = v,
-            "--tokens" => c.tokens = v,
+            "--backups" => custom.get_or_insert((100, 3, 16)).0 = v,
+            "--nodes" => custom.get_or_insert((100, 3, 16)).1 = v,
+            "--tokens" => custom.get_or_insert((100, 3, 16)).2 = v,
             "--objects" => objects = v,
             "--warm" => warm = v,
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
-    let custom = custom.filter(|c| c.backups != 100 || c.nodes != 3 || c.tokens != 16 || objects != 600);
-    let mut cases = match custom {
-        Some(c) => vec![c],
-        None => vec![(100, 3, 16), (1000, 3, 16), (1000, 12, 256)]
-            .into_iter()
-            .map(|(backups, nodes, tokens)| Case { backups, nodes, tokens, objects })
-            .collect(),
-    };
-    for c in &mut cases {
-        c.objects = objects;
-        ensure!(c.backups > 0 && c.nodes > 0 && c.tokens > 0 && warm > 0, "sizes must be positive\n{USAGE}");
-    }
+    let cases = custom.map_or(vec![(100, 3, 16), (1000, 3, 16), (1000, 12, 256)], |c| vec![c]);
+    let cases: Vec<Case> =
+        cases.into_iter().map(|(backups, nodes, tokens)| Case { backups, nodes, tokens, objects }).collect();
+    let positive = cases.iter().all(|c| c.backups > 0 && c.nodes > 0 && c.tokens > 0 && c.objects > 0);
+    ensure!(positive && warm > 0, "sizes must be positive\n{USAGE}");
     Ok((cases, warm))
 }
 
@@ -131,23 +126,35 @@ async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let opts = medusa::daemon::Options { config_path: ini, shutdown_grace: Duration::from_secs(5), config_poll: Duration::from_secs(3600) };
+    let opts = medusa::daemon::Options {
+        config_path: ini,
+        shutdown_grace: Duration::from_secs(5),
+        config_poll: Duration::from_secs(3600),
+    };
     let daemon = tokio::spawn(medusa::daemon::run(cfg, opts, listener, async move {
         let _ = stopped.await;
     }));
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.timeout(Duration::from_secs(600)).connect().await?;
-    let mut client = pb::medusa_client::MedusaClient::new(ch).max_decoding_message_size(OPERATOR_RECEIVE_LIMIT as usize);
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .timeout(Duration::from_secs(600))
+        .connect()
+        .await?;
+    let mut client =
+        pb::medusa_client::MedusaClient::new(ch).max_decoding_message_size(OPERATOR_RECEIVE_LIMIT as usize);
 
     let t = Instant::now();
     let reply = client.get_backups(pb::GetBackupsRequest {}).await.context("cold GetBackups")?.into_inner();
-    let cold = t.elapsed();
+    let (cold, cold_peak) = (t.elapsed(), status_kib("VmHWM:")?);
     check(&reply, case, &expected)?;
     let size = reply.encoded_len() as u64;
     drop(reply);
     let mut warm = Vec::with_capacity(warm_calls);
     for i in 0..warm_calls {
         let t = Instant::now();
-        let reply = client.get_backups(pb::GetBackupsRequest {}).await.with_context(|| format!("warm GetBackups {i}"))?.into_inner();
+        let reply = client
+            .get_backups(pb::GetBackupsRequest {})
+            .await
+            .with_context(|| format!("warm GetBackups {i}"))?
+            .into_inner();
         warm.push(t.elapsed());
         check(&reply, case, &expected)?;
     }
@@ -164,7 +171,7 @@ async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
     let _ = stop.send(());
     daemon.await?.map_err(|e| anyhow::anyhow!("sidecar: {e}"))?;
     ensure!(size <= send_limit, "the reply ({size} bytes) exceeds max_send_message_length ({send_limit})");
-    Ok(Row { case, generate, cold, warm, list, reply: size, rss_before, peak, rss_after })
+    Ok(Row { case, generate, cold, warm, list, reply: size, rss_before, cold_peak, peak, rss_after })
 }
 
 /// The reply must list every backup as a finished differential backup of every node, with the
@@ -172,18 +179,24 @@ async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
 fn check(r: &pb::GetBackupsResponse, case: Case, expected: &HashMap<String, u64>) -> Result<()> {
     ensure!(r.backups.len() == case.backups, "{} backups listed, {} written", r.backups.len(), case.backups);
     ensure!(r.overall_status == pb::StatusType::Success as i32, "overall status {}", r.overall_status);
+    let objects = (case.nodes * case.objects) as i64;
     for b in &r.backups {
-        let bytes = expected.get(&b.backup_name).with_context(|| format!("unknown backup {}", b.backup_name))?;
-        let nodes = case.nodes as i32;
-        let ok = b.total_nodes == nodes
-            && b.finished_nodes == nodes
-            && b.total_objects == (case.nodes * case.objects) as i64
-            && b.total_size == *bytes as i64
-            && b.status == pb::StatusType::Success as i32
-            && b.backup_type == "differential"
-            && b.nodes.len() == case.nodes
-            && b.nodes.iter().all(|n| n.tokens.len() == case.tokens);
-        ensure!(ok, "wrong summary of {}: nodes {}/{} objects {} size {} (expected {bytes}) status {} type {}", b.backup_name, b.finished_nodes, b.total_nodes, b.total_objects, b.total_size, b.status, b.backup_type);
+        let bytes = *expected.get(&b.backup_name).with_context(|| format!("unknown backup {}", b.backup_name))? as i64;
+        let (nodes, success) = (case.nodes as i32, pb::StatusType::Success as i32);
+        let got = (b.total_nodes, b.finished_nodes, b.total_objects, b.total_size, b.status, b.backup_type.as_str());
+        let want = (nodes, nodes, objects, bytes, success, "differential");
+        ensure!(
+            got == want,
+            "{}: (nodes, finished, objects, bytes, status, type) {got:?}, expected {want:?}",
+            b.backup_name
+        );
+        let tokens = b.nodes.iter().map(|n| n.tokens.len());
+        ensure!(
+            b.nodes.len() == case.nodes && tokens.clone().all(|t| t == case.tokens),
+            "{}: tokens {:?}",
+            b.backup_name,
+            tokens.collect::<Vec<_>>()
+        );
     }
     Ok(())
 }
@@ -200,8 +213,9 @@ fn write_config(dir: &Path) -> Result<PathBuf> {
     std::fs::write(
         &ini,
         format!(
-            "[cassandra]\nconfig_file = {}\n\n[storage]\nstorage_provider = local\nbase_path = {}\nbucket_name = bucket\nprefix = {PREFIX}\nfqdn = {}\n\n\
-             [grpc]\nenabled = 1\n\n[kubernetes]\nenabled = 1\nuse_mgmt_api = 1\ncassandra_url = http://127.0.0.1:1/api/v0/ops/node/snapshots\n",
+            "[cassandra]\nconfig_file = {}\n\n[storage]\nstorage_provider = local\nbase_path = {}\n\
+             bucket_name = bucket\nprefix = {PREFIX}\nfqdn = {}\n\n[grpc]\nenabled = 1\n\n[kubernetes]\nenabled = 1\n\
+             use_mgmt_api = 1\ncassandra_url = http://127.0.0.1:1/api/v0/ops/node/snapshots\n",
             yaml.display(),
             dir.display(),
             fqdn(0)
@@ -236,11 +250,25 @@ fn generate(dir: &Path, case: Case) -> Result<HashMap<String, u64>> {
     let ring = (0..case.nodes).map(|i| {
         let mut tokens: Vec<i64> = (0..case.tokens).map(|_| rng.next() as i64).collect();
         tokens.sort_unstable();
-        RingNode { host: fqdn(i).to_string(), tokens: tokens.iter().map(i64::to_string).collect(), is_up: true, rack: Some("default".into()), dc: Some("dc1".into()) }
+        RingNode {
+            host: fqdn(i).to_string(),
+            tokens: tokens.iter().map(i64::to_string).collect(),
+            is_up: true,
+            rack: Some("default".into()),
+            dc: Some("dc1".into()),
+        }
     });
     let ring = TokenMap(ring.collect());
-    let tables: Vec<(String, String)> = (0..TABLES).map(|t| (format!("ks{}", t % 4), format!("table{t}-{:032x}", rng.next() as u128 * 7919))).collect();
-    let schema: String = tables.iter().map(|(ks, t)| format!("CREATE TABLE {ks}.{} (id uuid PRIMARY KEY, value text, ts timestamp) WITH compaction = {{'class': 'SizeTieredCompactionStrategy'}};\n\n", t.split('-').next().unwrap_or(t))).collect();
+    let tables: Vec<(String, String)> =
+        (0..TABLES).map(|t| (format!("ks{}", t % 4), format!("table{t}-{:032x}", rng.next() as u128 * 7919))).collect();
+    let create = |(ks, t): &(String, String)| {
+        let name = t.split('-').next().unwrap_or(t);
+        format!(
+            "CREATE TABLE {ks}.{name} (id uuid PRIMARY KEY, value text, ts timestamp) \
+             WITH gc_grace_seconds = 864000;\n\n"
+        )
+    };
+    let schema: String = tables.iter().map(create).collect();
     // Content that is the same in every backup: one copy, hard-linked into place.
     let same: [(&str, Vec<u8>); 4] = [
         ("tokenmap", ring.to_bytes()),
@@ -254,7 +282,8 @@ fn generate(dir: &Path, case: Case) -> Result<HashMap<String, u64>> {
     let link = |what: &str, key: &str| -> Result<()> {
         std::fs::hard_link(shared.join(what), bucket.join(key)).with_context(|| format!("linking {key}"))
     };
-    let put = |key: &str, bytes: &[u8]| std::fs::write(bucket.join(key), bytes).with_context(|| format!("writing {key}"));
+    let put =
+        |key: &str, bytes: &[u8]| std::fs::write(bucket.join(key), bytes).with_context(|| format!("writing {key}"));
     let first = now() - case.backups as i64 * DAY;
     let mut sizes = HashMap::with_capacity(case.backups);
     for i in 0..case.backups {
@@ -293,18 +322,32 @@ fn generate(dir: &Path, case: Case) -> Result<HashMap<String, u64>> {
 
 /// A differential manifest of `objects` SSTable components spread over the tables; each backup
 /// has its own generations (what a node that flushes and compacts daily shows).
-fn manifest(l: &Layout, n: &Fqdn, b: &BackupName, tables: &[(String, String)], backup: usize, objects: usize, rng: &mut Rng) -> Vec<ManifestSection> {
+fn manifest(
+    l: &Layout,
+    n: &Fqdn,
+    b: &BackupName,
+    tables: &[(String, String)],
+    backup: usize,
+    objects: usize,
+    rng: &mut Rng,
+) -> Vec<ManifestSection> {
+    let components: Vec<&str> = COMPONENTS.split(' ').collect();
     let mut sections: Vec<ManifestSection> = tables
         .iter()
         .map(|(ks, t)| ManifestSection { keyspace: ks.clone(), columnfamily: t.clone(), objects: Vec::new() })
         .collect();
     for k in 0..objects {
         let s = &mut sections[k % tables.len()];
-        let (generation, component) = (backup * 64 + k / (tables.len() * COMPONENTS.len()), COMPONENTS[(k / tables.len()) % COMPONENTS.len()]);
+        let (generation, component) =
+            (backup * 64 + k / (tables.len() * components.len()), components[(k / tables.len()) % components.len()]);
         let file = TableFile { index_dir: None, name: format!("nb-{generation}-big-{component}") };
         let size = if component == "Data.db" { rng.next() % (256 * MIB) } else { rng.next() % 65_536 };
         let md5 = format!("{:016x}{:016x}", rng.next(), rng.next());
-        s.objects.push(ManifestObject { path: l.data_key(Mode::Differential, n, b, &s.keyspace, &s.columnfamily, &file), md5: Some(md5), size });
+        s.objects.push(ManifestObject {
+            path: l.data_key(Mode::Differential, n, b, &s.keyspace, &s.columnfamily, &file),
+            md5: Some(md5),
+            size,
+        });
     }
     sections
 }
@@ -338,35 +381,32 @@ fn mib(b: u64) -> f64 {
 fn print_table(rows: &[Row], warm: usize) {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
-    println!("\nGetBackups over local storage, differential backups, {} objects per manifest; load average {load}", rows.first().map_or(0, |r| r.case.objects));
+    let objects = rows.first().map_or(0, |r| r.case.objects);
     println!(
-        "{:<9} {:>6} {:>6} {:>8} {:>9} {:>10} {:>9} {:>9} {:>11} {:>8} {:>10} {:>10} {:>10}",
-        "backups", "nodes", "tokens", "gen s", "cold ms", "median ms", "p95 ms", "list ms", "reply MiB", "% limit", "RSS0 MiB", "peak MiB", "after MiB"
+        "\nGetBackups over local storage, differential backups, {objects} objects per manifest; load average {load}"
+    );
+    println!(
+        "backups nodes tokens   gen s   cold ms  median ms  p95 ms  list ms  reply MiB  % limit  \
+         RSS0 MiB  cold MiB  peak MiB  after MiB"
     );
     for r in rows {
-        let (median, p95) = (percentile(&r.warm, 50), percentile(&r.warm, 95));
+        let c = r.case;
+        let (gen_s, cold, list) = (r.generate.as_secs_f64(), ms(r.cold), ms(percentile(&r.list, 50)));
+        let (median, p95) = (ms(percentile(&r.warm, 50)), ms(percentile(&r.warm, 95)));
+        let (reply, limit) = (mib(r.reply), r.reply as f64 * 100.0 / OPERATOR_RECEIVE_LIMIT as f64);
+        let (rss0, cold_peak, peak, after) = (mib(r.rss_before), mib(r.cold_peak), mib(r.peak), mib(r.rss_after));
         println!(
-            "{:<9} {:>6} {:>6} {:>8.1} {:>9.1} {:>10.1} {:>9.1} {:>9.1} {:>11.2} {:>7.2}% {:>10.1} {:>10.1} {:>10.1}",
-            r.case.backups,
-            r.case.nodes,
-            r.case.tokens,
-            r.generate.as_secs_f64(),
-            ms(r.cold),
-            ms(median),
-            ms(p95),
-            ms(percentile(&r.list, 50)),
-            mib(r.reply),
-            r.reply as f64 * 100.0 / OPERATOR_RECEIVE_LIMIT as f64,
-            mib(r.rss_before),
-            mib(r.peak),
-            mib(r.rss_after),
+            "{:<7} {:>5} {:>6} {gen_s:>7.1} {cold:>9.1} {median:>10.1} {p95:>7.1} {list:>8.1} {reply:>10.2} \
+             {limit:>7.2}% \
+             {rss0:>9.1} {cold_peak:>9.1} {peak:>9.1} {after:>10.1}",
+            c.backups, c.nodes, c.tokens
         );
     }
     println!(
-        "(cold = first call of a fresh sidecar: reads every manifest once, page cache warm; median/p95 of {warm} warm calls \
-         (nearest rank); list = median of \
-         as many direct calls of catalog::node_backups (the index listing a call starts with). reply = encoded GetBackupsResponse; % limit = of 512 MiB, the operator's receive limit and \
-         medusa-rs' default max_send_message_length. RSS0 = this process before the sidecar started; peak = its VmHWM \
-         from then on (sidecar + client); after = VmRSS after the warm calls.)"
+        "(cold = first call of a fresh sidecar: reads every manifest once, page cache warm; median/p95 of {warm} warm \
+         calls (nearest rank); list = median of {warm} direct calls of catalog::node_backups, the index listing each \
+         call starts with. reply = encoded GetBackupsResponse; % limit = of 512 MiB, the operator's receive limit and \
+         medusa-rs' default max_send_message_length. RSS0 = this process before the sidecar started; cold/peak = its \
+         VmHWM after the cold call / after the warm calls (sidecar + client); after = VmRSS after the warm calls.)"
     );
 }

@@ -249,6 +249,7 @@ fn purge_child(args: &[String]) -> Result<()> {
         provider: Provider::Local,
         encrypted: false,
         storage_class: None,
+        local_root: None,
     };
     let limits = Limits { max_backup_age: 0, max_backup_count: keep, grace_days: 0 };
     let now = epoch_now() + 1;
