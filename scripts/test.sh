@@ -19,9 +19,9 @@ echo "[test] MEDUSA_RS_TOOLS=$MEDUSA_RS_TOOLS"
 echo "[test] cargo build --release --workspace --bins"
 cargo build --release --workspace --bins
 
-echo "[test] cargo test --release --workspace $*"
+echo "[test] cargo test --release --workspace --no-fail-fast $*"
 start=$SECONDS
 status=0
-cargo test --release --workspace "$@" || status=$?
+cargo test --release --workspace --no-fail-fast "$@" || status=$?
 echo "[test] cargo test finished with exit code $status in $((SECONDS - start)) s"
 exit "$status"

@@ -334,7 +334,13 @@ async fn main() {
         // The transport failed (e.g. a TLS 1.3 server rejecting the client certificate after the
         // client's side of the handshake): a connection failure, as the Go probe's blocking dial
         // reports it.
-        Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Cancelled) => {
+        // Statuses the transport made (they carry the underlying error; a server's never do),
+        // whatever code the timing gave them: Unavailable, Cancelled or Unknown.
+        Err(s)
+            if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Cancelled)
+                || std::error::Error::source(&s).is_some()
+                || s.message() == "transport error" =>
+        {
             eprintln!("error: failed to connect service at {:?}: {}", f.addr, s.message());
             std::process::exit(2);
         }
