@@ -2,7 +2,6 @@
 //! catalog → transfer → manifest and index. The snapshot is always cleared, also on failure;
 //! the manifest (the "complete" marker) is written only after every object it names exists.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -424,9 +423,4 @@ impl Node {
         let meta = self.storage.head(key).await?.ok_or_else(|| StorageError::NotFound { key: key.to_string() })?;
         Ok(meta.last_modified.timestamp())
     }
-}
-
-/// Per-table counts, for logs.
-pub fn table_counts(sections: &[ManifestSection]) -> HashMap<String, usize> {
-    sections.iter().map(|s| (format!("{}.{}", s.keyspace, s.columnfamily), s.objects.len())).collect()
 }

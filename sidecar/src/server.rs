@@ -168,9 +168,7 @@ impl Medusa for MedusaService {
         req: Request<pb::BackupStatusRequest>,
     ) -> Result<Response<pb::BackupStatusResponse>, Status> {
         let name = name_of(&req.into_inner().backup_name)?;
-        if let Some(v) = self.jobs.get(name.as_str())
-            && !(v.state == State::Success && v.finished.is_none())
-        {
+        if let Some(v) = self.jobs.get(name.as_str()) {
             let (bd, bt, fd, ft) = v.progress;
             return Ok(Response::new(pb::BackupStatusResponse {
                 start_time: local_time(v.accepted),
