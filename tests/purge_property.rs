@@ -119,7 +119,12 @@ type Fut<'a, T> = Pin<Box<dyn Future<Output = object_store::Result<T>> + Send + 
 
 // The trait is declared with `#[async_trait]`; these are its desugared signatures.
 impl ObjectStore for SimStore {
-    fn put_opts<'life0, 'life1, 'async_trait>(&'life0 self, location: &'life1 ObjectPath, payload: PutPayload, opts: PutOptions) -> Fut<'async_trait, PutResult>
+    fn put_opts<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        location: &'life1 ObjectPath,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Fut<'async_trait, PutResult>
     where
         'life0: 'async_trait,
         'life1: 'async_trait,
@@ -132,7 +137,11 @@ impl ObjectStore for SimStore {
         })
     }
 
-    fn put_multipart_opts<'life0, 'life1, 'async_trait>(&'life0 self, location: &'life1 ObjectPath, opts: PutMultipartOptions) -> Fut<'async_trait, Box<dyn MultipartUpload>>
+    fn put_multipart_opts<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        location: &'life1 ObjectPath,
+        opts: PutMultipartOptions,
+    ) -> Fut<'async_trait, Box<dyn MultipartUpload>>
     where
         'life0: 'async_trait,
         'life1: 'async_trait,
@@ -144,7 +153,11 @@ impl ObjectStore for SimStore {
         })
     }
 
-    fn get_opts<'life0, 'life1, 'async_trait>(&'life0 self, location: &'life1 ObjectPath, options: GetOptions) -> Fut<'async_trait, GetResult>
+    fn get_opts<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        location: &'life1 ObjectPath,
+        options: GetOptions,
+    ) -> Fut<'async_trait, GetResult>
     where
         'life0: 'async_trait,
         'life1: 'async_trait,
@@ -157,7 +170,10 @@ impl ObjectStore for SimStore {
         })
     }
 
-    fn delete_stream(&self, locations: BoxStream<'static, object_store::Result<ObjectPath>>) -> BoxStream<'static, object_store::Result<ObjectPath>> {
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<ObjectPath>>,
+    ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
         let (inner, state) = (self.inner.clone(), self.state.clone());
         locations
             .then(move |p| {
@@ -166,7 +182,10 @@ impl ObjectStore for SimStore {
                     let p = p?;
                     if let Some(left) = state.deletes_left.lock().expect("deletes_left").as_mut() {
                         if *left == 0 {
-                            return Err(object_store::Error::Generic { store: "SimStore", source: "injected delete failure".into() });
+                            return Err(object_store::Error::Generic {
+                                store: "SimStore",
+                                source: "injected delete failure".into(),
+                            });
                         }
                         *left -= 1;
                     }
@@ -184,7 +203,10 @@ impl ObjectStore for SimStore {
         self.inner.list(prefix).map_ok(move |m| state.restamp(m)).boxed()
     }
 
-    fn list_with_delimiter<'life0, 'life1, 'async_trait>(&'life0 self, prefix: Option<&'life1 ObjectPath>) -> Fut<'async_trait, ListResult>
+    fn list_with_delimiter<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        prefix: Option<&'life1 ObjectPath>,
+    ) -> Fut<'async_trait, ListResult>
     where
         'life0: 'async_trait,
         'life1: 'async_trait,
@@ -197,7 +219,12 @@ impl ObjectStore for SimStore {
         })
     }
 
-    fn copy_opts<'life0, 'life1, 'life2, 'async_trait>(&'life0 self, from: &'life1 ObjectPath, to: &'life2 ObjectPath, options: CopyOptions) -> Fut<'async_trait, ()>
+    fn copy_opts<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        from: &'life1 ObjectPath,
+        to: &'life2 ObjectPath,
+        options: CopyOptions,
+    ) -> Fut<'async_trait, ()>
     where
         'life0: 'async_trait,
         'life1: 'async_trait,
@@ -367,7 +394,12 @@ impl Stats {
 }
 
 async fn listing(s: &Storage) -> R<Listing> {
-    s.store.list(None).map_ok(|m| (m.location.to_string(), (m.size, m.last_modified.timestamp()))).try_collect().await.ctx("list")
+    s.store
+        .list(None)
+        .map_ok(|m| (m.location.to_string(), (m.size, m.last_modified.timestamp())))
+        .try_collect()
+        .await
+        .ctx("list")
 }
 
 struct World {
@@ -392,10 +424,33 @@ impl World {
         let sim = Arc::new(SimState::default());
         sim.clock.store(T0, Ordering::SeqCst);
         let store = SimStore { inner: Arc::new(InMemory::new()), state: sim.clone() };
-        let storage = Storage { store: Arc::new(store), layout: Layout::new(Some(PREFIX)), provider: Provider::S3Compatible, encrypted: false, storage_class: None, local_root: None };
+        let storage = Storage {
+            store: Arc::new(store),
+            layout: Layout::new(Some(PREFIX)),
+            provider: Provider::S3Compatible,
+            encrypted: false,
+            storage_class: None,
+            local_root: None,
+            local_fs: None,
+        };
         let nodes = NODES.iter().map(|n| Fqdn::new(*n).expect("valid node name")).collect();
-        let live = NODES.iter().map(|_| Live { tables: TABLES.iter().map(|_| vec![1]).collect(), next_gen: 1 }).collect();
-        World { storage, sim, rng: Rng(seed), nodes, live, backups: BTreeMap::new(), inflight: None, names: Vec::new(), next_name: 0, sabotage, trace: Vec::new(), stats: Stats::default(), next_backup_name: None }
+        let live =
+            NODES.iter().map(|_| Live { tables: TABLES.iter().map(|_| vec![1]).collect(), next_gen: 1 }).collect();
+        World {
+            storage,
+            sim,
+            rng: Rng(seed),
+            nodes,
+            live,
+            backups: BTreeMap::new(),
+            inflight: None,
+            names: Vec::new(),
+            next_name: 0,
+            sabotage,
+            trace: Vec::new(),
+            stats: Stats::default(),
+            next_backup_name: None,
+        }
     }
 
     fn now(&self) -> i64 {
@@ -441,7 +496,8 @@ impl World {
     }
 
     fn taken(&self, node: usize, name: &str) -> bool {
-        self.backups.contains_key(&(node, name.to_string())) || self.inflight.as_ref().is_some_and(|p| p.node == node && p.name == name)
+        self.backups.contains_key(&(node, name.to_string()))
+            || self.inflight.as_ref().is_some_and(|p| p.node == node && p.name == name)
     }
 
     /// A name not in use on `node`: the same cluster backup as on another node, a name that
@@ -501,11 +557,19 @@ impl World {
         let (n, b) = (self.nodes[node].clone(), BackupName::new(name.clone()).ctx("backup name")?);
         let l = self.layout().clone();
         let mut own = BTreeMap::new();
-        let schema = format!("CREATE KEYSPACE shop WITH replication = {{'class': 'NetworkTopologyStrategy', 'dc1': 3}};\n-- {b} on {n}\n");
-        let tokenmap = format!(r#"{{"{n}": {{"tokens": [{}], "is_up": true, "rack": "r1", "dc": "dc1"}}}}"#, node * 1000);
+        let schema = format!(
+            "CREATE KEYSPACE shop WITH replication = {{'class': 'NetworkTopologyStrategy', 'dc1': 3}};\n-- {b} on {n}\n"
+        );
+        let tokenmap =
+            format!(r#"{{"{n}": {{"tokens": [{}], "is_up": true, "rack": "r1", "dc": "dc1"}}}}"#, node * 1000);
         self.put(&mut own, l.meta(&n, &b, Meta::Schema), schema.as_bytes()).await?;
         self.put(&mut own, l.meta(&n, &b, Meta::Tokenmap), tokenmap.as_bytes()).await?;
-        self.put(&mut own, l.meta(&n, &b, Meta::ServerVersion), br#"{"server_type": "cassandra", "release_version": "4.1.5"}"#).await?;
+        self.put(
+            &mut own,
+            l.meta(&n, &b, Meta::ServerVersion),
+            br#"{"server_type": "cassandra", "release_version": "4.1.5"}"#,
+        )
+        .await?;
         if mode == Mode::Differential {
             self.put(&mut own, l.meta(&n, &b, Meta::Differential), b"differential").await?;
         }
@@ -529,7 +593,13 @@ impl World {
                     if let Some(m) = &stored {
                         ensure!(m.size == size, "writer: {key} stored with another size");
                     }
-                    files.push(PlannedFile { table: ti, key, size, upload: stored.is_none(), present: stored.is_some() });
+                    files.push(PlannedFile {
+                        table: ti,
+                        key,
+                        size,
+                        upload: stored.is_none(),
+                        present: stored.is_some(),
+                    });
                 }
             }
         }
@@ -560,7 +630,8 @@ impl World {
                 let mine = p.files.iter().filter(|f| f.table == ti);
                 // Medusa's order: uploaded first, then reused.
                 let ordered = mine.clone().filter(|f| f.upload).chain(mine.filter(|f| !f.upload));
-                let objects = ordered.map(|f| ManifestObject { path: f.key.clone(), md5: None, size: f.size }).collect();
+                let objects =
+                    ordered.map(|f| ManifestObject { path: f.key.clone(), md5: None, size: f.size }).collect();
                 ManifestSection { keyspace: t.ks.into(), columnfamily: t.dir.into(), objects }
             })
             .collect();
@@ -600,7 +671,13 @@ impl World {
         let todo = p.files.iter().filter(|f| !f.present).count();
         let n = (todo as u64 * uploaded_percent / 100) as usize;
         self.upload(&mut p, n).await?;
-        self.trace.push(format!("t={} start {} {} on {} ({n}/{todo} uploaded)", self.now(), mode.as_str(), p.name, self.nodes[node]));
+        self.trace.push(format!(
+            "t={} start {} {} on {} ({n}/{todo} uploaded)",
+            self.now(),
+            mode.as_str(),
+            p.name,
+            self.nodes[node]
+        ));
         self.inflight = Some(p);
         Ok(())
     }
@@ -616,7 +693,13 @@ impl World {
 
     async fn end_inflight(&mut self, success: bool) -> R<()> {
         let Some(p) = self.inflight.take() else { return Ok(()) };
-        self.trace.push(format!("t={} {} {} on {}", self.now(), if success { "finish" } else { "fail" }, p.name, self.nodes[p.node]));
+        self.trace.push(format!(
+            "t={} {} {} on {}",
+            self.now(),
+            if success { "finish" } else { "fail" },
+            p.name,
+            self.nodes[p.node]
+        ));
         let key = (p.node, p.name.clone());
         let b = if success { self.finish(p).await? } else { World::abandon(p) };
         if success {
@@ -630,23 +713,33 @@ impl World {
 
     /// §5.1 with the running backup kept: the names a purge of `node` must delete.
     fn oracle(&self, node: usize, now: i64, limits: Limits, running: Option<&str>) -> BTreeSet<String> {
-        let mut v: Vec<(i64, &str)> = self.backups.iter().filter(|((i, _), _)| *i == node).map(|((_, n), b)| (b.started, n.as_str())).collect();
+        let mut v: Vec<(i64, &str)> =
+            self.backups.iter().filter(|((i, _), _)| *i == node).map(|((_, n), b)| (b.started, n.as_str())).collect();
         if let Some(p) = self.inflight.as_ref().filter(|p| p.node == node) {
             v.push((p.started, &p.name));
         }
         v.sort();
-        let over = if limits.max_backup_count > 0 { v.len().saturating_sub(limits.max_backup_count as usize) } else { 0 };
+        let over =
+            if limits.max_backup_count > 0 { v.len().saturating_sub(limits.max_backup_count as usize) } else { 0 };
         let cutoff = now - i64::from(limits.max_backup_age) * DAY;
         v.iter()
             .enumerate()
-            .filter(|(i, (started, name))| Some(*name) != running && ((limits.max_backup_age > 0 && *started < cutoff) || *i < over))
+            .filter(|(i, (started, name))| {
+                Some(*name) != running && ((limits.max_backup_age > 0 && *started < cutoff) || *i < over)
+            })
             .map(|(_, (_, name))| name.to_string())
             .collect()
     }
 
     /// Keys referenced by the finished manifests of `node` in the model.
     fn referenced(&self, node: usize) -> HashSet<String> {
-        self.backups.iter().filter(|((i, _), _)| *i == node).filter_map(|(_, b)| b.manifest.as_ref()).flatten().map(|(k, _)| k.clone()).collect()
+        self.backups
+            .iter()
+            .filter(|((i, _), _)| *i == node)
+            .filter_map(|(_, b)| b.manifest.as_ref())
+            .flatten()
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     async fn engine_purge(&self, node: usize, limits: Limits, now: i64, running: Option<String>) -> R<PurgeReport> {
@@ -676,16 +769,36 @@ impl World {
                 match self.sabotage {
                     Sabotage::Overcount => r.objects += 1,
                     Sabotage::DeleteReferenced => {
-                        let after: HashSet<(String, String)> = node_backups(s, None).await.ctx("node_backups")?.into_iter().map(|b| (b.fqdn, b.name)).collect();
-                        let kept = self.backups.iter().filter(|((i, name), _)| *i == node && after.contains(&(n.to_string(), name.clone())));
-                        if let Some((k, _)) = kept.filter_map(|(_, b)| b.manifest.as_ref()).flatten().find(|(k, _)| k.starts_with(&s.layout.shared_data_dir(n))) {
+                        let after: HashSet<(String, String)> = node_backups(s, None)
+                            .await
+                            .ctx("node_backups")?
+                            .into_iter()
+                            .map(|b| (b.fqdn, b.name))
+                            .collect();
+                        let kept = self
+                            .backups
+                            .iter()
+                            .filter(|((i, name), _)| *i == node && after.contains(&(n.to_string(), name.clone())));
+                        if let Some((k, _)) = kept
+                            .filter_map(|(_, b)| b.manifest.as_ref())
+                            .flatten()
+                            .find(|(k, _)| k.starts_with(&s.layout.shared_data_dir(n)))
+                        {
                             s.delete(k).await.ctx("delete")?;
                         }
                     }
                     Sabotage::PrefixSiblings => {
-                        let after: HashSet<String> = node_backups(s, None).await.ctx("node_backups")?.into_iter().map(|b| format!("{}/{}", b.fqdn, b.name)).collect();
+                        let after: HashSet<String> = node_backups(s, None)
+                            .await
+                            .ctx("node_backups")?
+                            .into_iter()
+                            .map(|b| format!("{}/{}", b.fqdn, b.name))
+                            .collect();
                         let all = listing(s).await?;
-                        for gone in before.iter().filter(|b| b.fqdn == n.as_str() && !after.contains(&format!("{}/{}", b.fqdn, b.name))) {
+                        for gone in before
+                            .iter()
+                            .filter(|b| b.fqdn == n.as_str() && !after.contains(&format!("{}/{}", b.fqdn, b.name)))
+                        {
                             let raw = format!("{PREFIX}/{n}/{}", gone.name);
                             for k in all.keys().filter(|k| k.starts_with(&raw)) {
                                 s.delete(k).await.ctx("delete")?;
@@ -718,11 +831,24 @@ impl World {
         // (f) exactly the selected node backups vanished; nothing else did.
         let listed = self.listed().await?;
         let fqdn = self.nodes[node].to_string();
-        let vanished: Vec<(usize, String)> = self.backups.keys().filter(|(i, name)| !listed.contains_key(&(self.nodes[*i].to_string(), name.clone()))).cloned().collect();
+        let vanished: Vec<(usize, String)> = self
+            .backups
+            .keys()
+            .filter(|(i, name)| !listed.contains_key(&(self.nodes[*i].to_string(), name.clone())))
+            .cloned()
+            .collect();
         let names: BTreeSet<String> = vanished.iter().filter(|(i, _)| *i == node).map(|(_, n)| n.clone()).collect();
-        ensure!(vanished.iter().all(|(i, _)| *i == node), "(f) a purge of {fqdn} removed node backups of other nodes: {vanished:?}");
+        ensure!(
+            vanished.iter().all(|(i, _)| *i == node),
+            "(f) a purge of {fqdn} removed node backups of other nodes: {vanished:?}"
+        );
         ensure!(names == expected, "(f) purge of {fqdn} removed {names:?}, §5.1 selects {expected:?}");
-        ensure!(report.backups == names.len() as u64, "(d) report.backups = {}, {} node backups vanished", report.backups, names.len());
+        ensure!(
+            report.backups == names.len() as u64,
+            "(d) report.backups = {}, {} node backups vanished",
+            report.backups,
+            names.len()
+        );
         let removed: Vec<Backup> = vanished.iter().filter_map(|k| self.backups.remove(k)).collect();
         self.stats.purges += 1;
         self.stats.backups_purged += names.len() as u64;
@@ -730,7 +856,8 @@ impl World {
         self.check_state().await?;
 
         // (c) and (d): the vanished backups' folders and, when exclusive, the old orphans.
-        let mut should: BTreeSet<String> = removed.iter().flat_map(|b| b.own.keys()).filter(|k| !k.starts_with(INDEX)).cloned().collect();
+        let mut should: BTreeSet<String> =
+            removed.iter().flat_map(|b| b.own.keys()).filter(|k| !k.starts_with(INDEX)).cloned().collect();
         let cutoff = now - i64::from(limits.grace_days) * DAY;
         if exclusive {
             self.check_no_old_orphans(node, &after, cutoff)?;
@@ -738,7 +865,11 @@ impl World {
         }
         ensure!(report.deferred != exclusive, "report.deferred = {} while exclusive = {exclusive}", report.deferred);
         let within = self.orphans(node, &after).count() as u64;
-        ensure!(report.within_grace == within, "(d) report.within_grace = {}, {within} unreferenced objects remain", report.within_grace);
+        ensure!(
+            report.within_grace == within,
+            "(d) report.within_grace = {}, {within} unreferenced objects remain",
+            report.within_grace
+        );
         for b in &removed {
             ensure!(b.own.keys().all(|k| !after.contains_key(k)), "(d) objects of a purged node backup remain");
         }
@@ -757,14 +888,25 @@ impl World {
 
     fn check_no_old_orphans(&self, node: usize, after: &Listing, cutoff: i64) -> R<()> {
         for k in self.orphans(node, after) {
-            ensure!(after[k].1 > cutoff, "(c) unreferenced {k} (modified {}) is older than the grace cutoff {cutoff} but was kept", after[k].1);
+            ensure!(
+                after[k].1 > cutoff,
+                "(c) unreferenced {k} (modified {}) is older than the grace cutoff {cutoff} but was kept",
+                after[k].1
+            );
         }
         Ok(())
     }
 
     async fn delete_step(&mut self) -> R<()> {
         let running = self.inflight.as_ref().map(|p| p.name.clone());
-        let names: Vec<String> = self.backups.keys().map(|(_, n)| n.clone()).filter(|n| Some(n) != running.as_ref()).collect::<BTreeSet<_>>().into_iter().collect();
+        let names: Vec<String> = self
+            .backups
+            .keys()
+            .map(|(_, n)| n.clone())
+            .filter(|n| Some(n) != running.as_ref())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         if names.is_empty() {
             let node = self.rng.below(NODES.len() as u64) as usize;
             return self.purge_step(node).await;
@@ -783,7 +925,10 @@ impl World {
             ensure!(gone.own.keys().all(|k| !after.contains_key(k)), "(d) objects of deleted {name}@{n} remain");
             let latest = [self.layout().latest_backup_name(&n), self.layout().latest_tokenmap(&n)];
             for k in before.keys().filter(|k| k.starts_with(INDEX) && !after.contains_key(*k)) {
-                ensure!(gone.own.contains_key(k) || latest.contains(k), "(e) deleting {name}@{n} removed index entry {k}");
+                ensure!(
+                    gone.own.contains_key(k) || latest.contains(k),
+                    "(e) deleting {name}@{n} removed index entry {k}"
+                );
             }
             let should = gone.own.keys().filter(|k| !k.starts_with(INDEX)).cloned().collect();
             check_gone(&before, &after, &should, d.objects, d.bytes)?;
@@ -801,13 +946,18 @@ impl World {
     async fn cleanup(&mut self, node: usize, grace: u32) -> R<()> {
         let now = self.now();
         let before = listing(&self.storage).await?;
-        let (objects, bytes, within) = clean_orphans(&self.storage, &self.nodes[node], now, grace).await.ctx("clean_orphans")?;
+        let (objects, bytes, within) =
+            clean_orphans(&self.storage, &self.nodes[node], now, grace).await.ctx("clean_orphans")?;
         let after = listing(&self.storage).await?;
         let cutoff = now - i64::from(grace) * DAY;
         self.check_no_old_orphans(node, &after, cutoff)?;
         let remaining = self.orphans(node, &after).count() as u64;
-        ensure!(within == remaining, "(d) clean_orphans within_grace = {within}, {remaining} unreferenced objects remain");
-        let should: BTreeSet<String> = self.orphans(node, &before).filter(|k| before[*k].1 <= cutoff).cloned().collect();
+        ensure!(
+            within == remaining,
+            "(d) clean_orphans within_grace = {within}, {remaining} unreferenced objects remain"
+        );
+        let should: BTreeSet<String> =
+            self.orphans(node, &before).filter(|k| before[*k].1 <= cutoff).cloned().collect();
         check_gone(&before, &after, &should, objects, bytes)?;
         self.stats.orphans_deleted += should.len() as u64;
         self.stats.kept_for_grace += remaining;
@@ -858,7 +1008,12 @@ impl World {
             }
             let started = nb.started.ok_or_else(|| format!("(model) {}@{} has no start", nb.name, nb.fqdn))?;
             let key = (nb.fqdn.clone(), nb.name.clone());
-            ensure!(m.insert(key, (started, nb.finished.is_some(), nb.differential)).is_none(), "(model) {}@{} listed twice", nb.name, nb.fqdn);
+            ensure!(
+                m.insert(key, (started, nb.finished.is_some(), nb.differential)).is_none(),
+                "(model) {}@{} listed twice",
+                nb.name,
+                nb.fqdn
+            );
         }
         Ok(m)
     }
@@ -868,10 +1023,16 @@ impl World {
         let listed = self.listed().await?;
         let mut expected = BTreeMap::new();
         for ((i, name), b) in &self.backups {
-            expected.insert((self.nodes[*i].to_string(), name.clone()), (b.started, b.manifest.is_some(), b.mode == Mode::Differential));
+            expected.insert(
+                (self.nodes[*i].to_string(), name.clone()),
+                (b.started, b.manifest.is_some(), b.mode == Mode::Differential),
+            );
         }
         if let Some(p) = &self.inflight {
-            expected.insert((self.nodes[p.node].to_string(), p.name.clone()), (p.started, false, p.mode == Mode::Differential));
+            expected.insert(
+                (self.nodes[p.node].to_string(), p.name.clone()),
+                (p.started, false, p.mode == Mode::Differential),
+            );
         }
         ensure!(listed == expected, "(model) node_backups() = {listed:?}\nexpected {expected:?}");
         let has = |k: &str, size: u64| all.get(k).is_some_and(|(s, _)| *s == size);
@@ -894,7 +1055,8 @@ impl World {
                 ensure!(has(&f.key, f.size), "(b) {} {how} by running {}@{n} is missing", f.key, p.name);
             }
         }
-        let mut accounted: HashSet<&str> = self.backups.values().flat_map(|b| b.own.keys()).map(String::as_str).collect();
+        let mut accounted: HashSet<&str> =
+            self.backups.values().flat_map(|b| b.own.keys()).map(String::as_str).collect();
         accounted.extend(self.inflight.iter().flat_map(|p| p.own.keys()).map(String::as_str));
         let l = self.layout();
         for (i, n) in self.nodes.iter().enumerate() {
@@ -907,7 +1069,8 @@ impl World {
             }
         }
         let shared: Vec<String> = self.nodes.iter().map(|n| l.shared_data_dir(n)).collect();
-        let latest: Vec<String> = self.nodes.iter().flat_map(|n| [l.latest_backup_name(n), l.latest_tokenmap(n)]).collect();
+        let latest: Vec<String> =
+            self.nodes.iter().flat_map(|n| [l.latest_backup_name(n), l.latest_tokenmap(n)]).collect();
         for k in all.keys() {
             let ok = accounted.contains(k.as_str()) || latest.contains(k) || shared.iter().any(|s| k.starts_with(s));
             ensure!(ok, "(accounting) {k} belongs to no node backup");
@@ -921,13 +1084,18 @@ impl World {
 fn check_gone(before: &Listing, after: &Listing, should: &BTreeSet<String>, objects: u64, bytes: u64) -> R<()> {
     let appeared: Vec<&String> = after.keys().filter(|k| !before.contains_key(*k)).collect();
     ensure!(appeared.is_empty(), "(d) objects appeared: {appeared:?}");
-    let gone: BTreeSet<String> = before.keys().filter(|k| !k.starts_with(INDEX) && !after.contains_key(*k)).cloned().collect();
+    let gone: BTreeSet<String> =
+        before.keys().filter(|k| !k.starts_with(INDEX) && !after.contains_key(*k)).cloned().collect();
     let extra: Vec<&String> = gone.difference(should).collect();
     ensure!(extra.is_empty(), "(d) deleted objects that had to stay: {extra:?}");
     let missed: Vec<&String> = should.difference(&gone).collect();
     ensure!(missed.is_empty(), "(c) objects that had to go remain: {missed:?}");
     let size: u64 = gone.iter().map(|k| before[k].0).sum();
-    ensure!(objects == gone.len() as u64 && bytes == size, "(d) counters say {objects} objects / {bytes} bytes, {} objects / {size} bytes disappeared", gone.len());
+    ensure!(
+        objects == gone.len() as u64 && bytes == size,
+        "(d) counters say {objects} objects / {bytes} bytes, {} objects / {size} bytes disappeared",
+        gone.len()
+    );
     Ok(())
 }
 
@@ -966,15 +1134,25 @@ async fn purge_keeps_what_is_referenced_and_removes_old_orphans() {
     for &seed in &seeds {
         match run_history(seed, Sabotage::None).await {
             Ok(s) => total.add(s),
-            Err(e) => panic!("{e}\nreplay: PURGE_PROPERTY_SEED={seed:#x} cargo test --release -p medusa-tests --test purge_property"),
+            Err(e) => panic!(
+                "{e}\nreplay: PURGE_PROPERTY_SEED={seed:#x} cargo test --release -p medusa-tests --test purge_property"
+            ),
         }
     }
     eprintln!("{} histories x {STEPS} steps in {:.1?}: {total:?}", seeds.len(), t.elapsed());
     if seeds.len() as u64 >= HISTORIES {
         let s = total;
         let each = [
-            s.full, s.differential, s.finished_inflight, s.failed_inflight, s.purges, s.purges_beside_running, s.backups_purged,
-            s.orphans_deleted, s.kept_for_grace, s.deletes,
+            s.full,
+            s.differential,
+            s.finished_inflight,
+            s.failed_inflight,
+            s.purges,
+            s.purges_beside_running,
+            s.backups_purged,
+            s.orphans_deleted,
+            s.kept_for_grace,
+            s.deletes,
         ];
         assert!(each.iter().all(|&n| n >= 20), "the histories exercise every kind of step: {s:?}");
     }
@@ -1056,17 +1234,32 @@ async fn interrupted_at(allowed: u64, clean: &CleanRun) -> R<()> {
     let after_first = w.listed().await?;
     let first_backups = clean.start_backups.keys().filter(|k| !after_first.contains_key(*k)).count() as u64;
     *w.sim.deletes_left.lock().expect("deletes_left") = None;
-    let second = purge(&w.storage, &w.nodes[0], INTERRUPT_LIMITS, w.now(), &|_| false, true).await.ctx("second purge")?;
+    let second =
+        purge(&w.storage, &w.nodes[0], INTERRUPT_LIMITS, w.now(), &|_| false, true).await.ctx("second purge")?;
     let last = listing(&w.storage).await?;
     let missing: Vec<&String> = clean.end.keys().filter(|k| !last.contains_key(*k)).collect();
     let leftover: Vec<&String> = last.keys().filter(|k| !clean.end.contains_key(*k)).collect();
-    ensure!(missing.is_empty() && leftover.is_empty() && last == clean.end, "the retry ends elsewhere than a clean purge; missing: {missing:?}, left over: {leftover:?}");
+    ensure!(
+        missing.is_empty() && leftover.is_empty() && last == clean.end,
+        "the retry ends elsewhere than a clean purge; missing: {missing:?}, left over: {leftover:?}"
+    );
     let gone: Vec<&String> = clean.start.keys().filter(|k| !k.starts_with(INDEX) && !mid.contains_key(*k)).collect();
     let gone_bytes: u64 = gone.iter().map(|k| clean.start[*k].0).sum();
     let ok = clean.report;
-    ensure!(gone.len() as u64 + second.objects == ok.objects, "objects: {} deleted before the failure + {} by the retry != {}", gone.len(), second.objects, ok.objects);
+    ensure!(
+        gone.len() as u64 + second.objects == ok.objects,
+        "objects: {} deleted before the failure + {} by the retry != {}",
+        gone.len(),
+        second.objects,
+        ok.objects
+    );
     ensure!(gone_bytes + second.bytes == ok.bytes, "bytes: {gone_bytes} + {} != {}", second.bytes, ok.bytes);
-    ensure!(first_backups + second.backups == ok.backups, "backups: {first_backups} vanished before the failure + {} purged by the retry != {}", second.backups, ok.backups);
+    ensure!(
+        first_backups + second.backups == ok.backups,
+        "backups: {first_backups} vanished before the failure + {} purged by the retry != {}",
+        second.backups,
+        ok.backups
+    );
     ensure!(second.within_grace == ok.within_grace, "within grace: {} != {}", second.within_grace, ok.within_grace);
     Ok(())
 }
@@ -1076,11 +1269,15 @@ async fn an_interrupted_purge_is_finished_by_the_next_one() {
     let w = interrupted_start().await;
     let (start, start_backups) = (listing(&w.storage).await.unwrap(), w.listed().await.unwrap());
     let deletes_before = w.sim.deletes.load(Ordering::SeqCst);
-    let report = purge(&w.storage, &w.nodes[0], INTERRUPT_LIMITS, w.now(), &|_| false, true).await.expect("clean purge");
+    let report =
+        purge(&w.storage, &w.nodes[0], INTERRUPT_LIMITS, w.now(), &|_| false, true).await.expect("clean purge");
     let deletes = w.sim.deletes.load(Ordering::SeqCst) - deletes_before;
     let clean = CleanRun { start, start_backups, report, end: listing(&w.storage).await.unwrap() };
     assert_eq!(report.backups, 7, "{report:?}");
-    assert!(report.objects > 0 && report.within_grace > 0, "the set-up exercises deletions and the grace period: {report:?}");
+    assert!(
+        report.objects > 0 && report.within_grace > 0,
+        "the set-up exercises deletions and the grace period: {report:?}"
+    );
     assert!(deletes > 20, "{deletes}");
     let mut failures = Vec::new();
     for allowed in 0..deletes {

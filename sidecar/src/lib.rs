@@ -30,6 +30,7 @@ pub mod fsutil;
 pub mod ini;
 pub mod jobs;
 pub mod layout;
+pub mod localcopy;
 pub mod manifest;
 pub mod metrics;
 pub mod names;

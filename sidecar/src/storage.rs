@@ -75,6 +75,19 @@ impl StorageError {
         }
     }
 
+    /// Wraps a filesystem error of the `local` provider's bucket directory.
+    pub fn local_io(op: &'static str, key: &str, file: &std::path::Path, source: std::io::Error) -> StorageError {
+        let path = file.display().to_string();
+        let source = match source.kind() {
+            std::io::ErrorKind::NotFound => object_store::Error::NotFound { path, source: Box::new(source) },
+            std::io::ErrorKind::PermissionDenied => {
+                object_store::Error::PermissionDenied { path, source: Box::new(source) }
+            }
+            _ => object_store::Error::Generic { store: "LocalFileSystem", source: format!("{path}: {source}").into() },
+        };
+        StorageError::from_store(op, key, source)
+    }
+
     /// Whether trying again later can succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, StorageError::Unavailable { .. })
@@ -96,6 +109,8 @@ pub struct Storage {
     pub storage_class: Option<String>,
     /// The bucket directory of the `local` provider (flushed to disk by [`Storage::sync_local`]).
     pub local_root: Option<std::path::PathBuf>,
+    /// The `local` provider's store itself, for [`Storage::local_file`].
+    pub local_fs: Option<Arc<LocalFileSystem>>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -158,7 +173,7 @@ impl Storage {
     /// Builds the store for `cfg`. No request is sent.
     pub fn from_config(cfg: &StorageConfig) -> Result<Storage, StorageError> {
         let cfg_err = |e: object_store::Error| StorageError::Config(e.to_string());
-        let mut local_root = None;
+        let (mut local_root, mut local_fs) = (None, None);
         let store: Arc<dyn ObjectStore> = match &cfg.provider {
             Provider::Local => {
                 let base =
@@ -168,7 +183,9 @@ impl Storage {
                     StorageError::Config(format!("cannot create local bucket directory {}: {e}", dir.display()))
                 })?;
                 local_root = Some(dir.clone());
-                Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(cfg_err)?)
+                let fs = Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(cfg_err)?);
+                local_fs = Some(fs.clone());
+                fs
             }
             p if p.is_s3() => {
                 let endpoint = s3_endpoint(cfg);
@@ -283,7 +300,15 @@ impl Storage {
             encrypted: cfg.kms_id.is_some() || cfg.sse_c_key.is_some(),
             storage_class: cfg.storage_class.clone(),
             local_root,
+            local_fs,
         })
+    }
+
+    /// For `local`: the file that holds (or will hold) `key`, exactly where the store puts it,
+    /// so that data files can be copied within the kernel instead of streamed through the store.
+    pub fn local_file(&self, key: &str) -> Option<std::path::PathBuf> {
+        let fs = self.local_fs.as_ref()?;
+        fs.path_to_filesystem(&object_path(key).ok()?).ok()
     }
 
     /// For `local`: flushes everything written to the bucket's filesystem to disk (one `syncfs`

@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use crate::config::StorageConfig;
 use crate::digest::{ContentDigest, Hasher};
+use crate::localcopy::{self, CopyError};
 use crate::storage::{Storage, StorageError, object_path};
 
 const READ_CHUNK: usize = 1 << 20;
@@ -27,6 +28,14 @@ pub enum TransferError {
     /// Reading the local file failed.
     #[error("reading {path}: {source}")]
     Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Writing a local file (a download's destination) failed.
+    #[error("writing {path}: {source}")]
+    Write {
         /// The file.
         path: PathBuf,
         /// The I/O error.
@@ -192,11 +201,16 @@ impl Transfers {
         path: PathBuf,
         size: u64,
         key: &str,
-        progress: &Progress,
+        progress: &Arc<Progress>,
     ) -> Result<Uploaded, TransferError> {
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
         let location = object_path(key)?;
         let part = self.etag_part_size(size);
+        if let Some(dest) = self.storage.local_file(key) {
+            let digest = self.upload_local(path, size, dest, key, part, progress).await?;
+            let hash = self.storage.manifest_hash(&digest, None);
+            return Ok(Uploaded { digest, hash });
+        }
         let (tx, mut rx) = mpsc::channel::<Bytes>(4);
         let p = path.clone();
         let reader = tokio::task::spawn_blocking(move || -> std::io::Result<ContentDigest> {
@@ -311,19 +325,61 @@ impl Transfers {
 }
 
 impl Transfers {
-    /// Downloads `key` into `dest` (created or truncated), hashing on the way and fsyncing
-    /// before returning; `part` turns on the multipart ETag for that part size. The caller
-    /// renames `dest` into place only after checking the digest.
+    /// `upload_file` for the `local` provider: a kernel copy into the bucket directory.
+    async fn upload_local(
+        &self,
+        path: PathBuf,
+        size: u64,
+        dest: PathBuf,
+        key: &str,
+        part: Option<u64>,
+        progress: &Arc<Progress>,
+    ) -> Result<ContentDigest, TransferError> {
+        let (p, d, prog) = (path.clone(), dest.clone(), progress.clone());
+        let copied = tokio::task::spawn_blocking(move || localcopy::put_copy(&p, size, &d, part, &prog.bytes_done))
+            .await
+            .map_err(|e| TransferError::Read { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
+        let digest = match copied {
+            Ok(d) => d,
+            Err(CopyError::Read(source)) => return Err(TransferError::Read { path, source }),
+            Err(CopyError::Write(e)) => return Err(StorageError::local_io("put", key, &dest, e).into()),
+        };
+        if digest.size != size {
+            return Err(TransferError::Changed { path, expected: size, read: digest.size });
+        }
+        progress.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
+        progress.files_uploaded.fetch_add(1, Ordering::Relaxed);
+        Ok(digest)
+    }
+
+    /// Downloads `key` into `dest` (created or truncated), hashing on the way; `part` turns on
+    /// the multipart ETag for that part size. `dest` is not fsynced: the caller flushes its
+    /// filesystem once for all files. The caller renames `dest` into place only after checking
+    /// the digest.
     pub async fn download_file(
         &self,
         key: &str,
         dest: PathBuf,
         part: Option<u64>,
-        progress: &Progress,
+        progress: &Arc<Progress>,
     ) -> Result<ContentDigest, TransferError> {
         use futures::StreamExt;
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
         let location = object_path(key)?;
+        if let Some(src) = self.storage.local_file(key) {
+            let (s, d, prog) = (src.clone(), dest.clone(), progress.clone());
+            let copied = tokio::task::spawn_blocking(move || localcopy::get_copy(&s, &d, part, &prog.bytes_done))
+                .await
+                .map_err(|e| TransferError::Write {
+                    path: dest.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+            return match copied {
+                Ok(d) => Ok(d),
+                Err(CopyError::Read(e)) => Err(StorageError::local_io("get", key, &src, e).into()),
+                Err(CopyError::Write(source)) => Err(TransferError::Write { path: dest, source }),
+            };
+        }
         let got = self.storage.store.get(&location).await.map_err(|e| StorageError::from_store("get", key, e))?;
         let mut stream = got.into_stream();
         let (tx, mut rx) = mpsc::channel::<Bytes>(4);
@@ -340,7 +396,7 @@ impl Transfers {
                 f.write_all(&b)?;
             }
             let f = f.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
+            localcopy::start_writeback(&f);
             Ok(h.finish())
         });
         let mut failed = None;
@@ -366,7 +422,7 @@ impl Transfers {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))
             .and_then(|r| r)
-            .map_err(|source| TransferError::Read { path: dest.clone(), source });
+            .map_err(|source| TransferError::Write { path: dest.clone(), source });
         if let Some(e) = failed {
             return Err(e.into());
         }

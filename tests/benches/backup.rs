@@ -175,7 +175,7 @@ async fn engine_only(env: &Env, files: &Files, data_dir: &Path, runs: usize) -> 
     });
     let hashed = hashed.await?;
     let uploaded = best_of(runs, async |r| {
-        let (probe, progress) = (Probe::start(files)?, Progress::default());
+        let (probe, progress) = (Probe::start(files)?, Arc::new(Progress::default()));
         let work = files.iter().map(|(p, s)| {
             // The data directory's layout, as backups have: one flat directory would be slower.
             let rel = p.strip_prefix(data_dir).unwrap_or(p).to_string_lossy();
@@ -457,7 +457,10 @@ fn print_table(set: DataSet, files: &Files, runs: usize, rows: &[Row]) {
     let same_ok = if set.files <= LARGE.files { ok(same.secs < TARGET_UNCHANGED_SECS) } else { "set for ~3,500 files" };
     let vs_md5 = mbps(full) / mbps(md5);
     println!("full backup / cp -r: {ratio:.2} (target >= {TARGET_FULL_VS_CP}: {})", ok(ratio >= TARGET_FULL_VS_CP));
-    println!("full backup / (cp -r + sync): {:.2} (the backup makes its data durable before the manifest)", mbps(full) / mbps(cp_sync));
+    println!(
+        "full backup / (cp -r + sync): {:.2} (the backup makes its data durable before the manifest)",
+        mbps(full) / mbps(cp_sync)
+    );
     println!("full backup / md5sum: {vs_md5:.2}");
     println!("unchanged differential: {:.2} s (target < {TARGET_UNCHANGED_SECS} s: {same_ok})", same.secs);
     println!("max backup peak RSS: {} (target < {}: {})", human(max_rss), human(TARGET_RSS), ok(max_rss < TARGET_RSS));

@@ -64,8 +64,14 @@ fn main() -> Result<()> {
     if first.report.backups != purged || second.report.backups != 0 || second.report.objects != 0 {
         bail!("unexpected reports: {:?} then {:?}", first.report, second.report);
     }
-    println!("purge bench: {} nodes x {} differential backups x {} files ({}% new per backup), local storage", size.nodes, size.backups, size.files, size.new_percent);
-    println!("{:<22} {:>8} {:>10} {:>12} {:>10} {:>14} {:>14}", "purge (node 0)", "backups", "objects", "bytes", "wall s", "RSS before MiB", "peak RSS MiB");
+    println!(
+        "purge bench: {} nodes x {} differential backups x {} files ({}% new per backup), local storage",
+        size.nodes, size.backups, size.files, size.new_percent
+    );
+    println!(
+        "{:<22} {:>8} {:>10} {:>12} {:>10} {:>14} {:>14}",
+        "purge (node 0)", "backups", "objects", "bytes", "wall s", "RSS before MiB", "peak RSS MiB"
+    );
     for (label, r) in [(format!("keep {}", size.keep), &first), ("steady state".to_string(), &second)] {
         println!(
             "{label:<22} {:>8} {:>10} {:>12} {:>10.2} {:>14.1} {:>14.1}",
@@ -89,7 +95,11 @@ fn parse_args(args: Vec<String>) -> Result<Size> {
         if a == "--bench" {
             continue; // passed by `cargo bench`
         }
-        let v: usize = args.next().with_context(|| format!("{a} needs a value\n{USAGE}"))?.parse().with_context(|| format!("{a} takes a whole number"))?;
+        let v: usize = args
+            .next()
+            .with_context(|| format!("{a} needs a value\n{USAGE}"))?
+            .parse()
+            .with_context(|| format!("{a} takes a whole number"))?;
         match a.as_str() {
             "--backups" => s.backups = v,
             "--nodes" => s.nodes = v,
@@ -154,7 +164,10 @@ fn generate(root: &Path, size: Size, now: i64) -> Result<u64> {
     let md5 = "0123456789abcdef0123456789abcdef".to_string();
     for node in 0..size.nodes {
         let n = fqdn(node);
-        let tokenmap = format!(r#"{{"{n}": {{"tokens": [{}], "is_up": true, "rack": "r1", "dc": "dc1"}}}}"#, node as i64 * 1_000_000);
+        let tokenmap = format!(
+            r#"{{"{n}": {{"tokens": [{}], "is_up": true, "rack": "r1", "dc": "dc1"}}}}"#,
+            node as i64 * 1_000_000
+        );
         // Live generations, oldest first; each backup flushes `new` files and compacts as many away.
         let mut live: VecDeque<usize> = (1..=size.files).collect();
         let mut next_gen = size.files;
@@ -169,10 +182,15 @@ fn generate(root: &Path, size: Size, now: i64) -> Result<u64> {
                 }
             }
             let started = now - (size.backups - i) as i64 * DAY;
-            let schema = format!("CREATE KEYSPACE ks0 WITH replication = {{'class': 'NetworkTopologyStrategy', 'dc1': 3}};\n-- {b}\n");
+            let schema = format!(
+                "CREATE KEYSPACE ks0 WITH replication = {{'class': 'NetworkTopologyStrategy', 'dc1': 3}};\n-- {b}\n"
+            );
             w.put(&l.meta(&n, &b, Meta::Schema), schema.as_bytes())?;
             w.put(&l.meta(&n, &b, Meta::Tokenmap), tokenmap.as_bytes())?;
-            w.put(&l.meta(&n, &b, Meta::ServerVersion), br#"{"server_type": "cassandra", "release_version": "4.1.5"}"#)?;
+            w.put(
+                &l.meta(&n, &b, Meta::ServerVersion),
+                br#"{"server_type": "cassandra", "release_version": "4.1.5"}"#,
+            )?;
             w.put(&l.meta(&n, &b, Meta::Differential), b"differential")?;
             w.put(&l.index_tokenmap(&b, &n), tokenmap.as_bytes())?;
             w.put(&l.index_schema(&b, &n), schema.as_bytes())?;
@@ -181,13 +199,24 @@ fn generate(root: &Path, size: Size, now: i64) -> Result<u64> {
             let mut sections: Vec<ManifestSection> = (0..TABLES)
                 .map(|t| {
                     let (ks, dir) = table(t);
-                    ManifestSection { keyspace: ks, columnfamily: dir, objects: Vec::with_capacity(size.files / TABLES + 1) }
+                    ManifestSection {
+                        keyspace: ks,
+                        columnfamily: dir,
+                        objects: Vec::with_capacity(size.files / TABLES + 1),
+                    }
                 })
                 .collect();
             for (j, &generation) in live.iter().enumerate() {
                 let t = generation % TABLES;
                 let (ks, dir) = table(t);
-                let key = l.data_key(Mode::Differential, &n, &b, &ks, &dir, &TableFile { index_dir: None, name: format!("nb-{generation}-big-Data.db") });
+                let key = l.data_key(
+                    Mode::Differential,
+                    &n,
+                    &b,
+                    &ks,
+                    &dir,
+                    &TableFile { index_dir: None, name: format!("nb-{generation}-big-Data.db") },
+                );
                 if j >= size.files - new {
                     w.put(&key, b"tiny")?;
                 }
@@ -250,6 +279,7 @@ fn purge_child(args: &[String]) -> Result<()> {
         encrypted: false,
         storage_class: None,
         local_root: None,
+        local_fs: None,
     };
     let limits = Limits { max_backup_age: 0, max_backup_count: keep, grace_days: 0 };
     let now = epoch_now() + 1;

@@ -256,7 +256,7 @@ async fn measure(c: &Ctx, phase: Phase, run: usize) -> Result<Row> {
             } else {
                 let transfers =
                     Transfers::new(storage.clone(), &StorageConfig { concurrent_transfers: n, ..cfg.storage.clone() });
-                let progress = Progress::default();
+                let progress = Arc::new(Progress::default());
                 let fetch = c
                     .keys
                     .iter()

@@ -2,9 +2,11 @@
 //! download to staging, verified → place by rename → mark done.
 //!
 //! Crash safety: a journal in the staging directory records the phase. Downloads land as
-//! `*.part` files and are renamed to their final name only once verified, so a staged file is
-//! trusted on resume. The data directory is first touched in the placing phase, which every run
-//! finishes before `.last-restore` is written; Cassandra does not start until then.
+//! `*.part` files and are renamed to their final name only once verified; on resume a staged
+//! file with its final name is hashed and checked again (not downloaded again), since files are
+//! not fsynced one by one: the staging filesystem is flushed once (`syncfs`) before the journal
+//! enters the placing phase. The data directory is first touched in the placing phase, which
+//! every run finishes before `.last-restore` is written; Cassandra does not start until then.
 
 pub mod mapping;
 pub mod place;
@@ -312,20 +314,40 @@ async fn download_all(
     report: &mut Report,
 ) -> Result<(), RestoreError> {
     let mut todo: Vec<(PathBuf, &FetchFile)> = Vec::with_capacity(plan.files as usize);
+    let mut staged: Vec<(PathBuf, &FetchFile)> = Vec::new();
     let progress = Arc::new(Progress::default());
     for t in &plan.tables {
         if let Action::Replace(files) = &t.action {
             let dir = staging.table(&t.keyspace, &t.table);
             for f in files {
                 let dest = dir.join(f.file.rel());
-                // Only verified files carry their final name: trust them on resume.
+                // Only verified files carry their final name: checked again, not fetched again.
                 if std::fs::metadata(&dest).is_ok_and(|m| m.len() == f.size) {
-                    progress.bytes_done.fetch_add(f.size, Ordering::Relaxed);
-                    continue;
+                    staged.push((dest, f));
+                } else {
+                    todo.push((dest, f));
                 }
+            }
+        }
+    }
+    if !staged.is_empty() {
+        let checks = staged.iter().map(|(dest, f)| {
+            let (d, md5, size, part) =
+                (dest.clone(), f.md5.clone(), f.size, verify::part_size_for(f.md5.as_deref(), chunk));
+            crate::fsutil::blocking(move || verify::check_file(md5.as_deref(), size, part, &d))
+        });
+        let verdicts: Vec<_> = futures::stream::iter(checks).buffered(concurrency.max(1)).collect().await;
+        let mut kept = 0;
+        for ((dest, f), verdict) in staged.into_iter().zip(verdicts) {
+            if matches!(verdict, Ok(Verdict::Verified | Verdict::SizeOnly)) {
+                progress.bytes_done.fetch_add(f.size, Ordering::Relaxed);
+                kept += 1;
+            } else {
+                let _ = std::fs::remove_file(&dest);
                 todo.push((dest, f));
             }
         }
+        tracing::info!(files = kept, "staged files of the interrupted run checked and kept");
     }
     let needed: u64 = todo.iter().map(|(_, f)| f.size).sum();
     if let Some(available) = free_bytes(&staging.root)
@@ -343,6 +365,11 @@ async fn download_all(
             .await
             .inspect_err(|_| logger.abort())?;
     logger.abort();
+    // Downloads are not fsynced one by one: one flush of the staging filesystem before placing.
+    let root = staging.root.clone();
+    crate::fsutil::blocking(move || nix::unistd::syncfs(std::fs::File::open(&root)?).map_err(std::io::Error::from))
+        .await
+        .map_err(io("flushing the staged files to disk"))?;
     report.downloaded_files = results.len() as u64;
     report.size_only = results.iter().filter(|v| **v == Verdict::SizeOnly).count() as u64;
     if report.size_only > 0 {
@@ -359,7 +386,7 @@ async fn fetch_one(
     dest: &Path,
     f: &FetchFile,
     chunk: u64,
-    progress: &Progress,
+    progress: &Arc<Progress>,
 ) -> Result<Verdict, RestoreError> {
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let part = dest.with_file_name(format!(".{name}.part"));

@@ -71,10 +71,20 @@ fn candidate_part_sizes(size: u64, parts: u64) -> Vec<u64> {
     out
 }
 
+/// Hashes and judges a file already on disk (a staged file found on resume).
+pub fn check_file(recorded: Option<&str>, size: u64, part: Option<u64>, path: &Path) -> std::io::Result<Verdict> {
+    let d = hash_with(path, part)?;
+    judge(recorded, size, &d, path)
+}
+
 fn hash_file(path: &Path, part: u64) -> std::io::Result<ContentDigest> {
+    hash_with(path, Some(part))
+}
+
+fn hash_with(path: &Path, part: Option<u64>) -> std::io::Result<ContentDigest> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
-    let mut h = Hasher::new(Some(part));
+    let mut h = Hasher::new(part);
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf)?;

@@ -1,0 +1,227 @@
+//! File-to-file transfers for the `local` provider, on the blocking pool: every chunk is read
+//! once, hashed, and copied by the kernel from the page cache (`copy_file_range`, as `cp` does),
+//! with plain writes where the two filesystems cannot do that. No channel, no part bookkeeping,
+//! and no fsync per file: the callers flush whole directories once (`syncfs`), and each copy
+//! starts its own write-back early so that this flush finds little left to do.
+
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::errno::Errno;
+
+use crate::digest::{ContentDigest, Hasher};
+
+/// Bytes read (and hashed) per step; also the progress granularity.
+const CHUNK: usize = 1 << 20;
+
+thread_local! {
+    /// One read buffer per blocking-pool thread, reused across files.
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Which side of a copy failed.
+#[derive(Debug)]
+pub enum CopyError {
+    /// Reading the source.
+    Read(std::io::Error),
+    /// Creating or writing the destination.
+    Write(std::io::Error),
+}
+
+/// Copies at most `limit` bytes of `src` (from its start) into `dst` (from its start), hashing
+/// what is read with `part` as the multipart ETag part size, and adds each chunk to `done`. A
+/// source longer than `limit` gives a digest one byte longer than `limit`, so the caller sees
+/// the change; a shorter one gives a short digest. The source must not change during the copy
+/// (snapshot SSTables and stored objects never do): the kernel copies what the hash has read.
+pub fn copy_hashing(
+    src: &mut File,
+    dst: &File,
+    limit: u64,
+    part: Option<u64>,
+    done: &AtomicU64,
+) -> Result<ContentDigest, CopyError> {
+    BUF.with_borrow_mut(|buf| {
+        if buf.len() < CHUNK {
+            buf.resize(CHUNK, 0);
+        }
+        let mut h = Hasher::new(part);
+        let (mut off, mut in_kernel) = (0u64, true);
+        while off < limit {
+            let want = (limit - off).min(CHUNK as u64) as usize;
+            let n = read_some(src, &mut buf[..want]).map_err(CopyError::Read)?;
+            if n == 0 {
+                return Ok(h.finish()); // shorter than expected: the size tells
+            }
+            h.update(&buf[..n]);
+            let mut copied = 0;
+            while in_kernel && copied < n {
+                let (mut from, mut to) = ((off + copied as u64) as i64, (off + copied as u64) as i64);
+                match nix::fcntl::copy_file_range(&*src, Some(&mut from), dst, Some(&mut to), n - copied) {
+                    Ok(0) => return Err(CopyError::Read(ErrorKind::UnexpectedEof.into())),
+                    Ok(k) => copied += k,
+                    Err(Errno::EINTR) => {}
+                    // Across filesystems or on one without support: write what was read.
+                    Err(Errno::EXDEV | Errno::ENOSYS | Errno::EOPNOTSUPP | Errno::EINVAL) => in_kernel = false,
+                    Err(e) => return Err(CopyError::Write(e.into())),
+                }
+            }
+            if copied < n {
+                dst.write_all_at(&buf[copied..n], off + copied as u64).map_err(CopyError::Write)?;
+            }
+            off += n as u64;
+            done.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        // A file that grew since it was listed must not be copied truncated.
+        if read_some(src, &mut buf[..1]).map_err(CopyError::Read)? > 0 {
+            h.update(&[0]);
+        }
+        Ok(h.finish())
+    })
+}
+
+fn read_some(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match f.read(buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Starts write-back of `f`'s dirty pages without waiting for it, and lets the kernel drop the
+/// pages once written: nobody reads a fresh copy soon, and a later `syncfs` then has little to do.
+pub fn start_writeback(f: &File) {
+    use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
+    let _ = posix_fadvise(f, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+}
+
+/// Creates `{dest}#{n}` (the staging name `object_store`'s local store uses and leaves out of
+/// listings), creating missing parent directories.
+pub fn create_staged(dest: &Path) -> std::io::Result<(File, PathBuf)> {
+    for n in 1u32.. {
+        let mut name = dest.as_os_str().to_owned();
+        name.push(format!("#{n}"));
+        let path = PathBuf::from(name);
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(f) => return Ok((f, path)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let parent = dest.parent().ok_or(e)?;
+                std::fs::create_dir_all(parent)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ErrorKind::AlreadyExists.into())
+}
+
+/// Puts a copy of `src` (expected `size` bytes) at `dest` atomically: staged, then renamed. A
+/// digest whose size is not `size` means the file changed; nothing is then left at `dest`.
+pub fn put_copy(
+    src: &Path,
+    size: u64,
+    dest: &Path,
+    part: Option<u64>,
+    done: &AtomicU64,
+) -> Result<ContentDigest, CopyError> {
+    let mut from = File::open(src).map_err(CopyError::Read)?;
+    let (to, staged) = create_staged(dest).map_err(CopyError::Write)?;
+    let copied = copy_hashing(&mut from, &to, size, part, done);
+    start_writeback(&to);
+    drop(to);
+    let keep = matches!(&copied, Ok(d) if d.size == size);
+    let renamed = if keep { std::fs::rename(&staged, dest).map_err(CopyError::Write) } else { Ok(()) };
+    if !keep || renamed.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    renamed?;
+    copied
+}
+
+/// Copies all of `src` into `dest` (created or truncated; missing parents created).
+pub fn get_copy(src: &Path, dest: &Path, part: Option<u64>, done: &AtomicU64) -> Result<ContentDigest, CopyError> {
+    let mut from = File::open(src).map_err(CopyError::Read)?;
+    let size = from.metadata().map_err(CopyError::Read)?.len();
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(CopyError::Write)?;
+    }
+    let to = File::create(dest).map_err(CopyError::Write)?;
+    let copied = copy_hashing(&mut from, &to, size, part, done);
+    start_writeback(&to);
+    copied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest_of(bytes: &[u8], part: Option<u64>) -> ContentDigest {
+        let mut h = Hasher::new(part);
+        h.update(bytes);
+        h.finish()
+    }
+
+    #[test]
+    fn copies_and_hashes_across_chunk_boundaries() {
+        let dir = tempdir();
+        let data: Vec<u8> = (0..(3 * CHUNK + 12345)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.join("src"), &data).unwrap();
+        let done = AtomicU64::new(0);
+        let dest = dir.join("a/b/dest");
+        let d = put_copy(&dir.join("src"), data.len() as u64, &dest, Some(1 << 20), &done).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), data);
+        assert_eq!(d.md5, digest_of(&data, None).md5);
+        assert_eq!(d.multipart, digest_of(&data, Some(1 << 20)).multipart);
+        assert_eq!(done.load(Ordering::Relaxed), data.len() as u64);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.join("a/b")).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no staged file left");
+    }
+
+    #[test]
+    fn a_changed_size_leaves_nothing_behind() {
+        let dir = tempdir();
+        std::fs::write(dir.join("src"), b"0123456789").unwrap();
+        let done = AtomicU64::new(0);
+        for expected in [9, 11] {
+            let d = put_copy(&dir.join("src"), expected, &dir.join("dest"), None, &done).unwrap();
+            assert_ne!(d.size, expected);
+            assert!(!dir.join("dest").exists());
+            assert_eq!(std::fs::read_dir(&*dir).unwrap().count(), 1, "only the source remains");
+        }
+        let empty = get_copy(&dir.join("src"), &dir.join("x/copy"), None, &done).unwrap();
+        assert_eq!((empty.size, std::fs::read(dir.join("x/copy")).unwrap()), (10, b"0123456789".to_vec()));
+    }
+
+    #[test]
+    fn missing_source_is_a_read_error() {
+        let dir = tempdir();
+        let r = get_copy(&dir.join("nope"), &dir.join("dest"), None, &AtomicU64::new(0));
+        assert!(matches!(r, Err(CopyError::Read(e)) if e.kind() == ErrorKind::NotFound));
+    }
+
+    /// A scratch directory removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl std::ops::Deref for Scratch {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tempdir() -> Scratch {
+        let d = std::env::temp_dir().join(format!("medusa-localcopy-{}-{}", std::process::id(), rand::random::<u64>()));
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+}
