@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::cassandra::NodePaths;
-use crate::digest::{ContentDigest, DigestCache, FileId};
+use crate::digest::{ContentDigest, DigestCache};
 use crate::layout::{Meta, Mode};
 use crate::manifest::{ManifestObject, ManifestSection};
 use crate::names::{BackupName, Fqdn};
@@ -140,7 +140,7 @@ impl TwoEnds {
 struct Done {
     object: ManifestObject,
     uploaded: bool,
-    digest: Option<(FileId, ContentDigest)>,
+    digest: Option<ContentDigest>,
 }
 
 /// Why the engine could not be set up.
@@ -309,7 +309,7 @@ impl Node {
             } else {
                 per_table[i].1.push((j, d.object));
             }
-            cache_entries.extend(d.digest);
+            cache_entries.extend(d.digest.map(|d| (i, j, d)));
         }
         drop(window);
         for (table, (mut uploaded, mut reused)) in tables.iter().zip(per_table) {
@@ -323,10 +323,14 @@ impl Node {
         }
         report.hashed_files = progress.files_done.load(Ordering::Relaxed).saturating_sub(report.files);
         // Done with what was read for the decisions: free it before the manifest is built.
-        drop((catalog, cache, tables));
+        drop((catalog, cache));
         let cache_path = self.digest_cache_path();
         let entries = cache_entries;
-        let saved = crate::fsutil::blocking(move || DigestCache::save_to(&cache_path, &entries)).await;
+        let saved = crate::fsutil::blocking(move || {
+            let ids = entries.iter().map(|(i, j, d)| (&tables[*i].files[*j].id, d));
+            DigestCache::save_to(&cache_path, ids)
+        })
+        .await;
         if let Err(e) = saved {
             tracing::warn!(error = %e, "could not save the digest cache; the next differential backup reads files again");
         }
@@ -355,7 +359,7 @@ impl Node {
         let mut local = cache.get(&f.id, part).cloned();
         let mut decision = decide(l, mode, &self.fqdn, name, &fr, local.as_ref(), catalog);
         if decision == Decision::NeedDigest {
-            let d = self.transfers.hash_file(f.path.clone(), f.size).await?;
+            let d = self.transfers.hash_file(table.path_of(f), f.size).await?;
             progress.files_done.fetch_add(1, Ordering::Relaxed);
             decision = decide(l, mode, &self.fqdn, name, &fr, Some(&d), catalog);
             local = Some(d);
@@ -368,15 +372,15 @@ impl Node {
                 Done {
                     object: ManifestObject { path: key, md5: Some(hash), size: f.size },
                     uploaded: false,
-                    digest: Some((f.id.clone(), d)),
+                    digest: Some(d),
                 }
             }
             Decision::Upload { key } => {
-                let up = self.transfers.upload_file(f.path.clone(), f.size, &key, progress).await?;
+                let up = self.transfers.upload_file(table.path_of(f), f.size, &key, progress).await?;
                 Done {
                     object: ManifestObject { path: key, md5: Some(up.hash), size: f.size },
                     uploaded: true,
-                    digest: Some((f.id.clone(), up.digest)),
+                    digest: Some(up.digest),
                 }
             }
             Decision::NeedDigest => unreachable!("a digest was supplied"),
@@ -393,7 +397,7 @@ impl Node {
         let mut listing = std::pin::pin!(s.list(&l.shared_data_dir(n)));
         while let Some(meta) = listing.try_next().await? {
             let hash = s.listing_hash(&meta);
-            catalog.insert(meta.location.to_string(), meta.size, hash);
+            catalog.insert(meta.location.as_ref(), meta.size, hash);
         }
         if catalog.is_empty() {
             return Ok(catalog);
@@ -403,17 +407,13 @@ impl Node {
         if let Some(latest) = latest
             && let Some(bytes) = s.get_opt(&l.meta(n, &latest, Meta::Manifest)).await?
         {
-            match crate::manifest::parse(&bytes) {
-                Ok(m) => {
-                    for o in m.iter().flat_map(|sec| &sec.objects) {
-                        if let Some(h) = &o.md5 {
-                            catalog.learn_hash(&o.path, o.size, h);
-                        }
-                    }
+            let learnt = crate::manifest::for_each_object(&bytes, |path, hash, size| {
+                if let Some(h) = hash {
+                    catalog.learn_hash(path, size, h);
                 }
-                Err(e) => {
-                    tracing::warn!(backup = %latest, error = %e, "latest manifest unreadable; digests will be recomputed")
-                }
+            });
+            if let Err(e) = learnt {
+                tracing::warn!(backup = %latest, error = %e, "latest manifest unreadable; digests will be recomputed");
             }
         }
         Ok(catalog)

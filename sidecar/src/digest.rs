@@ -128,6 +128,14 @@ pub struct FileId {
 }
 
 impl FileId {
+    /// A 128-bit hash of the identity: how the loaded cache keys its entries.
+    fn key(&self) -> [u8; 16] {
+        let mut h = blake3::Hasher::new();
+        h.update(&self.dev.to_le_bytes()).update(&self.ino.to_le_bytes()).update(&self.size.to_le_bytes());
+        h.update(&self.mtime_ns.to_le_bytes()).update(self.name.as_bytes());
+        h.finalize().as_bytes()[..16].try_into().expect("16 of 32 bytes")
+    }
+
     /// The identity of `path` from its metadata.
     pub fn of(path: &Path, meta: &std::fs::Metadata) -> FileId {
         FileId {
@@ -144,7 +152,8 @@ impl FileId {
 #[derive(Debug, Default)]
 pub struct DigestCache {
     path: Option<PathBuf>,
-    entries: HashMap<FileId, ContentDigest>,
+    /// By [`FileId::key`]: the names need not be held, only recognised.
+    entries: HashMap<[u8; 16], ContentDigest>,
 }
 
 impl DigestCache {
@@ -158,7 +167,7 @@ impl DigestCache {
     /// The cached digest of a file; when `part_size` is given the digest must carry the
     /// multipart ETag for exactly that part size.
     pub fn get(&self, id: &FileId, part_size: Option<u64>) -> Option<&ContentDigest> {
-        self.entries.get(id).filter(|d| match part_size {
+        self.entries.get(&id.key()).filter(|d| match part_size {
             None => true,
             Some(p) => d.multipart.as_ref().is_some_and(|(q, _)| *q == p),
         })
@@ -176,7 +185,7 @@ impl DigestCache {
 
     /// Writes `entries` (the files of the latest snapshot: older ones are dropped) atomically
     /// to this cache's file.
-    pub fn save(&self, entries: &[(FileId, ContentDigest)]) -> std::io::Result<()> {
+    pub fn save<'a>(&self, entries: impl IntoIterator<Item = (&'a FileId, &'a ContentDigest)>) -> std::io::Result<()> {
         match &self.path {
             Some(path) => DigestCache::save_to(path, entries),
             None => Ok(()),
@@ -184,8 +193,11 @@ impl DigestCache {
     }
 
     /// Writes `entries` atomically to the cache file at `path`.
-    pub fn save_to(path: &Path, entries: &[(FileId, ContentDigest)]) -> std::io::Result<()> {
-        let mut body = Vec::with_capacity(entries.len() * 120);
+    pub fn save_to<'a>(
+        path: &Path,
+        entries: impl IntoIterator<Item = (&'a FileId, &'a ContentDigest)>,
+    ) -> std::io::Result<()> {
+        let mut body = Vec::new();
         body.extend_from_slice(b"medusa-rs digest cache v1\n");
         for (id, d) in entries {
             let (part_size, etag) = match &d.multipart {
@@ -211,7 +223,7 @@ impl DigestCache {
     }
 }
 
-fn parse_cache(bytes: &[u8]) -> Option<HashMap<FileId, ContentDigest>> {
+fn parse_cache(bytes: &[u8]) -> Option<HashMap<[u8; 16], ContentDigest>> {
     let text = std::str::from_utf8(bytes).ok()?;
     let body_end = text.trim_end_matches('\n').rfind('\n')? + 1;
     let (body, trailer) = text.split_at(body_end);
@@ -239,7 +251,7 @@ fn parse_cache(bytes: &[u8]) -> Option<HashMap<FileId, ContentDigest>> {
         let multipart = (part_size > 0).then(|| (part_size, etag.to_string()));
         let id = FileId { name: f.next()?.to_string(), ..id };
         let size = id.size;
-        out.insert(id, ContentDigest { md5, size, multipart });
+        out.insert(id.key(), ContentDigest { md5, size, multipart });
     }
     Some(out)
 }
@@ -298,7 +310,7 @@ mod tests {
         let id = FileId::of(&file, &std::fs::metadata(&file).unwrap());
         let cache_path = dir.join("cache");
         let d = digest(b"abc", 8 << 20);
-        DigestCache::load(&cache_path).save(&[(id.clone(), d.clone())]).unwrap();
+        DigestCache::load(&cache_path).save([(&id, &d)]).unwrap();
         let c = DigestCache::load(&cache_path);
         assert_eq!(c.get(&id, Some(8 << 20)), Some(&d));
         assert_eq!(c.get(&id, Some(5 << 20)), None);

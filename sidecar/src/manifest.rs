@@ -34,6 +34,101 @@ pub fn parse(bytes: &[u8]) -> Result<Manifest, serde_json::Error> {
     serde_json::from_slice(bytes)
 }
 
+/// Calls `f(path, hash, size)` for every object of a manifest, in order, without building the
+/// manifest in memory (a node's manifest can list tens of thousands of objects).
+pub fn for_each_object(bytes: &[u8], f: impl FnMut(&str, Option<&str>, u64)) -> Result<(), serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    stream::Sections(f).deserialize(&mut de)?;
+    de.end()
+}
+
+mod stream {
+    use std::borrow::Cow;
+    use std::fmt;
+
+    use serde::Deserialize;
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    #[derive(Deserialize)]
+    struct Object<'a> {
+        #[serde(borrow)]
+        path: Cow<'a, str>,
+        #[serde(rename = "MD5", borrow)]
+        md5: Option<Cow<'a, str>>,
+        size: u64,
+    }
+
+    /// The top-level list of sections.
+    pub struct Sections<F>(pub F);
+    /// One section: only its `objects` are visited.
+    struct Section<'f, F>(&'f mut F);
+    /// A section's `objects` list.
+    struct Objects<'f, F>(&'f mut F);
+
+    impl<'de, F: FnMut(&str, Option<&str>, u64)> DeserializeSeed<'de> for Sections<F> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de, F: FnMut(&str, Option<&str>, u64)> Visitor<'de> for Sections<F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of manifest sections")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Section(&mut self.0))?.is_some() {}
+            Ok(())
+        }
+    }
+
+    impl<'de, F: FnMut(&str, Option<&str>, u64)> DeserializeSeed<'de> for Section<'_, F> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de, F: FnMut(&str, Option<&str>, u64)> Visitor<'de> for Section<'_, F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a manifest section")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                if key == "objects" {
+                    map.next_value_seed(Objects(&mut *self.0))?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    impl<'de, F: FnMut(&str, Option<&str>, u64)> DeserializeSeed<'de> for Objects<'_, F> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de, F: FnMut(&str, Option<&str>, u64)> Visitor<'de> for Objects<'_, F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of manifest objects")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(o) = seq.next_element::<Object<'de>>()? {
+                (self.0)(&o.path, o.md5.as_deref(), o.size);
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Serialises a manifest exactly as Medusa does (one line, Python separators).
 pub fn to_bytes(m: &[ManifestSection]) -> Vec<u8> {
     crate::pyjson::to_vec(m).expect("manifest serialisation cannot fail")
@@ -69,6 +164,24 @@ mod tests {
         assert_eq!(m[0].objects[1].md5, None);
         assert_eq!(String::from_utf8(to_bytes(&m)).unwrap(), text);
         assert_eq!(totals(&m), (2, 10));
+    }
+
+    #[test]
+    fn streaming_visits_what_parsing_finds() {
+        let text = r#"[{"keyspace": "shop", "columnfamily": "orders-0a1b", "objects": [{"path": "demo/n/data/shop/orders-0a1b/nb-7-big-Data.db", "MD5": "9c2e", "size": 10}, {"path": "d/\u00e9/x", "MD5": null, "size": 0}], "extra": {"a": [1]}}, {"objects": [], "keyspace": "system_auth", "columnfamily": "roles-5bc5"}]"#;
+        let mut seen = Vec::new();
+        for_each_object(text.as_bytes(), |p, h, s| seen.push((p.to_string(), h.map(str::to_string), s))).unwrap();
+        let parsed: Vec<_> = parse(text.as_bytes())
+            .unwrap()
+            .into_iter()
+            .flat_map(|s| s.objects)
+            .map(|o| (o.path, o.md5, o.size))
+            .collect();
+        assert_eq!(seen, parsed);
+        assert_eq!(seen[1].0, "d/\u{e9}/x");
+        for bad in ["", "{}", "[1]", "[{\"objects\": [{\"path\": 1}]}]", "[] x"] {
+            assert!(for_each_object(bad.as_bytes(), |_, _, _| ()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -14,30 +14,36 @@ use crate::layout::{Layout, Mode, TableFile};
 use crate::names::{BackupName, Fqdn};
 
 /// What the bucket holds below the node's shared data folder: key -> (size, hash if known).
+/// Keys are held as 128-bit hashes: a node's data folder can hold many thousands of objects.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    objects: HashMap<String, (u64, Option<String>)>,
+    objects: HashMap<[u8; 16], (u64, Option<Box<str>>)>,
+}
+
+fn key_id(key: &str) -> [u8; 16] {
+    let h = blake3::hash(key.as_bytes());
+    h.as_bytes()[..16].try_into().expect("16 of 32 bytes")
 }
 
 impl Catalog {
     /// Records a listed object; `hash` is what the listing says, if it is a content hash.
-    pub fn insert(&mut self, key: String, size: u64, hash: Option<String>) {
-        self.objects.insert(key, (size, hash));
+    pub fn insert(&mut self, key: &str, size: u64, hash: Option<String>) {
+        self.objects.insert(key_id(key), (size, hash.map(String::into_boxed_str)));
     }
 
     /// Adds a hash learnt elsewhere (a manifest) for a listed object of the same size.
     pub fn learn_hash(&mut self, key: &str, size: u64, hash: &str) {
-        if let Some((s, h)) = self.objects.get_mut(key)
+        if let Some((s, h)) = self.objects.get_mut(&key_id(key))
             && *s == size
             && h.is_none()
         {
-            *h = Some(hash.to_string());
+            *h = Some(hash.into());
         }
     }
 
     /// Size and hash of `key`.
     pub fn get(&self, key: &str) -> Option<(u64, Option<&str>)> {
-        self.objects.get(key).map(|(s, h)| (*s, h.as_deref()))
+        self.objects.get(&key_id(key)).map(|(s, h)| (*s, h.as_deref()))
     }
 
     /// Number of objects.
@@ -173,7 +179,7 @@ mod tests {
         let fx = Fx::new();
         let same = digest(b"abc");
         let mut c = Catalog::default();
-        c.insert(BASE.into(), 3, Some(same.md5_hex()));
+        c.insert(BASE, 3, Some(same.md5_hex()));
         assert_eq!(
             fx.decide(Mode::Differential, 3, Some(&same), &c),
             Decision::Reuse { key: BASE.into(), hash: Some(same.md5_hex()) }
@@ -183,7 +189,7 @@ mod tests {
         let v = format!("p/n/data/ks/t-1-v{}/nb-1-big-TOC.txt", other.md5_hex());
         assert_eq!(fx.decide(Mode::Differential, 3, Some(&other), &c), Decision::Upload { key: v.clone() });
         // ...which the next backup reuses.
-        c.insert(v.clone(), 3, None);
+        c.insert(&v, 3, None);
         assert_eq!(fx.decide(Mode::Differential, 3, Some(&other), &c), Decision::Reuse { key: v, hash: None });
     }
 
@@ -192,7 +198,7 @@ mod tests {
         let fx = Fx::new();
         let mut c = Catalog::default();
         assert_eq!(fx.decide(Mode::Differential, 3, None, &c), Decision::Upload { key: BASE.into() });
-        c.insert(BASE.into(), 3, None);
+        c.insert(BASE, 3, None);
         assert_eq!(fx.decide(Mode::Differential, 3, None, &c), Decision::NeedDigest);
         // A stored object whose hash is unknown is never assumed equal.
         let d = digest(b"abc");

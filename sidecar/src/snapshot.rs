@@ -20,8 +20,6 @@ pub fn tag_for(b: &BackupName) -> String {
 pub struct SnapshotFile {
     /// Place below the table directory.
     pub file: TableFile,
-    /// Absolute path of the hard link in the snapshot.
-    pub path: PathBuf,
     /// Bytes.
     pub size: u64,
     /// Identity for the digest cache.
@@ -35,10 +33,19 @@ pub struct SnapshotTable {
     pub keyspace: String,
     /// Table directory name (with id suffix).
     pub table: String,
+    /// The snapshot directory (file paths are derived from it, not stored per file).
+    pub dir: PathBuf,
     /// Files, sorted by place.
     pub files: Vec<SnapshotFile>,
     /// The table's CQL from Cassandra's `schema.cql` in the snapshot, if any.
     pub schema_cql: Option<String>,
+}
+
+impl SnapshotTable {
+    /// Absolute path of the hard link of `f` in this snapshot.
+    pub fn path_of(&self, f: &SnapshotFile) -> PathBuf {
+        self.dir.join(f.file.rel())
+    }
 }
 
 fn sorted_dirs(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
@@ -116,12 +123,11 @@ pub fn scan(data_dir: &Path, tag: &str) -> std::io::Result<Vec<SnapshotTable>> {
                 files.push(SnapshotFile {
                     id: FileId::of(entry.path(), &meta),
                     size: meta.len(),
-                    path: entry.path().to_path_buf(),
                     file: TableFile { index_dir, name },
                 });
             }
             files.sort_by(|a, b| a.file.cmp(&b.file));
-            tables.push(SnapshotTable { keyspace: ks_name.clone(), table: table_name, files, schema_cql });
+            tables.push(SnapshotTable { keyspace: ks_name.clone(), table: table_name, dir: snap, files, schema_cql });
         }
     }
     Ok(tables)
