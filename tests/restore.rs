@@ -297,6 +297,20 @@ fn staged_files(root: &Path) -> usize {
     walk_count(&root.join("medusa-restore-k1/data"))
 }
 
+/// A staged file that carries its final name (verified), with content.
+fn first_staged_file(dir: &Path) -> Option<std::path::PathBuf> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    entries.into_iter().find_map(|p| {
+        let hidden = p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if p.is_dir() {
+            first_staged_file(&p)
+        } else {
+            (!hidden && p.metadata().is_ok_and(|m| m.len() > 0)).then_some(p)
+        }
+    })
+}
+
 fn walk_count(dir: &Path) -> usize {
     let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
     rd.flatten().map(|e| if e.path().is_dir() { walk_count(&e.path()) } else { 1 }).sum()
@@ -326,6 +340,12 @@ async fn killed_during_download_or_placement_resumes_to_the_same_result() {
     assert!(live(&env).await == mutated, "data touched before the download finished");
     let staged = staged_files(&root);
     assert!(staged > 0);
+    // A staged file damaged while the restore was down (same size) is found on resume: files
+    // are not fsynced one by one, so a resumed run checks what it finds instead of trusting it.
+    let damaged = first_staged_file(&root.join("medusa-restore-k1/data")).expect("a verified staged file");
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&damaged, bytes).unwrap();
 
     // 2. Killed mid-placement (slowed down so the kill lands between tables).
     let child = restore_command(
