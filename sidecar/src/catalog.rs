@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
@@ -56,7 +56,7 @@ pub struct ClusterBackup {
     /// Status.
     pub status: Status,
     /// The first node's tokenmap (its datacenter's ring).
-    pub tokenmap: TokenMap,
+    pub tokenmap: Arc<TokenMap>,
     /// Tokenmap hosts with a finished node backup.
     pub finished_nodes: usize,
     /// `"full"` or `"differential"`.
@@ -145,7 +145,8 @@ pub struct NodeTotals {
 pub struct Cache {
     path: Option<PathBuf>,
     totals: Mutex<HashMap<(String, String), NodeTotals>>,
-    tokenmaps: Mutex<HashMap<(String, String), TokenMap>>,
+    /// Shared with every summary that shows them: a large ring is held once, not per call.
+    tokenmaps: Mutex<HashMap<(String, String), Arc<TokenMap>>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -199,16 +200,16 @@ impl Cache {
         Ok(Some(t))
     }
 
-    async fn tokenmap(&self, storage: &Storage, nb: &NodeBackup) -> Result<TokenMap, StorageError> {
+    async fn tokenmap(&self, storage: &Storage, nb: &NodeBackup) -> Result<Arc<TokenMap>, StorageError> {
         let key = (nb.name.clone(), nb.fqdn.clone());
         if let Some(t) = self.tokenmaps.lock().expect("cache lock").get(&key) {
             return Ok(t.clone());
         }
         let (Ok(b), Ok(n)) = (BackupName::new(nb.name.clone()), Fqdn::new(nb.fqdn.clone())) else {
-            return Ok(TokenMap::default());
+            return Ok(Arc::default());
         };
         let bytes = storage.get_opt(&storage.layout.index_tokenmap(&b, &n)).await?;
-        let tm = bytes.and_then(|b| TokenMap::parse(&b).ok()).unwrap_or_default();
+        let tm = Arc::new(bytes.and_then(|b| TokenMap::parse(&b).ok()).unwrap_or_default());
         self.tokenmaps.lock().expect("cache lock").insert(key, tm.clone());
         Ok(tm)
     }

@@ -301,7 +301,7 @@ impl Medusa for MedusaService {
         let Some(c) = all.into_iter().find(|c| c.name == name.as_str()) else {
             return Err(Status::not_found(format!("backup {name} does not exist")));
         };
-        let mut backup_ring = c.tokenmap.clone();
+        let mut backup_ring = (*c.tokenmap).clone();
         if !r.datacenter.is_empty() {
             backup_ring.0.retain(|n| n.dc.as_deref().is_none_or(|dc| dc == r.datacenter));
             if backup_ring.0.is_empty() {

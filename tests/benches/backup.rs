@@ -78,9 +78,12 @@ fn main() -> Result<()> {
         return rt.block_on(backup_child(&args[1..]));
     }
     let (sets, runs) = parse_args(args)?;
+    // Each set's files are deleted only after the last set: see `run_set`.
+    let mut keep = Vec::new();
     for set in sets {
-        rt.block_on(run_set(set, runs))?;
+        keep.push(rt.block_on(run_set(set, runs))?);
     }
+    rt.block_on(async move { drop(keep) });
     Ok(())
 }
 
@@ -114,7 +117,9 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<DataSet>, usize)> {
     Ok((sets, runs))
 }
 
-async fn run_set(set: DataSet, runs: usize) -> Result<()> {
+/// Measures one data set; returns its node and copies, to be deleted by the caller at the very
+/// end (deleting thousands of files just before the next set would slow its file creation).
+async fn run_set(set: DataSet, runs: usize) -> Result<(Env, TempDir)> {
     eprintln!("generating a node of {} in ~{} files ...", human(set.bytes), set.files);
     let opts = EnvOptions { spec: SimSpec::sized(set.bytes, set.files, 1), ..EnvOptions::new(Kind::Local) };
     let env = Env::new(opts).await?;
@@ -127,7 +132,7 @@ async fn run_set(set: DataSet, runs: usize) -> Result<()> {
     rows.extend(engine_only(&env, &files, &data_dir, runs).await?);
     rows.extend(backups(&env, runs).await?);
     print_table(set, &files, runs, &rows);
-    Ok(())
+    Ok((env, copies))
 }
 
 /// `cp -r` of the data directory, `md5sum` of its files in one and in two processes.
