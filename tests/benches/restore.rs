@@ -6,7 +6,8 @@
 //! (default 3, interleaved; the fastest run counts), each on a warm page cache with earlier
 //! writes flushed (`sync`):
 //! * baselines: `cp -r` of that backup's data folder (a child process, VmHWM sampled every
-//!   10 ms), and the same followed by `sync` (a restore fsyncs every file it writes);
+//!   10 ms), and the same followed by `sync` (a restore makes what it wrote durable, with one
+//!   `syncfs` of its staging filesystem before placing);
 //! * diagnostics, to see where a restore's time goes (`n` = the first `--transfers` value at a
 //!   time): read + MD5 on plain threads, then also writing (no sync, one `sync` at the end,
 //!   fsync per file); object_store's local reads alone; the engine's `download_file`;
