@@ -1,6 +1,9 @@
 //! Moving bytes: each file is read once, on the blocking pool, hashed in the same pass and
 //! streamed to the store; uploads are bounded by `concurrent_transfers`; S3 transfers share one
 //! bandwidth cap. Memory per upload is bounded by the part size times the parts in flight.
+//! For `local`, data files bypass the store's streaming API: [`crate::localcopy`] copies them
+//! within the kernel to exactly the files the store would write (everything else, listings,
+//! metadata and deletes, goes through the store).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -142,6 +145,8 @@ pub struct Transfers {
     threshold: u64,
     chunk: u64,
     parts_in_flight: usize,
+    /// Early write-back of what this process writes to local files (bucket or staging).
+    writeback: localcopy::WriteBack,
 }
 
 impl Transfers {
@@ -157,6 +162,7 @@ impl Transfers {
             chunk: if s3 { cfg.multipart_chunksize } else { plain },
             // The local store writes parts one at a time: more in flight only costs memory.
             parts_in_flight: if local { 1 } else { cfg.multipart_max_concurrency },
+            writeback: localcopy::WriteBack::default(),
             storage,
         }
     }
@@ -347,6 +353,7 @@ impl Transfers {
         if digest.size != size {
             return Err(TransferError::Changed { path, expected: size, read: digest.size });
         }
+        self.writeback.wrote(&dest, size);
         progress.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
         progress.files_uploaded.fetch_add(1, Ordering::Relaxed);
         Ok(digest)
@@ -375,7 +382,10 @@ impl Transfers {
                     source: std::io::Error::other(e.to_string()),
                 })?;
             return match copied {
-                Ok(d) => Ok(d),
+                Ok(d) => {
+                    self.writeback.wrote(&dest, d.size);
+                    Ok(d)
+                }
                 Err(CopyError::Read(e)) => Err(StorageError::local_io("get", key, &src, e).into()),
                 Err(CopyError::Write(source)) => Err(TransferError::Write { path: dest, source }),
             };
@@ -395,8 +405,7 @@ impl Transfers {
                 h.update(&b);
                 f.write_all(&b)?;
             }
-            let f = f.into_inner().map_err(|e| e.into_error())?;
-            localcopy::start_writeback(&f);
+            f.flush()?;
             Ok(h.finish())
         });
         let mut failed = None;
@@ -425,6 +434,9 @@ impl Transfers {
             .map_err(|source| TransferError::Write { path: dest.clone(), source });
         if let Some(e) = failed {
             return Err(e.into());
+        }
+        if let Ok(d) = &written {
+            self.writeback.wrote(&dest, d.size);
         }
         written
     }
