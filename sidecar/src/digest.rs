@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine;
 use md5::{Digest, Md5};
@@ -148,10 +148,24 @@ impl FileId {
     }
 }
 
+/// Reads the file at `path` through and returns its digest (`part`: as for [`Hasher::new`]).
+pub fn hash_path(path: &Path, part: Option<u64>) -> std::io::Result<ContentDigest> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Hasher::new(part);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
 /// Digests of local files from earlier runs, persisted under the state directory.
 #[derive(Debug, Default)]
 pub struct DigestCache {
-    path: Option<PathBuf>,
     /// By [`FileId::key`]: the names need not be held, only recognised.
     entries: HashMap<[u8; 16], ContentDigest>,
 }
@@ -161,7 +175,7 @@ impl DigestCache {
     /// only cost is reading files again).
     pub fn load(path: &Path) -> DigestCache {
         let entries = std::fs::read(path).ok().and_then(|bytes| parse_cache(&bytes)).unwrap_or_default();
-        DigestCache { path: Some(path.to_path_buf()), entries }
+        DigestCache { entries }
     }
 
     /// The cached digest of a file; when `part_size` is given the digest must carry the
@@ -183,16 +197,8 @@ impl DigestCache {
         self.entries.is_empty()
     }
 
-    /// Writes `entries` (the files of the latest snapshot: older ones are dropped) atomically
-    /// to this cache's file.
-    pub fn save<'a>(&self, entries: impl IntoIterator<Item = (&'a FileId, &'a ContentDigest)>) -> std::io::Result<()> {
-        match &self.path {
-            Some(path) => DigestCache::save_to(path, entries),
-            None => Ok(()),
-        }
-    }
-
-    /// Writes `entries` atomically to the cache file at `path`.
+    /// Writes `entries` (the files of the latest snapshot: older ones are dropped) atomically to
+    /// the cache file at `path`.
     pub fn save_to<'a>(
         path: &Path,
         entries: impl IntoIterator<Item = (&'a FileId, &'a ContentDigest)>,
@@ -310,7 +316,7 @@ mod tests {
         let id = FileId::of(&file, &std::fs::metadata(&file).unwrap());
         let cache_path = dir.join("cache");
         let d = digest(b"abc", 8 << 20);
-        DigestCache::load(&cache_path).save([(&id, &d)]).unwrap();
+        DigestCache::save_to(&cache_path, [(&id, &d)]).unwrap();
         let c = DigestCache::load(&cache_path);
         assert_eq!(c.get(&id, Some(8 << 20)), Some(&d));
         assert_eq!(c.get(&id, Some(5 << 20)), None);

@@ -24,6 +24,12 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Flushes everything written to the filesystem that holds `path` to disk (one `syncfs`
+/// instead of an fsync per file).
+pub fn syncfs(path: &Path) -> std::io::Result<()> {
+    nix::unistd::syncfs(std::fs::File::open(path)?).map_err(std::io::Error::from)
+}
+
 /// Runs blocking filesystem work (walks, hashing, fsync) on tokio's blocking pool.
 pub async fn blocking<T, F>(f: F) -> std::io::Result<T>
 where

@@ -120,9 +120,7 @@ impl WriteBack {
         let dir = file.parent().unwrap_or(file).to_path_buf();
         let running = self.running.clone();
         drop(tokio::task::spawn_blocking(move || {
-            if let Ok(f) = File::open(&dir) {
-                let _ = nix::unistd::syncfs(&f);
-            }
+            let _ = crate::fsutil::syncfs(&dir);
             running.store(false, Ordering::Release);
         }));
     }

@@ -35,97 +35,52 @@ pub fn parse(bytes: &[u8]) -> Result<Manifest, serde_json::Error> {
 }
 
 /// Calls `f(path, hash, size)` for every object of a manifest, in order, without building the
-/// manifest in memory (a node's manifest can list tens of thousands of objects).
+/// manifest in memory (a node's manifest can list tens of thousands of objects): one section
+/// at a time, its strings borrowed from `bytes` where they need no unescaping.
 pub fn for_each_object(bytes: &[u8], f: impl FnMut(&str, Option<&str>, u64)) -> Result<(), serde_json::Error> {
     use serde::de::DeserializeSeed;
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    stream::Sections(f).deserialize(&mut de)?;
+    EachSection(f).deserialize(&mut de)?;
     de.end()
 }
 
-mod stream {
-    use std::borrow::Cow;
-    use std::fmt;
+#[derive(Deserialize)]
+struct ObjectRef<'a> {
+    #[serde(borrow)]
+    path: std::borrow::Cow<'a, str>,
+    #[serde(rename = "MD5", borrow)]
+    md5: Option<std::borrow::Cow<'a, str>>,
+    size: u64,
+}
 
-    use serde::Deserialize;
-    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+#[derive(Deserialize)]
+struct SectionRef<'a> {
+    #[serde(borrow)]
+    objects: Vec<ObjectRef<'a>>,
+}
 
-    #[derive(Deserialize)]
-    struct Object<'a> {
-        #[serde(borrow)]
-        path: Cow<'a, str>,
-        #[serde(rename = "MD5", borrow)]
-        md5: Option<Cow<'a, str>>,
-        size: u64,
+/// Visits the top-level list section by section.
+struct EachSection<F>(F);
+
+impl<'de, F: FnMut(&str, Option<&str>, u64)> serde::de::DeserializeSeed<'de> for EachSection<F> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
     }
+}
 
-    /// The top-level list of sections.
-    pub struct Sections<F>(pub F);
-    /// One section: only its `objects` are visited.
-    struct Section<'f, F>(&'f mut F);
-    /// A section's `objects` list.
-    struct Objects<'f, F>(&'f mut F);
-
-    impl<'de, F: FnMut(&str, Option<&str>, u64)> DeserializeSeed<'de> for Sections<F> {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_seq(self)
-        }
+impl<'de, F: FnMut(&str, Option<&str>, u64)> serde::de::Visitor<'de> for EachSection<F> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of manifest sections")
     }
-
-    impl<'de, F: FnMut(&str, Option<&str>, u64)> Visitor<'de> for Sections<F> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a list of manifest sections")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
-            while seq.next_element_seed(Section(&mut self.0))?.is_some() {}
-            Ok(())
-        }
-    }
-
-    impl<'de, F: FnMut(&str, Option<&str>, u64)> DeserializeSeed<'de> for Section<'_, F> {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_map(self)
-        }
-    }
-
-    impl<'de, F: FnMut(&str, Option<&str>, u64)> Visitor<'de> for Section<'_, F> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a manifest section")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                if key == "objects" {
-                    map.next_value_seed(Objects(&mut *self.0))?;
-                } else {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-            Ok(())
-        }
-    }
-
-    impl<'de, F: FnMut(&str, Option<&str>, u64)> DeserializeSeed<'de> for Objects<'_, F> {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_seq(self)
-        }
-    }
-
-    impl<'de, F: FnMut(&str, Option<&str>, u64)> Visitor<'de> for Objects<'_, F> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a list of manifest objects")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while let Some(o) = seq.next_element::<Object<'de>>()? {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(section) = seq.next_element::<SectionRef<'de>>()? {
+            for o in &section.objects {
                 (self.0)(&o.path, o.md5.as_deref(), o.size);
             }
-            Ok(())
         }
+        Ok(())
     }
 }
 

@@ -306,20 +306,15 @@ impl Storage {
 
     /// For `local`: the file that holds (or will hold) `key`, exactly where the store puts it,
     /// so that data files can be copied within the kernel instead of streamed through the store.
-    pub fn local_file(&self, key: &str) -> Option<std::path::PathBuf> {
-        let fs = self.local_fs.as_ref()?;
-        fs.path_to_filesystem(&object_path(key).ok()?).ok()
+    pub fn local_file(&self, location: &object_store::path::Path) -> Option<std::path::PathBuf> {
+        self.local_fs.as_ref()?.path_to_filesystem(location).ok()
     }
 
     /// For `local`: flushes everything written to the bucket's filesystem to disk (one `syncfs`
     /// instead of an fsync per object). Object stores are durable on their own.
     pub async fn sync_local(&self) -> Result<(), StorageError> {
         let Some(root) = self.local_root.clone() else { return Ok(()) };
-        let r = crate::fsutil::blocking(move || {
-            let dir = std::fs::File::open(&root)?;
-            nix::unistd::syncfs(&dir).map_err(std::io::Error::from)
-        })
-        .await;
+        let r = crate::fsutil::blocking(move || crate::fsutil::syncfs(&root)).await;
         r.map_err(|e| StorageError::Config(format!("flushing the local bucket to disk: {e}")))
     }
 

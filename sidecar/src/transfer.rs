@@ -20,10 +20,9 @@ use crate::localcopy::{self, CopyError};
 use crate::storage::{Storage, StorageError, object_path};
 
 const READ_CHUNK: usize = 1 << 20;
-/// Physical part size for stores where parts carry no meaning (Azure, GCS: at least 5 MiB).
+/// Physical part size for stores where parts carry no meaning (Azure, GCS: at least 5 MiB;
+/// `local` data files do not stream, see `upload_local`).
 const PLAIN_PART: u64 = 8 << 20;
-/// Part size for `local`, whose parts are written one after another anyway.
-const LOCAL_PART: u64 = 4 << 20;
 
 /// A transfer failure.
 #[derive(Debug, thiserror::Error)]
@@ -153,15 +152,12 @@ impl Transfers {
     /// From `[storage]`.
     pub fn new(storage: Storage, cfg: &StorageConfig) -> Transfers {
         let s3 = storage.provider.is_s3();
-        let local = storage.provider == crate::config::Provider::Local;
-        let plain = if local { LOCAL_PART } else { PLAIN_PART };
         Transfers {
             slots: Arc::new(Semaphore::new(cfg.concurrent_transfers.max(1))),
             limiter: cfg.transfer_max_bandwidth.filter(|_| s3).map(|b| Arc::new(RateLimiter::new(b))),
-            threshold: if s3 { cfg.multi_part_upload_threshold } else { plain },
-            chunk: if s3 { cfg.multipart_chunksize } else { plain },
-            // The local store writes parts one at a time: more in flight only costs memory.
-            parts_in_flight: if local { 1 } else { cfg.multipart_max_concurrency },
+            threshold: if s3 { cfg.multi_part_upload_threshold } else { PLAIN_PART },
+            chunk: if s3 { cfg.multipart_chunksize } else { PLAIN_PART },
+            parts_in_flight: cfg.multipart_max_concurrency,
             writeback: localcopy::WriteBack::default(),
             storage,
         }
@@ -178,21 +174,7 @@ impl Transfers {
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
         let part = self.etag_part_size(size);
         let p = path.clone();
-        let result = crate::fsutil::blocking(move || {
-            use std::io::Read;
-            let mut f = std::fs::File::open(&p)?;
-            let mut h = Hasher::new(part);
-            let mut buf = vec![0u8; READ_CHUNK];
-            loop {
-                let n = f.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            Ok(h.finish())
-        })
-        .await;
+        let result = crate::fsutil::blocking(move || crate::digest::hash_path(&p, part)).await;
         let d = result.map_err(|source| TransferError::Read { path: path.clone(), source })?;
         if d.size != size {
             return Err(TransferError::Changed { path, expected: size, read: d.size });
@@ -212,7 +194,7 @@ impl Transfers {
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
         let location = object_path(key)?;
         let part = self.etag_part_size(size);
-        if let Some(dest) = self.storage.local_file(key) {
+        if let Some(dest) = self.storage.local_file(&location) {
             let digest = self.upload_local(path, size, dest, key, part, progress).await?;
             let hash = self.storage.manifest_hash(&digest, None);
             return Ok(Uploaded { digest, hash });
@@ -373,7 +355,7 @@ impl Transfers {
         use futures::StreamExt;
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
         let location = object_path(key)?;
-        if let Some(src) = self.storage.local_file(key) {
+        if let Some(src) = self.storage.local_file(&location) {
             let (s, d, prog) = (src.clone(), dest.clone(), progress.clone());
             let copied = tokio::task::spawn_blocking(move || localcopy::get_copy(&s, &d, part, &prog.bytes_done))
                 .await

@@ -367,7 +367,7 @@ async fn download_all(
     logger.abort();
     // Downloads are not fsynced one by one: one flush of the staging filesystem before placing.
     let root = staging.root.clone();
-    crate::fsutil::blocking(move || nix::unistd::syncfs(std::fs::File::open(&root)?).map_err(std::io::Error::from))
+    crate::fsutil::blocking(move || crate::fsutil::syncfs(&root))
         .await
         .map_err(io("flushing the staged files to disk"))?;
     report.downloaded_files = results.len() as u64;

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::digest::{ContentDigest, Hasher, matches};
+use crate::digest::{ContentDigest, hash_path, matches};
 
 /// The verdict on one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub fn judge(recorded: Option<&str>, size: u64, d: &ContentDigest, path: &Path) 
             if d.multipart.as_ref().is_some_and(|(q, _)| *q == p) {
                 continue;
             }
-            let again = hash_file(path, p)?;
+            let again = hash_path(path, Some(p))?;
             if matches(r, &again) {
                 return Ok(Verdict::Verified);
             }
@@ -73,26 +73,8 @@ fn candidate_part_sizes(size: u64, parts: u64) -> Vec<u64> {
 
 /// Hashes and judges a file already on disk (a staged file found on resume).
 pub fn check_file(recorded: Option<&str>, size: u64, part: Option<u64>, path: &Path) -> std::io::Result<Verdict> {
-    let d = hash_with(path, part)?;
+    let d = hash_path(path, part)?;
     judge(recorded, size, &d, path)
-}
-
-fn hash_file(path: &Path, part: u64) -> std::io::Result<ContentDigest> {
-    hash_with(path, Some(part))
-}
-
-fn hash_with(path: &Path, part: Option<u64>) -> std::io::Result<ContentDigest> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Hasher::new(part);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finish());
-        }
-        h.update(&buf[..n]);
-    }
 }
 
 #[cfg(test)]
@@ -106,10 +88,10 @@ mod tests {
         let path = dir.join("f");
         let data = vec![7u8; (12 << 20) + 3];
         std::fs::write(&path, &data).unwrap();
-        let foreign = hash_file(&path, 5 << 20).unwrap();
+        let foreign = hash_path(&path, Some(5 << 20)).unwrap();
         let etag = foreign.multipart.clone().unwrap().1;
         assert!(etag.ends_with("-3"));
-        let ours = hash_file(&path, 8 << 20).unwrap();
+        let ours = hash_path(&path, Some(8 << 20)).unwrap();
         assert_eq!(judge(Some(&etag), data.len() as u64, &ours, &path).unwrap(), Verdict::Verified);
         assert!(matches!(
             judge(Some("0123456789abcdef0123456789abcdef-3"), data.len() as u64, &ours, &path).unwrap(),
