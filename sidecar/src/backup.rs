@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cassandra::NodePaths;
 use crate::digest::{ContentDigest, DigestCache};
 use crate::layout::{Meta, Mode};
+use crate::localcopy::Publish;
 use crate::manifest::{ManifestObject, ManifestSection};
 use crate::names::{BackupName, Fqdn};
 use crate::node::{Cassandra, NodeError};
@@ -375,8 +376,11 @@ impl Node {
                     digest: Some(d),
                 }
             }
-            Decision::Upload { key } => {
-                let up = self.transfers.upload_file(table.path_of(f), f.size, &key, progress).await?;
+            Decision::Upload { key, versioned } => {
+                // A new key nothing references yet may be written in place: the manifest that
+                // will name it is written only after every copy is flushed.
+                let publish = if versioned { Publish::Whole } else { Publish::InPlace };
+                let up = self.transfers.upload_file(table.path_of(f), f.size, &key, publish, progress).await?;
                 Done {
                     object: ManifestObject { path: key, md5: Some(up.hash), size: f.size },
                     uploaded: true,

@@ -148,19 +148,42 @@ impl FileId {
     }
 }
 
+/// Bytes read per step when hashing or copying a file.
+pub const READ_STEP: usize = 1 << 20;
+
+thread_local! {
+    /// One read buffer per (blocking-pool) thread, reused across files: a fresh zeroed
+    /// megabyte per file cost more than hashing a small file.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's [`READ_STEP`]-byte read buffer. Not reentrant: `f` must not call
+/// it again.
+pub fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUF.with_borrow_mut(|buf| {
+        if buf.len() < READ_STEP {
+            buf.resize(READ_STEP, 0);
+        }
+        f(&mut buf[..READ_STEP])
+    })
+}
+
 /// Reads the file at `path` through and returns its digest (`part`: as for [`Hasher::new`]).
 pub fn hash_path(path: &Path, part: Option<u64>) -> std::io::Result<ContentDigest> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
     let mut h = Hasher::new(part);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finish());
+    with_read_buffer(|buf| {
+        loop {
+            let n = match f.read(buf) {
+                Ok(0) => return Ok(h.finish()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            h.update(&buf[..n]);
         }
-        h.update(&buf[..n]);
-    }
+    })
 }
 
 /// Digests of local files from earlier runs, persisted under the state directory.

@@ -72,6 +72,9 @@ pub enum Decision {
     Upload {
         /// Destination key.
         key: String,
+        /// Whether `key` is a versioned key, whose name vouches for the content (the MD5):
+        /// such an object must never be visible partial.
+        versioned: bool,
     },
     /// The decision needs the file's digest first (a stored object of the same name and size
     /// exists, but the local digest is not cached).
@@ -102,12 +105,12 @@ pub fn decide(
 ) -> Decision {
     let base = layout.data_key(mode, node, backup, f.keyspace, f.table, f.file);
     if mode == Mode::Full {
-        return Decision::Upload { key: base };
+        return Decision::Upload { key: base, versioned: false };
     }
     let stored = catalog.get(&base);
     let Some(d) = local else {
         return match stored {
-            None => Decision::Upload { key: base },
+            None => Decision::Upload { key: base, versioned: false },
             // Anything stored under the name: the digest decides between reuse and a
             // versioned key (whose name needs the digest).
             Some(_) => Decision::NeedDigest,
@@ -127,8 +130,8 @@ pub fn decide(
         }
     }
     match stored {
-        None => Decision::Upload { key: base },
-        Some(_) => Decision::Upload { key: versioned },
+        None => Decision::Upload { key: base, versioned: false },
+        Some(_) => Decision::Upload { key: versioned, versioned: true },
     }
 }
 
@@ -171,7 +174,7 @@ mod tests {
     fn full_always_uploads_under_the_backup() {
         let fx = Fx::new();
         let d = fx.decide(Mode::Full, 3, None, &Catalog::default());
-        assert_eq!(d, Decision::Upload { key: "p/n/b2/data/ks/t-1/nb-1-big-TOC.txt".into() });
+        assert_eq!(d, Decision::Upload { key: "p/n/b2/data/ks/t-1/nb-1-big-TOC.txt".into(), versioned: false });
     }
 
     #[test]
@@ -187,7 +190,10 @@ mod tests {
         // Same name and size, different bytes: a new, versioned key; the old object stays.
         let other = digest(b"abd");
         let v = format!("p/n/data/ks/t-1-v{}/nb-1-big-TOC.txt", other.md5_hex());
-        assert_eq!(fx.decide(Mode::Differential, 3, Some(&other), &c), Decision::Upload { key: v.clone() });
+        assert_eq!(
+            fx.decide(Mode::Differential, 3, Some(&other), &c),
+            Decision::Upload { key: v.clone(), versioned: true }
+        );
         // ...which the next backup reuses.
         c.insert(&v, 3, None);
         assert_eq!(fx.decide(Mode::Differential, 3, Some(&other), &c), Decision::Reuse { key: v, hash: None });
@@ -197,13 +203,13 @@ mod tests {
     fn unknown_digests_are_computed_before_deciding() {
         let fx = Fx::new();
         let mut c = Catalog::default();
-        assert_eq!(fx.decide(Mode::Differential, 3, None, &c), Decision::Upload { key: BASE.into() });
+        assert_eq!(fx.decide(Mode::Differential, 3, None, &c), Decision::Upload { key: BASE.into(), versioned: false });
         c.insert(BASE, 3, None);
         assert_eq!(fx.decide(Mode::Differential, 3, None, &c), Decision::NeedDigest);
         // A stored object whose hash is unknown is never assumed equal.
         let d = digest(b"abc");
         assert!(
-            matches!(fx.decide(Mode::Differential, 3, Some(&d), &c), Decision::Upload { key } if key.contains("-v"))
+            matches!(fx.decide(Mode::Differential, 3, Some(&d), &c), Decision::Upload { key, versioned: true } if key.contains("-v"))
         );
         c.learn_hash(BASE, 3, &d.md5_base64());
         assert!(matches!(fx.decide(Mode::Differential, 3, Some(&d), &c), Decision::Reuse { .. }));

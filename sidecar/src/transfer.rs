@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use crate::config::StorageConfig;
 use crate::digest::{ContentDigest, Hasher};
-use crate::localcopy::{self, CopyError};
+use crate::localcopy::{self, CopyError, Publish};
 use crate::storage::{Storage, StorageError, object_path};
 
 const READ_CHUNK: usize = 1 << 20;
@@ -183,19 +183,21 @@ impl Transfers {
     }
 
     /// Uploads `path` (expected `size` bytes) to `key`, hashing on the way, and checks the
-    /// store's ETag against the bytes sent where the ETag is a checksum.
+    /// store's ETag against the bytes sent where the ETag is a checksum. `publish` matters to
+    /// `local` only: the other stores never show a partial object.
     pub async fn upload_file(
         &self,
         path: PathBuf,
         size: u64,
         key: &str,
+        publish: Publish,
         progress: &Arc<Progress>,
     ) -> Result<Uploaded, TransferError> {
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
         let location = object_path(key)?;
         let part = self.etag_part_size(size);
         if let Some(dest) = self.storage.local_file(&location) {
-            let digest = self.upload_local(path, size, dest, key, part, progress).await?;
+            let digest = self.upload_local(path, size, dest, key, publish, progress).await?;
             let hash = self.storage.manifest_hash(&digest, None);
             return Ok(Uploaded { digest, hash });
         }
@@ -320,13 +322,17 @@ impl Transfers {
         size: u64,
         dest: PathBuf,
         key: &str,
-        part: Option<u64>,
+        publish: Publish,
         progress: &Arc<Progress>,
     ) -> Result<ContentDigest, TransferError> {
-        let (p, d, prog) = (path.clone(), dest.clone(), progress.clone());
-        let copied = tokio::task::spawn_blocking(move || localcopy::put_copy(&p, size, &d, part, &prog.bytes_done))
-            .await
-            .map_err(|e| TransferError::Read { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
+        let (p, d, prog, part) = (path.clone(), dest.clone(), progress.clone(), self.etag_part_size(size));
+        let copied =
+            tokio::task::spawn_blocking(move || localcopy::put_copy(&p, size, &d, publish, part, &prog.bytes_done))
+                .await
+                .map_err(|e| TransferError::Read {
+                    path: path.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
         let digest = match copied {
             Ok(d) => d,
             Err(CopyError::Read(source)) => return Err(TransferError::Read { path, source }),

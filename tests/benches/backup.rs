@@ -22,6 +22,7 @@ use harness::services::TempDir;
 use harness::sim::SimSpec;
 use medusa::backup::Node;
 use medusa::layout::Mode;
+use medusa::localcopy::Publish;
 use medusa::names::BackupName;
 use medusa::transfer::Progress;
 use medusa_tests::{Env, EnvOptions, Kind};
@@ -185,7 +186,7 @@ async fn engine_only(env: &Env, files: &Files, data_dir: &Path, runs: usize) -> 
             // The data directory's layout, as backups have: one flat directory would be slower.
             let rel = p.strip_prefix(data_dir).unwrap_or(p).to_string_lossy();
             let (key, transfers, progress) = (format!("bench-{r}/{rel}"), &node.transfers, &progress);
-            async move { transfers.upload_file(p.clone(), *s, &key, progress).await }
+            async move { transfers.upload_file(p.clone(), *s, &key, Publish::InPlace, progress).await }
         });
         futures::stream::iter(work).buffer_unordered(TRANSFERS).try_collect::<Vec<_>>().await?;
         probe.own("engine upload only", bytes)
