@@ -20,7 +20,7 @@ use crate::node::{Cassandra, NodeError};
 use crate::plan::{Catalog, Decision, FileRef, decide};
 use crate::snapshot::{self, SnapshotFile, SnapshotTable};
 use crate::storage::{Storage, StorageError};
-use crate::transfer::{Progress, TransferError, Transfers};
+use crate::transfer::{Progress, TransferError, Transfers, Upload};
 
 /// Why a backup failed.
 #[derive(Debug, thiserror::Error)]
@@ -103,38 +103,46 @@ pub struct BackupReport {
     pub seconds: f64,
 }
 
-/// Files of one table handled at once. Transfers are bounded separately by
-/// `concurrent_transfers`; reuse decisions are cheap, so more of them run than transfer slots.
-const FILES_IN_FLIGHT: usize = 16;
+/// Batches handled at once. Transfers are bounded separately by `concurrent_transfers`; reuse
+/// decisions are cheap, so more of them run than transfer slots.
+const BATCHES_IN_FLIGHT: usize = 16;
 
-/// The order files are started in: alternately from the first table's first file and from the
-/// last table's last file. Two transfers then mostly create files in different directories,
-/// which a filesystem serializes within one directory (creating a file costs about a
-/// millisecond on ext4 here).
-struct TwoEnds {
-    /// Flat index of each table's first file, and the total at the end.
-    starts: Vec<usize>,
+/// Consecutive files of one table, handled as one unit (see [`Transfers::batch_limits`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Batch {
+    table: usize,
+    files: std::ops::Range<usize>,
 }
 
-impl TwoEnds {
-    fn new(files_per_table: impl Iterator<Item = usize>) -> TwoEnds {
-        let mut starts = vec![0];
-        for n in files_per_table {
-            starts.push(starts.last().expect("non-empty") + n);
+/// Cuts every table's files (given by their sizes) into batches of at most `max_files` files
+/// and, unless one file alone is larger, `max_bytes` bytes.
+fn batches<T: IntoIterator<Item = u64>>(
+    tables: impl IntoIterator<Item = T>,
+    (max_files, max_bytes): (usize, u64),
+) -> Vec<Batch> {
+    let mut out = Vec::new();
+    for (t, sizes) in tables.into_iter().enumerate() {
+        let (mut start, mut end, mut bytes) = (0, 0, 0u64);
+        for size in sizes {
+            if end > start && (end - start >= max_files || bytes + size > max_bytes) {
+                out.push(Batch { table: t, files: start..end });
+                (start, bytes) = (end, 0);
+            }
+            bytes += size;
+            end += 1;
         }
-        TwoEnds { starts }
+        if start < end {
+            out.push(Batch { table: t, files: start..end });
+        }
     }
+    out
+}
 
-    /// The `n`-th file to start, as (table, file within the table), or `None` after the last.
-    fn get(&self, n: usize) -> Option<(usize, usize)> {
-        let total = *self.starts.last().expect("non-empty");
-        if n >= total {
-            return None;
-        }
-        let flat = if n.is_multiple_of(2) { n / 2 } else { total - 1 - n / 2 };
-        let table = self.starts.partition_point(|s| *s <= flat) - 1;
-        Some((table, flat - self.starts[table]))
-    }
+/// The order batches are started in: alternately from the first and from the last. Two
+/// transfers then mostly create files in different directories, which a filesystem serializes
+/// within one directory (creating a file costs about a millisecond on ext4 here).
+fn two_ends(n: usize, total: usize) -> Option<usize> {
+    (n < total).then(|| if n.is_multiple_of(2) { n / 2 } else { total - 1 - n / 2 })
 }
 
 /// A file's outcome: the manifest entry, and whether it was uploaded.
@@ -281,36 +289,39 @@ impl Node {
         let mut sections = Vec::with_capacity(tables.len());
         let mut report = BackupReport { started, ..Default::default() };
         let mut cache_entries = Vec::with_capacity(total_files as usize);
-        // One bounded window over the files of every table, finishing in any order, so that
+        // One bounded window over the batches of every table, finishing in any order, so that
         // neither a table boundary nor one large file leaves transfers idle; results are put
         // back in snapshot order per table.
-        let order = TwoEnds::new(tables.iter().map(|t| t.files.len()));
+        let sizes = tables.iter().map(|t| t.files.iter().map(|f| f.size));
+        let batches = batches(sizes, self.transfers.batch_limits());
         let mut next = 0;
         let mut window = futures::stream::FuturesUnordered::new();
         // Per table: newly uploaded objects, then re-used ones (Medusa's order), by file index.
         type Objects = Vec<(usize, ManifestObject)>;
         let mut per_table: Vec<(Objects, Objects)> = vec![Default::default(); tables.len()];
         loop {
-            while window.len() < FILES_IN_FLIGHT
-                && let Some((i, j)) = order.get(next)
+            while window.len() < BATCHES_IN_FLIGHT
+                && let Some(b) = two_ends(next, batches.len())
             {
                 next += 1;
-                let fut =
-                    self.backup_file(name, mode, &tables[i], &tables[i].files[j], &catalog, &cache, progress, cancel);
-                window.push(async move { (i, j, fut.await) });
+                let b = &batches[b];
+                let t = &tables[b.table];
+                window.push(self.backup_batch(name, mode, t, b, &catalog, &cache, progress, cancel));
             }
-            let Some((i, j, done)) = window.next().await else { break };
-            let d = done?;
-            report.files += 1;
-            report.bytes += d.object.size;
-            if d.uploaded {
-                report.uploaded_files += 1;
-                report.uploaded_bytes += d.object.size;
-                per_table[i].0.push((j, d.object));
-            } else {
-                per_table[i].1.push((j, d.object));
+            let Some(done) = window.next().await else { break };
+            let (i, done) = done?;
+            for (j, d) in done {
+                report.files += 1;
+                report.bytes += d.object.size;
+                if d.uploaded {
+                    report.uploaded_files += 1;
+                    report.uploaded_bytes += d.object.size;
+                    per_table[i].0.push((j, d.object));
+                } else {
+                    per_table[i].1.push((j, d.object));
+                }
+                cache_entries.extend(d.digest.map(|d| (i, j, d)));
             }
-            cache_entries.extend(d.digest.map(|d| (i, j, d)));
         }
         drop(window);
         for (table, (mut uploaded, mut reused)) in tables.iter().zip(per_table) {
@@ -339,58 +350,86 @@ impl Node {
         Ok(report)
     }
 
+    /// Backs up one batch: decides for each file, hashes those whose decision needs it, uploads
+    /// the rest as one batch. Returns the table index and each file's index and outcome.
     #[allow(clippy::too_many_arguments)]
-    async fn backup_file(
+    async fn backup_batch(
         &self,
         name: &BackupName,
         mode: Mode,
         table: &SnapshotTable,
-        f: &SnapshotFile,
+        batch: &Batch,
         catalog: &Catalog,
         cache: &DigestCache,
         progress: &Arc<Progress>,
         cancel: &CancellationToken,
-    ) -> Result<Done, BackupError> {
+    ) -> Result<(usize, Vec<(usize, Done)>), BackupError> {
         if cancel.is_cancelled() {
             return Err(BackupError::Cancelled("the sidecar is shutting down".into()));
         }
         let l = &self.storage.layout;
-        let fr = FileRef { keyspace: &table.keyspace, table: &table.table, file: &f.file, size: f.size };
-        let part = self.transfers.etag_part_size(f.size);
-        let mut local = cache.get(&f.id, part).cloned();
-        let mut decision = decide(l, mode, &self.fqdn, name, &fr, local.as_ref(), catalog);
-        if decision == Decision::NeedDigest {
-            let d = self.transfers.hash_file(table.path_of(f), f.size).await?;
-            progress.files_done.fetch_add(1, Ordering::Relaxed);
-            decision = decide(l, mode, &self.fqdn, name, &fr, Some(&d), catalog);
-            local = Some(d);
+        fn file_ref<'a>(table: &'a SnapshotTable, f: &'a SnapshotFile) -> FileRef<'a> {
+            FileRef { keyspace: &table.keyspace, table: &table.table, file: &f.file, size: f.size }
         }
-        let done = match decision {
-            Decision::Reuse { key, hash } => {
-                let d = local.expect("reuse needs a digest");
-                let hash = hash.unwrap_or_else(|| self.storage.manifest_hash(&d, None));
-                progress.bytes_done.fetch_add(f.size, Ordering::Relaxed);
-                Done {
-                    object: ManifestObject { path: key, md5: Some(hash), size: f.size },
-                    uploaded: false,
-                    digest: Some(d),
-                }
+        let files = &table.files[batch.files.clone()];
+        // (digest, decision) per file; the digest from the cache where it has one.
+        let mut decided: Vec<(Option<ContentDigest>, Decision)> = files
+            .iter()
+            .map(|f| {
+                let local = cache.get(&f.id, self.transfers.etag_part_size(f.size)).cloned();
+                let decision = decide(l, mode, &self.fqdn, name, &file_ref(table, f), local.as_ref(), catalog);
+                (local, decision)
+            })
+            .collect();
+        let unknown: Vec<usize> = (0..files.len()).filter(|k| decided[*k].1 == Decision::NeedDigest).collect();
+        if !unknown.is_empty() {
+            let paths = unknown.iter().map(|k| (table.path_of(&files[*k]), files[*k].size)).collect();
+            let digests = self.transfers.hash_files(paths).await?;
+            for (k, d) in unknown.into_iter().zip(digests) {
+                progress.files_done.fetch_add(1, Ordering::Relaxed);
+                let decision = decide(l, mode, &self.fqdn, name, &file_ref(table, &files[k]), Some(&d), catalog);
+                decided[k] = (Some(d), decision);
             }
-            Decision::Upload { key, versioned } => {
+        }
+        let mut uploads = Vec::new();
+        for (k, (_, decision)) in decided.iter().enumerate() {
+            if let Decision::Upload { key, versioned } = decision {
                 // A new key nothing references yet may be written in place: the manifest that
                 // will name it is written only after every copy is flushed.
-                let publish = if versioned { Publish::Whole } else { Publish::InPlace };
-                let up = self.transfers.upload_file(table.path_of(f), f.size, &key, publish, progress).await?;
-                Done {
-                    object: ManifestObject { path: key, md5: Some(up.hash), size: f.size },
-                    uploaded: true,
-                    digest: Some(up.digest),
-                }
+                let publish = if *versioned { Publish::Whole } else { Publish::InPlace };
+                let f = &files[k];
+                uploads.push(Upload { path: table.path_of(f), size: f.size, key: key.clone(), publish });
             }
-            Decision::NeedDigest => unreachable!("a digest was supplied"),
-        };
-        progress.files_done.fetch_add(1, Ordering::Relaxed);
-        Ok(done)
+        }
+        let mut uploaded = self.transfers.upload_files(uploads, progress).await?.into_iter();
+        let mut out = Vec::with_capacity(files.len());
+        for (k, (local, decision)) in decided.into_iter().enumerate() {
+            let size = files[k].size;
+            let done = match decision {
+                Decision::Reuse { key, hash } => {
+                    let d = local.expect("reuse needs a digest");
+                    let hash = hash.unwrap_or_else(|| self.storage.manifest_hash(&d, None));
+                    progress.bytes_done.fetch_add(size, Ordering::Relaxed);
+                    Done {
+                        object: ManifestObject { path: key, md5: Some(hash), size },
+                        uploaded: false,
+                        digest: Some(d),
+                    }
+                }
+                Decision::Upload { key, .. } => {
+                    let up = uploaded.next().expect("one result per upload");
+                    Done {
+                        object: ManifestObject { path: key, md5: Some(up.hash), size },
+                        uploaded: true,
+                        digest: Some(up.digest),
+                    }
+                }
+                Decision::NeedDigest => unreachable!("a digest was supplied"),
+            };
+            progress.files_done.fetch_add(1, Ordering::Relaxed);
+            out.push((batch.files.start + k, done));
+        }
+        Ok((batch.table, out))
     }
 
     /// Everything stored below `P/N/data/`, with hashes from the listing (S3) and from the
@@ -455,24 +494,29 @@ impl Node {
 
 #[cfg(test)]
 mod tests {
-    use super::TwoEnds;
+    use super::{Batch, batches, two_ends};
 
     #[test]
-    fn two_ends_visits_every_file_once_alternating_ends() {
-        for sizes in [vec![], vec![0], vec![1], vec![3, 0, 2, 5, 0], vec![0, 4], vec![7]] {
-            let order = TwoEnds::new(sizes.iter().copied());
-            let total: usize = sizes.iter().sum();
-            let got: Vec<_> = (0..).map_while(|n| order.get(n)).collect();
-            assert_eq!(got.len(), total, "{sizes:?}");
+    fn two_ends_visits_every_batch_once_alternating_ends() {
+        for total in [0, 1, 2, 5, 8] {
+            let got: Vec<_> = (0..).map_while(|n| two_ends(n, total)).collect();
             let mut seen = got.clone();
             seen.sort();
-            seen.dedup();
-            assert_eq!(seen.len(), total, "{sizes:?}: no file twice");
-            assert!(seen.iter().all(|(t, f)| *f < sizes[*t]), "{sizes:?}: only real files");
+            assert_eq!(seen, (0..total).collect::<Vec<_>>(), "{total}: each once");
             if total >= 2 {
-                let last_table = sizes.iter().rposition(|n| *n > 0).unwrap();
-                assert_eq!(got[1], (last_table, sizes[last_table] - 1), "{sizes:?}: second comes from the end");
+                assert_eq!(&got[..2], &[0, total - 1], "{total}: then from the end");
             }
         }
+    }
+
+    #[test]
+    fn batches_respect_file_and_byte_limits() {
+        let tables = [vec![1, 2, 3, 4, 5], vec![], vec![100, 1, 1], vec![7]];
+        let b = batches(tables.clone(), (2, 6));
+        let want = [(0, 0..2), (0, 2..3), (0, 3..4), (0, 4..5), (2, 0..1), (2, 1..3), (3, 0..1)];
+        let want: Vec<_> = want.into_iter().map(|(table, files)| Batch { table, files }).collect();
+        assert_eq!(b, want);
+        // One file per batch (stores other than `local`).
+        assert_eq!(batches(tables, (1, u64::MAX)).len(), 9);
     }
 }

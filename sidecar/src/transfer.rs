@@ -127,6 +127,24 @@ impl RateLimiter {
     }
 }
 
+/// Files per batch for the `local` provider.
+const LOCAL_BATCH_FILES: usize = 64;
+/// Bytes per batch for the `local` provider: a larger file makes a batch of its own.
+const LOCAL_BATCH_BYTES: u64 = 8 << 20;
+
+/// One file to upload.
+#[derive(Debug)]
+pub struct Upload {
+    /// The local file.
+    pub path: PathBuf,
+    /// Its size when it was scanned.
+    pub size: u64,
+    /// Its key.
+    pub key: String,
+    /// How it may appear under its key (`local` only).
+    pub publish: Publish,
+}
+
 /// Result of one upload.
 #[derive(Debug, Clone)]
 pub struct Uploaded {
@@ -169,17 +187,63 @@ impl Transfers {
         (self.storage.provider.is_s3() && size >= self.threshold).then_some(self.chunk)
     }
 
+    /// How many files, and how many bytes of them, one batch of [`Transfers::hash_files`] or
+    /// [`Transfers::upload_files`] should hold. For `local`, batches amortise the hand-off to a
+    /// blocking thread, which costs as much as copying a small file; other stores upload one
+    /// file at a time (their transfers are network-bound and async).
+    pub fn batch_limits(&self) -> (usize, u64) {
+        if self.storage.local_fs.is_some() { (LOCAL_BATCH_FILES, LOCAL_BATCH_BYTES) } else { (1, u64::MAX) }
+    }
+
     /// Reads and hashes a file without uploading it.
     pub async fn hash_file(&self, path: PathBuf, size: u64) -> Result<ContentDigest, TransferError> {
+        let mut d = self.hash_files(vec![(path, size)]).await?;
+        Ok(d.pop().expect("one digest per file"))
+    }
+
+    /// Reads and hashes files (path, expected size) without uploading them, in order, in one
+    /// blocking task that holds one transfer slot.
+    pub async fn hash_files(&self, files: Vec<(PathBuf, u64)>) -> Result<Vec<ContentDigest>, TransferError> {
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
-        let part = self.etag_part_size(size);
-        let p = path.clone();
-        let result = crate::fsutil::blocking(move || crate::digest::hash_path(&p, part)).await;
-        let d = result.map_err(|source| TransferError::Read { path: path.clone(), source })?;
-        if d.size != size {
-            return Err(TransferError::Changed { path, expected: size, read: d.size });
+        let parts: Vec<_> = files.iter().map(|(_, size)| self.etag_part_size(*size)).collect();
+        let first = files.first().map(|f| f.0.clone()).unwrap_or_default();
+        let hashed = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(files.len());
+            for ((path, size), part) in files.into_iter().zip(parts) {
+                let d = match crate::digest::hash_path(&path, part) {
+                    Ok(d) => d,
+                    Err(source) => return Err(TransferError::Read { path, source }),
+                };
+                if d.size != size {
+                    return Err(TransferError::Changed { path, expected: size, read: d.size });
+                }
+                out.push(d);
+            }
+            Ok(out)
+        });
+        hashed.await.map_err(|e| TransferError::Read { path: first, source: std::io::Error::other(e.to_string()) })?
+    }
+
+    /// Uploads files in order ([`Transfers::upload_file`] for each), as one blocking task
+    /// holding one transfer slot for `local`; stops at the first failure.
+    pub async fn upload_files(
+        &self,
+        files: Vec<Upload>,
+        progress: &Arc<Progress>,
+    ) -> Result<Vec<Uploaded>, TransferError> {
+        if self.storage.local_fs.is_none() {
+            let mut out = Vec::with_capacity(files.len());
+            for f in files {
+                out.push(self.upload_file(f.path, f.size, &f.key, f.publish, progress).await?);
+            }
+            return Ok(out);
         }
-        Ok(d)
+        let _slot = self.slots.acquire().await.expect("semaphore never closed");
+        let digests = self.upload_local(files, progress).await?;
+        Ok(digests
+            .into_iter()
+            .map(|digest| Uploaded { hash: self.storage.manifest_hash(&digest, None), digest })
+            .collect())
     }
 
     /// Uploads `path` (expected `size` bytes) to `key`, hashing on the way, and checks the
@@ -196,8 +260,9 @@ impl Transfers {
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
         let location = object_path(key)?;
         let part = self.etag_part_size(size);
-        if let Some(dest) = self.storage.local_file(&location) {
-            let digest = self.upload_local(path, size, dest, key, publish, progress).await?;
+        if self.storage.local_fs.is_some() {
+            let file = Upload { path, size, key: key.to_string(), publish };
+            let digest = self.upload_local(vec![file], progress).await?.pop().expect("one digest per file");
             let hash = self.storage.manifest_hash(&digest, None);
             return Ok(Uploaded { digest, hash });
         }
@@ -315,36 +380,47 @@ impl Transfers {
 }
 
 impl Transfers {
-    /// `upload_file` for the `local` provider: a kernel copy into the bucket directory.
+    /// Uploads to the `local` provider, with a transfer slot held by the caller: kernel copies
+    /// into the bucket directory, in one blocking task.
     async fn upload_local(
         &self,
-        path: PathBuf,
-        size: u64,
-        dest: PathBuf,
-        key: &str,
-        publish: Publish,
+        files: Vec<Upload>,
         progress: &Arc<Progress>,
-    ) -> Result<ContentDigest, TransferError> {
-        let (p, d, prog, part) = (path.clone(), dest.clone(), progress.clone(), self.etag_part_size(size));
-        let copied =
-            tokio::task::spawn_blocking(move || localcopy::put_copy(&p, size, &d, publish, part, &prog.bytes_done))
-                .await
-                .map_err(|e| TransferError::Read {
-                    path: path.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
-        let digest = match copied {
-            Ok(d) => d,
-            Err(CopyError::Read(source)) => return Err(TransferError::Read { path, source }),
-            Err(CopyError::Write(e)) => return Err(StorageError::local_io("put", key, &dest, e).into()),
-        };
-        if digest.size != size {
-            return Err(TransferError::Changed { path, expected: size, read: digest.size });
+    ) -> Result<Vec<ContentDigest>, TransferError> {
+        let mut jobs = Vec::with_capacity(files.len());
+        for f in files {
+            let dest = self.storage.local_file(&object_path(&f.key)?).expect("a local store");
+            let part = self.etag_part_size(f.size);
+            jobs.push((f, dest, part));
         }
-        self.writeback.wrote(&dest, size);
-        progress.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
-        progress.files_uploaded.fetch_add(1, Ordering::Relaxed);
-        Ok(digest)
+        let Some(last_dest) = jobs.last().map(|j| j.1.clone()) else { return Ok(Vec::new()) };
+        let first = jobs[0].0.path.clone();
+        let prog = progress.clone();
+        let copied = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(jobs.len());
+            for (f, dest, part) in jobs {
+                let digest = match localcopy::put_copy(&f.path, f.size, &dest, f.publish, part, &prog.bytes_done) {
+                    Ok(d) => d,
+                    Err(CopyError::Read(source)) => return (out, Err(TransferError::Read { path: f.path, source })),
+                    Err(CopyError::Write(e)) => {
+                        return (out, Err(StorageError::local_io("put", &f.key, &dest, e).into()));
+                    }
+                };
+                if digest.size != f.size {
+                    let changed = TransferError::Changed { path: f.path, expected: f.size, read: digest.size };
+                    return (out, Err(changed));
+                }
+                prog.bytes_uploaded.fetch_add(f.size, Ordering::Relaxed);
+                prog.files_uploaded.fetch_add(1, Ordering::Relaxed);
+                out.push(digest);
+            }
+            (out, Ok(()))
+        });
+        let (digests, result) = copied
+            .await
+            .map_err(|e| TransferError::Read { path: first, source: std::io::Error::other(e.to_string()) })?;
+        self.writeback.wrote(&last_dest, digests.iter().map(|d| d.size).sum());
+        result.map(|()| digests)
     }
 
     /// Downloads `key` into `dest` (created or truncated), hashing on the way; `part` turns on

@@ -4,8 +4,8 @@
 //!
 //! After generating a simulated node it measures, each run on a warm page cache with earlier
 //! writes flushed: the baselines `cp -r` and `md5sum` (one process, then two); the engine's
-//! transfer path alone (`Transfers::hash_file`, `Transfers::upload_file`, two at a time) and the
-//! simulated snapshot alone; then backups to `local` storage, each in a fresh process of this
+//! transfer path alone (`Transfers::hash_file`; `Transfers::upload_files` in batches; two at a
+//! time) and the simulated snapshot alone; then backups to `local` storage, each in a fresh process of this
 //! binary (`--backup-child`) so that its peak RSS is the backup's own: full, first differential
 //! (it uploads everything: differentials share a data folder that full backups do not fill),
 //! +10% differential (after a flush adding 10% new SSTables) and unchanged differential.
@@ -24,7 +24,7 @@ use medusa::backup::Node;
 use medusa::layout::Mode;
 use medusa::localcopy::Publish;
 use medusa::names::BackupName;
-use medusa::transfer::Progress;
+use medusa::transfer::{Progress, Upload};
 use medusa_tests::{Env, EnvOptions, Kind};
 use tokio_util::sync::CancellationToken;
 
@@ -182,12 +182,24 @@ async fn engine_only(env: &Env, files: &Files, data_dir: &Path, runs: usize) -> 
     let hashed = hashed.await?;
     let uploaded = best_of(runs, async |r| {
         let (probe, progress) = (Probe::start(files)?, Arc::new(Progress::default()));
-        let work = files.iter().map(|(p, s)| {
+        // In batches as backups make them, of consecutive files (mostly of one directory).
+        let (max_files, max_bytes) = node.transfers.batch_limits();
+        let mut batches = vec![Vec::new()];
+        let mut batch_bytes = 0;
+        for (p, size) in files {
+            let last = batches.last_mut().expect("non-empty");
+            if !last.is_empty() && (last.len() >= max_files || batch_bytes + size > max_bytes) {
+                batches.push(Vec::new());
+                batch_bytes = 0;
+            }
+            batch_bytes += size;
             // The data directory's layout, as backups have: one flat directory would be slower.
             let rel = p.strip_prefix(data_dir).unwrap_or(p).to_string_lossy();
-            let (key, transfers, progress) = (format!("bench-{r}/{rel}"), &node.transfers, &progress);
-            async move { transfers.upload_file(p.clone(), *s, &key, Publish::InPlace, progress).await }
-        });
+            let key = format!("bench-{r}/{rel}");
+            let upload = Upload { path: p.clone(), size: *size, key, publish: Publish::InPlace };
+            batches.last_mut().expect("non-empty").push(upload);
+        }
+        let work = batches.into_iter().map(|b| node.transfers.upload_files(b, &progress));
         futures::stream::iter(work).buffer_unordered(TRANSFERS).try_collect::<Vec<_>>().await?;
         probe.own("engine upload only", bytes)
     });
