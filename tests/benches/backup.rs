@@ -294,10 +294,10 @@ async fn measure_backup(env: &Env, phase: &'static str, name: &str, mode: Mode, 
         .arg("--backup-child")
         .args([env.ini_path.as_os_str(), env.state_dir.as_os_str()])
         .args([name, mode.as_str()])
-        .stderr(Stdio::inherit())
-        .output()
+        .output() // captures stderr too, whatever `.stderr()` says: passed on below
         .await
         .context("starting the backup process")?;
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     let line =
         text.lines().find_map(|l| l.strip_prefix("RESULT ")).with_context(|| format!("{phase}: {}", out.status))?;
