@@ -191,8 +191,18 @@ impl Cassandra for ManagementApi {
             .and_then(Value::as_array)
             .ok_or_else(|| NodeError::Protocol("endpoints: no \"entity\" list".into()))?;
         let endpoints: Vec<Endpoint> = entries.iter().filter_map(Endpoint::from_json).collect();
-        let tokenmap = ring_of_local_dc(&endpoints, local, reverse_dns)?;
-        let release_version = match self.get("/api/v0/metadata/versions/release").await {
+        // Reverse DNS blocks (a resolver may take seconds): not on the async runtime.
+        let (eps, me) = (endpoints.clone(), local.clone());
+        let ring = tokio::task::spawn_blocking(move || ring_of_local_dc(&eps, &me, reverse_dns));
+        let version = self.get("/api/v0/metadata/versions/release");
+        // Older Management APIs lack this endpoint; the schema then has table statements only.
+        let replication = keyspaces.iter().map(|ks| async move {
+            let body = self.get(&format!("/api/v0/ops/keyspace/replication?keyspaceName={ks}")).await.ok()?;
+            let map = serde_json::from_str::<serde_json::Map<String, Value>>(&body).ok()?;
+            Some(keyspace_statement(ks, &map))
+        });
+        let (version, statements) = futures::join!(version, futures::future::join_all(replication));
+        let release_version = match version {
             Ok(v) => v.trim().trim_matches('"').to_string(),
             Err(_) => endpoints
                 .iter()
@@ -200,15 +210,8 @@ impl Cassandra for ManagementApi {
                 .map(|e| e.release_version.clone())
                 .unwrap_or_else(|| "unknown".into()),
         };
-        let mut keyspace_cql = Vec::new();
-        for ks in keyspaces {
-            let path = format!("/api/v0/ops/keyspace/replication?keyspaceName={ks}");
-            // Older Management APIs lack this endpoint; the schema then has table statements only.
-            let Ok(body) = self.get(&path).await else { continue };
-            if let Ok(map) = serde_json::from_str::<serde_json::Map<String, Value>>(&body) {
-                keyspace_cql.push(keyspace_statement(ks, &map));
-            }
-        }
+        let keyspace_cql = statements.into_iter().flatten().collect();
+        let tokenmap = ring.await.map_err(|e| NodeError::Protocol(format!("token ring: {e}")))??;
         Ok(NodeFacts { tokenmap, release_version, keyspace_cql })
     }
 }
