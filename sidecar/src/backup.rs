@@ -20,7 +20,7 @@ use crate::node::{Cassandra, NodeError};
 use crate::plan::{Catalog, Decision, FileRef, decide};
 use crate::snapshot::{self, SnapshotFile, SnapshotTable};
 use crate::storage::{Storage, StorageError};
-use crate::transfer::{Progress, TransferError, Transfers, Upload};
+use crate::transfer::{Progress, TransferError, Transfers, Upload, batch_ranges};
 
 /// Why a backup failed.
 #[derive(Debug, thiserror::Error)]
@@ -108,34 +108,10 @@ pub struct BackupReport {
 const BATCHES_IN_FLIGHT: usize = 16;
 
 /// Consecutive files of one table, handled as one unit (see [`Transfers::batch_limits`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct Batch {
     table: usize,
     files: std::ops::Range<usize>,
-}
-
-/// Cuts every table's files (given by their sizes) into batches of at most `max_files` files
-/// and, unless one file alone is larger, `max_bytes` bytes.
-fn batches<T: IntoIterator<Item = u64>>(
-    tables: impl IntoIterator<Item = T>,
-    (max_files, max_bytes): (usize, u64),
-) -> Vec<Batch> {
-    let mut out = Vec::new();
-    for (t, sizes) in tables.into_iter().enumerate() {
-        let (mut start, mut end, mut bytes) = (0, 0, 0u64);
-        for size in sizes {
-            if end > start && (end - start >= max_files || bytes + size > max_bytes) {
-                out.push(Batch { table: t, files: start..end });
-                (start, bytes) = (end, 0);
-            }
-            bytes += size;
-            end += 1;
-        }
-        if start < end {
-            out.push(Batch { table: t, files: start..end });
-        }
-    }
-    out
 }
 
 /// The order batches are started in: alternately from the first and from the last. Two
@@ -292,8 +268,13 @@ impl Node {
         // One bounded window over the batches of every table, finishing in any order, so that
         // neither a table boundary nor one large file leaves transfers idle; results are put
         // back in snapshot order per table.
-        let sizes = tables.iter().map(|t| t.files.iter().map(|f| f.size));
-        let batches = batches(sizes, self.transfers.batch_limits());
+        let limits = self.transfers.batch_limits();
+        let batches: Vec<Batch> = (tables.iter().enumerate())
+            .flat_map(|(table, t)| {
+                let ranges = batch_ranges(t.files.iter().map(|f| f.size), limits);
+                ranges.into_iter().map(move |files| Batch { table, files })
+            })
+            .collect();
         let mut next = 0;
         let mut window = futures::stream::FuturesUnordered::new();
         // Per table: newly uploaded objects, then re-used ones (Medusa's order), by file index.
@@ -494,7 +475,7 @@ impl Node {
 
 #[cfg(test)]
 mod tests {
-    use super::{Batch, batches, two_ends};
+    use super::two_ends;
 
     #[test]
     fn two_ends_visits_every_batch_once_alternating_ends() {
@@ -507,16 +488,5 @@ mod tests {
                 assert_eq!(&got[..2], &[0, total - 1], "{total}: then from the end");
             }
         }
-    }
-
-    #[test]
-    fn batches_respect_file_and_byte_limits() {
-        let tables = [vec![1, 2, 3, 4, 5], vec![], vec![100, 1, 1], vec![7]];
-        let b = batches(tables.clone(), (2, 6));
-        let want = [(0, 0..2), (0, 2..3), (0, 3..4), (0, 4..5), (2, 0..1), (2, 1..3), (3, 0..1)];
-        let want: Vec<_> = want.into_iter().map(|(table, files)| Batch { table, files }).collect();
-        assert_eq!(b, want);
-        // One file per batch (stores other than `local`).
-        assert_eq!(batches(tables, (1, u64::MAX)).len(), 9);
     }
 }

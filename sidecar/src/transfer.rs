@@ -145,6 +145,39 @@ pub struct Upload {
     pub publish: Publish,
 }
 
+/// Cuts a sequence of files (given by their sizes) into consecutive ranges of at most
+/// `max_files` files and, unless one file alone is larger, `max_bytes` bytes (the limits of
+/// [`Transfers::batch_limits`]).
+pub fn batch_ranges(
+    sizes: impl IntoIterator<Item = u64>,
+    (max_files, max_bytes): (usize, u64),
+) -> Vec<std::ops::Range<usize>> {
+    let (mut out, mut start, mut end, mut bytes) = (Vec::new(), 0, 0, 0u64);
+    for size in sizes {
+        if end > start && (end - start >= max_files || bytes + size > max_bytes) {
+            out.push(start..end);
+            (start, bytes) = (end, 0);
+        }
+        bytes += size;
+        end += 1;
+    }
+    if start < end {
+        out.push(start..end);
+    }
+    out
+}
+
+/// One file to download.
+#[derive(Debug)]
+pub struct Download {
+    /// Its key.
+    pub key: String,
+    /// The local file to create (or truncate).
+    pub dest: PathBuf,
+    /// The part size of the multipart ETag to compute too, if any.
+    pub part: Option<u64>,
+}
+
 /// Result of one upload.
 #[derive(Debug, Clone)]
 pub struct Uploaded {
@@ -436,24 +469,11 @@ impl Transfers {
     ) -> Result<ContentDigest, TransferError> {
         use futures::StreamExt;
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
-        let location = object_path(key)?;
-        if let Some(src) = self.storage.local_file(&location) {
-            let (s, d, prog) = (src.clone(), dest.clone(), progress.clone());
-            let copied = tokio::task::spawn_blocking(move || localcopy::get_copy(&s, &d, part, &prog.bytes_done))
-                .await
-                .map_err(|e| TransferError::Write {
-                    path: dest.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
-            return match copied {
-                Ok(d) => {
-                    self.writeback.wrote(&dest, d.size);
-                    Ok(d)
-                }
-                Err(CopyError::Read(e)) => Err(StorageError::local_io("get", key, &src, e).into()),
-                Err(CopyError::Write(source)) => Err(TransferError::Write { path: dest, source }),
-            };
+        if self.storage.local_fs.is_some() {
+            let file = Download { key: key.to_string(), dest, part };
+            return Ok(self.download_local(vec![file], progress).await?.pop().expect("one digest per file"));
         }
+        let location = object_path(key)?;
         let got = self.storage.store.get(&location).await.map_err(|e| StorageError::from_store("get", key, e))?;
         let mut stream = got.into_stream();
         let (tx, mut rx) = mpsc::channel::<Bytes>(4);
@@ -503,5 +523,73 @@ impl Transfers {
             self.writeback.wrote(&dest, d.size);
         }
         written
+    }
+
+    /// Downloads files in order ([`Transfers::download_file`] for each), as one blocking task
+    /// holding one transfer slot for `local`; stops at the first failure.
+    pub async fn download_files(
+        &self,
+        files: Vec<Download>,
+        progress: &Arc<Progress>,
+    ) -> Result<Vec<ContentDigest>, TransferError> {
+        if self.storage.local_fs.is_none() {
+            let mut out = Vec::with_capacity(files.len());
+            for f in files {
+                out.push(self.download_file(&f.key, f.dest, f.part, progress).await?);
+            }
+            return Ok(out);
+        }
+        let _slot = self.slots.acquire().await.expect("semaphore never closed");
+        self.download_local(files, progress).await
+    }
+
+    /// Downloads from the `local` provider, with a transfer slot held by the caller: kernel
+    /// copies out of the bucket directory, in one blocking task.
+    async fn download_local(
+        &self,
+        files: Vec<Download>,
+        progress: &Arc<Progress>,
+    ) -> Result<Vec<ContentDigest>, TransferError> {
+        let mut jobs = Vec::with_capacity(files.len());
+        for f in files {
+            let src = self.storage.local_file(&object_path(&f.key)?).expect("a local store");
+            jobs.push((f, src));
+        }
+        let Some(last_dest) = jobs.last().map(|j| j.0.dest.clone()) else { return Ok(Vec::new()) };
+        let first = jobs[0].0.dest.clone();
+        let prog = progress.clone();
+        let copied = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(jobs.len());
+            for (f, src) in jobs {
+                match localcopy::get_copy(&src, &f.dest, f.part, &prog.bytes_done) {
+                    Ok(d) => out.push(d),
+                    Err(CopyError::Read(e)) => {
+                        return (out, Err(StorageError::local_io("get", &f.key, &src, e).into()));
+                    }
+                    Err(CopyError::Write(source)) => return (out, Err(TransferError::Write { path: f.dest, source })),
+                }
+            }
+            (out, Ok(()))
+        });
+        let (digests, result) = copied
+            .await
+            .map_err(|e| TransferError::Write { path: first, source: std::io::Error::other(e.to_string()) })?;
+        self.writeback.wrote(&last_dest, digests.iter().map(|d| d.size).sum());
+        result.map(|()| digests)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_ranges;
+
+    #[test]
+    fn batches_respect_file_and_byte_limits() {
+        assert_eq!(batch_ranges([1, 2, 3, 4, 5], (2, 6)), [0..2, 2..3, 3..4, 4..5]);
+        assert_eq!(batch_ranges([100, 1, 1], (2, 6)), [0..1, 1..3], "a large file alone");
+        assert_eq!(batch_ranges([7], (2, 6)), vec![0..1; 1]);
+        assert!(batch_ranges([], (2, 6)).is_empty());
+        assert_eq!(batch_ranges([1, 1, 1], (1, u64::MAX)), [0..1, 1..2, 2..3]);
+        assert_eq!(batch_ranges([1; 5], (64, 0)), [0..1, 1..2, 2..3, 3..4, 4..5], "at least one file each");
     }
 }

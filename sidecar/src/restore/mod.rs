@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::layout::Meta;
 use crate::names::{BackupName, Fqdn, RestoreKey};
 use crate::storage::{Storage, StorageError};
-use crate::transfer::{Progress, TransferError, Transfers};
+use crate::transfer::{Download, Progress, TransferError, Transfers, batch_ranges};
 use mapping::RestoreMapping;
 use place::Staging;
 use plan::{Action, FetchFile};
@@ -358,13 +358,15 @@ async fn download_all(
     progress.bytes_total.store(plan.bytes, Ordering::Relaxed);
     let logger = tokio::spawn(log_progress(progress.clone()));
     let width = concurrency.max(1) * 2;
-    let results: Vec<Verdict> =
-        futures::stream::iter(todo.iter().map(|(dest, f)| fetch_one(transfers, dest, f, chunk, &progress)))
+    let batches = batch_ranges(todo.iter().map(|(_, f)| f.size), transfers.batch_limits());
+    let results: Vec<Vec<Verdict>> =
+        futures::stream::iter(batches.into_iter().map(|b| fetch_batch(transfers, &todo[b], chunk, &progress)))
             .buffer_unordered(width)
             .try_collect()
             .await
             .inspect_err(|_| logger.abort())?;
     logger.abort();
+    let results: Vec<Verdict> = results.into_iter().flatten().collect();
     // Downloads are not fsynced one by one: one flush of the staging filesystem before placing.
     let root = staging.root.clone();
     crate::fsutil::blocking(move || crate::fsutil::syncfs(&root))
@@ -381,35 +383,47 @@ async fn download_all(
     Ok(())
 }
 
-async fn fetch_one(
+/// Fetches a batch of files: each is downloaded to a `.part` file beside its place, checked
+/// against the manifest, and only then renamed to its final name.
+async fn fetch_batch(
     transfers: &Transfers,
-    dest: &Path,
-    f: &FetchFile,
+    batch: &[(PathBuf, &FetchFile)],
     chunk: u64,
     progress: &Arc<Progress>,
-) -> Result<Verdict, RestoreError> {
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let part = dest.with_file_name(format!(".{name}.part"));
-    let digest = match transfers
-        .download_file(&f.key, part.clone(), verify::part_size_for(f.md5.as_deref(), chunk), progress)
-        .await
-    {
+) -> Result<Vec<Verdict>, RestoreError> {
+    let part_of = |dest: &Path| {
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        dest.with_file_name(format!(".{name}.part"))
+    };
+    let downloads = batch
+        .iter()
+        .map(|(dest, f)| Download {
+            key: f.key.clone(),
+            dest: part_of(dest),
+            part: verify::part_size_for(f.md5.as_deref(), chunk),
+        })
+        .collect();
+    let digests = match transfers.download_files(downloads, progress).await {
         Ok(d) => d,
-        Err(TransferError::Storage(StorageError::NotFound { .. })) => {
-            return Err(RestoreError::Missing { key: f.key.clone() });
-        }
+        Err(TransferError::Storage(StorageError::NotFound { key })) => return Err(RestoreError::Missing { key }),
         Err(e) => return Err(e.into()),
     };
-    let (md5, size, p) = (f.md5.clone(), f.size, part.clone());
-    let verdict = crate::fsutil::blocking(move || verify::judge(md5.as_deref(), size, &digest, &p))
-        .await
-        .map_err(io("verifying a download"))?;
-    if let Verdict::Mismatch { expected, actual } = &verdict {
-        let _ = std::fs::remove_file(&part);
-        return Err(RestoreError::Corrupt { key: f.key.clone(), expected: expected.clone(), actual: actual.clone() });
-    }
-    std::fs::rename(&part, dest).map_err(io(format!("renaming {}", part.display())))?;
-    Ok(verdict)
+    let files: Vec<_> =
+        batch.iter().map(|(dest, f)| (dest.clone(), part_of(dest), f.key.clone(), f.size, f.md5.clone())).collect();
+    let checked = crate::fsutil::blocking(move || {
+        let mut verdicts = Vec::with_capacity(files.len());
+        for ((dest, part, key, size, md5), digest) in files.into_iter().zip(digests) {
+            let verdict = verify::judge(md5.as_deref(), size, &digest, &part)?;
+            if let Verdict::Mismatch { expected, actual } = verdict {
+                let _ = std::fs::remove_file(&part);
+                return Ok(Err(RestoreError::Corrupt { key, expected, actual }));
+            }
+            std::fs::rename(&part, &dest)?;
+            verdicts.push(verdict);
+        }
+        Ok(Ok(verdicts))
+    });
+    checked.await.map_err(io("verifying and placing downloads in the staging directory"))?
 }
 
 async fn log_progress(p: Arc<Progress>) {
