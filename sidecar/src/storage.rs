@@ -304,10 +304,12 @@ impl Storage {
         })
     }
 
-    /// For `local`: the file that holds (or will hold) `key`, exactly where the store puts it,
-    /// so that data files can be copied within the kernel instead of streamed through the store.
-    pub fn local_file(&self, location: &object_store::path::Path) -> Option<std::path::PathBuf> {
-        self.local_fs.as_ref()?.path_to_filesystem(location).ok()
+    /// For `local`: the file that holds the object `key` (what the store itself would read or
+    /// write).
+    pub fn local_file(&self, key: &str) -> Result<std::path::PathBuf, StorageError> {
+        let fs = self.local_fs.as_ref().ok_or_else(|| StorageError::Config("not a local store".into()))?;
+        fs.path_to_filesystem(&object_path(key)?)
+            .map_err(|e| StorageError::Config(format!("invalid object key {key:?}: {e}")))
     }
 
     /// For `local`: flushes everything written to the bucket's filesystem to disk (one `syncfs`

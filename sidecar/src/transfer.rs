@@ -422,7 +422,7 @@ impl Transfers {
     ) -> Result<Vec<ContentDigest>, TransferError> {
         let mut jobs = Vec::with_capacity(files.len());
         for f in files {
-            let dest = self.storage.local_file(&object_path(&f.key)?).expect("a local store");
+            let dest = self.storage.local_file(&f.key)?;
             let part = self.etag_part_size(f.size);
             jobs.push((f, dest, part));
         }
@@ -552,7 +552,7 @@ impl Transfers {
     ) -> Result<Vec<ContentDigest>, TransferError> {
         let mut jobs = Vec::with_capacity(files.len());
         for f in files {
-            let src = self.storage.local_file(&object_path(&f.key)?).expect("a local store");
+            let src = self.storage.local_file(&f.key)?;
             jobs.push((f, src));
         }
         let Some(last_dest) = jobs.last().map(|j| j.0.dest.clone()) else { return Ok(Vec::new()) };
