@@ -423,36 +423,71 @@ impl Transfers {
         let mut jobs = Vec::with_capacity(files.len());
         for f in files {
             let dest = self.storage.local_file(&f.key)?;
-            let part = self.etag_part_size(f.size);
-            jobs.push((f, dest, part));
+            jobs.push(((self.etag_part_size(f.size), f), dest));
         }
-        let Some(last_dest) = jobs.last().map(|j| j.1.clone()) else { return Ok(Vec::new()) };
-        let first = jobs[0].0.path.clone();
+        self.local_batch(jobs, progress, |(part, f), dest, prog| {
+            let digest = match localcopy::put_copy(&f.path, f.size, dest, f.publish, part, &prog.bytes_done) {
+                Ok(d) => d,
+                Err(CopyError::Read(source)) => return Err(TransferError::Read { path: f.path, source }),
+                Err(CopyError::Write(e)) => return Err(StorageError::local_io("put", &f.key, dest, e).into()),
+            };
+            if digest.size != f.size {
+                return Err(TransferError::Changed { path: f.path, expected: f.size, read: digest.size });
+            }
+            prog.bytes_uploaded.fetch_add(f.size, Ordering::Relaxed);
+            prog.files_uploaded.fetch_add(1, Ordering::Relaxed);
+            Ok(digest)
+        })
+        .await
+    }
+
+    /// Downloads from the `local` provider, with a transfer slot held by the caller: kernel
+    /// copies out of the bucket directory, in one blocking task.
+    async fn download_local(
+        &self,
+        files: Vec<Download>,
+        progress: &Arc<Progress>,
+    ) -> Result<Vec<ContentDigest>, TransferError> {
+        let mut jobs = Vec::with_capacity(files.len());
+        for f in files {
+            let src = self.storage.local_file(&f.key)?;
+            let dest = f.dest.clone();
+            jobs.push(((f, src), dest));
+        }
+        self.local_batch(jobs, progress, |(f, src), dest, prog| {
+            localcopy::get_copy(&src, dest, f.part, &prog.bytes_done).map_err(|e| match e {
+                CopyError::Read(e) => StorageError::local_io("get", &f.key, &src, e).into(),
+                CopyError::Write(source) => TransferError::Write { path: f.dest, source },
+            })
+        })
+        .await
+    }
+
+    /// Runs `copy` on each job (with the file it writes) in order, in one blocking task,
+    /// stopping at the first failure; what was written counts towards the early write-back.
+    async fn local_batch<J: Send + 'static>(
+        &self,
+        jobs: Vec<(J, PathBuf)>,
+        progress: &Arc<Progress>,
+        copy: impl Fn(J, &std::path::Path, &Progress) -> Result<ContentDigest, TransferError> + Send + 'static,
+    ) -> Result<Vec<ContentDigest>, TransferError> {
+        let Some(last) = jobs.last().map(|j| j.1.clone()) else { return Ok(Vec::new()) };
+        let first = jobs[0].1.clone();
         let prog = progress.clone();
         let copied = tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(jobs.len());
-            for (f, dest, part) in jobs {
-                let digest = match localcopy::put_copy(&f.path, f.size, &dest, f.publish, part, &prog.bytes_done) {
-                    Ok(d) => d,
-                    Err(CopyError::Read(source)) => return (out, Err(TransferError::Read { path: f.path, source })),
-                    Err(CopyError::Write(e)) => {
-                        return (out, Err(StorageError::local_io("put", &f.key, &dest, e).into()));
-                    }
-                };
-                if digest.size != f.size {
-                    let changed = TransferError::Changed { path: f.path, expected: f.size, read: digest.size };
-                    return (out, Err(changed));
+            for (job, dest) in jobs {
+                match copy(job, &dest, &prog) {
+                    Ok(d) => out.push(d),
+                    Err(e) => return (out, Err(e)),
                 }
-                prog.bytes_uploaded.fetch_add(f.size, Ordering::Relaxed);
-                prog.files_uploaded.fetch_add(1, Ordering::Relaxed);
-                out.push(digest);
             }
             (out, Ok(()))
         });
         let (digests, result) = copied
             .await
-            .map_err(|e| TransferError::Read { path: first, source: std::io::Error::other(e.to_string()) })?;
-        self.writeback.wrote(&last_dest, digests.iter().map(|d| d.size).sum());
+            .map_err(|e| TransferError::Write { path: first, source: std::io::Error::other(e.to_string()) })?;
+        self.writeback.wrote(&last, digests.iter().map(|d| d.size).sum());
         result.map(|()| digests)
     }
 
@@ -541,41 +576,6 @@ impl Transfers {
         }
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
         self.download_local(files, progress).await
-    }
-
-    /// Downloads from the `local` provider, with a transfer slot held by the caller: kernel
-    /// copies out of the bucket directory, in one blocking task.
-    async fn download_local(
-        &self,
-        files: Vec<Download>,
-        progress: &Arc<Progress>,
-    ) -> Result<Vec<ContentDigest>, TransferError> {
-        let mut jobs = Vec::with_capacity(files.len());
-        for f in files {
-            let src = self.storage.local_file(&f.key)?;
-            jobs.push((f, src));
-        }
-        let Some(last_dest) = jobs.last().map(|j| j.0.dest.clone()) else { return Ok(Vec::new()) };
-        let first = jobs[0].0.dest.clone();
-        let prog = progress.clone();
-        let copied = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::with_capacity(jobs.len());
-            for (f, src) in jobs {
-                match localcopy::get_copy(&src, &f.dest, f.part, &prog.bytes_done) {
-                    Ok(d) => out.push(d),
-                    Err(CopyError::Read(e)) => {
-                        return (out, Err(StorageError::local_io("get", &f.key, &src, e).into()));
-                    }
-                    Err(CopyError::Write(source)) => return (out, Err(TransferError::Write { path: f.dest, source })),
-                }
-            }
-            (out, Ok(()))
-        });
-        let (digests, result) = copied
-            .await
-            .map_err(|e| TransferError::Write { path: first, source: std::io::Error::other(e.to_string()) })?;
-        self.writeback.wrote(&last_dest, digests.iter().map(|d| d.size).sum());
-        result.map(|()| digests)
     }
 }
 
