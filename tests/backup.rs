@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Result;
 use harness::sim::{DataDigest, digest_data_dir};
 use medusa::backup::{BackupError, BackupReport, Node};
-use medusa::layout::Mode;
-use medusa::manifest::Manifest;
-use medusa::names::BackupName;
+use medusa::format::layout::Mode;
+use medusa::format::manifest::Manifest;
+use medusa::format::names::BackupName;
 use medusa::transfer::Progress;
 use medusa_tests::{Env, EnvOptions, Kind, list_all};
 use sha2::Digest as _;
@@ -61,7 +61,7 @@ fn meta_keys(fqdn: &str, b: &str, mode: Mode) -> BTreeSet<String> {
 
 async fn manifest(node: &Node, b: &str) -> Manifest {
     let key = format!("demo/{}/{b}/meta/manifest.json", node.fqdn);
-    medusa::manifest::parse(&node.storage.get_bytes(&key).await.unwrap()).unwrap()
+    medusa::format::manifest::parse(&node.storage.get_bytes(&key).await.unwrap()).unwrap()
 }
 
 /// The manifest lists exactly the live files, and every listed object holds those bytes.
@@ -70,19 +70,19 @@ async fn check_manifest_matches(node: &Node, b: &str, live: &DataDigest) {
     let mut seen = BTreeMap::new();
     for sec in &m {
         for o in &sec.objects {
-            let place = medusa::manifest::placement(&o.path).unwrap();
+            let place = medusa::format::manifest::placement(&o.path).unwrap();
             let rel = format!("{}/{}/{}", sec.keyspace, sec.columnfamily, place.rel());
             let bytes = node.storage.get_bytes(&o.path).await.unwrap();
             assert_eq!(bytes.len() as u64, o.size, "{}", o.path);
             let sha = hex::encode(sha2::Sha256::digest(&bytes));
             let md5 = {
                 // 5 MiB parts: the part size of the multipart tests (other tests stay single-part).
-                let mut h = medusa::digest::Hasher::new(Some(5 << 20));
+                let mut h = medusa::format::digest::Hasher::new(Some(5 << 20));
                 h.update(&bytes);
                 h.finish()
             };
             let recorded = o.md5.as_deref().expect("medusa-rs records every hash");
-            assert!(medusa::digest::matches(recorded, &md5), "{}: recorded {recorded}", o.path);
+            assert!(medusa::format::digest::matches(recorded, &md5), "{}: recorded {recorded}", o.path);
             seen.insert(rel, (o.size, sha));
         }
     }
@@ -111,7 +111,7 @@ async fn lifecycle(kind: Kind) {
     assert!(calls.iter().any(|c| c.starts_with("POST /api/v0/ops/node/snapshots")), "{calls:?}");
     assert!(calls.iter().any(|c| c.starts_with("DELETE /api/v0/ops/node/snapshots")), "{calls:?}");
     let tokenmap = node.storage.get_bytes(&format!("demo/{fqdn}/full-1/meta/tokenmap.json")).await.unwrap();
-    let tm = medusa::tokenmap::TokenMap::parse(&tokenmap).unwrap();
+    let tm = medusa::format::tokenmap::TokenMap::parse(&tokenmap).unwrap();
     let tokens = env.with_sim(|s| s.tokens.clone()).await;
     assert_eq!(tm.0.len(), 1);
     assert_eq!(tm.0[0].host, fqdn);

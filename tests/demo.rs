@@ -50,12 +50,12 @@ async fn main() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let opts = medusa::daemon::Options {
+    let opts = medusa::service::daemon::Options {
         config_path: ini_path.clone(),
         shutdown_grace: Duration::from_secs(5),
         config_poll: Duration::from_secs(3600),
     };
-    let daemon = tokio::spawn(medusa::daemon::run(cfg.clone(), opts, listener, async move {
+    let daemon = tokio::spawn(medusa::service::daemon::run(cfg.clone(), opts, listener, async move {
         let _ = stop_rx.await;
     }));
     println!("2. medusa-rs sidecar serving gRPC on {addr}, bucket {}/bucket (prefix demo)", dir.display());

@@ -54,7 +54,7 @@ async fn referenced(env: &Env, keys: &BTreeMap<String, u64>) -> HashSet<String> 
     let node = env.node().unwrap();
     let mut out = HashSet::new();
     for k in keys.keys().filter(|k| k.starts_with(&format!("demo/{N}/")) && k.ends_with("/meta/manifest.json")) {
-        let m = medusa::manifest::parse(&node.storage.get_bytes(k).await.unwrap()).unwrap();
+        let m = medusa::format::manifest::parse(&node.storage.get_bytes(k).await.unwrap()).unwrap();
         out.extend(m.into_iter().flat_map(|s| s.objects).map(|o| o.path));
     }
     out

@@ -30,14 +30,14 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use medusa::catalog::node_backups;
 use medusa::config::Provider;
-use medusa::delete::delete_node_backup;
-use medusa::layout::{Layout, Meta, Mode, TableFile};
-use medusa::manifest::{ManifestObject, ManifestSection};
-use medusa::names::{BackupName, Fqdn};
-use medusa::purge::{Limits, PurgeReport, clean_orphans, purge};
-use medusa::storage::Storage;
+use medusa::format::layout::{Layout, Meta, Mode, TableFile};
+use medusa::format::manifest::{ManifestObject, ManifestSection};
+use medusa::format::names::{BackupName, Fqdn};
+use medusa::retention::delete::delete_node_backup;
+use medusa::retention::purge::{Limits, PurgeReport, clean_orphans, purge};
+use medusa::service::listing::node_backups;
+use medusa::store::Storage;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{
@@ -635,7 +635,7 @@ impl World {
                 ManifestSection { keyspace: t.ks.into(), columnfamily: t.dir.into(), objects }
             })
             .collect();
-        let manifest = medusa::manifest::to_bytes(&sections);
+        let manifest = medusa::format::manifest::to_bytes(&sections);
         let key = l.meta(&n, &b, Meta::Manifest);
         self.put(&mut p.own, key.clone(), &manifest).await?;
         self.put(&mut p.own, l.index_manifest(&b, &n), &manifest).await?;

@@ -23,9 +23,9 @@ use std::time::Duration;
 use harness::services::{LocalStorage, TempDir, medusa_py_fixture, python_medusa};
 use harness::sim::{DataDigest, digest_data_dir, load_digest_json};
 use medusa::backup::{BackupReport, Node};
-use medusa::layout::{IndexEntry, Mode, parse_index_key};
-use medusa::manifest::Manifest;
-use medusa::names::BackupName;
+use medusa::format::layout::{IndexEntry, Mode, parse_index_key};
+use medusa::format::manifest::Manifest;
+use medusa::format::names::BackupName;
 use medusa::transfer::Progress;
 use medusa_tests::{Env, EnvOptions, Kind, list_all};
 use serde_json::Value;
@@ -216,8 +216,10 @@ async fn live(env: &Env) -> DataDigest {
 }
 
 async fn manifest(node: &Node, b: &str) -> Manifest {
-    medusa::manifest::parse(&node.storage.get_bytes(&format!("demo/{FQDN}/{b}/meta/manifest.json")).await.unwrap())
-        .unwrap()
+    medusa::format::manifest::parse(
+        &node.storage.get_bytes(&format!("demo/{FQDN}/{b}/meta/manifest.json")).await.unwrap(),
+    )
+    .unwrap()
 }
 
 fn same_files(what: &str, got: &DataDigest, want: &DataDigest) {
@@ -592,7 +594,7 @@ async fn medusa_rs_reads_the_python_fixture() {
     let bucket = LocalStorage::copy_of(&fixture.join("bucket"), "bucket").unwrap();
     let text = format!("{}fqdn = {FQDN}\n", bucket.medusa_ini_storage(Some("demo")));
     let cfg = medusa::config::Config::parse(&text, "fixture").unwrap();
-    let storage = medusa::storage::Storage::from_config(&cfg.storage).unwrap();
+    let storage = medusa::store::Storage::from_config(&cfg.storage).unwrap();
 
     // The index: every key is one of the known shapes, for our three backups of our node.
     let index: Vec<String> = {
@@ -624,7 +626,7 @@ async fn medusa_rs_reads_the_python_fixture() {
         let bytes = storage.get_bytes(&key).await.unwrap();
         let index_copy = storage.get_bytes(&format!("demo/index/backup_index/{b}/manifest_{FQDN}.json")).await.unwrap();
         assert_eq!(bytes, index_copy, "{b}: index copy of the manifest");
-        let m = medusa::manifest::parse(&bytes).unwrap_or_else(|e| panic!("{key}: {e}"));
+        let m = medusa::format::manifest::parse(&bytes).unwrap_or_else(|e| panic!("{key}: {e}"));
         let want = load_digest_json(&fixture.join(format!("digests/{b}.json")));
         let mut seen = BTreeMap::new();
         for sec in &m {
@@ -632,14 +634,14 @@ async fn medusa_rs_reads_the_python_fixture() {
                 let head = storage.head(&o.path).await.unwrap().unwrap_or_else(|| panic!("{b}: {} is missing", o.path));
                 assert_eq!(head.size, o.size, "{b}: {}", o.path);
                 nulls += usize::from(o.md5.is_none());
-                let place = medusa::manifest::placement(&o.path).unwrap_or_else(|| panic!("{b}: {}", o.path));
+                let place = medusa::format::manifest::placement(&o.path).unwrap_or_else(|| panic!("{b}: {}", o.path));
                 let rel = format!("{}/{}/{}", sec.keyspace, sec.columnfamily, place.rel());
                 assert!(seen.insert(rel.clone(), o.size).is_none(), "{b}: {rel} twice");
             }
         }
         let expected: BTreeMap<_, _> = want.entries.iter().map(|(k, v)| (k.clone(), v.size)).collect();
         assert!(seen == expected, "{b}: manifest vs digests/{b}.json: {} vs {} files", seen.len(), expected.len());
-        assert_eq!(medusa::manifest::totals(&m), (want.files, want.bytes), "{b}");
+        assert_eq!(medusa::format::manifest::totals(&m), (want.files, want.bytes), "{b}");
         let prefix = if b == "full-1" { format!("demo/{FQDN}/full-1/data/") } else { format!("demo/{FQDN}/data/") };
         assert!(m.iter().flat_map(|s| &s.objects).all(|o| o.path.starts_with(&prefix)), "{b}: data outside {prefix}");
     }

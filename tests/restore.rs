@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use harness::services::{LocalStorage, TempDir, medusa_py_fixture};
 use harness::sim::{DataDigest, digest_data_dir, load_digest_json};
-use medusa::layout::Mode;
-use medusa::names::BackupName;
+use medusa::format::layout::Mode;
+use medusa::format::names::BackupName;
 use medusa::transfer::Progress;
 use medusa_tests::{Env, EnvOptions, Kind, binary};
 use tokio_util::sync::CancellationToken;
@@ -257,7 +257,7 @@ async fn a_corrupt_object_fails_with_its_key_and_leaves_the_data_alone() {
     backup(&env, "b1", Mode::Full).await;
     let node = env.node().unwrap();
     let m = node.storage.get_bytes(&format!("demo/{FQDN}/b1/meta/manifest.json")).await.unwrap();
-    let m = medusa::manifest::parse(&m).unwrap();
+    let m = medusa::format::manifest::parse(&m).unwrap();
     let victim = m.iter().flat_map(|s| &s.objects).find(|o| o.size > 100 && o.path.contains("/ks")).unwrap().clone();
     let mut bytes = node.storage.get_bytes(&victim.path).await.unwrap().to_vec();
     bytes[10] ^= 1;

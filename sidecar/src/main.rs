@@ -68,12 +68,12 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    let opts = medusa::daemon::Options {
+    let opts = medusa::service::daemon::Options {
         config_path: args.config.clone(),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
         config_poll: Duration::from_secs(args.config_poll_seconds.max(1)),
     };
-    match medusa::daemon::run(cfg, opts, listener, shutdown_signal()).await {
+    match medusa::service::daemon::run(cfg, opts, listener, shutdown_signal()).await {
         Ok(_) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "medusa-sidecar failed");

@@ -3,14 +3,14 @@
 //! the gRPC message limits.
 //!
 //! Each case writes a bucket directly as plain files with the §2.2 keys from
-//! `medusa::layout`: per backup and node the `meta/` files (schema, tokenmap of every node of
+//! `medusa::format::layout`: per backup and node the `meta/` files (schema, tokenmap of every node of
 //! the cluster, server version, differential marker, a manifest of `--objects` objects) and the
 //! index entries medusa-rs writes (`tokenmap_`, `schema_`, `started_`, `differential_`,
 //! `manifest_`, `finished_`). Files whose content is the same everywhere (schema, tokenmap,
 //! server version, marker) are hard links to one copy; manifests are written one by one. No
 //! data files: listing never reads them.
 //!
-//! The sidecar then runs in this process (`medusa::daemon::run` on a loopback port, a fresh
+//! The sidecar then runs in this process (`medusa::service::daemon::run` on a loopback port, a fresh
 //! state directory) and a generated tonic client calls GetBackups: once cold (the sidecar has
 //! never seen these backups: it reads every manifest once; the page cache is warm), then
 //! `--warm` times more (served from the sidecar's summary cache). Every reply is checked
@@ -27,11 +27,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use harness::services::TempDir;
-use medusa::layout::{Layout, Meta, Mode, TableFile};
-use medusa::manifest::{ManifestObject, ManifestSection};
-use medusa::names::{BackupName, Fqdn};
+use medusa::format::layout::{Layout, Meta, Mode, TableFile};
+use medusa::format::manifest::{ManifestObject, ManifestSection};
+use medusa::format::names::{BackupName, Fqdn};
+use medusa::format::tokenmap::{RingNode, TokenMap};
 use medusa::pb;
-use medusa::tokenmap::{RingNode, TokenMap};
 use prost::Message;
 
 const MIB: u64 = 1 << 20;
@@ -119,19 +119,19 @@ async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
     let ini = write_config(dir.path())?;
     let cfg = medusa::config::Config::load(&ini)?;
     let send_limit = cfg.grpc.max_send_message_length as u64;
-    let storage = medusa::storage::Storage::from_config(&cfg.storage)?;
+    let storage = medusa::store::Storage::from_config(&cfg.storage)?;
 
     let rss_before = status_kib("VmRSS:")?;
     std::fs::write("/proc/self/clear_refs", "5").context("resetting VmHWM via /proc/self/clear_refs")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let opts = medusa::daemon::Options {
+    let opts = medusa::service::daemon::Options {
         config_path: ini,
         shutdown_grace: Duration::from_secs(5),
         config_poll: Duration::from_secs(3600),
     };
-    let daemon = tokio::spawn(medusa::daemon::run(cfg, opts, listener, async move {
+    let daemon = tokio::spawn(medusa::service::daemon::run(cfg, opts, listener, async move {
         let _ = stopped.await;
     }));
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
@@ -163,7 +163,7 @@ async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
     let mut list = Vec::with_capacity(warm_calls);
     for _ in 0..warm_calls {
         let t = Instant::now();
-        let nbs = medusa::catalog::node_backups(&storage, None).await?;
+        let nbs = medusa::service::listing::node_backups(&storage, None).await?;
         list.push(t.elapsed());
         ensure!(nbs.len() == case.backups * case.nodes, "{} node backups listed", nbs.len());
     }
@@ -304,7 +304,7 @@ fn generate(dir: &Path, case: Case) -> Result<HashMap<String, u64>> {
             link("differential", &l.index_differential(&b, &n))?;
             let manifest = manifest(&l, &n, &b, &tables, i, case.objects, &mut rng);
             total += manifest.iter().flat_map(|s| &s.objects).map(|o| o.size).sum::<u64>();
-            let bytes = medusa::manifest::to_bytes(&manifest);
+            let bytes = medusa::format::manifest::to_bytes(&manifest);
             put(&l.meta(&n, &b, Meta::Manifest), &bytes)?;
             put(&l.index_manifest(&b, &n), &bytes)?;
             let finished = started + 600;

@@ -2,7 +2,7 @@
 //! differential backups, and of the steady-state purge that follows (nothing left to delete).
 //!
 //! The bucket is written as plain files under a `LocalFileSystem` root, with the §2.2 keys from
-//! `medusa::layout`: per node, `--backups` differential backups one day apart, each manifest
+//! `medusa::format::layout`: per node, `--backups` differential backups one day apart, each manifest
 //! listing `--files` tiny data files of which `--new-percent` are new in each backup (the rest
 //! is shared with the backup before). Each purge runs in a fresh process of this binary
 //! (`--purge-child`) on node 0 with `max_backup_count = --keep`, grace 0, exclusive, after
@@ -21,11 +21,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use harness::services::TempDir;
 use medusa::config::Provider;
-use medusa::layout::{Layout, Meta, Mode, TableFile};
-use medusa::manifest::{ManifestObject, ManifestSection};
-use medusa::names::{BackupName, Fqdn};
-use medusa::purge::{Limits, PurgeReport, purge};
-use medusa::storage::Storage;
+use medusa::format::layout::{Layout, Meta, Mode, TableFile};
+use medusa::format::manifest::{ManifestObject, ManifestSection};
+use medusa::format::names::{BackupName, Fqdn};
+use medusa::retention::purge::{Limits, PurgeReport, purge};
+use medusa::store::Storage;
 use object_store::local::LocalFileSystem;
 
 const MIB: u64 = 1 << 20;
@@ -222,7 +222,7 @@ fn generate(root: &Path, size: Size, now: i64) -> Result<u64> {
                 }
                 sections[t].objects.push(ManifestObject { path: key, md5: Some(md5.clone()), size: 4 });
             }
-            let manifest = medusa::manifest::to_bytes(&sections);
+            let manifest = medusa::format::manifest::to_bytes(&sections);
             w.put(&l.meta(&n, &b, Meta::Manifest), &manifest)?;
             w.put(&l.index_manifest(&b, &n), &manifest)?;
             w.put(&l.index_finished(&b, &n, started + 600), (started + 600).to_string().as_bytes())?;

@@ -34,9 +34,9 @@ use anyhow::{Context, Result, bail, ensure};
 use futures::{StreamExt, TryStreamExt};
 use harness::sim::{DataDigest, SimSpec, digest_data_dir};
 use medusa::config::StorageConfig;
-use medusa::digest::Hasher;
-use medusa::layout::Mode;
-use medusa::names::BackupName;
+use medusa::format::digest::Hasher;
+use medusa::format::layout::Mode;
+use medusa::format::names::BackupName;
 use medusa::restore::{Outcome, RestoreEnv};
 use medusa::transfer::{Progress, Transfers};
 use medusa_tests::{Backend, Env, EnvOptions, Kind, binary};
@@ -242,7 +242,7 @@ async fn measure(c: &Ctx, phase: Phase, run: usize) -> Result<Row> {
         }
         Phase::StoreRead | Phase::Download => {
             let cfg = c.env.config()?;
-            let storage = medusa::storage::Storage::from_config(&cfg.storage)?;
+            let storage = medusa::store::Storage::from_config(&cfg.storage)?;
             std::fs::create_dir_all(&scratch)?;
             let probe = Probe::start(&c.files)?;
             if let Phase::StoreRead = phase {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::tokenmap::TokenMap;
+use crate::format::tokenmap::TokenMap;
 
 /// One target's source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,11 +48,11 @@ impl RestoreMapping {
     /// Medusa's file format (Python `json.dumps`).
     pub fn to_bytes(&self) -> Vec<u8> {
         let v = serde_json::json!({"in_place": self.is_in_place(), "host_map": self.host_map});
-        crate::pyjson::to_vec(&v).expect("mapping serialises")
+        crate::format::pyjson::to_vec(&v).expect("mapping serialises")
     }
 }
 
-fn racks(tm: &TokenMap) -> BTreeMap<String, Vec<&crate::tokenmap::RingNode>> {
+fn racks(tm: &TokenMap) -> BTreeMap<String, Vec<&crate::format::tokenmap::RingNode>> {
     let mut r: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for n in &tm.0 {
         r.entry(n.rack.clone().unwrap_or_default()).or_default().push(n);
@@ -74,7 +74,8 @@ pub fn host_map(backup: &TokenMap, current: &TokenMap, seeds: &[String]) -> Resu
     }
     let in_place = backup.0.iter().any(|b| current.node(&b.host).is_some());
     let (br, cr) = (racks(backup), racks(current));
-    let shape = |r: &BTreeMap<String, Vec<&crate::tokenmap::RingNode>>| r.values().map(Vec::len).collect::<Vec<_>>();
+    let shape =
+        |r: &BTreeMap<String, Vec<&crate::format::tokenmap::RingNode>>| r.values().map(Vec::len).collect::<Vec<_>>();
     if backup.0.len() != current.0.len() || shape(&br) != shape(&cr) {
         return Err(format!(
             "topology differs: the backup has {} nodes in racks {:?}, the datacenter has {} nodes in racks {:?}",
@@ -123,7 +124,7 @@ mod tests {
             nodes
                 .iter()
                 .enumerate()
-                .map(|(i, (h, r))| crate::tokenmap::RingNode {
+                .map(|(i, (h, r))| crate::format::tokenmap::RingNode {
                     host: h.to_string(),
                     tokens: vec![i.to_string()],
                     is_up: true,

@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::cassandra::NodePaths;
 use crate::config::Config;
-use crate::layout::Meta;
-use crate::names::{BackupName, Fqdn, RestoreKey};
-use crate::storage::{Storage, StorageError};
+use crate::config::cassandra_yaml::NodePaths;
+use crate::format::layout::Meta;
+use crate::format::names::{BackupName, Fqdn, RestoreKey};
+use crate::store::{Storage, StorageError};
 use crate::transfer::{Download, Progress, TransferError, Transfers, batch_ranges};
 use mapping::RestoreMapping;
 use place::Staging;
@@ -207,14 +207,14 @@ pub async fn run(cfg: &Config, env: RestoreEnv) -> Result<Outcome, RestoreError>
             "backup {backup} of node {source} is incomplete (no manifest): it cannot be restored"
         ))
     })?;
-    let manifest = crate::manifest::parse(&manifest)
+    let manifest = crate::format::manifest::parse(&manifest)
         .map_err(|e| RestoreError::Invalid(format!("manifest of {backup}/{source} is unreadable: {e}")))?;
     let plan = plan::plan(&manifest, in_place).map_err(RestoreError::Invalid)?;
     let tokens = if in_place {
         None
     } else {
         let tm = storage.get_bytes(&l.meta(&source, &backup, Meta::Tokenmap)).await?;
-        let tm = crate::tokenmap::TokenMap::parse(&tm).map_err(|e| RestoreError::Invalid(e.to_string()))?;
+        let tm = crate::format::tokenmap::TokenMap::parse(&tm).map_err(|e| RestoreError::Invalid(e.to_string()))?;
         Some(tm.node(source.as_str()).map(|n| n.tokens.clone()).unwrap_or_default())
     };
 
@@ -266,7 +266,8 @@ pub async fn run(cfg: &Config, env: RestoreEnv) -> Result<Outcome, RestoreError>
         tracing::warn!(dir = %staging.root.display(), error = %e, "could not remove the staging directory");
     }
     let seconds = started.elapsed().as_secs_f64();
-    let figures = crate::metrics::restore_figures(report.files, report.bytes, seconds, chrono::Utc::now().timestamp());
+    let figures =
+        crate::service::metrics::restore_figures(report.files, report.bytes, seconds, chrono::Utc::now().timestamp());
     if let Err(e) =
         crate::fsutil::write_atomic(&crate::backup::state_dir(&paths).join("restore.prom"), figures.as_bytes())
     {

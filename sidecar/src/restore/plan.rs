@@ -2,8 +2,8 @@
 
 use std::collections::HashSet;
 
-use crate::layout::TableFile;
-use crate::manifest::{Manifest, ManifestObject};
+use crate::format::layout::TableFile;
+use crate::format::manifest::{Manifest, ManifestObject};
 
 /// One file to fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +97,7 @@ fn fetch_list(ks: &str, table: &str, objects: &[ManifestObject]) -> Result<Vec<F
     let mut places = HashSet::new();
     let mut files = Vec::with_capacity(objects.len());
     for o in objects {
-        let file = crate::manifest::placement(&o.path)
+        let file = crate::format::manifest::placement(&o.path)
             .ok_or_else(|| format!("manifest object {:?} has no file name", o.path))?;
         if !safe_component(&file.name) || file.index_dir.as_deref().is_some_and(|d| !safe_component(d)) {
             return Err(format!("manifest object {:?} is not a safe file name", o.path));
@@ -113,7 +113,7 @@ fn fetch_list(ks: &str, table: &str, objects: &[ManifestObject]) -> Result<Vec<F
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::ManifestSection;
+    use crate::format::manifest::ManifestSection;
 
     fn section(ks: &str, t: &str, files: &[&str]) -> ManifestSection {
         ManifestSection {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::digest::{ContentDigest, hash_path, matches};
+use crate::format::digest::{ContentDigest, hash_path, matches};
 
 /// The verdict on one file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,10 +5,13 @@
 //! what is accepted; `host`/`port` are honoured for every S3 flavour; `endpoint` (medusa-rs
 //! only, ignored by Python Medusa) sets a storage endpoint URL verbatim.
 
+pub mod cassandra_yaml;
+pub mod ini;
+
 use std::path::{Path, PathBuf};
 
-use crate::ini::Ini;
-use crate::names::{Fqdn, InvalidName};
+use crate::config::ini::Ini;
+use crate::format::names::{Fqdn, InvalidName};
 
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/medusa/medusa.ini";
@@ -32,7 +35,7 @@ pub enum ConfigError {
         /// The file.
         path: String,
         /// The syntax error.
-        source: crate::ini::IniError,
+        source: crate::config::ini::IniError,
     },
     /// A value is missing or wrong.
     #[error("[{section}] {key}: {message}")]

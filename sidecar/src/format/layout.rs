@@ -1,7 +1,7 @@
 //! The bucket contract (§2): every object key medusa-rs reads or writes is spelled here, and
 //! only here, so that Python Medusa and medusa-rs agree on the layout key for key.
 
-use crate::names::{BackupName, Fqdn};
+use crate::format::names::{BackupName, Fqdn};
 
 /// Which kind of node backup: decides where data files live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -9,9 +9,9 @@
 
 use std::collections::HashMap;
 
-use crate::digest::{ContentDigest, matches};
-use crate::layout::{Layout, Mode, TableFile};
-use crate::names::{BackupName, Fqdn};
+use crate::format::digest::{ContentDigest, matches};
+use crate::format::layout::{Layout, Mode, TableFile};
+use crate::format::names::{BackupName, Fqdn};
 
 /// What the bucket holds below the node's shared data folder: key -> (size, hash if known).
 /// Keys are held as 128-bit hashes: a node's data folder can hold many thousands of objects.
@@ -138,7 +138,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Hasher;
+    use crate::format::digest::Hasher;
 
     fn digest(data: &[u8]) -> ContentDigest {
         let mut h = Hasher::new(None);

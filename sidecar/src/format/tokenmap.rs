@@ -71,7 +71,7 @@ impl TokenMap {
             }
             root.insert(n.host.clone(), Value::Object(e));
         }
-        crate::pyjson::to_vec(&Value::Object(root)).expect("tokenmap serialisation cannot fail")
+        crate::format::pyjson::to_vec(&Value::Object(root)).expect("tokenmap serialisation cannot fail")
     }
 
     /// The entry of `host`.

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::digest::FileId;
-use crate::layout::TableFile;
-use crate::names::BackupName;
+use crate::format::digest::FileId;
+use crate::format::layout::TableFile;
+use crate::format::names::BackupName;
 
 /// Keyspace that Medusa never backs up.
 pub const SKIPPED_KEYSPACE: &str = "system_traces";

@@ -7,25 +7,30 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::backup::Node;
-use crate::catalog::{self, Cache, ClusterBackup};
-use crate::jobs::{Jobs, State, SubmitError};
-use crate::layout::{Meta, Mode};
-use crate::names::{BackupName, InvalidName};
+use crate::format::layout::{Meta, Mode};
+use crate::format::names::{BackupName, InvalidName};
 use crate::pb;
 use crate::pb::medusa_server::Medusa;
-use crate::storage::StorageError;
+use crate::service::jobs::{Jobs, State, SubmitError};
+use crate::service::listing::{self, Cache, ClusterBackup};
+use crate::store::StorageError;
 
 /// The service state.
 pub struct MedusaService {
     node: Arc<Node>,
     jobs: Arc<Jobs>,
     cache: Arc<Cache>,
-    limits: crate::purge::Limits,
+    limits: crate::retention::purge::Limits,
 }
 
 impl MedusaService {
     /// A service over an engine and its job table; `limits` are the retention settings.
-    pub fn new(node: Arc<Node>, jobs: Arc<Jobs>, cache: Arc<Cache>, limits: crate::purge::Limits) -> MedusaService {
+    pub fn new(
+        node: Arc<Node>,
+        jobs: Arc<Jobs>,
+        cache: Arc<Cache>,
+        limits: crate::retention::purge::Limits,
+    ) -> MedusaService {
         MedusaService { node, jobs, cache, limits }
     }
 }
@@ -112,9 +117,9 @@ fn summary(c: &ClusterBackup) -> pb::BackupSummary {
         finished_nodes: c.finished_nodes as i32,
         nodes,
         status: match c.status {
-            catalog::Status::InProgress => pb::StatusType::InProgress,
-            catalog::Status::Success => pb::StatusType::Success,
-            catalog::Status::Failed => pb::StatusType::Failed,
+            listing::Status::InProgress => pb::StatusType::InProgress,
+            listing::Status::Success => pb::StatusType::Success,
+            listing::Status::Failed => pb::StatusType::Failed,
         } as i32,
         backup_type: c.backup_type.to_string(),
         total_size: c.total_size as i64,
@@ -124,12 +129,12 @@ fn summary(c: &ClusterBackup) -> pb::BackupSummary {
 
 impl MedusaService {
     async fn cluster_backups(&self, name: Option<&BackupName>) -> Result<Vec<ClusterBackup>, Status> {
-        let nbs = catalog::node_backups(&self.node.storage, name).await.map_err(|e| e.to_status())?;
+        let nbs = listing::node_backups(&self.node.storage, name).await.map_err(|e| e.to_status())?;
         let local = self.node.fqdn.as_str().to_string();
         let jobs = self.jobs.clone();
         // This node's unfinished parts: failed unless a job here is still on them.
-        let local_failed = move |nb: &catalog::NodeBackup| (nb.fqdn == local).then(|| !jobs.is_active(&nb.name));
-        catalog::summarize(&self.node.storage, &self.cache, nbs, &local_failed).await.map_err(|e| e.to_status())
+        let local_failed = move |nb: &listing::NodeBackup| (nb.fqdn == local).then(|| !jobs.is_active(&nb.name));
+        listing::summarize(&self.node.storage, &self.cache, nbs, &local_failed).await.map_err(|e| e.to_status())
     }
 
     async fn start(&self, raw_name: &str, mode: i32) -> Result<(BackupName, pb::StatusType), Status> {
@@ -192,7 +197,7 @@ impl Medusa for MedusaService {
         let (status, error) = match &manifest {
             Some(_) => (pb::StatusType::Success, String::new()),
             None => {
-                let marker = s.get_opt(&catalog::failure_marker(s, n, &name)).await.map_err(|e| e.to_status())?;
+                let marker = s.get_opt(&listing::failure_marker(s, n, &name)).await.map_err(|e| e.to_status())?;
                 let reason = marker
                     .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                     .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_string))
@@ -219,14 +224,15 @@ impl Medusa for MedusaService {
                 "backup {name} is running on this node; wait until it finishes"
             )));
         }
-        let nbs = catalog::node_backups(&self.node.storage, Some(&name)).await.map_err(|e| e.to_status())?;
+        let nbs = listing::node_backups(&self.node.storage, Some(&name)).await.map_err(|e| e.to_status())?;
         if nbs.is_empty() {
             return Err(Status::not_found(format!("backup {name} does not exist")));
         }
         for nb in &nbs {
-            let fqdn = crate::names::Fqdn::new(nb.fqdn.clone()).map_err(|e| Status::internal(e.to_string()))?;
-            let d =
-                crate::delete::delete_node_backup(&self.node.storage, &fqdn, &name).await.map_err(|e| e.to_status())?;
+            let fqdn = crate::format::names::Fqdn::new(nb.fqdn.clone()).map_err(|e| Status::internal(e.to_string()))?;
+            let d = crate::retention::delete::delete_node_backup(&self.node.storage, &fqdn, &name)
+                .await
+                .map_err(|e| e.to_status())?;
             tracing::info!(backup = %name, node = %fqdn, objects = d.objects, bytes = d.bytes, "node backup deleted");
         }
         self.cache.forget(name.as_str());
@@ -235,7 +241,7 @@ impl Medusa for MedusaService {
         // as a purge (other nodes clean their own folders when they purge).
         if let Some(_slot) = self.jobs.try_exclusive() {
             let now = chrono::Utc::now().timestamp();
-            crate::purge::clean_orphans(&self.node.storage, &self.node.fqdn, now, self.limits.grace_days)
+            crate::retention::purge::clean_orphans(&self.node.storage, &self.node.fqdn, now, self.limits.grace_days)
                 .await
                 .map_err(|e| e.to_status())?;
         }
@@ -269,17 +275,23 @@ impl Medusa for MedusaService {
         let jobs = self.jobs.clone();
         let running = move |name: &str| jobs.is_active(name);
         let now = chrono::Utc::now().timestamp();
-        let r =
-            match crate::purge::purge(&self.node.storage, &self.node.fqdn, self.limits, now, &running, slot.is_some())
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    crate::metrics::global().purge_failed();
-                    return Err(e.to_status());
-                }
-            };
-        crate::metrics::global().purged(r.backups, r.objects, r.bytes);
+        let r = match crate::retention::purge::purge(
+            &self.node.storage,
+            &self.node.fqdn,
+            self.limits,
+            now,
+            &running,
+            slot.is_some(),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                crate::service::metrics::global().purge_failed();
+                return Err(e.to_status());
+            }
+        };
+        crate::service::metrics::global().purged(r.backups, r.objects, r.bytes);
         drop(slot);
         let sat = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
         Ok(Response::new(pb::PurgeBackupsResponse {
@@ -296,7 +308,7 @@ impl Medusa for MedusaService {
     ) -> Result<Response<pb::PrepareRestoreResponse>, Status> {
         let r = req.into_inner();
         let name = name_of(&r.backup_name)?;
-        let key = crate::names::RestoreKey::new(r.restore_key).map_err(|e| e.to_status())?;
+        let key = crate::format::names::RestoreKey::new(r.restore_key).map_err(|e| e.to_status())?;
         let all = self.cluster_backups(Some(&name)).await?;
         let Some(c) = all.into_iter().find(|c| c.name == name.as_str()) else {
             return Err(Status::not_found(format!("backup {name} does not exist")));

@@ -11,11 +11,11 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::backup::Node;
-use crate::catalog::Cache;
 use crate::config::Config;
-use crate::jobs::Jobs;
 use crate::pb::medusa_server::MedusaServer;
-use crate::server::MedusaService;
+use crate::service::grpc::MedusaService;
+use crate::service::jobs::Jobs;
+use crate::service::listing::Cache;
 
 /// A start-up failure.
 pub type DaemonError = Box<dyn std::error::Error + Send + Sync>;
@@ -74,18 +74,18 @@ pub async fn run(
         tokio::spawn(async move { jobs.clean_up_recovered(&interrupted).await });
     }
     let cache = Arc::new(Cache::persistent(node.state_dir.join("summaries.json")));
-    crate::metrics::global().set_restore_file(node.state_dir.join("restore.prom"));
+    crate::service::metrics::global().set_restore_file(node.state_dir.join("restore.prom"));
     let metrics_task = match cfg.metrics_port {
         Some(port) => {
             let l = tokio::net::TcpListener::bind(("0.0.0.0", port))
                 .await
                 .map_err(|e| format!("[monitoring] metrics_port {port}: {e}"))?;
             tracing::info!(port, "Prometheus metrics on /metrics");
-            Some(tokio::spawn(crate::metrics::serve(l)))
+            Some(tokio::spawn(crate::service::metrics::serve(l)))
         }
         None => None,
     };
-    let limits = crate::purge::Limits {
+    let limits = crate::retention::purge::Limits {
         max_backup_age: cfg.storage.max_backup_age,
         max_backup_count: cfg.storage.max_backup_count,
         grace_days: cfg.storage.backup_grace_period_in_days,

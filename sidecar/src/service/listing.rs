@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::layout::{IndexEntry, Meta, parse_index_key};
-use crate::names::{BackupName, Fqdn};
-use crate::storage::{Storage, StorageError};
-use crate::tokenmap::TokenMap;
+use crate::format::layout::{IndexEntry, Meta, parse_index_key};
+use crate::format::names::{BackupName, Fqdn};
+use crate::format::tokenmap::TokenMap;
+use crate::store::{Storage, StorageError};
 
 /// One node's part of a backup, as the index tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,11 +190,11 @@ impl Cache {
         }
         let (Ok(b), Ok(n)) = (BackupName::new(nb.name.clone()), Fqdn::new(nb.fqdn.clone())) else { return Ok(None) };
         let Some(bytes) = storage.get_opt(&storage.layout.meta(&n, &b, Meta::Manifest)).await? else { return Ok(None) };
-        let Ok(m) = crate::manifest::parse(&bytes) else {
+        let Ok(m) = crate::format::manifest::parse(&bytes) else {
             tracing::warn!(backup = %nb.name, node = %nb.fqdn, "unreadable manifest; counted as empty");
             return Ok(None);
         };
-        let (objects, bytes) = crate::manifest::totals(&m);
+        let (objects, bytes) = crate::format::manifest::totals(&m);
         let t = NodeTotals { objects, bytes };
         self.totals.lock().expect("cache lock").insert(key, t.clone());
         Ok(Some(t))

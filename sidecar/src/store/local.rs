@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use nix::errno::Errno;
 
-use crate::digest::{ContentDigest, Hasher, READ_STEP as CHUNK, with_read_buffer};
+use crate::format::digest::{ContentDigest, Hasher, READ_STEP as CHUNK, with_read_buffer};
 
 /// Chunks below this size are written from the buffer they were just read into: for a small
 /// file, a `write` of cache-hot bytes costs less than setting up a kernel copy (the profile of a

@@ -86,7 +86,7 @@ impl<'de, F: FnMut(&str, Option<&str>, u64)> serde::de::Visitor<'de> for EachSec
 
 /// Serialises a manifest exactly as Medusa does (one line, Python separators).
 pub fn to_bytes(m: &[ManifestSection]) -> Vec<u8> {
-    crate::pyjson::to_vec(m).expect("manifest serialisation cannot fail")
+    crate::format::pyjson::to_vec(m).expect("manifest serialisation cannot fail")
 }
 
 /// Totals of a manifest: (objects, bytes).
@@ -97,11 +97,11 @@ pub fn totals(m: &[ManifestSection]) -> (u64, u64) {
 /// Where a manifest object is placed below its table directory: the file name, inside its 2i
 /// sub-directory when the object's parent folder starts with `.` (the rule both Medusa and
 /// medusa-rs restore by).
-pub fn placement(object_key: &str) -> Option<crate::layout::TableFile> {
+pub fn placement(object_key: &str) -> Option<crate::format::layout::TableFile> {
     let mut parts = object_key.rsplit('/');
     let name = parts.next().filter(|n| !n.is_empty() && *n != "." && *n != "..")?;
     let parent = parts.next();
-    Some(crate::layout::TableFile {
+    Some(crate::format::layout::TableFile {
         index_dir: parent.filter(|p| p.starts_with('.') && *p != "." && *p != "..").map(str::to_string),
         name: name.to_string(),
     })

@@ -1,7 +1,7 @@
 //! Moving bytes: each file is read once, on the blocking pool, hashed in the same pass and
 //! streamed to the store; uploads are bounded by `concurrent_transfers`; S3 transfers share one
 //! bandwidth cap. Memory per upload is bounded by the part size times the parts in flight.
-//! For `local`, data files bypass the store's streaming API: [`crate::localcopy`] copies them
+//! For `local`, data files bypass the store's streaming API: [`crate::store::local`] copies them
 //! within the kernel to exactly the files the store would write (everything else, listings,
 //! metadata and deletes, goes through the store).
 
@@ -15,9 +15,9 @@ use object_store::{ObjectStoreExt, PutMultipartOptions, PutPayload, WriteMultipa
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use crate::config::StorageConfig;
-use crate::digest::{ContentDigest, Hasher};
-use crate::localcopy::{self, CopyError, Publish};
-use crate::storage::{Storage, StorageError, object_path};
+use crate::format::digest::{ContentDigest, Hasher};
+use crate::store::local::{self, CopyError, Publish};
+use crate::store::{Storage, StorageError, object_path};
 
 const READ_CHUNK: usize = 1 << 20;
 /// Physical part size for stores where parts carry no meaning (Azure, GCS: at least 5 MiB;
@@ -196,7 +196,7 @@ pub struct Transfers {
     chunk: u64,
     parts_in_flight: usize,
     /// Early write-back of what this process writes to local files (bucket or staging).
-    writeback: localcopy::WriteBack,
+    writeback: local::WriteBack,
 }
 
 impl Transfers {
@@ -209,7 +209,7 @@ impl Transfers {
             threshold: if s3 { cfg.multi_part_upload_threshold } else { PLAIN_PART },
             chunk: if s3 { cfg.multipart_chunksize } else { PLAIN_PART },
             parts_in_flight: cfg.multipart_max_concurrency,
-            writeback: localcopy::WriteBack::default(),
+            writeback: local::WriteBack::default(),
             storage,
         }
     }
@@ -243,7 +243,7 @@ impl Transfers {
         let hashed = tokio::task::spawn_blocking(move || {
             let mut out = Vec::with_capacity(files.len());
             for ((path, size), part) in files.into_iter().zip(parts) {
-                let d = match crate::digest::hash_path(&path, part) {
+                let d = match crate::format::digest::hash_path(&path, part) {
                     Ok(d) => d,
                     Err(source) => return Err(TransferError::Read { path, source }),
                 };
@@ -395,7 +395,7 @@ impl Transfers {
             && let Some(reported) = &etag
         {
             let reported = reported.trim_matches('"');
-            if !crate::digest::matches(reported, &digest) {
+            if !crate::format::digest::matches(reported, &digest) {
                 let expected = match &digest.multipart {
                     Some((_, e)) if size >= self.threshold => e.clone(),
                     _ => digest.md5_hex(),
@@ -426,7 +426,7 @@ impl Transfers {
             jobs.push(((self.etag_part_size(f.size), f), dest));
         }
         self.local_batch(jobs, progress, |(part, f), dest, prog| {
-            let digest = match localcopy::put_copy(&f.path, f.size, dest, f.publish, part, &prog.bytes_done) {
+            let digest = match local::put_copy(&f.path, f.size, dest, f.publish, part, &prog.bytes_done) {
                 Ok(d) => d,
                 Err(CopyError::Read(source)) => return Err(TransferError::Read { path: f.path, source }),
                 Err(CopyError::Write(e)) => return Err(StorageError::local_io("put", &f.key, dest, e).into()),
@@ -455,7 +455,7 @@ impl Transfers {
             jobs.push(((f, src), dest));
         }
         self.local_batch(jobs, progress, |(f, src), dest, prog| {
-            localcopy::get_copy(&src, dest, f.part, &prog.bytes_done).map_err(|e| match e {
+            local::get_copy(&src, dest, f.part, &prog.bytes_done).map_err(|e| match e {
                 CopyError::Read(e) => StorageError::local_io("get", &f.key, &src, e).into(),
                 CopyError::Write(source) => TransferError::Write { path: f.dest, source },
             })

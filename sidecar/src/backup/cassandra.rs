@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::names::Fqdn;
-use crate::tokenmap::{RingNode, TokenMap};
+use crate::format::names::Fqdn;
+use crate::format::tokenmap::{RingNode, TokenMap};
 
 /// A failure talking to Cassandra.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,8 @@
 //! The storage contract: one `Arc<dyn ObjectStore>` built once from `[storage]`, plus the few
 //! whole-object helpers the bucket layout needs. Backend choice happens here and nowhere else.
 
+pub mod local;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use object_store::{
 };
 
 use crate::config::{Provider, StorageConfig};
-use crate::layout::Layout;
+use crate::format::layout::Layout;
 
 /// A storage failure, classified for the retry policy and for gRPC status codes.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +61,7 @@ impl StorageError {
     /// Wraps an `object_store` error for operation `op` on `key`.
     pub fn from_store(op: &'static str, key: &str, source: object_store::Error) -> StorageError {
         if !matches!(source, object_store::Error::NotFound { .. }) {
-            crate::metrics::global().storage_error(op);
+            crate::service::metrics::global().storage_error(op);
         }
         match source {
             object_store::Error::NotFound { .. } => StorageError::NotFound { key: key.to_string() },
@@ -121,7 +123,7 @@ impl std::fmt::Debug for Storage {
 
 /// Parses an AWS shared-credentials file: (access key, secret, session token) of `profile`.
 pub fn read_aws_credentials(text: &str, profile: &str) -> Option<(String, String, Option<String>)> {
-    let ini = crate::ini::Ini::parse(text).ok()?;
+    let ini = crate::config::ini::Ini::parse(text).ok()?;
     let get = |k: &str| ini.get(profile, k).map(str::to_string).filter(|v| !v.is_empty());
     Some((get("aws_access_key_id")?, get("aws_secret_access_key")?, get("aws_session_token")))
 }
@@ -385,7 +387,7 @@ impl Storage {
     }
 
     /// The hash to record in a manifest for content `d` whose upload returned `etag`.
-    pub fn manifest_hash(&self, d: &crate::digest::ContentDigest, etag: Option<&str>) -> String {
+    pub fn manifest_hash(&self, d: &crate::format::digest::ContentDigest, etag: Option<&str>) -> String {
         match &self.provider {
             p if p.is_s3() => etag.map(|e| e.trim_matches('"').to_string()).unwrap_or_else(|| d.md5_hex()),
             Provider::Local => d.md5_hex(),
@@ -462,7 +464,7 @@ mod tests {
         assert!(e.is_retryable(), "{e}");
         assert!(e.to_string().contains("demo/n/b/meta/schema.cql"), "{e}");
         // The recorded hash format for GCS is base64 MD5 (Medusa's md5Hash).
-        let mut h = crate::digest::Hasher::new(None);
+        let mut h = crate::format::digest::Hasher::new(None);
         h.update(b"abc");
         assert_eq!(s.manifest_hash(&h.finish(), Some("\"etag\"")), "kAFQmDzST7DWlj99KOF/cg==");
         std::fs::remove_dir_all(&dir).unwrap();

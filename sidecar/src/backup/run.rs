@@ -10,16 +10,16 @@ use std::time::Instant;
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::cassandra::NodePaths;
-use crate::digest::{ContentDigest, DigestCache};
-use crate::layout::{Meta, Mode};
-use crate::localcopy::Publish;
-use crate::manifest::{ManifestObject, ManifestSection};
-use crate::names::{BackupName, Fqdn};
-use crate::node::{Cassandra, NodeError};
-use crate::plan::{Catalog, Decision, FileRef, decide};
-use crate::snapshot::{self, SnapshotFile, SnapshotTable};
-use crate::storage::{Storage, StorageError};
+use crate::backup::cassandra::{Cassandra, NodeError};
+use crate::backup::plan::{Catalog, Decision, FileRef, decide};
+use crate::backup::snapshot::{self, SnapshotFile, SnapshotTable};
+use crate::config::cassandra_yaml::NodePaths;
+use crate::format::digest::{ContentDigest, DigestCache};
+use crate::format::layout::{Meta, Mode};
+use crate::format::manifest::{ManifestObject, ManifestSection};
+use crate::format::names::{BackupName, Fqdn};
+use crate::store::local::Publish;
+use crate::store::{Storage, StorageError};
 use crate::transfer::{Progress, TransferError, Transfers, Upload, batch_ranges};
 
 /// Why a backup failed.
@@ -159,7 +159,7 @@ impl Node {
         Ok(Node {
             transfers: Arc::new(Transfers::new(storage.clone(), &cfg.storage)),
             storage,
-            cassandra: crate::node::from_config(cfg)?,
+            cassandra: crate::backup::cassandra::from_config(cfg)?,
             fqdn: cfg.fqdn()?,
             state_dir: state_dir(&paths),
             paths,
@@ -228,7 +228,7 @@ impl Node {
         let facts = self.cassandra.facts(n, &keyspaces).await?;
         let schema = snapshot::assemble_schema(&facts.keyspace_cql, &tables);
         let tokenmap = facts.tokenmap.to_bytes();
-        let version = crate::pyjson::to_vec(
+        let version = crate::format::pyjson::to_vec(
             &serde_json::json!({"server_type": "cassandra", "release_version": facts.release_version}),
         )
         .expect("static JSON");
@@ -431,7 +431,7 @@ impl Node {
         if let Some(latest) = latest
             && let Some(bytes) = s.get_opt(&l.meta(n, &latest, Meta::Manifest)).await?
         {
-            let learnt = crate::manifest::for_each_object(&bytes, |path, hash, size| {
+            let learnt = crate::format::manifest::for_each_object(&bytes, |path, hash, size| {
                 if let Some(h) = hash {
                     catalog.learn_hash(path, size, h);
                 }
@@ -452,7 +452,7 @@ impl Node {
         report: &mut BackupReport,
     ) -> Result<(), BackupError> {
         let (n, l, s) = (&self.fqdn, &self.storage.layout, &self.storage);
-        let manifest = bytes::Bytes::from(crate::manifest::to_bytes(sections));
+        let manifest = bytes::Bytes::from(crate::format::manifest::to_bytes(sections));
         // Every data object must be durable before the manifest says the backup is complete.
         s.sync_local().await?;
         let key = l.meta(n, name, Meta::Manifest);

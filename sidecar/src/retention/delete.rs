@@ -5,9 +5,9 @@
 
 use futures::TryStreamExt;
 
-use crate::layout::parse_index_key;
-use crate::names::{BackupName, Fqdn};
-use crate::storage::{Storage, StorageError};
+use crate::format::layout::parse_index_key;
+use crate::format::names::{BackupName, Fqdn};
+use crate::store::{Storage, StorageError};
 
 /// What a deletion removed, counted as Medusa counts it (§5.4): the objects of the backup's
 /// folder; index entries are not counted.
@@ -32,7 +32,7 @@ pub async fn delete_node_backup(s: &Storage, n: &Fqdn, b: &BackupName) -> Result
     let folder = l.node_backup_dir(n, b);
     let mut keys: Vec<(String, u64)> =
         s.list(&folder).map_ok(|m| (m.location.to_string(), m.size)).try_collect().await?;
-    let manifest = l.meta(n, b, crate::layout::Meta::Manifest);
+    let manifest = l.meta(n, b, crate::format::layout::Meta::Manifest);
     keys.sort_by_key(|(k, _)| (*k == manifest, k.ends_with("/meta/schema.cql")));
     for (key, size) in keys {
         s.delete(&key).await?;

@@ -17,9 +17,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::backup::{BackupError, Node};
-use crate::layout::{Meta, Mode};
-use crate::names::BackupName;
-use crate::storage::StorageError;
+use crate::format::layout::{Meta, Mode};
+use crate::format::names::BackupName;
+use crate::store::StorageError;
 use crate::transfer::Progress;
 
 /// Jobs waiting behind the running one, at most.
@@ -175,7 +175,7 @@ impl Jobs {
     pub async fn clean_up_recovered(&self, names: &[String]) {
         for name in names {
             let Ok(b) = BackupName::new(name.clone()) else { continue };
-            if let Err(e) = self.node.cassandra.clear_snapshot(&crate::snapshot::tag_for(&b)).await {
+            if let Err(e) = self.node.cassandra.clear_snapshot(&crate::backup::snapshot::tag_for(&b)).await {
                 tracing::warn!(backup = %name, error = %e, "could not clear the snapshot of an interrupted backup");
             }
             let reason = self.get(name).and_then(|v| v.error).unwrap_or_default();
@@ -190,7 +190,7 @@ impl Jobs {
         match (s.head(&s.layout.meta(n, b, Meta::Schema)).await, s.head(&s.layout.meta(n, b, Meta::Manifest)).await) {
             (Ok(Some(_)), Ok(None)) => {
                 let body = serde_json::json!({"reason": reason, "failed_at": now()}).to_string();
-                if let Err(e) = s.put_bytes(&crate::catalog::failure_marker(s, n, b), body).await {
+                if let Err(e) = s.put_bytes(&crate::service::listing::failure_marker(s, n, b), body).await {
                     tracing::warn!(backup = %b, error = %e, "could not write the failure marker");
                 }
             }
@@ -317,7 +317,7 @@ impl Jobs {
         };
         self.journal(&handle.snapshot());
         tracing::info!(backup = %name, mode = mode.as_str(), "backup job accepted");
-        crate::metrics::global().backup_started(mode.as_str());
+        crate::service::metrics::global().backup_started(mode.as_str());
         let jobs = self.clone();
         let h = handle.clone();
         self.tasks.lock().expect("tasks lock").spawn(async move { jobs.run(name, mode, h).await });
@@ -334,7 +334,7 @@ impl Jobs {
             None => Err(BackupError::Cancelled("the sidecar shut down before the backup started".into())),
             Some(_guard) => {
                 self.set(&h, State::Running, None);
-                crate::metrics::global().backup_running(h.progress.clone());
+                crate::service::metrics::global().backup_running(h.progress.clone());
                 let fut = self.node.backup(&name, mode, h.progress.clone(), h.cancel.clone());
                 tokio::pin!(fut);
                 let cancel = h.cancel.clone();
@@ -348,7 +348,7 @@ impl Jobs {
                 };
                 if matches!(r, Err(BackupError::Cancelled(_))) {
                     // The backup may have been dropped mid-way: make sure its snapshot is gone.
-                    let _ = self.node.cassandra.clear_snapshot(&crate::snapshot::tag_for(&name)).await;
+                    let _ = self.node.cassandra.clear_snapshot(&crate::backup::snapshot::tag_for(&name)).await;
                 }
                 r
             }
@@ -360,7 +360,7 @@ impl Jobs {
                     uploaded_files = report.uploaded_files, uploaded_bytes = report.uploaded_bytes,
                     seconds = report.seconds, "backup complete"
                 );
-                crate::metrics::global().backup_succeeded(
+                crate::service::metrics::global().backup_succeeded(
                     mode.as_str(),
                     report.seconds,
                     report.uploaded_bytes,
@@ -376,7 +376,7 @@ impl Jobs {
                 if !matches!(e, BackupError::AlreadyExists(_)) {
                     self.mark_failed_in_storage(&name, &reason).await;
                 }
-                crate::metrics::global().backup_failed(mode.as_str());
+                crate::service::metrics::global().backup_failed(mode.as_str());
                 self.set(&h, State::Failed, Some(reason));
             }
         }

@@ -13,10 +13,10 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use serde::Deserialize;
 
-use crate::catalog::{NodeBackup, node_backups};
-use crate::layout::Meta;
-use crate::names::{BackupName, Fqdn};
-use crate::storage::{Storage, StorageError};
+use crate::format::layout::Meta;
+use crate::format::names::{BackupName, Fqdn};
+use crate::service::listing::{NodeBackup, node_backups};
+use crate::store::{Storage, StorageError};
 
 /// Limits from `[storage]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,7 +223,7 @@ pub async fn purge(
         let Ok(name) = BackupName::new(b.name.clone()) else { continue };
         tracing::info!(backup = %b.name, "finishing the deletion of an interrupted purge or delete");
         // Its backup was counted when it vanished from the index; its objects count now.
-        let d = crate::delete::delete_node_backup(storage, n, &name).await?;
+        let d = crate::retention::delete::delete_node_backup(storage, n, &name).await?;
         report.objects += d.objects;
         report.bytes += d.bytes;
     }
@@ -235,7 +235,7 @@ pub async fn purge(
     report.backups += plan.purge.len() as u64;
     for (b, _) in &plan.purge {
         let Ok(name) = BackupName::new(b.name.clone()) else { continue };
-        let d = crate::delete::delete_node_backup(storage, n, &name).await?;
+        let d = crate::retention::delete::delete_node_backup(storage, n, &name).await?;
         report.objects += d.objects;
         report.bytes += d.bytes;
     }

@@ -1,0 +1,7 @@
+//! The bucket contract.
+pub mod digest;
+pub mod layout;
+pub mod manifest;
+pub mod names;
+pub mod pyjson;
+pub mod tokenmap;

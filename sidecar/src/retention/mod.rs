@@ -1,0 +1,3 @@
+//! Retention.
+pub mod delete;
+pub mod purge;

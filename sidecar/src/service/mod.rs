@@ -1,0 +1,6 @@
+//! The sidecar service.
+pub mod daemon;
+pub mod grpc;
+pub mod jobs;
+pub mod listing;
+pub mod metrics;
