@@ -2,32 +2,13 @@
 //! reuse by content, failures that leave nothing half-done, names that exist, bad config.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::Result;
-use harness::sim::{DataDigest, digest_data_dir};
-use medusa::backup::{BackupError, BackupReport, Node};
+use harness::sim::DataDigest;
+use medusa::backup::{BackupError, Engine};
 use medusa::format::layout::Mode;
 use medusa::format::manifest::Manifest;
-use medusa::format::names::BackupName;
-use medusa::transfer::Progress;
-use medusa_tests::{Env, EnvOptions, Kind, list_all};
+use medusa_tests::{ChangedFile, Env, EnvOptions, Kind, backup, change_one_data_file, list_all, live};
 use sha2::Digest as _;
-use tokio_util::sync::CancellationToken;
-
-const LIMIT: Duration = Duration::from_secs(240);
-
-async fn backup(node: &Node, name: &str, mode: Mode) -> Result<BackupReport, BackupError> {
-    let name = BackupName::new(name).unwrap();
-    tokio::time::timeout(LIMIT, node.backup(&name, mode, Arc::new(Progress::default()), CancellationToken::new()))
-        .await
-        .expect("backup did not finish in time")
-}
-
-async fn live(env: &Env) -> DataDigest {
-    env.with_sim(|s| digest_data_dir(&s.data_dir)).await
-}
 
 /// Replaces `_<digits>.timestamp` so that index keys compare without their epochs.
 fn norm(key: &str) -> String {
@@ -59,13 +40,13 @@ fn meta_keys(fqdn: &str, b: &str, mode: Mode) -> BTreeSet<String> {
     k
 }
 
-async fn manifest(node: &Node, b: &str) -> Manifest {
+async fn manifest(node: &Engine, b: &str) -> Manifest {
     let key = format!("demo/{}/{b}/meta/manifest.json", node.fqdn);
     medusa::format::manifest::parse(&node.storage.get_bytes(&key).await.unwrap()).unwrap()
 }
 
 /// The manifest lists exactly the live files, and every listed object holds those bytes.
-async fn check_manifest_matches(node: &Node, b: &str, live: &DataDigest) {
+async fn check_manifest_matches(node: &Engine, b: &str, live: &DataDigest) {
     let m = manifest(node, b).await;
     let mut seen = BTreeMap::new();
     for sec in &m {
@@ -147,20 +128,7 @@ async fn lifecycle(kind: Kind) {
 
     // Same name and size, different content (a wiped node reusing generation numbers): uploaded
     // again, to a new key; the object diff-3 references is untouched.
-    let (rel, victim) = env
-        .with_sim(|s| {
-            let d = digest_data_dir(&s.data_dir);
-            let (rel, _) =
-                d.entries.iter().find(|(k, v)| k.starts_with("ks") && k.ends_with("-Data.db") && v.size > 0).unwrap();
-            (rel.clone(), s.data_dir.join(rel))
-        })
-        .await;
-    let old = std::fs::read(&victim).unwrap();
-    let mut changed = old.clone();
-    changed[0] ^= 0xff;
-    let tmp = victim.with_extension("tmp");
-    std::fs::write(&tmp, &changed).unwrap();
-    std::fs::rename(&tmp, &victim).unwrap();
+    let ChangedFile { rel, old, new: changed, .. } = change_one_data_file(&env).await;
     let old_key = format!("demo/{fqdn}/data/{rel}");
     let r = backup(&node, "diff-4", Mode::Differential).await.unwrap();
     assert_eq!(r.uploaded_files, 1);
@@ -263,7 +231,7 @@ async fn bad_configuration_names_the_problem() {
         std::fs::write(&env.ini_path, ini).unwrap();
         let err = match env.config() {
             Err(e) => e.to_string(),
-            Ok(cfg) => Node::open(&cfg).err().map(|e| e.to_string()).unwrap_or_default(),
+            Ok(cfg) => Engine::open(&cfg).err().map(|e| e.to_string()).unwrap_or_default(),
         };
         assert!(err.contains(expected), "expected {expected:?} in {err:?}");
     }

@@ -11,9 +11,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use futures::TryStreamExt;
 use harness::services::{AzuriteServer, LocalStorage, S3Server, TempDir};
-use harness::sim::{MgmtApiServer, SimNode, SimSpec};
-use medusa::backup::Node;
+use harness::sim::{DataDigest, MgmtApiServer, SimNode, SimSpec, digest_data_dir};
+use medusa::backup::{BackupError, BackupReport, Engine};
 use medusa::config::Config;
+use medusa::format::layout::Mode;
+use medusa::format::names::BackupName;
+use medusa::transfer::Progress;
+use tokio_util::sync::CancellationToken;
 
 /// Kinds of storage the suites run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,9 +163,9 @@ impl Env {
     }
 
     /// An engine for this env (state in `self.state_dir`).
-    pub fn node(&self) -> Result<Node> {
+    pub fn node(&self) -> Result<Engine> {
         let cfg = self.config()?;
-        let mut node = Node::open(&cfg).context("opening the engine")?;
+        let mut node = Engine::open(&cfg).context("opening the engine")?;
         node.state_dir = self.state_dir.clone();
         Ok(node)
     }
@@ -173,8 +177,59 @@ impl Env {
     }
 }
 
+/// How long an in-process backup of a test may take.
+const BACKUP_LIMIT: Duration = Duration::from_secs(240);
+
+/// Runs one backup in this process through `node`, failing the test if it takes longer than
+/// four minutes.
+pub async fn backup(node: &Engine, name: &str, mode: Mode) -> std::result::Result<BackupReport, BackupError> {
+    let name = BackupName::new(name).expect("a valid backup name");
+    let job = node.backup(&name, mode, Arc::new(Progress::default()), CancellationToken::new());
+    match tokio::time::timeout(BACKUP_LIMIT, job).await {
+        Ok(result) => result,
+        Err(_) => panic!("backup {name} did not finish in time"),
+    }
+}
+
+/// The digest of every file in the simulated node's data directory.
+pub async fn live(env: &Env) -> DataDigest {
+    env.with_sim(|s| digest_data_dir(&s.data_dir)).await
+}
+
+/// A data file a test changed.
+pub struct ChangedFile {
+    /// Its path below the data directory.
+    pub rel: String,
+    /// Its path.
+    pub path: PathBuf,
+    /// The content before.
+    pub old: Vec<u8>,
+    /// The content now.
+    pub new: Vec<u8>,
+}
+
+/// Changes the first byte of one non-empty `Data.db` file of keyspace `ks*` (a new file
+/// replaces it, as a compaction would).
+pub async fn change_one_data_file(env: &Env) -> ChangedFile {
+    let (rel, victim) = env
+        .with_sim(|s| {
+            let d = digest_data_dir(&s.data_dir);
+            let (rel, _) =
+                d.entries.iter().find(|(k, v)| k.starts_with("ks") && k.ends_with("-Data.db") && v.size > 0).unwrap();
+            (rel.clone(), s.data_dir.join(rel))
+        })
+        .await;
+    let old = std::fs::read(&victim).unwrap();
+    let mut changed = old.clone();
+    changed[0] ^= 0xff;
+    let tmp = victim.with_extension("tmp");
+    std::fs::write(&tmp, &changed).unwrap();
+    std::fs::rename(&tmp, &victim).unwrap();
+    ChangedFile { rel, path: victim, old, new: changed }
+}
+
 /// Every object in the bucket: key -> size.
-pub async fn list_all(node: &Node) -> Result<BTreeMap<String, u64>> {
+pub async fn list_all(node: &Engine) -> Result<BTreeMap<String, u64>> {
     let objects: Vec<_> = node.storage.list("").try_collect().await?;
     Ok(objects.into_iter().map(|m| (m.location.to_string(), m.size)).collect())
 }

@@ -17,22 +17,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use harness::services::{LocalStorage, TempDir, medusa_py_fixture, python_medusa};
 use harness::sim::{DataDigest, digest_data_dir, load_digest_json};
-use medusa::backup::{BackupReport, Node};
+use medusa::backup::{BackupReport, Engine};
 use medusa::format::layout::{IndexEntry, Mode, parse_index_key};
 use medusa::format::manifest::Manifest;
-use medusa::format::names::BackupName;
-use medusa::transfer::Progress;
-use medusa_tests::{Env, EnvOptions, Kind, list_all};
+use medusa_tests::{ChangedFile, Env, EnvOptions, Kind, backup, change_one_data_file, list_all, live};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
 /// One medusa-rs backup of the small node.
-const BACKUP_LIMIT: Duration = Duration::from_secs(240);
 /// One Python Medusa command (they take a few seconds here).
 const PY_LIMIT: Duration = Duration::from_secs(180);
 const FQDN: &str = "demo-dc1-default-sts-0";
@@ -201,21 +196,7 @@ impl PyMedusa {
 // medusa-rs side
 // ---------------------------------------------------------------------------------------------
 
-async fn backup(node: &Node, name: &str, mode: Mode) -> BackupReport {
-    let b = BackupName::new(name).unwrap();
-    let job = node.backup(&b, mode, Arc::new(Progress::default()), CancellationToken::new());
-    match tokio::time::timeout(BACKUP_LIMIT, job).await {
-        Ok(Ok(report)) => report,
-        Ok(Err(e)) => panic!("backup {name}: {e}"),
-        Err(_) => panic!("backup {name} did not finish within {BACKUP_LIMIT:?}"),
-    }
-}
-
-async fn live(env: &Env) -> DataDigest {
-    env.with_sim(|s| digest_data_dir(&s.data_dir)).await
-}
-
-async fn manifest(node: &Node, b: &str) -> Manifest {
+async fn manifest(node: &Engine, b: &str) -> Manifest {
     medusa::format::manifest::parse(
         &node.storage.get_bytes(&format!("demo/{FQDN}/{b}/meta/manifest.json")).await.unwrap(),
     )
@@ -245,7 +226,7 @@ async fn after_second(t: i64) {
 /// A bucket written by medusa-rs: `full-1`, `diff-1`, then flush + compaction, `diff-2`.
 struct Written {
     env: Env,
-    node: Node,
+    node: Engine,
     reports: BTreeMap<&'static str, BackupReport>,
     /// The node's files when each backup was taken.
     live: BTreeMap<&'static str, DataDigest>,
@@ -259,10 +240,10 @@ async fn write_three(o: EnvOptions) -> Written {
     let mut reports = BTreeMap::new();
     let mut states = BTreeMap::new();
     states.insert("full-1", live(&env).await);
-    reports.insert("full-1", backup(&node, "full-1", Mode::Full).await);
+    reports.insert("full-1", backup(&node, "full-1", Mode::Full).await.unwrap());
     after_second(reports["full-1"].finished).await;
     states.insert("diff-1", live(&env).await);
-    reports.insert("diff-1", backup(&node, "diff-1", Mode::Differential).await);
+    reports.insert("diff-1", backup(&node, "diff-1", Mode::Differential).await.unwrap());
     after_second(reports["diff-1"].finished).await;
     env.with_sim(|s| {
         s.flush(7, 0.1).unwrap();
@@ -270,7 +251,7 @@ async fn write_three(o: EnvOptions) -> Written {
     })
     .await;
     states.insert("diff-2", live(&env).await);
-    reports.insert("diff-2", backup(&node, "diff-2", Mode::Differential).await);
+    reports.insert("diff-2", backup(&node, "diff-2", Mode::Differential).await.unwrap());
     assert!(states["diff-2"] != states["diff-1"], "the flush and compaction changed nothing");
     for b in NAMES {
         assert_eq!((reports[b].files, reports[b].bytes), (states[b].files, states[b].bytes), "{b}: report vs node");
@@ -468,24 +449,11 @@ async fn python_verifies_and_downloads_moto_multipart() {
 async fn python_restores_changed_content(kind: Kind) {
     let env = Env::new(EnvOptions::new(kind)).await.unwrap();
     let node = env.node().unwrap();
-    backup(&node, "diff-1", Mode::Differential).await;
+    backup(&node, "diff-1", Mode::Differential).await.unwrap();
     let before = live(&env).await;
-    let (rel, victim) = env
-        .with_sim(|s| {
-            let d = digest_data_dir(&s.data_dir);
-            let (rel, _) =
-                d.entries.iter().find(|(k, v)| k.starts_with("ks") && k.ends_with("-Data.db") && v.size > 0).unwrap();
-            (rel.clone(), s.data_dir.join(rel))
-        })
-        .await;
-    let old = std::fs::read(&victim).unwrap();
-    let mut changed = old.clone();
-    changed[0] ^= 0xff;
-    let tmp = victim.with_extension("tmp");
-    std::fs::write(&tmp, &changed).unwrap();
-    std::fs::rename(&tmp, &victim).unwrap();
+    let ChangedFile { rel, path: victim, new: changed, .. } = change_one_data_file(&env).await;
     let after = live(&env).await;
-    let r = backup(&node, "diff-2", Mode::Differential).await;
+    let r = backup(&node, "diff-2", Mode::Differential).await.unwrap();
     assert_eq!(r.uploaded_files, 1, "only the changed file travels");
     let (ks, rest) = rel.split_once('/').unwrap();
     let table = rest.split('/').next().unwrap();
@@ -536,7 +504,7 @@ async fn python_restores_changed_content_moto() {
 async fn python_verify_catches_damage() {
     let env = Env::new(EnvOptions::new(Kind::Moto)).await.unwrap();
     let node = env.node().unwrap();
-    backup(&node, "full-1", Mode::Full).await;
+    backup(&node, "full-1", Mode::Full).await.unwrap();
     let yaml = env.with_sim(|s| s.cassandra_yaml.clone()).await;
     let py = PyMedusa::for_env(&env, &yaml);
     py.verify("full-1", true).await;

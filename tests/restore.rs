@@ -3,16 +3,12 @@
 //! real Python Medusa.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use harness::services::{LocalStorage, TempDir, medusa_py_fixture};
-use harness::sim::{DataDigest, digest_data_dir, load_digest_json};
+use harness::sim::{digest_data_dir, load_digest_json};
 use medusa::format::layout::Mode;
-use medusa::format::names::BackupName;
-use medusa::transfer::Progress;
-use medusa_tests::{Env, EnvOptions, Kind, binary};
-use tokio_util::sync::CancellationToken;
+use medusa_tests::{Env, EnvOptions, Kind, binary, live};
 
 const FQDN: &str = "demo-dc1-default-sts-0";
 
@@ -99,14 +95,7 @@ async fn restores_python_medusa_backups_to_their_digests() {
 }
 
 async fn backup(env: &Env, name: &str, mode: Mode) {
-    let node = env.node().unwrap();
-    node.backup(&BackupName::new(name).unwrap(), mode, Arc::new(Progress::default()), CancellationToken::new())
-        .await
-        .unwrap();
-}
-
-async fn live(env: &Env) -> DataDigest {
-    env.with_sim(|s| digest_data_dir(&s.data_dir)).await
+    medusa_tests::backup(&env.node().unwrap(), name, mode).await.unwrap();
 }
 
 fn restore_vars(env: &Env) -> Vec<(String, String)> {

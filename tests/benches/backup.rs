@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
 use harness::services::TempDir;
 use harness::sim::SimSpec;
-use medusa::backup::Node;
+use medusa::backup::Engine;
 use medusa::format::layout::Mode;
 use medusa::format::names::BackupName;
 use medusa::store::local::Publish;
@@ -321,7 +321,7 @@ async fn measure_backup(env: &Env, phase: &'static str, name: &str, mode: Mode, 
 async fn backup_child(args: &[String]) -> Result<()> {
     let [ini, state, name, mode] = args else { bail!("--backup-child <ini> <state dir> <name> <mode>") };
     let mode = if mode == "full" { Mode::Full } else { Mode::Differential };
-    let mut node = Node::open(&medusa::config::Config::load(Path::new(ini))?)?;
+    let mut node = Engine::open(&medusa::config::Config::load(Path::new(ini))?)?;
     node.state_dir = PathBuf::from(state);
     let (name, rss) = (BackupName::new(name.as_str())?, own_status("VmRSS:")?);
     let t0 = Instant::now();

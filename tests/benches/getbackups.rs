@@ -163,7 +163,7 @@ async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
     let mut list = Vec::with_capacity(warm_calls);
     for _ in 0..warm_calls {
         let t = Instant::now();
-        let nbs = medusa::service::listing::node_backups(&storage, None).await?;
+        let nbs = medusa::bucket::index::node_backups(&storage, None).await?;
         list.push(t.elapsed());
         ensure!(nbs.len() == case.backups * case.nodes, "{} node backups listed", nbs.len());
     }

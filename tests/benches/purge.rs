@@ -272,15 +272,8 @@ fn purge_child(args: &[String]) -> Result<()> {
     let [root, keep] = args else { bail!("--purge-child <bucket dir> <keep>") };
     let keep: u32 = keep.parse()?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let storage = Storage {
-        store: Arc::new(LocalFileSystem::new_with_prefix(root)?),
-        layout: Layout::new(Some(PREFIX)),
-        provider: Provider::Local,
-        encrypted: false,
-        storage_class: None,
-        local_root: None,
-        local_fs: None,
-    };
+    let storage =
+        Storage::over(Arc::new(LocalFileSystem::new_with_prefix(root)?), Layout::new(Some(PREFIX)), Provider::Local);
     let limits = Limits { max_backup_age: 0, max_backup_count: keep, grace_days: 0 };
     let now = epoch_now() + 1;
     let rss_before = own_status("VmRSS:")?;

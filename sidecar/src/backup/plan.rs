@@ -16,7 +16,7 @@ use crate::format::names::{BackupName, Fqdn};
 /// What the bucket holds below the node's shared data folder: key -> (size, hash if known).
 /// Keys are held as 128-bit hashes: a node's data folder can hold many thousands of objects.
 #[derive(Debug, Default)]
-pub struct Catalog {
+pub struct StoredObjects {
     objects: HashMap<[u8; 16], (u64, Option<Box<str>>)>,
 }
 
@@ -25,7 +25,7 @@ fn key_id(key: &str) -> [u8; 16] {
     h.as_bytes()[..16].try_into().expect("16 of 32 bytes")
 }
 
-impl Catalog {
+impl StoredObjects {
     /// Records a listed object; `hash` is what the listing says, if it is a content hash.
     pub fn insert(&mut self, key: &str, size: u64, hash: Option<String>) {
         self.objects.insert(key_id(key), (size, hash.map(String::into_boxed_str)));
@@ -101,13 +101,13 @@ pub fn decide(
     backup: &BackupName,
     f: &FileRef<'_>,
     local: Option<&ContentDigest>,
-    catalog: &Catalog,
+    objects: &StoredObjects,
 ) -> Decision {
     let base = layout.data_key(mode, node, backup, f.keyspace, f.table, f.file);
     if mode == Mode::Full {
         return Decision::Upload { key: base, versioned: false };
     }
-    let stored = catalog.get(&base);
+    let stored = objects.get(&base);
     let Some(d) = local else {
         return match stored {
             None => Decision::Upload { key: base, versioned: false },
@@ -123,7 +123,7 @@ pub fn decide(
         return Decision::Reuse { key: base, hash: Some(hash.to_string()) };
     }
     let versioned = layout.versioned_data_key(node, f.keyspace, f.table, f.file, &d.md5_hex());
-    if let Some((size, hash)) = catalog.get(&versioned) {
+    if let Some((size, hash)) = objects.get(&versioned) {
         // The key names the content's MD5; a hash from the listing must agree with it too.
         if size == f.size && hash.is_none_or(|h| matches(h, d)) {
             return Decision::Reuse { key: versioned, hash: hash.map(str::to_string) };
@@ -162,7 +162,7 @@ mod tests {
                 file: TableFile { index_dir: None, name: "nb-1-big-TOC.txt".into() },
             }
         }
-        fn decide(&self, mode: Mode, size: u64, local: Option<&ContentDigest>, c: &Catalog) -> Decision {
+        fn decide(&self, mode: Mode, size: u64, local: Option<&ContentDigest>, c: &StoredObjects) -> Decision {
             let f = FileRef { keyspace: "ks", table: "t-1", file: &self.file, size };
             decide(&self.layout, mode, &self.node, &self.backup, &f, local, c)
         }
@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn full_always_uploads_under_the_backup() {
         let fx = Fx::new();
-        let d = fx.decide(Mode::Full, 3, None, &Catalog::default());
+        let d = fx.decide(Mode::Full, 3, None, &StoredObjects::default());
         assert_eq!(d, Decision::Upload { key: "p/n/b2/data/ks/t-1/nb-1-big-TOC.txt".into(), versioned: false });
     }
 
@@ -181,7 +181,7 @@ mod tests {
     fn differential_reuses_only_proven_equal_content() {
         let fx = Fx::new();
         let same = digest(b"abc");
-        let mut c = Catalog::default();
+        let mut c = StoredObjects::default();
         c.insert(BASE, 3, Some(same.md5_hex()));
         assert_eq!(
             fx.decide(Mode::Differential, 3, Some(&same), &c),
@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn unknown_digests_are_computed_before_deciding() {
         let fx = Fx::new();
-        let mut c = Catalog::default();
+        let mut c = StoredObjects::default();
         assert_eq!(fx.decide(Mode::Differential, 3, None, &c), Decision::Upload { key: BASE.into(), versioned: false });
         c.insert(BASE, 3, None);
         assert_eq!(fx.decide(Mode::Differential, 3, None, &c), Decision::NeedDigest);

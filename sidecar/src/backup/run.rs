@@ -1,8 +1,9 @@
-//! One node backup, full or differential (§2.7, §3): snapshot → scan → plan against the
-//! catalog → transfer → manifest and index. The snapshot is always cleared, also on failure;
-//! the manifest (the "complete" marker) is written only after every object it names exists.
+//! One node backup, full or differential (§2.7, §3), in stages: take the snapshot → scan it →
+//! describe the node and begin the node backup in the bucket → decide and upload, batch by batch
+//! → save the digest cache → publish the manifest → clear the snapshot. The snapshot is always
+//! cleared, also on failure; the manifest (the "complete" marker) is written only after every
+//! object it names exists, and before the snapshot is cleared.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -10,17 +11,19 @@ use std::time::Instant;
 use futures::{StreamExt, TryStreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::cassandra::{Cassandra, NodeError};
-use crate::backup::plan::{Catalog, Decision, FileRef, decide};
-use crate::backup::snapshot::{self, SnapshotFile, SnapshotTable};
-use crate::config::cassandra_yaml::NodePaths;
-use crate::format::digest::{ContentDigest, DigestCache};
-use crate::format::layout::{Meta, Mode};
+use super::Engine;
+use super::cassandra::NodeError;
+use super::digest_cache::DigestCache;
+use super::plan::{Decision, FileRef, StoredObjects, decide};
+use super::snapshot::{self, SnapshotFile, SnapshotTable};
+use crate::bucket::node_backup::{self, Start};
+use crate::format::digest::ContentDigest;
+use crate::format::layout::Mode;
 use crate::format::manifest::{ManifestObject, ManifestSection};
-use crate::format::names::{BackupName, Fqdn};
+use crate::format::names::BackupName;
+use crate::store::StorageError;
 use crate::store::local::Publish;
-use crate::store::{Storage, StorageError};
-use crate::transfer::{Progress, TransferError, Transfers, Upload, batch_ranges};
+use crate::transfer::{Progress, TransferError, Upload, batch_ranges};
 
 /// Why a backup failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +58,8 @@ impl BackupError {
         move |source| BackupError::Io { context: context.into(), source }
     }
 
-    /// Whether trying again later can help.
+    /// Whether trying again later can help (storage or Cassandra unavailable): recorded with a
+    /// failed job, and the code of the synchronous `Backup` RPC's error.
     pub fn is_retryable(&self) -> bool {
         match self {
             BackupError::Node(e) => e.is_retryable(),
@@ -64,22 +68,6 @@ impl BackupError {
             _ => false,
         }
     }
-}
-
-/// Everything a backup needs, built once at start-up.
-pub struct Node {
-    /// The bucket.
-    pub storage: Storage,
-    /// Upload machinery.
-    pub transfers: Arc<Transfers>,
-    /// Snapshots and node facts.
-    pub cassandra: Arc<dyn Cassandra>,
-    /// Where the data lives.
-    pub paths: NodePaths,
-    /// This node's name in the bucket.
-    pub fqdn: Fqdn,
-    /// medusa-rs' local state (digest cache, job journal).
-    pub state_dir: PathBuf,
 }
 
 /// What a finished backup did.
@@ -107,7 +95,7 @@ pub struct BackupReport {
 /// decisions are cheap, so more of them run than transfer slots.
 const BATCHES_IN_FLIGHT: usize = 16;
 
-/// Consecutive files of one table, handled as one unit (see [`Transfers::batch_limits`]).
+/// Consecutive files of one table, handled as one unit (see [`crate::transfer::Transfers::batch_limits`]).
 #[derive(Debug, Clone)]
 struct Batch {
     table: usize,
@@ -128,48 +116,24 @@ struct Done {
     digest: Option<ContentDigest>,
 }
 
-/// Why the engine could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// Bad configuration.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// The store could not be built.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    /// No way to reach Cassandra.
-    #[error(transparent)]
-    Node(#[from] NodeError),
+/// What every batch of one backup shares.
+struct Job<'a> {
+    name: &'a BackupName,
+    mode: Mode,
+    stored: &'a StoredObjects,
+    cache: &'a DigestCache,
+    progress: &'a Arc<Progress>,
+    cancel: &'a CancellationToken,
 }
 
-/// The directory for medusa-rs' own state: `$MEDUSA_RS_STATE_DIR`, else `.medusa-rs` in the
-/// Cassandra root (a persistent volume in Kubernetes).
-pub fn state_dir(paths: &NodePaths) -> PathBuf {
-    match std::env::var_os("MEDUSA_RS_STATE_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => paths.root().join(".medusa-rs"),
-    }
+/// The outcome of the upload stage: the manifest's sections, and the digest of each file
+/// (table index, file index) for the digest cache.
+struct Uploaded {
+    sections: Vec<ManifestSection>,
+    digests: Vec<(usize, usize, ContentDigest)>,
 }
 
-impl Node {
-    /// Builds the engine from configuration (no request is sent yet).
-    pub fn open(cfg: &crate::config::Config) -> Result<Node, OpenError> {
-        let paths = NodePaths::load(&cfg.cassandra.config_file)?;
-        let storage = Storage::from_config(&cfg.storage)?;
-        Ok(Node {
-            transfers: Arc::new(Transfers::new(storage.clone(), &cfg.storage)),
-            storage,
-            cassandra: crate::backup::cassandra::from_config(cfg)?,
-            fqdn: cfg.fqdn()?,
-            state_dir: state_dir(&paths),
-            paths,
-        })
-    }
-
-    fn digest_cache_path(&self) -> PathBuf {
-        self.state_dir.join(format!("digests-{}.v1", self.fqdn))
-    }
-
+impl Engine {
     /// Runs one node backup. `cancel` stops it at the next file boundary; a cancelled or
     /// failed backup leaves no manifest, so it never counts as complete.
     pub async fn backup(
@@ -180,15 +144,23 @@ impl Node {
         cancel: CancellationToken,
     ) -> Result<BackupReport, BackupError> {
         let t0 = Instant::now();
-        let l = &self.storage.layout;
-        if self.storage.head(&l.meta(&self.fqdn, name, Meta::Schema)).await?.is_some() {
+        if node_backup::started(&self.storage, &self.fqdn, name).await?.is_some() {
             return Err(BackupError::AlreadyExists(name.clone()));
         }
+        let tag = self.take_snapshot(name).await?;
+        let result = self.backup_snapshot(name, mode, &tag, &progress, &cancel).await;
+        let cleared = self.cassandra.clear_snapshot(&tag).await;
+        let mut report = result?;
+        cleared?;
+        report.seconds = t0.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Takes the snapshot of backup `name` and returns its tag. A leftover snapshot of an
+    /// interrupted attempt is stale: it is cleared and taken anew, never reused (§10.19).
+    async fn take_snapshot(&self, name: &BackupName) -> Result<String, BackupError> {
         let tag = snapshot::tag_for(name);
-        let data_dir = self.paths.data_dir.clone();
-        // A leftover snapshot of an interrupted attempt is stale: never reuse it (§10.19).
-        let d = data_dir.clone();
-        let t = tag.clone();
+        let (d, t) = (self.paths.data_dir.clone(), tag.clone());
         if crate::fsutil::blocking(move || snapshot::exists(&d, &t))
             .await
             .map_err(BackupError::io("looking for an old snapshot"))?
@@ -197,15 +169,10 @@ impl Node {
             self.cassandra.clear_snapshot(&tag).await?;
         }
         self.cassandra.take_snapshot(&tag).await?;
-        let result = self.backup_snapshot(name, mode, &tag, &progress, &cancel).await;
-        let cleared = self.cassandra.clear_snapshot(&tag).await;
-        let mut report = result?;
-        cleared?;
-        report.seconds = t0.elapsed().as_secs_f64();
-        // The manifest is written after the snapshot is gone (Medusa's order, §2.7).
-        Ok(report)
+        Ok(tag)
     }
 
+    /// Everything between taking the snapshot and clearing it.
     async fn backup_snapshot(
         &self,
         name: &BackupName,
@@ -214,60 +181,61 @@ impl Node {
         progress: &Arc<Progress>,
         cancel: &CancellationToken,
     ) -> Result<BackupReport, BackupError> {
-        let (n, l) = (&self.fqdn, &self.storage.layout);
-        let d = self.paths.data_dir.clone();
-        let t = tag.to_string();
+        let (d, t) = (self.paths.data_dir.clone(), tag.to_string());
         let tables = crate::fsutil::blocking(move || snapshot::scan(&d, &t))
             .await
             .map_err(BackupError::io("reading the snapshot"))?;
-        let keyspaces: Vec<String> = {
-            let mut k: Vec<String> = tables.iter().map(|t| t.keyspace.clone()).collect();
-            k.dedup();
-            k
-        };
-        let facts = self.cassandra.facts(n, &keyspaces).await?;
-        let schema = snapshot::assemble_schema(&facts.keyspace_cql, &tables);
-        let tokenmap = facts.tokenmap.to_bytes();
-        let version = crate::format::pyjson::to_vec(
-            &serde_json::json!({"server_type": "cassandra", "release_version": facts.release_version}),
-        )
-        .expect("static JSON");
+        let start = self.describe(&tables, mode).await?;
         let total_files: u64 = tables.iter().map(|t| t.files.len() as u64).sum();
         let total_bytes: u64 = tables.iter().flat_map(|t| &t.files).map(|f| f.size).sum();
         progress.files_total.store(total_files, Ordering::Relaxed);
         progress.bytes_total.store(total_bytes, Ordering::Relaxed);
-
-        // Start marker and metadata, then the index start entries (§2.7 steps 2-4).
-        let s = &self.storage;
-        s.put_bytes(&l.meta(n, name, Meta::Schema), schema.clone()).await?;
-        s.put_bytes(&l.meta(n, name, Meta::Tokenmap), tokenmap.clone()).await?;
-        s.put_bytes(&l.meta(n, name, Meta::ServerVersion), version).await?;
-        if mode == Mode::Differential {
-            s.put_bytes(&l.meta(n, name, Meta::Differential), "differential").await?;
-        }
-        s.put_bytes(&l.index_tokenmap(name, n), tokenmap.clone()).await?;
-        s.put_bytes(&l.index_schema(name, n), schema).await?;
-        let started = self.modified_epoch(&l.meta(n, name, Meta::Schema)).await?;
-        s.put_bytes(&l.index_started(name, n, started), started.to_string()).await?;
-        if mode == Mode::Differential {
-            s.put_bytes(&l.index_differential(name, n), "differential").await?;
-        }
+        let started = node_backup::begin(&self.storage, &self.fqdn, name, &start).await?;
         tracing::info!(backup = %name, mode = mode.as_str(), files = total_files, bytes = total_bytes, "backup started");
 
-        let catalog = match mode {
-            Mode::Differential => self.load_catalog().await?,
-            Mode::Full => Catalog::default(),
+        let stored = match mode {
+            Mode::Differential => self.stored_objects().await?,
+            Mode::Full => StoredObjects::default(),
         };
         let cache_path = self.digest_cache_path();
         let cache = crate::fsutil::blocking(move || Ok(DigestCache::load(&cache_path)))
             .await
             .map_err(BackupError::io("loading the digest cache"))?;
-        let mut sections = Vec::with_capacity(tables.len());
         let mut report = BackupReport { started, ..Default::default() };
-        let mut cache_entries = Vec::with_capacity(total_files as usize);
-        // One bounded window over the batches of every table, finishing in any order, so that
-        // neither a table boundary nor one large file leaves transfers idle; results are put
-        // back in snapshot order per table.
+        let job = Job { name, mode, stored: &stored, cache: &cache, progress, cancel };
+        let uploaded = self.upload_all(&job, &tables, &mut report).await?;
+        report.hashed_files = progress.files_done.load(Ordering::Relaxed).saturating_sub(report.files);
+        // Done with what was read for the decisions: free it before the manifest is built.
+        drop((stored, cache));
+        self.save_digest_cache(tables, uploaded.digests).await;
+        let manifest = bytes::Bytes::from(crate::format::manifest::to_bytes(&uploaded.sections));
+        report.finished = node_backup::publish(&self.storage, &self.fqdn, name, manifest, &start.tokenmap).await?;
+        Ok(report)
+    }
+
+    /// The node's facts, turned into the meta objects a node backup starts with.
+    async fn describe(&self, tables: &[SnapshotTable], mode: Mode) -> Result<Start, BackupError> {
+        let mut keyspaces: Vec<String> = tables.iter().map(|t| t.keyspace.clone()).collect();
+        keyspaces.dedup();
+        let facts = self.cassandra.facts(&self.fqdn, &keyspaces).await?;
+        let version = serde_json::json!({"server_type": "cassandra", "release_version": facts.release_version});
+        Ok(Start {
+            schema: snapshot::assemble_schema(&facts.keyspace_cql, tables),
+            tokenmap: facts.tokenmap.to_bytes(),
+            server_version: crate::format::pyjson::to_vec(&version).expect("static JSON"),
+            mode,
+        })
+    }
+
+    /// Decides and uploads every file, in one bounded window over the batches of every table,
+    /// finishing in any order, so that neither a table boundary nor one large file leaves
+    /// transfers idle; results are put back in snapshot order per table.
+    async fn upload_all(
+        &self,
+        job: &Job<'_>,
+        tables: &[SnapshotTable],
+        report: &mut BackupReport,
+    ) -> Result<Uploaded, BackupError> {
         let limits = self.transfers.batch_limits();
         let batches: Vec<Batch> = (tables.iter().enumerate())
             .flat_map(|(table, t)| {
@@ -280,14 +248,14 @@ impl Node {
         // Per table: newly uploaded objects, then re-used ones (Medusa's order), by file index.
         type Objects = Vec<(usize, ManifestObject)>;
         let mut per_table: Vec<(Objects, Objects)> = vec![Default::default(); tables.len()];
+        let mut digests = Vec::with_capacity(tables.iter().map(|t| t.files.len()).sum());
         loop {
             while window.len() < BATCHES_IN_FLIGHT
                 && let Some(b) = two_ends(next, batches.len())
             {
                 next += 1;
                 let b = &batches[b];
-                let t = &tables[b.table];
-                window.push(self.backup_batch(name, mode, t, b, &catalog, &cache, progress, cancel));
+                window.push(self.backup_batch(job, &tables[b.table], b));
             }
             let Some(done) = window.next().await else { break };
             let (i, done) = done?;
@@ -301,77 +269,37 @@ impl Node {
                 } else {
                     per_table[i].1.push((j, d.object));
                 }
-                cache_entries.extend(d.digest.map(|d| (i, j, d)));
+                digests.extend(d.digest.map(|d| (i, j, d)));
             }
         }
         drop(window);
-        for (table, (mut uploaded, mut reused)) in tables.iter().zip(per_table) {
-            uploaded.sort_unstable_by_key(|o| o.0);
-            reused.sort_unstable_by_key(|o| o.0);
-            sections.push(ManifestSection {
-                keyspace: table.keyspace.clone(),
-                columnfamily: table.table.clone(),
-                objects: uploaded.into_iter().chain(reused).map(|o| o.1).collect(),
-            });
-        }
-        report.hashed_files = progress.files_done.load(Ordering::Relaxed).saturating_sub(report.files);
-        // Done with what was read for the decisions: free it before the manifest is built.
-        drop((catalog, cache));
-        let cache_path = self.digest_cache_path();
-        let entries = cache_entries;
-        let saved = crate::fsutil::blocking(move || {
-            let ids = entries.iter().map(|(i, j, d)| (&tables[*i].files[*j].id, d));
-            DigestCache::save_to(&cache_path, ids)
-        })
-        .await;
-        if let Err(e) = saved {
-            tracing::warn!(error = %e, "could not save the digest cache; the next differential backup reads files again");
-        }
-        self.publish(name, &sections, &tokenmap, &mut report).await?;
-        Ok(report)
+        let sections = (tables.iter().zip(per_table))
+            .map(|(table, (mut uploaded, mut reused))| {
+                uploaded.sort_unstable_by_key(|o| o.0);
+                reused.sort_unstable_by_key(|o| o.0);
+                ManifestSection {
+                    keyspace: table.keyspace.clone(),
+                    columnfamily: table.table.clone(),
+                    objects: uploaded.into_iter().chain(reused).map(|o| o.1).collect(),
+                }
+            })
+            .collect();
+        Ok(Uploaded { sections, digests })
     }
 
     /// Backs up one batch: decides for each file, hashes those whose decision needs it, uploads
     /// the rest as one batch. Returns the table index and each file's index and outcome.
-    #[allow(clippy::too_many_arguments)]
     async fn backup_batch(
         &self,
-        name: &BackupName,
-        mode: Mode,
+        job: &Job<'_>,
         table: &SnapshotTable,
         batch: &Batch,
-        catalog: &Catalog,
-        cache: &DigestCache,
-        progress: &Arc<Progress>,
-        cancel: &CancellationToken,
     ) -> Result<(usize, Vec<(usize, Done)>), BackupError> {
-        if cancel.is_cancelled() {
+        if job.cancel.is_cancelled() {
             return Err(BackupError::Cancelled("the sidecar is shutting down".into()));
         }
-        let l = &self.storage.layout;
-        fn file_ref<'a>(table: &'a SnapshotTable, f: &'a SnapshotFile) -> FileRef<'a> {
-            FileRef { keyspace: &table.keyspace, table: &table.table, file: &f.file, size: f.size }
-        }
         let files = &table.files[batch.files.clone()];
-        // (digest, decision) per file; the digest from the cache where it has one.
-        let mut decided: Vec<(Option<ContentDigest>, Decision)> = files
-            .iter()
-            .map(|f| {
-                let local = cache.get(&f.id, self.transfers.etag_part_size(f.size)).cloned();
-                let decision = decide(l, mode, &self.fqdn, name, &file_ref(table, f), local.as_ref(), catalog);
-                (local, decision)
-            })
-            .collect();
-        let unknown: Vec<usize> = (0..files.len()).filter(|k| decided[*k].1 == Decision::NeedDigest).collect();
-        if !unknown.is_empty() {
-            let paths = unknown.iter().map(|k| (table.path_of(&files[*k]), files[*k].size)).collect();
-            let digests = self.transfers.hash_files(paths).await?;
-            for (k, d) in unknown.into_iter().zip(digests) {
-                progress.files_done.fetch_add(1, Ordering::Relaxed);
-                let decision = decide(l, mode, &self.fqdn, name, &file_ref(table, &files[k]), Some(&d), catalog);
-                decided[k] = (Some(d), decision);
-            }
-        }
+        let decided = self.decide_batch(job, table, files).await?;
         let mut uploads = Vec::new();
         for (k, (_, decision)) in decided.iter().enumerate() {
             if let Decision::Upload { key, versioned } = decision {
@@ -382,7 +310,7 @@ impl Node {
                 uploads.push(Upload { path: table.path_of(f), size: f.size, key: key.clone(), publish });
             }
         }
-        let mut uploaded = self.transfers.upload_files(uploads, progress).await?.into_iter();
+        let mut uploaded = self.transfers.upload_files(uploads, job.progress).await?.into_iter();
         let mut out = Vec::with_capacity(files.len());
         for (k, (local, decision)) in decided.into_iter().enumerate() {
             let size = files[k].size;
@@ -390,86 +318,98 @@ impl Node {
                 Decision::Reuse { key, hash } => {
                     let d = local.expect("reuse needs a digest");
                     let hash = hash.unwrap_or_else(|| self.storage.manifest_hash(&d, None));
-                    progress.bytes_done.fetch_add(size, Ordering::Relaxed);
-                    Done {
-                        object: ManifestObject { path: key, md5: Some(hash), size },
-                        uploaded: false,
-                        digest: Some(d),
-                    }
+                    job.progress.bytes_done.fetch_add(size, Ordering::Relaxed);
+                    let object = ManifestObject { path: key, md5: Some(hash), size };
+                    Done { object, uploaded: false, digest: Some(d) }
                 }
                 Decision::Upload { key, .. } => {
                     let up = uploaded.next().expect("one result per upload");
-                    Done {
-                        object: ManifestObject { path: key, md5: Some(up.hash), size },
-                        uploaded: true,
-                        digest: Some(up.digest),
-                    }
+                    let object = ManifestObject { path: key, md5: Some(up.hash), size };
+                    Done { object, uploaded: true, digest: Some(up.digest) }
                 }
                 Decision::NeedDigest => unreachable!("a digest was supplied"),
             };
-            progress.files_done.fetch_add(1, Ordering::Relaxed);
+            job.progress.files_done.fetch_add(1, Ordering::Relaxed);
             out.push((batch.files.start + k, done));
         }
         Ok((batch.table, out))
     }
 
+    /// The decision for each file of a batch, with its digest: from the cache where it has
+    /// one, read from the file (in one blocking task) where the decision needs it.
+    async fn decide_batch(
+        &self,
+        job: &Job<'_>,
+        table: &SnapshotTable,
+        files: &[SnapshotFile],
+    ) -> Result<Vec<(Option<ContentDigest>, Decision)>, BackupError> {
+        let l = &self.storage.layout;
+        let decide_with = |f: &SnapshotFile, d: Option<&ContentDigest>| {
+            let file = FileRef { keyspace: &table.keyspace, table: &table.table, file: &f.file, size: f.size };
+            decide(l, job.mode, &self.fqdn, job.name, &file, d, job.stored)
+        };
+        let mut decided: Vec<(Option<ContentDigest>, Decision)> = files
+            .iter()
+            .map(|f| {
+                let local = job.cache.get(&f.id, self.transfers.etag_part_size(f.size)).cloned();
+                let decision = decide_with(f, local.as_ref());
+                (local, decision)
+            })
+            .collect();
+        let unknown: Vec<usize> = (0..files.len()).filter(|k| decided[*k].1 == Decision::NeedDigest).collect();
+        if unknown.is_empty() {
+            return Ok(decided);
+        }
+        let paths = unknown.iter().map(|k| (table.path_of(&files[*k]), files[*k].size)).collect();
+        let digests = self.transfers.hash_files(paths).await?;
+        for (k, d) in unknown.into_iter().zip(digests) {
+            job.progress.files_done.fetch_add(1, Ordering::Relaxed);
+            let decision = decide_with(&files[k], Some(&d));
+            decided[k] = (Some(d), decision);
+        }
+        Ok(decided)
+    }
+
     /// Everything stored below `P/N/data/`, with hashes from the listing (S3) and from the
     /// node's latest manifest (other stores).
-    async fn load_catalog(&self) -> Result<Catalog, BackupError> {
-        let (n, l, s) = (&self.fqdn, &self.storage.layout, &self.storage);
-        let mut catalog = Catalog::default();
-        let mut listing = std::pin::pin!(s.list(&l.shared_data_dir(n)));
+    async fn stored_objects(&self) -> Result<StoredObjects, BackupError> {
+        let (n, s) = (&self.fqdn, &self.storage);
+        let mut stored = StoredObjects::default();
+        let mut listing = std::pin::pin!(s.list(&s.layout.shared_data_dir(n)));
         while let Some(meta) = listing.try_next().await? {
             let hash = s.listing_hash(&meta);
-            catalog.insert(meta.location.as_ref(), meta.size, hash);
+            stored.insert(meta.location.as_ref(), meta.size, hash);
         }
-        if catalog.is_empty() {
-            return Ok(catalog);
+        if stored.is_empty() {
+            return Ok(stored);
         }
-        let latest = s.get_opt(&l.latest_backup_name(n)).await?;
-        let latest = latest.and_then(|b| BackupName::new(String::from_utf8_lossy(&b).trim().to_string()).ok());
-        if let Some(latest) = latest
-            && let Some(bytes) = s.get_opt(&l.meta(n, &latest, Meta::Manifest)).await?
+        if let Some(latest) = node_backup::latest(s, n).await?
+            && let Some(bytes) = node_backup::manifest(s, n, &latest).await?
         {
             let learnt = crate::format::manifest::for_each_object(&bytes, |path, hash, size| {
                 if let Some(h) = hash {
-                    catalog.learn_hash(path, size, h);
+                    stored.learn_hash(path, size, h);
                 }
             });
             if let Err(e) = learnt {
                 tracing::warn!(backup = %latest, error = %e, "latest manifest unreadable; digests will be recomputed");
             }
         }
-        Ok(catalog)
+        Ok(stored)
     }
 
-    /// Manifest, index finish entries and latest pointer (§2.7 steps 7-9).
-    async fn publish(
-        &self,
-        name: &BackupName,
-        sections: &[ManifestSection],
-        tokenmap: &[u8],
-        report: &mut BackupReport,
-    ) -> Result<(), BackupError> {
-        let (n, l, s) = (&self.fqdn, &self.storage.layout, &self.storage);
-        let manifest = bytes::Bytes::from(crate::format::manifest::to_bytes(sections));
-        // Every data object must be durable before the manifest says the backup is complete.
-        s.sync_local().await?;
-        let key = l.meta(n, name, Meta::Manifest);
-        s.put_bytes(&key, manifest.clone()).await?;
-        s.put_bytes(&l.index_manifest(name, n), manifest).await?;
-        let finished = self.modified_epoch(&key).await?;
-        s.put_bytes(&l.index_finished(name, n, finished), finished.to_string()).await?;
-        s.put_bytes(&l.latest_tokenmap(n), tokenmap.to_vec()).await?;
-        s.put_bytes(&l.latest_backup_name(n), name.to_string()).await?;
-        s.sync_local().await?;
-        report.finished = finished;
-        Ok(())
-    }
-
-    async fn modified_epoch(&self, key: &str) -> Result<i64, BackupError> {
-        let meta = self.storage.head(key).await?.ok_or_else(|| StorageError::NotFound { key: key.to_string() })?;
-        Ok(meta.last_modified.timestamp())
+    /// Saves the digests of this snapshot's files for the next backup; a failure only costs
+    /// the next differential backup reading files again.
+    async fn save_digest_cache(&self, tables: Vec<SnapshotTable>, digests: Vec<(usize, usize, ContentDigest)>) {
+        let cache_path = self.digest_cache_path();
+        let saved = crate::fsutil::blocking(move || {
+            let ids = digests.iter().map(|(i, j, d)| (&tables[*i].files[*j].id, d));
+            DigestCache::save_to(&cache_path, ids)
+        })
+        .await;
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, "could not save the digest cache; the next differential backup reads files again");
+        }
     }
 }
 

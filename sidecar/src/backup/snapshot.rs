@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::format::digest::FileId;
+use crate::backup::digest_cache::FileId;
 use crate::format::layout::TableFile;
 use crate::format::names::BackupName;
 

@@ -13,7 +13,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
-use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_check_response::ServingStatus as Health;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 #[derive(Debug, Default)]
@@ -109,6 +109,12 @@ fn parse(args: impl Iterator<Item = String>) -> Flags {
             other => usage(&format!("flag provided but not defined: -{other}")),
         }
     }
+    validate(&f);
+    f
+}
+
+/// Refuses flag combinations the Go probe refuses.
+fn validate(f: &Flags) {
     if f.addr.is_empty() {
         usage("-addr not specified");
     }
@@ -121,7 +127,6 @@ fn parse(args: impl Iterator<Item = String>) -> Flags {
     if f.no_verify && f.ca.is_some() {
         usage("-tls-no-verify and -tls-ca-cert exclude each other");
     }
-    f
 }
 
 /// Chain verified against the CA; the name only when asked for.
@@ -313,23 +318,28 @@ async fn main() {
         },
         None => call.await,
     };
+    std::process::exit(report(&f, resp))
+}
+
+/// Prints the outcome of the health call as the Go probe does and returns its exit code.
+fn report(f: &Flags, resp: Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status>) -> i32 {
     match resp {
         Ok(r) => {
             let status = r.into_inner().status;
-            if status == ServingStatus::Serving as i32 {
+            if status == Health::Serving as i32 {
                 println!("status: SERVING");
-                std::process::exit(0);
+                return 0;
             }
-            let name = ServingStatus::try_from(status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
+            let name = Health::try_from(status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
             eprintln!("service unhealthy (responded with {name:?})");
-            std::process::exit(4);
+            4
         }
         Err(s) if s.code() == tonic::Code::Unimplemented => {
             eprintln!(
                 "error: this server does not implement the grpc health protocol (grpc.health.v1.Health): {}",
                 s.message()
             );
-            std::process::exit(3);
+            3
         }
         // The transport failed (e.g. a TLS 1.3 server rejecting the client certificate after the
         // client's side of the handshake): a connection failure, as the Go probe's blocking dial
@@ -342,18 +352,18 @@ async fn main() {
                 || s.message() == "transport error" =>
         {
             eprintln!("error: failed to connect service at {:?}: {}", f.addr, s.message());
-            std::process::exit(2);
+            2
         }
         Err(s) if s.code() == tonic::Code::DeadlineExceeded => {
             eprintln!("timeout: health rpc did not complete within {:?}", f.rpc_timeout.unwrap_or_default());
-            std::process::exit(3);
+            3
         }
         Err(s) => {
             if f.verbose {
                 eprintln!("{s:?}");
             }
             eprintln!("error: health rpc failed: rpc error: code = {:?} desc = {}", s.code(), s.message());
-            std::process::exit(3);
+            3
         }
     }
 }

@@ -1,18 +1,14 @@
-//! What backups the bucket holds (§4): the index listed once, parsed exactly (no substring
-//! matching, §10.10), grouped into node backups and cluster backups, and summarised for
-//! GetBackups. Sizes and tokenmaps of finished node backups never change, so they are read once
-//! and cached (Medusa downloads every manifest on every call, §10.26).
+//! The backup index (`P/index/backup_index/`, §4.1), listed once and parsed exactly (no
+//! substring matching, §10.10) into node backups. A node backup exists in the index iff its
+//! tokenmap entry does.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
-use serde::{Deserialize, Serialize};
 
-use crate::format::layout::{IndexEntry, Meta, parse_index_key};
+use crate::bucket::node_backup;
+use crate::format::layout::{IndexEntry, parse_index_key};
 use crate::format::names::{BackupName, Fqdn};
-use crate::format::tokenmap::TokenMap;
 use crate::store::{Storage, StorageError};
 
 /// One node's part of a backup, as the index tells it.
@@ -33,40 +29,12 @@ pub struct NodeBackup {
     pub leftover: bool,
 }
 
-/// Status of a cluster backup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// Not finished on every node, none known to have failed.
-    InProgress,
-    /// Finished on every node of the tokenmap.
-    Success,
-    /// At least one node's part failed.
-    Failed,
-}
-
-/// A cluster backup, summarised as GetBackups reports it (§1.6).
-#[derive(Debug, Clone)]
-pub struct ClusterBackup {
-    /// Name.
-    pub name: String,
-    /// Earliest node start.
-    pub started: i64,
-    /// Latest node finish, when complete.
-    pub finished: Option<i64>,
-    /// Status.
-    pub status: Status,
-    /// The first node's tokenmap (its datacenter's ring).
-    pub tokenmap: Arc<TokenMap>,
-    /// Tokenmap hosts with a finished node backup.
-    pub finished_nodes: usize,
-    /// `"full"` or `"differential"`.
-    pub backup_type: &'static str,
-    /// Bytes over finished node backups.
-    pub total_size: u64,
-    /// Objects over finished node backups.
-    pub total_objects: u64,
-    /// Node parts, sorted by start.
-    pub nodes: Vec<NodeBackup>,
+impl NodeBackup {
+    /// The validated backup and node names, `None` for names no valid backup can have (a
+    /// foreign object in the index): callers skip those.
+    pub fn names(&self) -> Option<(BackupName, Fqdn)> {
+        Some((BackupName::new(self.name.clone()).ok()?, Fqdn::new(self.fqdn.clone()).ok()?))
+    }
 }
 
 /// Lists node backups from the index: all of them, or those of one backup name.
@@ -114,12 +82,12 @@ pub async fn node_backups(storage: &Storage, name: Option<&BackupName>) -> Resul
         };
         // Older writers may lack the timestamp entries: fall back to the meta objects' times.
         if nb.started.is_none() || nb.finished.is_none() {
-            let (Ok(b), Ok(n)) = (BackupName::new(nb.name.clone()), Fqdn::new(nb.fqdn.clone())) else { continue };
+            let Some((b, n)) = nb.names() else { continue };
             if nb.started.is_none() {
-                nb.started = storage.head(&l.meta(&n, &b, Meta::Schema)).await?.map(|m| m.last_modified.timestamp());
+                nb.started = node_backup::started(storage, &n, &b).await?;
             }
             if nb.finished.is_none() {
-                nb.finished = storage.head(&l.meta(&n, &b, Meta::Manifest)).await?.map(|m| m.last_modified.timestamp());
+                nb.finished = node_backup::finished(storage, &n, &b).await?;
             }
         }
         // No start: the backup's folder (schema.cql first of all) is gone and only index entries
@@ -128,175 +96,5 @@ pub async fn node_backups(storage: &Storage, name: Option<&BackupName>) -> Resul
         out.push(nb);
     }
     out.sort_by(|a, b| (&a.name, a.started).cmp(&(&b.name, b.started)));
-    Ok(out)
-}
-
-/// Facts of a finished node backup that never change once it is finished.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct NodeTotals {
-    /// Objects in the manifest.
-    pub objects: u64,
-    /// Bytes in the manifest.
-    pub bytes: u64,
-}
-
-/// Caches of immutable facts (tokenmaps, manifest totals), persisted in the state directory.
-#[derive(Default)]
-pub struct Cache {
-    path: Option<PathBuf>,
-    totals: Mutex<HashMap<(String, String), NodeTotals>>,
-    /// Shared with every summary that shows them: a large ring is held once, not per call.
-    tokenmaps: Mutex<HashMap<(String, String), Arc<TokenMap>>>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct CacheFile {
-    totals: Vec<(String, String, NodeTotals)>,
-}
-
-impl Cache {
-    /// A cache persisted at `path` (loaded now if present).
-    pub fn persistent(path: PathBuf) -> Cache {
-        let totals = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
-            .map(|f| f.totals.into_iter().map(|(b, n, t)| ((b, n), t)).collect())
-            .unwrap_or_default();
-        Cache { path: Some(path), totals: Mutex::new(totals), tokenmaps: Mutex::default() }
-    }
-
-    /// Forgets what is cached about a backup (it was deleted).
-    pub fn forget(&self, name: &str) {
-        self.totals.lock().expect("cache lock").retain(|(b, _), _| b != name);
-        self.tokenmaps.lock().expect("cache lock").retain(|(b, _), _| b != name);
-    }
-
-    fn save(&self) {
-        let Some(path) = &self.path else { return };
-        let totals = self.totals.lock().expect("cache lock");
-        let file = CacheFile { totals: totals.iter().map(|((b, n), t)| (b.clone(), n.clone(), t.clone())).collect() };
-        drop(totals);
-        if let Ok(bytes) = serde_json::to_vec(&file)
-            && let Err(e) = crate::fsutil::write_atomic(path, &bytes)
-        {
-            tracing::warn!(error = %e, "could not persist the summary cache");
-        }
-    }
-
-    async fn totals(&self, storage: &Storage, nb: &NodeBackup) -> Result<Option<NodeTotals>, StorageError> {
-        let key = (nb.name.clone(), nb.fqdn.clone());
-        if let Some(t) = self.totals.lock().expect("cache lock").get(&key) {
-            return Ok(Some(t.clone()));
-        }
-        let (Ok(b), Ok(n)) = (BackupName::new(nb.name.clone()), Fqdn::new(nb.fqdn.clone())) else { return Ok(None) };
-        let Some(bytes) = storage.get_opt(&storage.layout.meta(&n, &b, Meta::Manifest)).await? else { return Ok(None) };
-        let Ok(m) = crate::format::manifest::parse(&bytes) else {
-            tracing::warn!(backup = %nb.name, node = %nb.fqdn, "unreadable manifest; counted as empty");
-            return Ok(None);
-        };
-        let (objects, bytes) = crate::format::manifest::totals(&m);
-        let t = NodeTotals { objects, bytes };
-        self.totals.lock().expect("cache lock").insert(key, t.clone());
-        Ok(Some(t))
-    }
-
-    async fn tokenmap(&self, storage: &Storage, nb: &NodeBackup) -> Result<Arc<TokenMap>, StorageError> {
-        let key = (nb.name.clone(), nb.fqdn.clone());
-        if let Some(t) = self.tokenmaps.lock().expect("cache lock").get(&key) {
-            return Ok(t.clone());
-        }
-        let (Ok(b), Ok(n)) = (BackupName::new(nb.name.clone()), Fqdn::new(nb.fqdn.clone())) else {
-            return Ok(Arc::default());
-        };
-        let bytes = storage.get_opt(&storage.layout.index_tokenmap(&b, &n)).await?;
-        let tm = Arc::new(bytes.and_then(|b| TokenMap::parse(&b).ok()).unwrap_or_default());
-        self.tokenmaps.lock().expect("cache lock").insert(key, tm.clone());
-        Ok(tm)
-    }
-}
-
-/// Whether a node backup is known to have failed: `failed(name, fqdn)` answers for what the
-/// caller knows (the local job table); otherwise the failure marker in storage decides.
-pub async fn is_failed(storage: &Storage, nb: &NodeBackup) -> Result<bool, StorageError> {
-    let (Ok(b), Ok(n)) = (BackupName::new(nb.name.clone()), Fqdn::new(nb.fqdn.clone())) else { return Ok(false) };
-    Ok(storage.head(&failure_marker(storage, &n, &b)).await?.is_some())
-}
-
-/// `P/N/B/meta/failed.json`: written by medusa-rs when a node backup fails for good, so that
-/// every node's GetBackups reports FAILED instead of IN_PROGRESS forever (§10.5). Python Medusa
-/// ignores it, and deletes it with the backup.
-pub fn failure_marker(storage: &Storage, n: &Fqdn, b: &BackupName) -> String {
-    format!("{}meta/failed.json", storage.layout.node_backup_dir(n, b))
-}
-
-/// Groups node backups into cluster backups and summarises each. `local_failed` tells about
-/// node backups the caller knows failed (saves a request); others are checked for the marker.
-pub async fn summarize(
-    storage: &Storage,
-    cache: &Cache,
-    node_backups: Vec<NodeBackup>,
-    local_failed: &(dyn Fn(&NodeBackup) -> Option<bool> + Sync),
-) -> Result<Vec<ClusterBackup>, StorageError> {
-    let mut groups: BTreeMap<String, Vec<NodeBackup>> = BTreeMap::new();
-    for nb in node_backups.into_iter().filter(|nb| !nb.leftover) {
-        groups.entry(nb.name.clone()).or_default().push(nb);
-    }
-    let mut out = Vec::with_capacity(groups.len());
-    let mut learnt = false;
-    for (name, mut nodes) in groups {
-        nodes.sort_by_key(|n| n.started);
-        let first = &nodes[0];
-        let tokenmap = cache.tokenmap(storage, first).await?;
-        let by_host: HashMap<&str, &NodeBackup> = nodes.iter().map(|n| (n.fqdn.as_str(), n)).collect();
-        let expected: Vec<&NodeBackup> =
-            tokenmap.0.iter().filter_map(|h| by_host.get(h.host.as_str()).copied()).collect();
-        let missing = tokenmap.0.len() - expected.len();
-        let finished_nodes = expected.iter().filter(|n| n.finished.is_some()).count();
-        let finished = if missing == 0 && !expected.is_empty() && finished_nodes == expected.len() {
-            expected.iter().filter_map(|n| n.finished).max()
-        } else {
-            None
-        };
-        let mut failed = false;
-        for nb in nodes.iter().filter(|n| n.finished.is_none()) {
-            let f = match local_failed(nb) {
-                Some(f) => f,
-                None => is_failed(storage, nb).await?,
-            };
-            if f {
-                failed = true;
-                break;
-            }
-        }
-        let (mut total_size, mut total_objects) = (0, 0);
-        for nb in nodes.iter().filter(|n| n.finished.is_some()) {
-            let before = cache.totals.lock().expect("cache lock").len();
-            if let Some(t) = cache.totals(storage, nb).await? {
-                total_size += t.bytes;
-                total_objects += t.objects;
-            }
-            learnt |= cache.totals.lock().expect("cache lock").len() != before;
-        }
-        out.push(ClusterBackup {
-            started: nodes.iter().filter_map(|n| n.started).min().unwrap_or(0),
-            status: match (finished, failed) {
-                (Some(_), _) => Status::Success,
-                (None, true) => Status::Failed,
-                (None, false) => Status::InProgress,
-            },
-            finished,
-            finished_nodes,
-            backup_type: if first.differential { "differential" } else { "full" },
-            tokenmap,
-            total_size,
-            total_objects,
-            nodes,
-            name,
-        });
-    }
-    if learnt {
-        cache.save();
-    }
-    out.sort_by(|a, b| (a.started, &a.name).cmp(&(b.started, &b.name)));
     Ok(out)
 }

@@ -26,6 +26,16 @@ impl NodePaths {
         self.data_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/var/lib/cassandra"))
     }
 
+    /// The directory for medusa-rs' own state (digest cache, job journal, caches, restore
+    /// figures): `$MEDUSA_RS_STATE_DIR`, else `.medusa-rs` in the Cassandra root (a persistent
+    /// volume in Kubernetes).
+    pub fn state_dir(&self) -> PathBuf {
+        match std::env::var_os("MEDUSA_RS_STATE_DIR") {
+            Some(d) if !d.is_empty() => PathBuf::from(d),
+            _ => self.root().join(".medusa-rs"),
+        }
+    }
+
     /// Reads `path`.
     pub fn load(path: &Path) -> Result<NodePaths, ConfigError> {
         let err = |message: String| ConfigError::CassandraYaml { path: path.to_path_buf(), message };

@@ -461,90 +461,15 @@ impl Config {
     /// Parses configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let ini = Ini::parse(text).map_err(|source| ConfigError::Syntax { path: origin.to_string(), source })?;
-        let mut warnings = Vec::new();
-        for section in ini.section_names() {
-            match KNOWN.iter().find(|(s, _)| *s == section) {
-                None => warnings.push(format!("{origin}: unknown section [{section}] ignored")),
-                Some((_, keys)) => {
-                    for key in ini.keys(section) {
-                        if !keys.contains(&key) {
-                            warnings.push(format!("{origin}: unknown key [{section}] {key} ignored"));
-                        }
-                    }
-                }
-            }
-        }
+        let warnings = unknown_keys(&ini, origin);
         let r = Reader { ini: &ini };
-        let storage = read_storage(&r)?;
-        let cassandra = CassandraConfig {
-            config_file: r
-                .opt("cassandra", "config_file")
-                .unwrap_or_else(|| "/etc/cassandra/cassandra.yaml".into())
-                .into(),
-            nodetool_executable: r.opt("cassandra", "nodetool_executable").unwrap_or_else(|| "nodetool".into()),
-            nodetool_flags: r
-                .opt("cassandra", "nodetool_flags")
-                .unwrap_or_else(|| "-Dcom.sun.jndi.rmiURLParsing=legacy".into())
-                .split_whitespace()
-                .map(str::to_string)
-                .collect(),
-            nodetool_username: env_or("MEDUSA_NODETOOL_USERNAME", r.opt("cassandra", "nodetool_username")),
-            nodetool_password: env_or("MEDUSA_NODETOOL_PASSWORD", r.opt("cassandra", "nodetool_password")),
-            nodetool_password_file_path: r.opt("cassandra", "nodetool_password_file_path"),
-            nodetool_host: r.opt("cassandra", "nodetool_host"),
-            nodetool_port: r.opt("cassandra", "nodetool_port"),
-            nodetool_ssl: r.bool("cassandra", "nodetool_ssl", false)?,
-        };
-        let grpc = GrpcConfig {
-            enabled: r.bool("grpc", "enabled", false)?,
-            port: r.num("grpc", "port", DEFAULT_GRPC_PORT, "a TCP port number (1-65535)")?,
-            max_send_message_length: r.num("grpc", "max_send_message_length", 536_870_912, "a number of bytes")?,
-            max_receive_message_length: r.num(
-                "grpc",
-                "max_receive_message_length",
-                134_217_728,
-                "a number of bytes",
-            )?,
-            ca_cert: r.opt("grpc", "ca_cert").map(PathBuf::from),
-            tls_cert: r.opt("grpc", "tls_cert").map(PathBuf::from),
-            tls_key: r.opt("grpc", "tls_key").map(PathBuf::from),
-        };
-        if grpc.tls_cert.is_some() && (grpc.tls_key.is_none() || grpc.ca_cert.is_none()) {
-            return Err(bad(
-                "grpc",
-                "tls_cert",
-                "TLS needs tls_cert, tls_key and ca_cert (client certificates are required, as in Medusa)",
-            ));
-        }
-        let kubernetes = KubernetesConfig {
-            enabled: r.bool("kubernetes", "enabled", false)?,
-            cassandra_url: r.opt("kubernetes", "cassandra_url"),
-            use_mgmt_api: r.bool("kubernetes", "use_mgmt_api", false)?,
-            ca_cert: r.opt("kubernetes", "ca_cert").map(PathBuf::from),
-            tls_cert: r.opt("kubernetes", "tls_cert").map(PathBuf::from),
-            tls_key: r.opt("kubernetes", "tls_key").map(PathBuf::from),
-        };
-        if kubernetes.use_mgmt_api && kubernetes.cassandra_url.is_none() {
-            return Err(bad(
-                "kubernetes",
-                "cassandra_url",
-                "use_mgmt_api is on but cassandra_url is empty; set it to e.g. http://127.0.0.1:8080/api/v0/ops/node/snapshots",
-            ));
-        }
-        let checks = ChecksConfig { enable_md5_checks: r.bool("checks", "enable_md5_checks", false)? };
-        let metrics_port = match r.opt("monitoring", "metrics_port") {
-            None => None,
-            Some(v) => Some(v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                bad("monitoring", "metrics_port", format!("{v:?} is not a TCP port number (1-65535)"))
-            })?),
-        };
         Ok(Config {
-            storage,
-            cassandra,
-            grpc,
-            kubernetes,
-            checks,
-            metrics_port,
+            storage: read_storage(&r)?,
+            cassandra: read_cassandra(&r)?,
+            grpc: read_grpc(&r)?,
+            kubernetes: read_kubernetes(&r)?,
+            checks: ChecksConfig { enable_md5_checks: r.bool("checks", "enable_md5_checks", false)? },
+            metrics_port: read_metrics_port(&r)?,
             log_level: r.opt("logging", "level").unwrap_or_else(|| "INFO".into()),
             warnings,
         })
@@ -567,7 +492,89 @@ fn env_or(var: &str, value: Option<String>) -> Option<String> {
     std::env::var(var).ok().filter(|v| !v.is_empty()).or(value)
 }
 
-fn read_storage(r: &Reader<'_>) -> Result<StorageConfig, ConfigError> {
+/// Warnings for sections and keys medusa-rs does not know (Medusa crashes on an unknown
+/// section; a warning lets one `medusa.ini` serve both).
+fn unknown_keys(ini: &Ini, origin: &str) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for section in ini.section_names() {
+        match KNOWN.iter().find(|(s, _)| *s == section) {
+            None => warnings.push(format!("{origin}: unknown section [{section}] ignored")),
+            Some((_, keys)) => {
+                for key in ini.keys(section).filter(|k| !keys.contains(k)) {
+                    warnings.push(format!("{origin}: unknown key [{section}] {key} ignored"));
+                }
+            }
+        }
+    }
+    warnings
+}
+
+fn read_metrics_port(r: &Reader<'_>) -> Result<Option<u16>, ConfigError> {
+    let Some(v) = r.opt("monitoring", "metrics_port") else { return Ok(None) };
+    let port = v.parse::<u16>().ok().filter(|p| *p > 0);
+    port.map(Some).ok_or_else(|| bad("monitoring", "metrics_port", format!("{v:?} is not a TCP port number (1-65535)")))
+}
+
+fn read_cassandra(r: &Reader<'_>) -> Result<CassandraConfig, ConfigError> {
+    Ok(CassandraConfig {
+        config_file: r.opt("cassandra", "config_file").unwrap_or_else(|| "/etc/cassandra/cassandra.yaml".into()).into(),
+        nodetool_executable: r.opt("cassandra", "nodetool_executable").unwrap_or_else(|| "nodetool".into()),
+        nodetool_flags: r
+            .opt("cassandra", "nodetool_flags")
+            .unwrap_or_else(|| "-Dcom.sun.jndi.rmiURLParsing=legacy".into())
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        nodetool_username: env_or("MEDUSA_NODETOOL_USERNAME", r.opt("cassandra", "nodetool_username")),
+        nodetool_password: env_or("MEDUSA_NODETOOL_PASSWORD", r.opt("cassandra", "nodetool_password")),
+        nodetool_password_file_path: r.opt("cassandra", "nodetool_password_file_path"),
+        nodetool_host: r.opt("cassandra", "nodetool_host"),
+        nodetool_port: r.opt("cassandra", "nodetool_port"),
+        nodetool_ssl: r.bool("cassandra", "nodetool_ssl", false)?,
+    })
+}
+
+fn read_grpc(r: &Reader<'_>) -> Result<GrpcConfig, ConfigError> {
+    let grpc = GrpcConfig {
+        enabled: r.bool("grpc", "enabled", false)?,
+        port: r.num("grpc", "port", DEFAULT_GRPC_PORT, "a TCP port number (1-65535)")?,
+        max_send_message_length: r.num("grpc", "max_send_message_length", 536_870_912, "a number of bytes")?,
+        max_receive_message_length: r.num("grpc", "max_receive_message_length", 134_217_728, "a number of bytes")?,
+        ca_cert: r.opt("grpc", "ca_cert").map(PathBuf::from),
+        tls_cert: r.opt("grpc", "tls_cert").map(PathBuf::from),
+        tls_key: r.opt("grpc", "tls_key").map(PathBuf::from),
+    };
+    if grpc.tls_cert.is_some() && (grpc.tls_key.is_none() || grpc.ca_cert.is_none()) {
+        return Err(bad(
+            "grpc",
+            "tls_cert",
+            "TLS needs tls_cert, tls_key and ca_cert (client certificates are required, as in Medusa)",
+        ));
+    }
+    Ok(grpc)
+}
+
+fn read_kubernetes(r: &Reader<'_>) -> Result<KubernetesConfig, ConfigError> {
+    let kubernetes = KubernetesConfig {
+        enabled: r.bool("kubernetes", "enabled", false)?,
+        cassandra_url: r.opt("kubernetes", "cassandra_url"),
+        use_mgmt_api: r.bool("kubernetes", "use_mgmt_api", false)?,
+        ca_cert: r.opt("kubernetes", "ca_cert").map(PathBuf::from),
+        tls_cert: r.opt("kubernetes", "tls_cert").map(PathBuf::from),
+        tls_key: r.opt("kubernetes", "tls_key").map(PathBuf::from),
+    };
+    if kubernetes.use_mgmt_api && kubernetes.cassandra_url.is_none() {
+        return Err(bad(
+            "kubernetes",
+            "cassandra_url",
+            "use_mgmt_api is on but cassandra_url is empty; set it to e.g. http://127.0.0.1:8080/api/v0/ops/node/snapshots",
+        ));
+    }
+    Ok(kubernetes)
+}
+
+/// Where the bucket is: provider, bucket name, prefix and (for `local`) base path, validated.
+fn read_bucket(r: &Reader<'_>) -> Result<(Provider, String, Option<String>, Option<PathBuf>), ConfigError> {
     let provider = r.opt("storage", "storage_provider").ok_or_else(|| {
         bad("storage", "storage_provider", "is required (e.g. s3, s3_compatible, azure_blobs, google_storage, local)")
     })?;
@@ -586,6 +593,11 @@ fn read_storage(r: &Reader<'_>) -> Result<StorageConfig, ConfigError> {
     if provider == Provider::Local && base_path.is_none() {
         return Err(bad("storage", "base_path", "is required when storage_provider = local"));
     }
+    Ok((provider, bucket_name, prefix, base_path))
+}
+
+fn read_storage(r: &Reader<'_>) -> Result<StorageConfig, ConfigError> {
+    let (provider, bucket_name, prefix, base_path) = read_bucket(r)?;
     let bandwidth = match r.opt("storage", "transfer_max_bandwidth") {
         None => Some(parse_size("50MB/s").expect("valid default")),
         Some(v) => {

@@ -37,6 +37,9 @@ pub enum Meta {
     Incremental,
     /// `manifest.json`: its existence is "the node backup is complete".
     Manifest,
+    /// `failed.json`: medusa-rs' failure marker (reason and time), ignored by Python Medusa,
+    /// which deletes it with the backup's folder.
+    Failed,
 }
 
 impl Meta {
@@ -48,6 +51,7 @@ impl Meta {
             Meta::Differential => "differential",
             Meta::Incremental => "incremental",
             Meta::Manifest => "manifest.json",
+            Meta::Failed => "failed.json",
         }
     }
 }

@@ -6,11 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::server::TcpIncoming;
+use tokio::task::JoinHandle;
+use tonic::transport::server::{Router, TcpIncoming};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
-use tonic_health::ServingStatus;
+use tonic_health::ServingStatus as Health;
+use tonic_health::server::HealthReporter;
 
-use crate::backup::Node;
+use crate::backup::Engine;
 use crate::config::Config;
 use crate::pb::medusa_server::MedusaServer;
 use crate::service::grpc::MedusaService;
@@ -64,70 +66,21 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Exit, DaemonError> {
-    let node = Arc::new(Node::open(&cfg)?);
-    std::fs::create_dir_all(&node.state_dir)
-        .map_err(|e| format!("state directory {}: {e}", node.state_dir.display()))?;
-    let (jobs, interrupted) = Jobs::recover(node.clone())?;
-    let jobs = Arc::new(jobs);
-    {
-        let jobs = jobs.clone();
-        tokio::spawn(async move { jobs.clean_up_recovered(&interrupted).await });
-    }
-    let cache = Arc::new(Cache::persistent(node.state_dir.join("summaries.json")));
-    crate::service::metrics::global().set_restore_file(node.state_dir.join("restore.prom"));
-    let metrics_task = match cfg.metrics_port {
-        Some(port) => {
-            let l = tokio::net::TcpListener::bind(("0.0.0.0", port))
-                .await
-                .map_err(|e| format!("[monitoring] metrics_port {port}: {e}"))?;
-            tracing::info!(port, "Prometheus metrics on /metrics");
-            Some(tokio::spawn(crate::service::metrics::serve(l)))
-        }
-        None => None,
-    };
+    let (engine, jobs) = open(&cfg)?;
+    let metrics_task = start_metrics(&cfg, &engine).await?;
     let limits = crate::retention::purge::Limits {
         max_backup_age: cfg.storage.max_backup_age,
         max_backup_count: cfg.storage.max_backup_count,
         grace_days: cfg.storage.backup_grace_period_in_days,
     };
-    let service = MedusaService::new(node.clone(), jobs.clone(), cache, limits);
+    let cache = Arc::new(Cache::persistent(engine.state_dir.join("summaries.json")));
+    let service = MedusaService::new(engine.clone(), jobs.clone(), cache, limits);
     let medusa = MedusaServer::new(service)
         .max_decoding_message_size(cfg.grpc.max_receive_message_length)
         .max_encoding_message_size(cfg.grpc.max_send_message_length);
-
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status("", ServingStatus::NotServing).await;
-    health.set_not_serving::<MedusaServer<MedusaService>>().await;
-    // SERVING once storage answers.
-    let probe = {
-        let (health, node) = (health.clone(), node.clone());
-        tokio::spawn(async move {
-            use futures::StreamExt;
-            let root = node.storage.layout.index_root();
-            loop {
-                let first = std::pin::pin!(node.storage.list(&root)).next().await;
-                match first {
-                    None | Some(Ok(_)) => break,
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "storage not reachable yet; health stays NOT_SERVING");
-                        tokio::time::sleep(Duration::from_secs(2)).await;
-                    }
-                }
-            }
-            health.set_service_status("", ServingStatus::Serving).await;
-            health.set_serving::<MedusaServer<MedusaService>>().await;
-            tracing::info!("storage reachable: serving");
-        })
-    };
-
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    set_health(&health, false).await;
+    let probe = serve_once_storage_answers(health.clone(), engine.clone());
 
     let mut builder = Server::builder();
     if let Some(t) = tls(&cfg)? {
@@ -136,48 +89,10 @@ pub async fn run(
     let addr = listener.local_addr()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let lifecycle = tokio::spawn(lifecycle(opts, jobs, health, probe, shutdown, stop_tx));
 
-    // Lifecycle: a signal, or a changed medusa.ini while no backup runs, starts the drain.
-    let lifecycle = {
-        let (jobs, health) = (jobs.clone(), health.clone());
-        tokio::spawn(async move {
-            let initial = file_hash(&opts.config_path);
-            let config_changed = async {
-                let mut announced = false;
-                loop {
-                    tokio::time::sleep(opts.config_poll).await;
-                    if file_hash(&opts.config_path) == initial {
-                        continue;
-                    }
-                    if !jobs.any_active() {
-                        tracing::info!(path = %opts.config_path.display(), "configuration changed: restarting to apply it");
-                        return;
-                    }
-                    if !announced {
-                        tracing::info!("configuration changed: restarting once the running backup ends");
-                        announced = true;
-                    }
-                }
-            };
-            let why = tokio::select! {
-                _ = shutdown => Exit::Signal,
-                _ = config_changed => Exit::ConfigChanged,
-            };
-            tracing::info!(reason = ?why, "shutting down: refusing new backups");
-            probe.abort();
-            health.set_service_status("", ServingStatus::NotServing).await;
-            health.set_not_serving::<MedusaServer<MedusaService>>().await;
-            jobs.shutdown(opts.shutdown_grace).await;
-            let _ = stop_tx.send(());
-            why
-        })
-    };
-
-    tracing::info!(%addr, tls = cfg.grpc.tls_cert.is_some(), node = %node.fqdn, "medusa-rs sidecar listening");
-    builder
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+    tracing::info!(%addr, tls = cfg.grpc.tls_cert.is_some(), node = %engine.fqdn, "medusa-rs sidecar listening");
+    with_reflection(builder.add_service(health_service))?
         .add_service(medusa)
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
@@ -189,4 +104,115 @@ pub async fn run(
     }
     tracing::info!(reason = ?why, "stopped");
     Ok(why)
+}
+
+/// The engine and the job table recovered from its journal; the clean-up of backups that a
+/// previous process left running starts in the background.
+fn open(cfg: &Config) -> Result<(Arc<Engine>, Arc<Jobs>), DaemonError> {
+    let engine = Arc::new(Engine::open(cfg)?);
+    std::fs::create_dir_all(&engine.state_dir)
+        .map_err(|e| format!("state directory {}: {e}", engine.state_dir.display()))?;
+    let (jobs, interrupted) = Jobs::recover(engine.clone())?;
+    let jobs = Arc::new(jobs);
+    let j = jobs.clone();
+    tokio::spawn(async move { j.clean_up_recovered(&interrupted).await });
+    Ok((engine, jobs))
+}
+
+/// Serves `/metrics` when `[monitoring] metrics_port` is set.
+async fn start_metrics(cfg: &Config, engine: &Engine) -> Result<Option<JoinHandle<()>>, DaemonError> {
+    crate::service::metrics::global().set_restore_file(engine.state_dir.join("restore.prom"));
+    let Some(port) = cfg.metrics_port else { return Ok(None) };
+    let l = tokio::net::TcpListener::bind(("0.0.0.0", port))
+        .await
+        .map_err(|e| format!("[monitoring] metrics_port {port}: {e}"))?;
+    tracing::info!(port, "Prometheus metrics on /metrics");
+    Ok(Some(tokio::spawn(crate::service::metrics::serve(l))))
+}
+
+/// The health of `""` and `"Medusa"`.
+async fn set_health(health: &HealthReporter, serving: bool) {
+    if serving {
+        health.set_service_status("", Health::Serving).await;
+        health.set_serving::<MedusaServer<MedusaService>>().await;
+    } else {
+        health.set_service_status("", Health::NotServing).await;
+        health.set_not_serving::<MedusaServer<MedusaService>>().await;
+    }
+}
+
+/// Turns health SERVING once a storage listing succeeds.
+fn serve_once_storage_answers(health: HealthReporter, engine: Arc<Engine>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        let root = engine.storage.layout.index_root();
+        loop {
+            let first = std::pin::pin!(engine.storage.list(&root)).next().await;
+            match first {
+                None | Some(Ok(_)) => break,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "storage not reachable yet; health stays NOT_SERVING");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
+        set_health(&health, true).await;
+        tracing::info!("storage reachable: serving");
+    })
+}
+
+/// Adds server reflection, v1 and v1alpha, for the Medusa and health services.
+fn with_reflection(router: Router) -> Result<Router, DaemonError> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    Ok(router.add_service(v1).add_service(v1alpha))
+}
+
+/// The lifecycle: a signal, or a changed `medusa.ini` while no backup runs, starts the drain:
+/// health NOT_SERVING, no new backups, the running one gets its grace period, then the server
+/// is told to stop.
+async fn lifecycle(
+    opts: Options,
+    jobs: Arc<Jobs>,
+    health: HealthReporter,
+    probe: JoinHandle<()>,
+    shutdown: impl Future<Output = ()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+) -> Exit {
+    let why = tokio::select! {
+        _ = shutdown => Exit::Signal,
+        _ = config_changed(&opts, &jobs) => Exit::ConfigChanged,
+    };
+    tracing::info!(reason = ?why, "shutting down: refusing new backups");
+    probe.abort();
+    set_health(&health, false).await;
+    jobs.shutdown(opts.shutdown_grace).await;
+    let _ = stop.send(());
+    why
+}
+
+/// Resolves once `medusa.ini` has changed and no backup runs.
+async fn config_changed(opts: &Options, jobs: &Jobs) {
+    let initial = file_hash(&opts.config_path);
+    let mut announced = false;
+    loop {
+        tokio::time::sleep(opts.config_poll).await;
+        if file_hash(&opts.config_path) == initial {
+            continue;
+        }
+        if !jobs.any_active() {
+            tracing::info!(path = %opts.config_path.display(), "configuration changed: restarting to apply it");
+            return;
+        }
+        if !announced {
+            tracing::info!("configuration changed: restarting once the running backup ends");
+            announced = true;
+        }
+    }
 }

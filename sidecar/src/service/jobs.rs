@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::{BackupError, Node};
-use crate::format::layout::{Meta, Mode};
+use crate::backup::{BackupError, BackupReport, Engine};
+use crate::bucket::node_backup::{self, State};
+use crate::format::layout::Mode;
 use crate::format::names::BackupName;
 use crate::store::StorageError;
 use crate::transfer::Progress;
@@ -32,7 +33,7 @@ const HARD_STOP: Duration = Duration::from_secs(10);
 /// State of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum State {
+pub enum JobState {
     /// Waiting for the running backup.
     Queued,
     /// Running.
@@ -51,9 +52,12 @@ pub struct JobView {
     /// `full` / `differential`.
     pub mode: String,
     /// State.
-    pub state: State,
+    pub state: JobState,
     /// Why it failed.
     pub error: Option<String>,
+    /// Whether trying the backup again later can succeed (storage or Cassandra unavailable).
+    #[serde(default)]
+    pub retryable: bool,
     /// When it was accepted (epoch seconds, local clock).
     pub accepted: i64,
     /// When it finished.
@@ -61,6 +65,22 @@ pub struct JobView {
     /// Progress: bytes done/total, files done/total (not journalled).
     #[serde(skip)]
     pub progress: (u64, u64, u64, u64),
+}
+
+impl JobView {
+    /// A view of a job accepted now, in `state`.
+    fn new(name: &BackupName, mode: Mode, state: JobState) -> JobView {
+        JobView {
+            name: name.to_string(),
+            mode: mode.as_str().into(),
+            state,
+            error: None,
+            retryable: false,
+            accepted: now(),
+            finished: None,
+            progress: (0, 0, 0, 0),
+        }
+    }
 }
 
 /// Why a job was not accepted.
@@ -93,7 +113,7 @@ struct Handle {
 }
 
 impl Handle {
-    fn snapshot(&self) -> JobView {
+    fn view(&self) -> JobView {
         let mut v = self.view.lock().expect("job lock").clone();
         let p = &self.progress;
         v.progress = (
@@ -108,7 +128,7 @@ impl Handle {
 
 /// The job table.
 pub struct Jobs {
-    node: Arc<Node>,
+    engine: Arc<Engine>,
     dir: PathBuf,
     table: Mutex<HashMap<String, Arc<Handle>>>,
     slot: Arc<tokio::sync::Mutex<()>>,
@@ -124,8 +144,8 @@ impl Jobs {
     /// Loads the journal from `<state_dir>/jobs`. Jobs that were queued or running when the
     /// previous process stopped become FAILED; [`Jobs::clean_up_recovered`] clears what they
     /// left behind.
-    pub fn recover(node: Arc<Node>) -> std::io::Result<(Jobs, Vec<String>)> {
-        let dir = node.state_dir.join("jobs");
+    pub fn recover(engine: Arc<Engine>) -> std::io::Result<(Jobs, Vec<String>)> {
+        let dir = engine.state_dir.join("jobs");
         std::fs::create_dir_all(&dir)?;
         let mut table = HashMap::new();
         let mut interrupted = Vec::new();
@@ -140,8 +160,8 @@ impl Jobs {
                 tracing::warn!(path = %path.display(), "ignoring an unreadable job journal entry");
                 continue;
             };
-            if matches!(view.state, State::Queued | State::Running) {
-                view.state = State::Failed;
+            if matches!(view.state, JobState::Queued | JobState::Running) {
+                view.state = JobState::Failed;
                 view.error = Some("the sidecar stopped while this backup was running (killed or crashed)".into());
                 view.finished = Some(now());
                 crate::fsutil::write_atomic(&path, &serde_json::to_vec(&view).expect("json"))?;
@@ -160,7 +180,7 @@ impl Jobs {
             );
         }
         let jobs = Jobs {
-            node,
+            engine,
             dir,
             table: Mutex::new(table),
             slot: Arc::new(tokio::sync::Mutex::new(())),
@@ -175,7 +195,7 @@ impl Jobs {
     pub async fn clean_up_recovered(&self, names: &[String]) {
         for name in names {
             let Ok(b) = BackupName::new(name.clone()) else { continue };
-            if let Err(e) = self.node.cassandra.clear_snapshot(&crate::backup::snapshot::tag_for(&b)).await {
+            if let Err(e) = self.engine.cassandra.clear_snapshot(&crate::backup::snapshot::tag_for(&b)).await {
                 tracing::warn!(backup = %name, error = %e, "could not clear the snapshot of an interrupted backup");
             }
             let reason = self.get(name).and_then(|v| v.error).unwrap_or_default();
@@ -183,21 +203,12 @@ impl Jobs {
         }
     }
 
+    /// Marks the node backup failed in storage, so that every node reports it FAILED; a
+    /// failure to do so is logged (GetBackups on this node still reports it from the journal).
     async fn mark_failed_in_storage(&self, b: &BackupName, reason: &str) {
-        let s = &self.node.storage;
-        // Only a backup that started writing has a place to mark; never mark a complete one.
-        let n = &self.node.fqdn;
-        match (s.head(&s.layout.meta(n, b, Meta::Schema)).await, s.head(&s.layout.meta(n, b, Meta::Manifest)).await) {
-            (Ok(Some(_)), Ok(None)) => {
-                let body = serde_json::json!({"reason": reason, "failed_at": now()}).to_string();
-                if let Err(e) = s.put_bytes(&crate::service::listing::failure_marker(s, n, b), body).await {
-                    tracing::warn!(backup = %b, error = %e, "could not write the failure marker");
-                }
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(backup = %b, error = %e, "could not check the failed backup in storage")
-            }
-            _ => {}
+        let (s, n) = (&self.engine.storage, &self.engine.fqdn);
+        if let Err(e) = node_backup::mark_failed(s, n, b, reason).await {
+            tracing::warn!(backup = %b, error = %e, "could not mark the failed backup in storage");
         }
     }
 
@@ -208,12 +219,12 @@ impl Jobs {
         }
     }
 
-    fn set(&self, h: &Handle, state: State, error: Option<String>) {
+    fn set(&self, h: &Handle, state: JobState, error: Option<String>) {
         let view = {
             let mut v = h.view.lock().expect("job lock");
             v.state = state;
             v.error = error;
-            if matches!(state, State::Success | State::Failed) {
+            if matches!(state, JobState::Success | JobState::Failed) {
                 v.finished = Some(now());
             }
             v.clone()
@@ -227,12 +238,12 @@ impl Jobs {
 
     /// The job of `name`, if this sidecar knows it.
     pub fn get(&self, name: &str) -> Option<JobView> {
-        self.table.lock().expect("jobs lock").get(name).map(|h| h.snapshot())
+        self.table.lock().expect("jobs lock").get(name).map(|h| h.view())
     }
 
     /// True while `name` is queued or running here.
     pub fn is_active(&self, name: &str) -> bool {
-        self.get(name).is_some_and(|v| matches!(v.state, State::Queued | State::Running))
+        self.get(name).is_some_and(|v| matches!(v.state, JobState::Queued | JobState::Running))
     }
 
     /// True while any job is queued or running.
@@ -241,7 +252,7 @@ impl Jobs {
             .lock()
             .expect("jobs lock")
             .values()
-            .any(|h| matches!(h.view.lock().expect("job lock").state, State::Queued | State::Running))
+            .any(|h| matches!(h.view.lock().expect("job lock").state, JobState::Queued | JobState::Running))
     }
 
     /// The node's backup slot, if no backup runs: while held, none starts (they queue).
@@ -257,6 +268,22 @@ impl Jobs {
         }
     }
 
+    /// What storage says about a backup this table does not know: SUCCESS when complete, an
+    /// error when incomplete (the name is taken), `None` when absent.
+    async fn stored_view(&self, name: &BackupName, mode: Mode) -> Result<Option<JobView>, SubmitError> {
+        match node_backup::state(&self.engine.storage, &self.engine.fqdn, name).await? {
+            State::Absent => Ok(None),
+            State::Complete { .. } => Ok(Some(JobView::new(name, mode, JobState::Success))),
+            State::Incomplete { failure, .. } => Err(SubmitError::Incomplete {
+                name: name.to_string(),
+                why: match failure {
+                    Some(reason) => format!("it has no manifest; it failed: {reason}"),
+                    None => "it has no manifest".into(),
+                },
+            }),
+        }
+    }
+
     /// Accepts a backup (or recognises it) and returns its current view at once.
     pub async fn submit(self: &Arc<Self>, name: BackupName, mode: Mode) -> Result<JobView, SubmitError> {
         if !self.accepting.load(Ordering::SeqCst) {
@@ -264,47 +291,26 @@ impl Jobs {
         }
         if let Some(v) = self.get(name.as_str()) {
             return match v.state {
-                State::Queued | State::Running | State::Success => Ok(v),
-                State::Failed => {
+                JobState::Queued | JobState::Running | JobState::Success => Ok(v),
+                JobState::Failed => {
                     Err(SubmitError::Incomplete { name: name.to_string(), why: v.error.unwrap_or_default() })
                 }
             };
         }
         // Unknown here: maybe written by another process or before a lost state directory.
-        let s = &self.node.storage;
-        let n = &self.node.fqdn;
-        if s.head(&s.layout.meta(n, &name, Meta::Schema)).await?.is_some() {
-            if s.head(&s.layout.meta(n, &name, Meta::Manifest)).await?.is_some() {
-                return Ok(JobView {
-                    name: name.to_string(),
-                    mode: mode.as_str().into(),
-                    state: State::Success,
-                    error: None,
-                    accepted: now(),
-                    finished: None,
-                    progress: (0, 0, 0, 0),
-                });
-            }
-            return Err(SubmitError::Incomplete { name: name.to_string(), why: "it has no manifest".into() });
+        if let Some(v) = self.stored_view(&name, mode).await? {
+            return Ok(v);
         }
         let handle = {
             let mut table = self.table.lock().expect("jobs lock");
             if let Some(h) = table.get(name.as_str()) {
-                return Ok(h.snapshot());
+                return Ok(h.view());
             }
-            let queued = table.values().filter(|h| h.view.lock().expect("job lock").state == State::Queued).count();
+            let queued = table.values().filter(|h| h.view.lock().expect("job lock").state == JobState::Queued).count();
             if queued >= MAX_QUEUED {
                 return Err(SubmitError::QueueFull(queued));
             }
-            let view = JobView {
-                name: name.to_string(),
-                mode: mode.as_str().into(),
-                state: State::Queued,
-                error: None,
-                accepted: now(),
-                finished: None,
-                progress: (0, 0, 0, 0),
-            };
+            let view = JobView::new(&name, mode, JobState::Queued);
             let (done, _) = watch::channel(false);
             let h = Arc::new(Handle {
                 view: Mutex::new(view),
@@ -315,14 +321,14 @@ impl Jobs {
             table.insert(name.to_string(), h.clone());
             h
         };
-        self.journal(&handle.snapshot());
+        self.journal(&handle.view());
         tracing::info!(backup = %name, mode = mode.as_str(), "backup job accepted");
         crate::service::metrics::global().backup_started(mode.as_str());
         let jobs = self.clone();
         let h = handle.clone();
         self.tasks.lock().expect("tasks lock").spawn(async move { jobs.run(name, mode, h).await });
         self.prune();
-        Ok(handle.snapshot())
+        Ok(handle.view())
     }
 
     async fn run(&self, name: BackupName, mode: Mode, h: Arc<Handle>) {
@@ -332,26 +338,7 @@ impl Jobs {
         };
         let result = match slot {
             None => Err(BackupError::Cancelled("the sidecar shut down before the backup started".into())),
-            Some(_guard) => {
-                self.set(&h, State::Running, None);
-                crate::service::metrics::global().backup_running(h.progress.clone());
-                let fut = self.node.backup(&name, mode, h.progress.clone(), h.cancel.clone());
-                tokio::pin!(fut);
-                let cancel = h.cancel.clone();
-                let hard_stop = async move {
-                    cancel.cancelled().await;
-                    tokio::time::sleep(HARD_STOP).await;
-                };
-                let r = tokio::select! {
-                    r = &mut fut => r,
-                    _ = hard_stop => Err(BackupError::Cancelled("stopped by shutdown in the middle of a transfer".into())),
-                };
-                if matches!(r, Err(BackupError::Cancelled(_))) {
-                    // The backup may have been dropped mid-way: make sure its snapshot is gone.
-                    let _ = self.node.cassandra.clear_snapshot(&crate::backup::snapshot::tag_for(&name)).await;
-                }
-                r
-            }
+            Some(_guard) => self.run_in_slot(&name, mode, &h).await,
         };
         match result {
             Ok(report) => {
@@ -369,7 +356,7 @@ impl Jobs {
                     report.files,
                     report.finished,
                 );
-                self.set(&h, State::Success, None);
+                self.set(&h, JobState::Success, None);
             }
             Err(e) => {
                 let reason = e.to_string();
@@ -377,10 +364,34 @@ impl Jobs {
                     self.mark_failed_in_storage(&name, &reason).await;
                 }
                 crate::service::metrics::global().backup_failed(mode.as_str());
-                self.set(&h, State::Failed, Some(reason));
+                h.view.lock().expect("job lock").retryable = e.is_retryable();
+                self.set(&h, JobState::Failed, Some(reason));
             }
         }
         let _ = h.done.send(true);
+    }
+
+    /// Runs the backup while holding the node's backup slot. After a cancel, the backup gets
+    /// [`HARD_STOP`] to stop at a file boundary before it is dropped.
+    async fn run_in_slot(&self, name: &BackupName, mode: Mode, h: &Handle) -> Result<BackupReport, BackupError> {
+        self.set(h, JobState::Running, None);
+        crate::service::metrics::global().backup_running(h.progress.clone());
+        let fut = self.engine.backup(name, mode, h.progress.clone(), h.cancel.clone());
+        tokio::pin!(fut);
+        let cancel = h.cancel.clone();
+        let hard_stop = async move {
+            cancel.cancelled().await;
+            tokio::time::sleep(HARD_STOP).await;
+        };
+        let r = tokio::select! {
+            r = &mut fut => r,
+            _ = hard_stop => Err(BackupError::Cancelled("stopped by shutdown in the middle of a transfer".into())),
+        };
+        if matches!(r, Err(BackupError::Cancelled(_))) {
+            // The backup may have been dropped mid-way: make sure its snapshot is gone.
+            let _ = self.engine.cassandra.clear_snapshot(&crate::backup::snapshot::tag_for(name)).await;
+        }
+        r
     }
 
     /// Waits until `name` is finished and returns its final view.
@@ -388,7 +399,7 @@ impl Jobs {
         let h = self.table.lock().expect("jobs lock").get(name).cloned()?;
         let mut rx = h.done.subscribe();
         let _ = rx.wait_for(|d| *d).await;
-        Some(h.snapshot())
+        Some(h.view())
     }
 
     /// Stops accepting jobs, lets running ones finish for up to `grace`, then cancels them
@@ -398,7 +409,7 @@ impl Jobs {
         let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
         // Queued jobs never start.
         for h in self.table.lock().expect("jobs lock").values() {
-            if h.view.lock().expect("job lock").state == State::Queued {
+            if h.view.lock().expect("job lock").state == JobState::Queued {
                 h.cancel.cancel();
             }
         }
@@ -418,7 +429,7 @@ impl Jobs {
         let mut finished: Vec<(i64, String)> = table
             .values()
             .map(|h| h.view.lock().expect("job lock").clone())
-            .filter(|v| matches!(v.state, State::Success | State::Failed))
+            .filter(|v| matches!(v.state, JobState::Success | JobState::Failed))
             .map(|v| (v.finished.unwrap_or(v.accepted), v.name))
             .collect();
         if finished.len() <= KEEP_FINISHED {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::transfer::Progress;
+use crate::transfer::progress::Progress;
 
 /// Counters labelled by one value (mode, operation).
 #[derive(Default)]
@@ -41,7 +41,6 @@ pub struct Metrics {
     purged_backups: AtomicU64,
     purged_objects: AtomicU64,
     purged_bytes: AtomicU64,
-    storage_errors: Labelled,
     restore_file: Mutex<Option<PathBuf>>,
 }
 
@@ -104,11 +103,6 @@ impl Metrics {
         self.purge_errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A storage request failed (after the store's own retries).
-    pub fn storage_error(&self, operation: &str) {
-        self.storage_errors.add(operation, 1);
-    }
-
     /// Where restore-init leaves its figures.
     pub fn set_restore_file(&self, path: PathBuf) {
         *self.restore_file.lock().expect("metrics lock") = Some(path);
@@ -117,16 +111,6 @@ impl Metrics {
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(4096);
-        let labelled = |o: &mut String, name: &str, help: &str, label: &str, l: &Labelled| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (k, v) in l.0.lock().expect("metrics lock").iter() {
-                let _ = writeln!(o, "{name}{{{label}=\"{k}\"}} {v}");
-            }
-        };
-        let one = |o: &mut String, name: &str, kind: &str, help: &str, v: f64| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-        };
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
         labelled(&mut o, "medusa_backups_started_total", "Backups accepted, by mode.", "mode", &self.started);
         labelled(&mut o, "medusa_backups_succeeded_total", "Backups completed, by mode.", "mode", &self.succeeded);
         labelled(&mut o, "medusa_backups_failed_total", "Backups failed, by mode.", "mode", &self.failed);
@@ -136,67 +120,15 @@ impl Metrics {
             get(&self.duration_sum_ms) / 1000.0,
             self.duration_count.load(Ordering::Relaxed)
         );
-        one(
-            &mut o,
-            "medusa_backup_uploaded_bytes_total",
-            "counter",
-            "Bytes uploaded by completed backups.",
-            get(&self.uploaded_bytes),
-        );
-        one(
-            &mut o,
-            "medusa_backup_uploaded_files_total",
-            "counter",
-            "Files uploaded by completed backups.",
-            get(&self.uploaded_files),
-        );
-        one(
-            &mut o,
-            "medusa_backup_reused_bytes_total",
-            "counter",
-            "Bytes of completed differential backups reused from storage.",
-            get(&self.reused_bytes),
-        );
-        one(
-            &mut o,
-            "medusa_backup_reused_files_total",
-            "counter",
-            "Files of completed differential backups reused from storage.",
-            get(&self.reused_files),
-        );
-        one(
-            &mut o,
-            "medusa_last_successful_backup_timestamp_seconds",
-            "gauge",
-            "Finish time of the last successful backup (Unix seconds).",
-            get(&self.last_success),
-        );
-        let (done, total, fdone, ftotal) = match &*self.running.lock().expect("metrics lock") {
-            Some(p) => (get(&p.bytes_done), get(&p.bytes_total), get(&p.files_done), get(&p.files_total)),
-            None => (0.0, 0.0, 0.0, 0.0),
-        };
-        one(&mut o, "medusa_backup_running_bytes_done", "gauge", "Bytes done by the running backup.", done);
-        one(&mut o, "medusa_backup_running_bytes_total", "gauge", "Bytes of the running backup.", total);
-        one(&mut o, "medusa_backup_running_files_done", "gauge", "Files done by the running backup.", fdone);
-        one(&mut o, "medusa_backup_running_files_total", "gauge", "Files of the running backup.", ftotal);
-        one(&mut o, "medusa_purges_total", "counter", "Purges completed.", get(&self.purges));
-        one(&mut o, "medusa_purge_errors_total", "counter", "Purges failed.", get(&self.purge_errors));
-        one(
-            &mut o,
-            "medusa_purged_backups_total",
-            "counter",
-            "Node backups deleted by purges.",
-            get(&self.purged_backups),
-        );
-        one(&mut o, "medusa_purged_objects_total", "counter", "Objects deleted by purges.", get(&self.purged_objects));
-        one(&mut o, "medusa_purged_bytes_total", "counter", "Bytes deleted by purges.", get(&self.purged_bytes));
-        labelled(
-            &mut o,
-            "medusa_storage_errors_total",
-            "Storage requests that failed after retries, by operation.",
-            "operation",
-            &self.storage_errors,
-        );
+        for (name, kind, help, v) in self.scalars() {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+        let storage_errors = Labelled::default();
+        for (op, n) in crate::store::error_counts() {
+            storage_errors.add(op, n);
+        }
+        let help = "Storage requests that failed after retries, by operation.";
+        labelled(&mut o, "medusa_storage_errors_total", help, "operation", &storage_errors);
         if let Some(p) = &*self.restore_file.lock().expect("metrics lock")
             && let Ok(text) = std::fs::read_to_string(p)
         {
@@ -204,16 +136,68 @@ impl Metrics {
         }
         o
     }
+
+    /// The unlabelled counters and gauges: name, type, help, value.
+    fn scalars(&self) -> Vec<(&'static str, &'static str, &'static str, f64)> {
+        let (done, total, fdone, ftotal) = match &*self.running.lock().expect("metrics lock") {
+            Some(p) => (get(&p.bytes_done), get(&p.bytes_total), get(&p.files_done), get(&p.files_total)),
+            None => (0.0, 0.0, 0.0, 0.0),
+        };
+        let (counter, gauge) = ("counter", "gauge");
+        vec![
+            (
+                "medusa_backup_uploaded_bytes_total",
+                counter,
+                "Bytes uploaded by completed backups.",
+                get(&self.uploaded_bytes),
+            ),
+            (
+                "medusa_backup_uploaded_files_total",
+                counter,
+                "Files uploaded by completed backups.",
+                get(&self.uploaded_files),
+            ),
+            (
+                "medusa_backup_reused_bytes_total",
+                counter,
+                "Bytes of completed differential backups reused from storage.",
+                get(&self.reused_bytes),
+            ),
+            (
+                "medusa_backup_reused_files_total",
+                counter,
+                "Files of completed differential backups reused from storage.",
+                get(&self.reused_files),
+            ),
+            (
+                "medusa_last_successful_backup_timestamp_seconds",
+                gauge,
+                "Finish time of the last successful backup (Unix seconds).",
+                get(&self.last_success),
+            ),
+            ("medusa_backup_running_bytes_done", gauge, "Bytes done by the running backup.", done),
+            ("medusa_backup_running_bytes_total", gauge, "Bytes of the running backup.", total),
+            ("medusa_backup_running_files_done", gauge, "Files done by the running backup.", fdone),
+            ("medusa_backup_running_files_total", gauge, "Files of the running backup.", ftotal),
+            ("medusa_purges_total", counter, "Purges completed.", get(&self.purges)),
+            ("medusa_purge_errors_total", counter, "Purges failed.", get(&self.purge_errors)),
+            ("medusa_purged_backups_total", counter, "Node backups deleted by purges.", get(&self.purged_backups)),
+            ("medusa_purged_objects_total", counter, "Objects deleted by purges.", get(&self.purged_objects)),
+            ("medusa_purged_bytes_total", counter, "Bytes deleted by purges.", get(&self.purged_bytes)),
+        ]
+    }
 }
 
-/// The figures restore-init leaves for the sidecar to expose.
-pub fn restore_figures(files: u64, bytes: u64, seconds: f64, at: i64) -> String {
-    format!(
-        "# HELP medusa_restore_files Files placed by the last restore.\n# TYPE medusa_restore_files gauge\nmedusa_restore_files {files}\n\
-         # HELP medusa_restore_bytes Bytes placed by the last restore.\n# TYPE medusa_restore_bytes gauge\nmedusa_restore_bytes {bytes}\n\
-         # HELP medusa_restore_duration_seconds Wall time of the last restore.\n# TYPE medusa_restore_duration_seconds gauge\nmedusa_restore_duration_seconds {seconds:.3}\n\
-         # HELP medusa_restore_last_success_timestamp_seconds Finish time of the last restore (Unix seconds).\n# TYPE medusa_restore_last_success_timestamp_seconds gauge\nmedusa_restore_last_success_timestamp_seconds {at}\n"
-    )
+fn get(a: &AtomicU64) -> f64 {
+    a.load(Ordering::Relaxed) as f64
+}
+
+/// A labelled counter family.
+fn labelled(o: &mut String, name: &str, help: &str, label: &str, l: &Labelled) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (k, v) in l.0.lock().expect("metrics lock").iter() {
+        let _ = writeln!(o, "{name}{{{label}=\"{k}\"}} {v}");
+    }
 }
 
 /// Serves `GET /metrics` on `listener` until the task is dropped. A deliberately small HTTP/1.1

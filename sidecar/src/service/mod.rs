@@ -4,3 +4,4 @@ pub mod grpc;
 pub mod jobs;
 pub mod listing;
 pub mod metrics;
+pub mod status;

@@ -3,7 +3,7 @@
 
 pub mod local;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,7 +61,7 @@ impl StorageError {
     /// Wraps an `object_store` error for operation `op` on `key`.
     pub fn from_store(op: &'static str, key: &str, source: object_store::Error) -> StorageError {
         if !matches!(source, object_store::Error::NotFound { .. }) {
-            crate::service::metrics::global().storage_error(op);
+            count_error(op);
         }
         match source {
             object_store::Error::NotFound { .. } => StorageError::NotFound { key: key.to_string() },
@@ -96,6 +96,20 @@ impl StorageError {
     }
 }
 
+/// Storage requests that failed after the store's own retries, by operation, since the process
+/// started: kept here, where errors are classified, and read by the metrics.
+static ERRORS: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn count_error(op: &'static str) {
+    *ERRORS.lock().expect("storage error counts").entry(op).or_default() += 1;
+}
+
+/// Failed storage requests by operation (see [`StorageError::from_store`]).
+pub fn error_counts() -> Vec<(&'static str, u64)> {
+    ERRORS.lock().expect("storage error counts").iter().map(|(k, v)| (*k, *v)).collect()
+}
+
 /// The bucket: the object store, the key layout and the provider's conventions.
 #[derive(Clone)]
 pub struct Storage {
@@ -109,10 +123,25 @@ pub struct Storage {
     pub encrypted: bool,
     /// Storage class / tier for uploads.
     pub storage_class: Option<String>,
-    /// The bucket directory of the `local` provider (flushed to disk by [`Storage::sync_local`]).
-    pub local_root: Option<std::path::PathBuf>,
-    /// The `local` provider's store itself, for [`Storage::local_file`].
-    pub local_fs: Option<Arc<LocalFileSystem>>,
+    /// The `local` provider's bucket directory: the fast path of [`Storage::local_fast_path`].
+    local: Option<LocalBucket>,
+}
+
+/// The bucket directory of the `local` provider, where data files are copied by the kernel
+/// instead of streamed through the store (see [`local`]).
+#[derive(Debug, Clone)]
+pub struct LocalBucket {
+    root: PathBuf,
+    fs: Arc<LocalFileSystem>,
+}
+
+impl LocalBucket {
+    /// The file that holds the object `key` (what the store itself would read or write).
+    pub fn file(&self, key: &str) -> Result<PathBuf, StorageError> {
+        self.fs
+            .path_to_filesystem(&object_path(key)?)
+            .map_err(|e| StorageError::Config(format!("invalid object key {key:?}: {e}")))
+    }
 }
 
 impl std::fmt::Debug for Storage {
@@ -174,125 +203,17 @@ fn read_key_file(path: &Path) -> Result<String, StorageError> {
 impl Storage {
     /// Builds the store for `cfg`. No request is sent.
     pub fn from_config(cfg: &StorageConfig) -> Result<Storage, StorageError> {
-        let cfg_err = |e: object_store::Error| StorageError::Config(e.to_string());
-        let (mut local_root, mut local_fs) = (None, None);
+        let mut local = None;
         let store: Arc<dyn ObjectStore> = match &cfg.provider {
             Provider::Local => {
-                let base =
-                    cfg.base_path.as_ref().ok_or_else(|| StorageError::Config("base_path is required".into()))?;
-                let dir = base.join(&cfg.bucket_name);
-                std::fs::create_dir_all(&dir).map_err(|e| {
-                    StorageError::Config(format!("cannot create local bucket directory {}: {e}", dir.display()))
-                })?;
-                local_root = Some(dir.clone());
-                let fs = Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(cfg_err)?);
-                local_fs = Some(fs.clone());
-                fs
+                let bucket = local_bucket(cfg)?;
+                let store = bucket.fs.clone();
+                local = Some(bucket);
+                store
             }
-            p if p.is_s3() => {
-                let endpoint = s3_endpoint(cfg);
-                let mut b = match &cfg.key_file {
-                    // Explicit credentials: do not let the environment add or override anything.
-                    Some(path) => {
-                        let profile = cfg.api_profile.as_deref().unwrap_or("default");
-                        let (id, secret, token) = read_aws_credentials(&read_key_file(path)?, profile).ok_or_else(|| {
-                            StorageError::Config(format!(
-                                "[storage] key_file {} has no aws_access_key_id/aws_secret_access_key in profile [{profile}]",
-                                path.display()
-                            ))
-                        })?;
-                        let b = AmazonS3Builder::new().with_access_key_id(id).with_secret_access_key(secret);
-                        match token {
-                            Some(t) => b.with_token(t),
-                            None => b,
-                        }
-                    }
-                    // The SDK default chain: env vars, web identity (IRSA), instance metadata.
-                    None => AmazonS3Builder::from_env(),
-                };
-                let region = match (&cfg.region, p) {
-                    (r, _) if r != "default" => r.clone(),
-                    (_, Provider::S3 { region_hint: Some(h) }) => h.clone(),
-                    _ => "us-east-1".to_string(),
-                };
-                b = b
-                    .with_bucket_name(&cfg.bucket_name)
-                    .with_region(region)
-                    .with_virtual_hosted_style_request(cfg.s3_addressing_style == "virtual")
-                    .with_retry(retry(cfg))
-                    .with_client_options(client_options(cfg, endpoint.as_deref()));
-                if let Some(e) = &endpoint {
-                    b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
-                }
-                if let Some(k) = &cfg.kms_id {
-                    b = b.with_sse_kms_encryption(k);
-                }
-                if let Some(k) = &cfg.sse_c_key {
-                    b = b.with_ssec_encryption(k);
-                }
-                Arc::new(b.build().map_err(cfg_err)?)
-            }
-            Provider::AzureBlobs => {
-                let mut b = match &cfg.key_file {
-                    Some(path) => {
-                        let v: serde_json::Value = serde_json::from_str(&read_key_file(path)?).map_err(|e| {
-                            StorageError::Config(format!("[storage] key_file {} is not JSON: {e}", path.display()))
-                        })?;
-                        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-                        let account = field("storage_account").ok_or_else(|| {
-                            StorageError::Config(format!(
-                                "[storage] key_file {} lacks \"storage_account\"",
-                                path.display()
-                            ))
-                        })?;
-                        let b = MicrosoftAzureBuilder::new().with_account(account);
-                        match field("key") {
-                            Some(k) => b.with_access_key(k),
-                            None => b,
-                        }
-                    }
-                    // DefaultAzureCredential-like: env, workload identity federated token, MSI.
-                    None => {
-                        let account = std::env::var("AZURE_STORAGE_ACCOUNT").map_err(|_| {
-                            StorageError::Config("azure_blobs without key_file needs AZURE_STORAGE_ACCOUNT".into())
-                        })?;
-                        MicrosoftAzureBuilder::from_env().with_account(account)
-                    }
-                };
-                let endpoint = cfg.endpoint.clone().or_else(|| {
-                    // Medusa: https://<account>.blob.core.<host>[:port]/
-                    cfg.host.as_ref().map(|h| {
-                        let acct =
-                            b.get_config_value(&object_store::azure::AzureConfigKey::AccountName).unwrap_or_default();
-                        match cfg.port {
-                            Some(p) => format!("https://{acct}.blob.core.{h}:{p}"),
-                            None => format!("https://{acct}.blob.core.{h}"),
-                        }
-                    })
-                });
-                b = b
-                    .with_container_name(&cfg.bucket_name)
-                    .with_retry(retry(cfg))
-                    .with_client_options(client_options(cfg, endpoint.as_deref()));
-                if let Some(e) = &endpoint {
-                    b = b.with_endpoint(e.clone()).with_allow_http(e.starts_with("http://"));
-                }
-                Arc::new(b.build().map_err(cfg_err)?)
-            }
-            Provider::GoogleStorage => {
-                let mut b = match &cfg.key_file {
-                    Some(path) => GoogleCloudStorageBuilder::new().with_service_account_path(path.to_string_lossy()),
-                    None => GoogleCloudStorageBuilder::from_env(),
-                };
-                b = b
-                    .with_bucket_name(&cfg.bucket_name)
-                    .with_retry(retry(cfg))
-                    .with_client_options(client_options(cfg, cfg.endpoint.as_deref()));
-                if let Some(e) = &cfg.endpoint {
-                    b = b.with_base_url(e);
-                }
-                Arc::new(b.build().map_err(cfg_err)?)
-            }
+            p if p.is_s3() => Arc::new(s3_store(cfg, p)?),
+            Provider::AzureBlobs => Arc::new(azure_store(cfg)?),
+            Provider::GoogleStorage => Arc::new(gcs_store(cfg)?),
             _ => unreachable!("every provider is handled above"),
         };
         Ok(Storage {
@@ -301,23 +222,40 @@ impl Storage {
             provider: cfg.provider.clone(),
             encrypted: cfg.kms_id.is_some() || cfg.sse_c_key.is_some(),
             storage_class: cfg.storage_class.clone(),
-            local_root,
-            local_fs,
+            local,
         })
     }
 
-    /// For `local`: the file that holds the object `key` (what the store itself would read or
-    /// write).
-    pub fn local_file(&self, key: &str) -> Result<std::path::PathBuf, StorageError> {
-        let fs = self.local_fs.as_ref().ok_or_else(|| StorageError::Config("not a local store".into()))?;
-        fs.path_to_filesystem(&object_path(key)?)
-            .map_err(|e| StorageError::Config(format!("invalid object key {key:?}: {e}")))
+    /// A bucket over any object store, without the `local` fast path, server-side encryption or
+    /// storage class: for wrappers around a store (tests inject faults or a simulated clock).
+    pub fn over(store: Arc<dyn ObjectStore>, layout: Layout, provider: Provider) -> Storage {
+        Storage { store, layout, provider, encrypted: false, storage_class: None, local: None }
+    }
+
+    /// The `local` provider's bucket directory, where transfers copy files directly; `None`
+    /// for object stores.
+    pub fn local_fast_path(&self) -> Option<&LocalBucket> {
+        self.local.as_ref()
+    }
+
+    /// Whether uploads answer with S3 ETags that are checksums of the content (MD5, or the
+    /// multipart form for multipart uploads) and that manifests record: S3 without server-side
+    /// encryption. Transfers then check each upload's ETag and compute the multipart form.
+    pub fn checksum_etags(&self) -> bool {
+        self.provider.is_s3() && !self.encrypted
+    }
+
+    /// Whether large uploads are multipart uploads whose ETag manifests record as such (S3):
+    /// their part size is then `multipart_chunksize` and files from
+    /// `multi_part_upload_threshold` on go multipart.
+    pub fn multipart_etags(&self) -> bool {
+        self.provider.is_s3()
     }
 
     /// For `local`: flushes everything written to the bucket's filesystem to disk (one `syncfs`
     /// instead of an fsync per object). Object stores are durable on their own.
     pub async fn sync_local(&self) -> Result<(), StorageError> {
-        let Some(root) = self.local_root.clone() else { return Ok(()) };
+        let Some(root) = self.local.as_ref().map(|l| l.root.clone()) else { return Ok(()) };
         let r = crate::fsutil::blocking(move || crate::fsutil::syncfs(&root)).await;
         r.map_err(|e| StorageError::Config(format!("flushing the local bucket to disk: {e}")))
     }
@@ -398,12 +336,122 @@ impl Storage {
     /// The hash a listing tells about an object, when the provider's listing carries one that
     /// can be compared with a local digest (S3 ETags without server-side encryption).
     pub fn listing_hash(&self, meta: &ObjectMeta) -> Option<String> {
-        if self.provider.is_s3() && !self.encrypted {
-            meta.e_tag.as_ref().map(|e| e.trim_matches('"').to_string())
-        } else {
-            None
-        }
+        if self.checksum_etags() { meta.e_tag.as_ref().map(|e| e.trim_matches('"').to_string()) } else { None }
     }
+}
+
+fn local_bucket(cfg: &StorageConfig) -> Result<LocalBucket, StorageError> {
+    let base = cfg.base_path.as_ref().ok_or_else(|| StorageError::Config("base_path is required".into()))?;
+    let root = base.join(&cfg.bucket_name);
+    std::fs::create_dir_all(&root)
+        .map_err(|e| StorageError::Config(format!("cannot create local bucket directory {}: {e}", root.display())))?;
+    let fs = LocalFileSystem::new_with_prefix(&root).map_err(config_error)?;
+    Ok(LocalBucket { root, fs: Arc::new(fs) })
+}
+
+fn config_error(e: object_store::Error) -> StorageError {
+    StorageError::Config(e.to_string())
+}
+
+fn s3_store(cfg: &StorageConfig, provider: &Provider) -> Result<object_store::aws::AmazonS3, StorageError> {
+    let endpoint = s3_endpoint(cfg);
+    let mut b = match &cfg.key_file {
+        // Explicit credentials: do not let the environment add or override anything.
+        Some(path) => {
+            let profile = cfg.api_profile.as_deref().unwrap_or("default");
+            let (id, secret, token) = read_aws_credentials(&read_key_file(path)?, profile).ok_or_else(|| {
+                StorageError::Config(format!(
+                    "[storage] key_file {} has no aws_access_key_id/aws_secret_access_key in profile [{profile}]",
+                    path.display()
+                ))
+            })?;
+            let b = AmazonS3Builder::new().with_access_key_id(id).with_secret_access_key(secret);
+            match token {
+                Some(t) => b.with_token(t),
+                None => b,
+            }
+        }
+        // The SDK default chain: env vars, web identity (IRSA), instance metadata.
+        None => AmazonS3Builder::from_env(),
+    };
+    let region = match (&cfg.region, provider) {
+        (r, _) if r != "default" => r.clone(),
+        (_, Provider::S3 { region_hint: Some(h) }) => h.clone(),
+        _ => "us-east-1".to_string(),
+    };
+    b = b
+        .with_bucket_name(&cfg.bucket_name)
+        .with_region(region)
+        .with_virtual_hosted_style_request(cfg.s3_addressing_style == "virtual")
+        .with_retry(retry(cfg))
+        .with_client_options(client_options(cfg, endpoint.as_deref()));
+    if let Some(e) = &endpoint {
+        b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+    }
+    if let Some(k) = &cfg.kms_id {
+        b = b.with_sse_kms_encryption(k);
+    }
+    if let Some(k) = &cfg.sse_c_key {
+        b = b.with_ssec_encryption(k);
+    }
+    b.build().map_err(config_error)
+}
+
+fn azure_store(cfg: &StorageConfig) -> Result<object_store::azure::MicrosoftAzure, StorageError> {
+    let mut b = match &cfg.key_file {
+        Some(path) => {
+            let v: serde_json::Value = serde_json::from_str(&read_key_file(path)?)
+                .map_err(|e| StorageError::Config(format!("[storage] key_file {} is not JSON: {e}", path.display())))?;
+            let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+            let account = field("storage_account").ok_or_else(|| {
+                StorageError::Config(format!("[storage] key_file {} lacks \"storage_account\"", path.display()))
+            })?;
+            let b = MicrosoftAzureBuilder::new().with_account(account);
+            match field("key") {
+                Some(k) => b.with_access_key(k),
+                None => b,
+            }
+        }
+        // DefaultAzureCredential-like: env, workload identity federated token, MSI.
+        None => {
+            let account = std::env::var("AZURE_STORAGE_ACCOUNT")
+                .map_err(|_| StorageError::Config("azure_blobs without key_file needs AZURE_STORAGE_ACCOUNT".into()))?;
+            MicrosoftAzureBuilder::from_env().with_account(account)
+        }
+    };
+    let endpoint = cfg.endpoint.clone().or_else(|| {
+        // Medusa: https://<account>.blob.core.<host>[:port]/
+        cfg.host.as_ref().map(|h| {
+            let acct = b.get_config_value(&object_store::azure::AzureConfigKey::AccountName).unwrap_or_default();
+            match cfg.port {
+                Some(p) => format!("https://{acct}.blob.core.{h}:{p}"),
+                None => format!("https://{acct}.blob.core.{h}"),
+            }
+        })
+    });
+    b = b
+        .with_container_name(&cfg.bucket_name)
+        .with_retry(retry(cfg))
+        .with_client_options(client_options(cfg, endpoint.as_deref()));
+    if let Some(e) = &endpoint {
+        b = b.with_endpoint(e.clone()).with_allow_http(e.starts_with("http://"));
+    }
+    b.build().map_err(config_error)
+}
+
+fn gcs_store(cfg: &StorageConfig) -> Result<object_store::gcp::GoogleCloudStorage, StorageError> {
+    let mut b = match &cfg.key_file {
+        Some(path) => GoogleCloudStorageBuilder::new().with_service_account_path(path.to_string_lossy()),
+        None => GoogleCloudStorageBuilder::from_env(),
+    };
+    b = b
+        .with_bucket_name(&cfg.bucket_name)
+        .with_retry(retry(cfg))
+        .with_client_options(client_options(cfg, cfg.endpoint.as_deref()));
+    if let Some(e) = &cfg.endpoint {
+        b = b.with_base_url(e);
+    }
+    b.build().map_err(config_error)
 }
 
 /// A validated object path.

@@ -5,19 +5,25 @@
 //! within the kernel to exactly the files the store would write (everything else, listings,
 //! metadata and deletes, goes through the store).
 
+pub mod progress;
+pub mod rate;
+
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutMultipartOptions, PutPayload, WriteMultipart};
-use tokio::sync::{Mutex, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
+
+pub use progress::Progress;
+use rate::RateLimiter;
 
 use crate::config::StorageConfig;
 use crate::format::digest::{ContentDigest, Hasher};
 use crate::store::local::{self, CopyError, Publish};
-use crate::store::{Storage, StorageError, object_path};
+use crate::store::{LocalBucket, Storage, StorageError, object_path};
 
 const READ_CHUNK: usize = 1 << 20;
 /// Physical part size for stores where parts carry no meaning (Azure, GCS: at least 5 MiB;
@@ -75,54 +81,6 @@ impl TransferError {
             TransferError::Storage(e) => e.is_retryable(),
             TransferError::Corrupted { .. } => true,
             _ => false,
-        }
-    }
-}
-
-/// Counters shared with status reporting.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Bytes read and sent so far (uploads) or verified (reuse).
-    pub bytes_done: AtomicU64,
-    /// Total bytes of the backup.
-    pub bytes_total: AtomicU64,
-    /// Files finished.
-    pub files_done: AtomicU64,
-    /// Files in the backup.
-    pub files_total: AtomicU64,
-    /// Bytes actually uploaded.
-    pub bytes_uploaded: AtomicU64,
-    /// Files actually uploaded.
-    pub files_uploaded: AtomicU64,
-}
-
-/// A token bucket shared by every transfer (Medusa's cap was per file, §10.30).
-pub struct RateLimiter {
-    bytes_per_sec: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl RateLimiter {
-    /// A cap of `bytes_per_sec`, with up to one second of burst.
-    pub fn new(bytes_per_sec: u64) -> RateLimiter {
-        RateLimiter {
-            bytes_per_sec: bytes_per_sec.max(1) as f64,
-            state: Mutex::new((bytes_per_sec as f64, Instant::now())),
-        }
-    }
-
-    /// Waits until `n` bytes may pass.
-    pub async fn acquire(&self, n: usize) {
-        let wait = {
-            let mut s = self.state.lock().await;
-            let now = Instant::now();
-            let refill = now.duration_since(s.1).as_secs_f64() * self.bytes_per_sec;
-            s.0 = (s.0 + refill).min(self.bytes_per_sec) - n as f64;
-            s.1 = now;
-            if s.0 < 0.0 { Duration::from_secs_f64(-s.0 / self.bytes_per_sec) } else { Duration::ZERO }
-        };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
         }
     }
 }
@@ -195,6 +153,14 @@ pub struct Transfers {
     threshold: u64,
     chunk: u64,
     parts_in_flight: usize,
+    /// The `local` bucket directory, asked of the store once: files are copied to and from
+    /// it directly.
+    local: Option<LocalBucket>,
+    /// Uploads of at least `threshold` bytes are multipart uploads of `chunk`-byte parts whose
+    /// ETag the manifest records (S3).
+    multipart: bool,
+    /// The store's ETags are checksums of the content: each upload is checked against them.
+    check_etags: bool,
     /// Early write-back of what this process writes to local files (bucket or staging).
     writeback: local::WriteBack,
 }
@@ -202,7 +168,7 @@ pub struct Transfers {
 impl Transfers {
     /// From `[storage]`.
     pub fn new(storage: Storage, cfg: &StorageConfig) -> Transfers {
-        let s3 = storage.provider.is_s3();
+        let s3 = storage.multipart_etags();
         Transfers {
             slots: Arc::new(Semaphore::new(cfg.concurrent_transfers.max(1))),
             limiter: cfg.transfer_max_bandwidth.filter(|_| s3).map(|b| Arc::new(RateLimiter::new(b))),
@@ -210,6 +176,9 @@ impl Transfers {
             chunk: if s3 { cfg.multipart_chunksize } else { PLAIN_PART },
             parts_in_flight: cfg.multipart_max_concurrency,
             writeback: local::WriteBack::default(),
+            local: storage.local_fast_path().cloned(),
+            multipart: s3,
+            check_etags: storage.checksum_etags(),
             storage,
         }
     }
@@ -217,7 +186,7 @@ impl Transfers {
     /// The part size whose multipart ETag must be known for a file of `size` bytes (S3 files at
     /// or above the threshold), else `None`.
     pub fn etag_part_size(&self, size: u64) -> Option<u64> {
-        (self.storage.provider.is_s3() && size >= self.threshold).then_some(self.chunk)
+        (self.multipart && size >= self.threshold).then_some(self.chunk)
     }
 
     /// How many files, and how many bytes of them, one batch of [`Transfers::hash_files`] or
@@ -225,7 +194,7 @@ impl Transfers {
     /// blocking thread, which costs as much as copying a small file; other stores upload one
     /// file at a time (their transfers are network-bound and async).
     pub fn batch_limits(&self) -> (usize, u64) {
-        if self.storage.local_fs.is_some() { (LOCAL_BATCH_FILES, LOCAL_BATCH_BYTES) } else { (1, u64::MAX) }
+        if self.local.is_some() { (LOCAL_BATCH_FILES, LOCAL_BATCH_BYTES) } else { (1, u64::MAX) }
     }
 
     /// Reads and hashes a file without uploading it.
@@ -264,15 +233,15 @@ impl Transfers {
         files: Vec<Upload>,
         progress: &Arc<Progress>,
     ) -> Result<Vec<Uploaded>, TransferError> {
-        if self.storage.local_fs.is_none() {
+        let Some(local) = &self.local else {
             let mut out = Vec::with_capacity(files.len());
             for f in files {
                 out.push(self.upload_file(f.path, f.size, &f.key, f.publish, progress).await?);
             }
             return Ok(out);
-        }
+        };
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
-        let digests = self.upload_local(files, progress).await?;
+        let digests = self.upload_local(local, files, progress).await?;
         Ok(digests
             .into_iter()
             .map(|digest| Uploaded { hash: self.storage.manifest_hash(&digest, None), digest })
@@ -291,125 +260,188 @@ impl Transfers {
         progress: &Arc<Progress>,
     ) -> Result<Uploaded, TransferError> {
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
-        let location = object_path(key)?;
-        let part = self.etag_part_size(size);
-        if self.storage.local_fs.is_some() {
+        if let Some(local) = &self.local {
             let file = Upload { path, size, key: key.to_string(), publish };
-            let digest = self.upload_local(vec![file], progress).await?.pop().expect("one digest per file");
+            let digest = self.upload_local(local, vec![file], progress).await?.pop().expect("one digest per file");
             let hash = self.storage.manifest_hash(&digest, None);
             return Ok(Uploaded { digest, hash });
         }
-        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
-        let p = path.clone();
-        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<ContentDigest> {
-            use std::io::Read;
-            let mut f = std::fs::File::open(&p)?;
-            let mut h = Hasher::new(part);
-            let mut left = size;
-            // Chunks sized to what is left, read into fresh (not zero-filled) capacity.
-            while left > 0 {
-                let want = left.min(READ_CHUNK as u64);
-                let mut buf = Vec::with_capacity(want as usize);
-                let n = (&mut f).take(want).read_to_end(&mut buf)?;
-                if n == 0 {
-                    break; // shorter than scanned: reported as changed
-                }
-                left -= n as u64;
-                h.update(&buf);
-                if tx.blocking_send(Bytes::from(buf)).is_err() {
-                    return Ok(h.finish()); // the uploader gave up; its error is reported
-                }
-            }
-            // A file that grew since the scan must not be uploaded truncated.
-            if left == 0 && f.read(&mut [0u8; 1])? > 0 {
-                h.update(&[0]);
-            }
-            Ok(h.finish())
-        });
-        let finish_reader = |r: Result<std::io::Result<ContentDigest>, tokio::task::JoinError>| {
-            let d = r
-                .map_err(|e| std::io::Error::other(e.to_string()))
-                .and_then(|r| r)
-                .map_err(|source| TransferError::Read { path: path.clone(), source })?;
-            if d.size != size {
-                return Err(TransferError::Changed { path: path.clone(), expected: size, read: d.size });
-            }
-            Ok(d)
-        };
-        let store = &self.storage.store;
+        let to = (object_path(key)?, key);
+        let (rx, reader) = read_hashing(path.clone(), size, self.etag_part_size(size));
+        let read = (rx, reader, path.as_path(), size);
         let (digest, etag) = if size < self.threshold {
-            let mut chunks = Vec::new();
-            while let Some(b) = rx.recv().await {
-                chunks.push(b);
-            }
-            let digest = finish_reader(reader.await)?;
-            if let Some(l) = &self.limiter {
-                l.acquire(size as usize).await;
-            }
-            let r = store
-                .put_opts(&location, chunks.into_iter().collect::<PutPayload>(), self.storage.put_options())
-                .await
-                .map_err(|e| StorageError::from_store("put", key, e))?;
-            progress.bytes_done.fetch_add(size, Ordering::Relaxed);
-            (digest, r.e_tag)
+            self.put_whole(to, read, progress).await?
         } else {
-            let opts = PutMultipartOptions { attributes: self.storage.put_options().attributes, ..Default::default() };
-            let upload = store
-                .put_multipart_opts(&location, opts)
-                .await
-                .map_err(|e| StorageError::from_store("start multipart upload", key, e))?;
-            let mut w = WriteMultipart::new_with_chunk_size(upload, self.chunk as usize);
-            let mut failed = None;
-            while let Some(b) = rx.recv().await {
-                if let Some(l) = &self.limiter {
-                    l.acquire(b.len()).await;
-                }
-                if let Err(e) = w.wait_for_capacity(self.parts_in_flight).await {
-                    failed = Some(StorageError::from_store("upload part", key, e));
-                    break;
-                }
-                progress.bytes_done.fetch_add(b.len() as u64, Ordering::Relaxed);
-                w.put(b);
-            }
-            drop(rx);
-            let read = finish_reader(reader.await);
-            let digest = match (failed, read) {
-                (None, Ok(d)) => d,
-                (Some(e), _) => {
-                    // Never complete a partial object; abort to free stored parts.
-                    let _ = w.abort().await;
-                    return Err(e.into());
-                }
-                (None, Err(e)) => {
-                    let _ = w.abort().await;
-                    return Err(e);
-                }
-            };
-            let r = w.finish().await.map_err(|e| StorageError::from_store("complete multipart upload", key, e))?;
-            (digest, r.e_tag)
+            self.put_multipart(to, read, progress).await?
         };
         progress.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
         progress.files_uploaded.fetch_add(1, Ordering::Relaxed);
-        if self.storage.provider.is_s3()
-            && !self.storage.encrypted
-            && let Some(reported) = &etag
-        {
-            let reported = reported.trim_matches('"');
-            if !crate::format::digest::matches(reported, &digest) {
-                let expected = match &digest.multipart {
-                    Some((_, e)) if size >= self.threshold => e.clone(),
-                    _ => digest.md5_hex(),
-                };
-                return Err(TransferError::Corrupted {
-                    key: key.to_string(),
-                    reported: reported.to_string(),
-                    expected,
-                });
-            }
-        }
+        self.check_etag(key, size, &digest, etag.as_deref())?;
         let hash = self.storage.manifest_hash(&digest, etag.as_deref());
         Ok(Uploaded { digest, hash })
     }
+
+    /// One PUT of a file below the multipart threshold: its chunks are collected, then sent.
+    async fn put_whole(
+        &self,
+        (location, key): (ObjectPath, &str),
+        (mut rx, reader, path, size): Read<'_>,
+        progress: &Progress,
+    ) -> Result<(ContentDigest, Option<String>), TransferError> {
+        let mut chunks = Vec::new();
+        while let Some(b) = rx.recv().await {
+            chunks.push(b);
+        }
+        let digest = read_digest(reader.await, path, size)?;
+        if let Some(l) = &self.limiter {
+            l.acquire(size as usize).await;
+        }
+        let payload = chunks.into_iter().collect::<PutPayload>();
+        let r = self
+            .storage
+            .store
+            .put_opts(&location, payload, self.storage.put_options())
+            .await
+            .map_err(|e| StorageError::from_store("put", key, e))?;
+        progress.bytes_done.fetch_add(size, Ordering::Relaxed);
+        Ok((digest, r.e_tag))
+    }
+
+    /// A multipart upload of `chunk`-byte parts, at most `multipart_max_concurrency` in flight;
+    /// aborted (never completed partial) when reading or a part fails.
+    async fn put_multipart(
+        &self,
+        (location, key): (ObjectPath, &str),
+        (mut rx, reader, path, size): Read<'_>,
+        progress: &Progress,
+    ) -> Result<(ContentDigest, Option<String>), TransferError> {
+        let opts = PutMultipartOptions { attributes: self.storage.put_options().attributes, ..Default::default() };
+        let upload = (self.storage.store.put_multipart_opts(&location, opts).await)
+            .map_err(|e| StorageError::from_store("start multipart upload", key, e))?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, self.chunk as usize);
+        let mut failed = None;
+        while let Some(b) = rx.recv().await {
+            if let Some(l) = &self.limiter {
+                l.acquire(b.len()).await;
+            }
+            if let Err(e) = w.wait_for_capacity(self.parts_in_flight).await {
+                failed = Some(StorageError::from_store("upload part", key, e));
+                break;
+            }
+            progress.bytes_done.fetch_add(b.len() as u64, Ordering::Relaxed);
+            w.put(b);
+        }
+        drop(rx);
+        let digest = match (failed, read_digest(reader.await, path, size)) {
+            (None, Ok(d)) => d,
+            // Never complete a partial object; abort to free stored parts.
+            (Some(e), _) => {
+                let _ = w.abort().await;
+                return Err(e.into());
+            }
+            (None, Err(e)) => {
+                let _ = w.abort().await;
+                return Err(e);
+            }
+        };
+        let r = w.finish().await.map_err(|e| StorageError::from_store("complete multipart upload", key, e))?;
+        Ok((digest, r.e_tag))
+    }
+
+    /// Checks the ETag the store reported against the bytes sent, where ETags are checksums.
+    fn check_etag(
+        &self,
+        key: &str,
+        size: u64,
+        digest: &ContentDigest,
+        etag: Option<&str>,
+    ) -> Result<(), TransferError> {
+        let Some(reported) = etag.filter(|_| self.check_etags) else { return Ok(()) };
+        let reported = reported.trim_matches('"');
+        if crate::format::digest::matches(reported, digest) {
+            return Ok(());
+        }
+        let expected = match &digest.multipart {
+            Some((_, e)) if size >= self.threshold => e.clone(),
+            _ => digest.md5_hex(),
+        };
+        Err(TransferError::Corrupted { key: key.to_string(), reported: reported.to_string(), expected })
+    }
+}
+
+/// The file side of a streamed transfer (reading an upload, writing a download): the digest of
+/// the bytes, or the error that stopped it.
+type Reader = tokio::task::JoinHandle<std::io::Result<ContentDigest>>;
+
+/// What an upload reads from: the chunks, the reader, the file and its scanned size.
+type Read<'a> = (mpsc::Receiver<Bytes>, Reader, &'a std::path::Path, u64);
+
+/// The digest of `path` as the reader saw it; the file must have been read whole at its
+/// scanned `size`.
+fn read_digest(
+    joined: Result<std::io::Result<ContentDigest>, tokio::task::JoinError>,
+    path: &std::path::Path,
+    size: u64,
+) -> Result<ContentDigest, TransferError> {
+    let read = joined.map_err(|e| std::io::Error::other(e.to_string())).and_then(|r| r);
+    let d = read.map_err(|source| TransferError::Read { path: path.to_path_buf(), source })?;
+    if d.size != size {
+        return Err(TransferError::Changed { path: path.to_path_buf(), expected: size, read: d.size });
+    }
+    Ok(d)
+}
+
+/// Reads `path` (expected `size` bytes) on the blocking pool, hashing each chunk (with the
+/// multipart ETag of `part`) and sending it on; a file that grew since the scan must not be
+/// uploaded truncated, so one more byte is hashed, and the size check fails.
+fn read_hashing(path: PathBuf, size: u64, part: Option<u64>) -> (mpsc::Receiver<Bytes>, Reader) {
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let reader = tokio::task::spawn_blocking(move || -> std::io::Result<ContentDigest> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&path)?;
+        let mut h = Hasher::new(part);
+        let mut left = size;
+        // Chunks sized to what is left, read into fresh (not zero-filled) capacity.
+        while left > 0 {
+            let want = left.min(READ_CHUNK as u64);
+            let mut buf = Vec::with_capacity(want as usize);
+            let n = (&mut f).take(want).read_to_end(&mut buf)?;
+            if n == 0 {
+                break; // shorter than scanned: reported as changed
+            }
+            left -= n as u64;
+            h.update(&buf);
+            if tx.blocking_send(Bytes::from(buf)).is_err() {
+                return Ok(h.finish()); // the uploader gave up; its error is reported
+            }
+        }
+        if left == 0 && f.read(&mut [0u8; 1])? > 0 {
+            h.update(&[0]);
+        }
+        Ok(h.finish())
+    });
+    (rx, reader)
+}
+
+/// Writes the chunks it receives to `dest` (created or truncated, parent directories too) on
+/// the blocking pool, hashing them (with the multipart ETag of `part`).
+fn write_hashing(dest: PathBuf, part: Option<u64>) -> (mpsc::Sender<Bytes>, Reader) {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<ContentDigest> {
+        use std::io::Write;
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut f = std::io::BufWriter::with_capacity(READ_CHUNK, std::fs::File::create(&dest)?);
+        let mut h = Hasher::new(part);
+        while let Some(b) = rx.blocking_recv() {
+            h.update(&b);
+            f.write_all(&b)?;
+        }
+        f.flush()?;
+        Ok(h.finish())
+    });
+    (tx, writer)
 }
 
 impl Transfers {
@@ -417,12 +449,13 @@ impl Transfers {
     /// into the bucket directory, in one blocking task.
     async fn upload_local(
         &self,
+        local: &LocalBucket,
         files: Vec<Upload>,
         progress: &Arc<Progress>,
     ) -> Result<Vec<ContentDigest>, TransferError> {
         let mut jobs = Vec::with_capacity(files.len());
         for f in files {
-            let dest = self.storage.local_file(&f.key)?;
+            let dest = local.file(&f.key)?;
             jobs.push(((self.etag_part_size(f.size), f), dest));
         }
         self.local_batch(jobs, progress, |(part, f), dest, prog| {
@@ -445,12 +478,13 @@ impl Transfers {
     /// copies out of the bucket directory, in one blocking task.
     async fn download_local(
         &self,
+        local: &LocalBucket,
         files: Vec<Download>,
         progress: &Arc<Progress>,
     ) -> Result<Vec<ContentDigest>, TransferError> {
         let mut jobs = Vec::with_capacity(files.len());
         for f in files {
-            let src = self.storage.local_file(&f.key)?;
+            let src = local.file(&f.key)?;
             let dest = f.dest.clone();
             jobs.push(((f, src), dest));
         }
@@ -502,50 +536,15 @@ impl Transfers {
         part: Option<u64>,
         progress: &Arc<Progress>,
     ) -> Result<ContentDigest, TransferError> {
-        use futures::StreamExt;
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
-        if self.storage.local_fs.is_some() {
+        if let Some(local) = &self.local {
             let file = Download { key: key.to_string(), dest, part };
-            return Ok(self.download_local(vec![file], progress).await?.pop().expect("one digest per file"));
+            return Ok(self.download_local(local, vec![file], progress).await?.pop().expect("one digest per file"));
         }
         let location = object_path(key)?;
         let got = self.storage.store.get(&location).await.map_err(|e| StorageError::from_store("get", key, e))?;
-        let mut stream = got.into_stream();
-        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
-        let d = dest.clone();
-        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<ContentDigest> {
-            use std::io::Write;
-            if let Some(parent) = d.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            let mut f = std::io::BufWriter::with_capacity(READ_CHUNK, std::fs::File::create(&d)?);
-            let mut h = Hasher::new(part);
-            while let Some(b) = rx.blocking_recv() {
-                h.update(&b);
-                f.write_all(&b)?;
-            }
-            f.flush()?;
-            Ok(h.finish())
-        });
-        let mut failed = None;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(b) => {
-                    if let Some(l) = &self.limiter {
-                        l.acquire(b.len()).await;
-                    }
-                    progress.bytes_done.fetch_add(b.len() as u64, Ordering::Relaxed);
-                    if tx.send(b).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    failed = Some(StorageError::from_store("get", key, e));
-                    break;
-                }
-            }
-        }
-        drop(tx);
+        let (tx, writer) = write_hashing(dest.clone(), part);
+        let failed = self.receive(key, got.into_stream(), tx, progress).await;
         let written = writer
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))
@@ -560,6 +559,33 @@ impl Transfers {
         written
     }
 
+    /// Passes a GET's body on to the writer, under the bandwidth cap; returns the store's error
+    /// if the body failed.
+    async fn receive(
+        &self,
+        key: &str,
+        mut body: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+        tx: mpsc::Sender<Bytes>,
+        progress: &Progress,
+    ) -> Option<StorageError> {
+        use futures::StreamExt;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(b) => {
+                    if let Some(l) = &self.limiter {
+                        l.acquire(b.len()).await;
+                    }
+                    progress.bytes_done.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    if tx.send(b).await.is_err() {
+                        return None; // the writer failed: its error is reported
+                    }
+                }
+                Err(e) => return Some(StorageError::from_store("get", key, e)),
+            }
+        }
+        None
+    }
+
     /// Downloads files in order ([`Transfers::download_file`] for each), as one blocking task
     /// holding one transfer slot for `local`; stops at the first failure.
     pub async fn download_files(
@@ -567,15 +593,15 @@ impl Transfers {
         files: Vec<Download>,
         progress: &Arc<Progress>,
     ) -> Result<Vec<ContentDigest>, TransferError> {
-        if self.storage.local_fs.is_none() {
+        let Some(local) = &self.local else {
             let mut out = Vec::with_capacity(files.len());
             for f in files {
                 out.push(self.download_file(&f.key, f.dest, f.part, progress).await?);
             }
             return Ok(out);
-        }
+        };
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
-        self.download_local(files, progress).await
+        self.download_local(local, files, progress).await
     }
 }
 

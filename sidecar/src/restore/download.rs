@@ -1,0 +1,183 @@
+//! Downloading a restore's files into staging: each object to a `.part` file beside its
+//! place, checked against the manifest, and only then renamed to its final name; staged files of
+//! an interrupted run are checked again instead of fetched again. Progress is logged every 5 s.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::place::Staging;
+use super::plan::{self, Action, FetchFile};
+use super::verify::{self, Verdict};
+use super::{Report, RestoreError, io};
+use crate::store::StorageError;
+use crate::transfer::{Download, Progress, TransferError, Transfers, batch_ranges};
+
+fn free_bytes(dir: &Path) -> Option<u64> {
+    nix::sys::statvfs::statvfs(dir).ok().map(|s| s.blocks_available() * s.fragment_size())
+}
+
+/// A file to fetch: its final place in staging and its manifest entry.
+type Fetch<'a> = (PathBuf, &'a FetchFile);
+
+/// Downloads every file of `plan` that is not staged and verified yet.
+pub async fn download_all(
+    plan: &plan::RestorePlan,
+    staging: &Staging,
+    transfers: &Arc<Transfers>,
+    chunk: u64,
+    concurrency: usize,
+    report: &mut Report,
+) -> Result<(), RestoreError> {
+    let progress = Arc::new(Progress::default());
+    let (mut todo, staged) = split_staged(plan, staging);
+    if !staged.is_empty() {
+        todo.extend(recheck_staged(staged, chunk, concurrency, &progress).await);
+    }
+    let needed: u64 = todo.iter().map(|(_, f)| f.size).sum();
+    if let Some(available) = free_bytes(&staging.root)
+        && needed > available
+    {
+        return Err(RestoreError::NoSpace { dir: staging.root.clone(), needed, available });
+    }
+    progress.bytes_total.store(plan.bytes, Ordering::Relaxed);
+    let logger = tokio::spawn(log_progress(progress.clone()));
+    let width = concurrency.max(1) * 2;
+    let batches = batch_ranges(todo.iter().map(|(_, f)| f.size), transfers.batch_limits());
+    let results: Vec<Vec<Verdict>> =
+        futures::stream::iter(batches.into_iter().map(|b| fetch_batch(transfers, &todo[b], chunk, &progress)))
+            .buffer_unordered(width)
+            .try_collect()
+            .await
+            .inspect_err(|_| logger.abort())?;
+    logger.abort();
+    let results: Vec<Verdict> = results.into_iter().flatten().collect();
+    // Downloads are not fsynced one by one: one flush of the staging filesystem before placing.
+    let root = staging.root.clone();
+    crate::fsutil::blocking(move || crate::fsutil::syncfs(&root))
+        .await
+        .map_err(io("flushing the staged files to disk"))?;
+    report.downloaded_files = results.len() as u64;
+    report.size_only = results.iter().filter(|v| **v == Verdict::SizeOnly).count() as u64;
+    if report.size_only > 0 {
+        tracing::info!(
+            files = report.size_only,
+            "files without a usable hash in the manifest were checked by size only"
+        );
+    }
+    Ok(())
+}
+
+/// The files of `plan` to fetch, and those an interrupted run already staged under their final
+/// name (only verified files carry it), which are checked again instead of fetched again.
+fn split_staged<'a>(plan: &'a plan::RestorePlan, staging: &Staging) -> (Vec<Fetch<'a>>, Vec<Fetch<'a>>) {
+    let mut todo = Vec::with_capacity(plan.files as usize);
+    let mut staged = Vec::new();
+    for t in &plan.tables {
+        if let Action::Replace(files) = &t.action {
+            let dir = staging.table(&t.keyspace, &t.table);
+            for f in files {
+                let dest = dir.join(f.file.rel());
+                if std::fs::metadata(&dest).is_ok_and(|m| m.len() == f.size) {
+                    staged.push((dest, f));
+                } else {
+                    todo.push((dest, f));
+                }
+            }
+        }
+    }
+    (todo, staged)
+}
+
+/// Hashes the staged files of an interrupted run against the manifest (files are not fsynced
+/// one by one, so a crash may have left one damaged): those that verify count as done, the
+/// others are removed and returned to be fetched again.
+async fn recheck_staged<'a>(
+    staged: Vec<Fetch<'a>>,
+    chunk: u64,
+    concurrency: usize,
+    progress: &Progress,
+) -> Vec<Fetch<'a>> {
+    let checks = staged.iter().map(|(dest, f)| {
+        let (d, md5, size, part) =
+            (dest.clone(), f.md5.clone(), f.size, verify::part_size_for(f.md5.as_deref(), chunk));
+        crate::fsutil::blocking(move || verify::check_file(md5.as_deref(), size, part, &d))
+    });
+    let verdicts: Vec<_> = futures::stream::iter(checks).buffered(concurrency.max(1)).collect().await;
+    let (mut kept, mut again) = (0, Vec::new());
+    for ((dest, f), verdict) in staged.into_iter().zip(verdicts) {
+        if matches!(verdict, Ok(Verdict::Verified | Verdict::SizeOnly)) {
+            progress.bytes_done.fetch_add(f.size, Ordering::Relaxed);
+            kept += 1;
+        } else {
+            let _ = std::fs::remove_file(&dest);
+            again.push((dest, f));
+        }
+    }
+    tracing::info!(files = kept, "staged files of the interrupted run checked and kept");
+    again
+}
+
+/// Fetches a batch of files: each is downloaded to a `.part` file beside its place, checked
+/// against the manifest, and only then renamed to its final name.
+async fn fetch_batch(
+    transfers: &Transfers,
+    batch: &[Fetch<'_>],
+    chunk: u64,
+    progress: &Arc<Progress>,
+) -> Result<Vec<Verdict>, RestoreError> {
+    let part_of = |dest: &Path| {
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        dest.with_file_name(format!(".{name}.part"))
+    };
+    let downloads = batch
+        .iter()
+        .map(|(dest, f)| Download {
+            key: f.key.clone(),
+            dest: part_of(dest),
+            part: verify::part_size_for(f.md5.as_deref(), chunk),
+        })
+        .collect();
+    let digests = match transfers.download_files(downloads, progress).await {
+        Ok(d) => d,
+        Err(TransferError::Storage(StorageError::NotFound { key })) => return Err(RestoreError::Missing { key }),
+        Err(e) => return Err(e.into()),
+    };
+    let files: Vec<_> =
+        batch.iter().map(|(dest, f)| (dest.clone(), part_of(dest), f.key.clone(), f.size, f.md5.clone())).collect();
+    let checked = crate::fsutil::blocking(move || {
+        let mut verdicts = Vec::with_capacity(files.len());
+        for ((dest, part, key, size, md5), digest) in files.into_iter().zip(digests) {
+            let verdict = verify::judge(md5.as_deref(), size, &digest, &part)?;
+            if let Verdict::Mismatch { expected, actual } = verdict {
+                let _ = std::fs::remove_file(&part);
+                return Ok(Err(RestoreError::Corrupt { key, expected, actual }));
+            }
+            std::fs::rename(&part, &dest)?;
+            verdicts.push(verdict);
+        }
+        Ok(Ok(verdicts))
+    });
+    checked.await.map_err(io("verifying and placing downloads in the staging directory"))?
+}
+
+async fn log_progress(p: Arc<Progress>) {
+    let start = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (done, total) = (p.bytes_done.load(Ordering::Relaxed), p.bytes_total.load(Ordering::Relaxed));
+        let secs = start.elapsed().as_secs_f64().max(0.001);
+        let rate = done as f64 / secs;
+        let eta = if rate > 0.0 { (total.saturating_sub(done)) as f64 / rate } else { f64::INFINITY };
+        tracing::info!(
+            bytes_done = done,
+            bytes_total = total,
+            mib_per_s = format!("{:.1}", rate / 1048576.0),
+            eta_s = format!("{eta:.0}"),
+            "restore progress"
+        );
+    }
+}

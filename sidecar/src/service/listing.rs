@@ -1,0 +1,210 @@
+//! GetBackups' view of the bucket (§1.6, §4): node backups from the index grouped into
+//! cluster backups and summarised. Sizes and tokenmaps of finished node backups never change,
+//! so they are read once and cached (Medusa downloads every manifest on every call, §10.26).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bucket::index::NodeBackup;
+use crate::bucket::node_backup;
+use crate::format::tokenmap::TokenMap;
+use crate::store::{Storage, StorageError};
+
+/// State of a cluster backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    /// Not finished on every node, none known to have failed.
+    InProgress,
+    /// Finished on every node of the tokenmap.
+    Success,
+    /// At least one node's part failed.
+    Failed,
+}
+
+/// A cluster backup, summarised as GetBackups reports it (§1.6).
+#[derive(Debug, Clone)]
+pub struct ClusterBackup {
+    /// Name.
+    pub name: String,
+    /// Earliest node start.
+    pub started: i64,
+    /// Latest node finish, when complete.
+    pub finished: Option<i64>,
+    /// Status.
+    pub status: ClusterState,
+    /// The first node's tokenmap (its datacenter's ring).
+    pub tokenmap: Arc<TokenMap>,
+    /// Tokenmap hosts with a finished node backup.
+    pub finished_nodes: usize,
+    /// `"full"` or `"differential"`.
+    pub backup_type: &'static str,
+    /// Bytes over finished node backups.
+    pub total_size: u64,
+    /// Objects over finished node backups.
+    pub total_objects: u64,
+    /// Node parts, sorted by start.
+    pub nodes: Vec<NodeBackup>,
+}
+
+/// Facts of a finished node backup that never change once it is finished.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeTotals {
+    /// Objects in the manifest.
+    pub objects: u64,
+    /// Bytes in the manifest.
+    pub bytes: u64,
+}
+
+/// Caches of immutable facts (tokenmaps, manifest totals), persisted in the state directory.
+#[derive(Default)]
+pub struct Cache {
+    path: Option<PathBuf>,
+    totals: Mutex<HashMap<(String, String), NodeTotals>>,
+    /// Shared with every summary that shows them: a large ring is held once, not per call.
+    tokenmaps: Mutex<HashMap<(String, String), Arc<TokenMap>>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    totals: Vec<(String, String, NodeTotals)>,
+}
+
+impl Cache {
+    /// A cache persisted at `path` (loaded now if present).
+    pub fn persistent(path: PathBuf) -> Cache {
+        let totals = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<CacheFile>(&b).ok())
+            .map(|f| f.totals.into_iter().map(|(b, n, t)| ((b, n), t)).collect())
+            .unwrap_or_default();
+        Cache { path: Some(path), totals: Mutex::new(totals), tokenmaps: Mutex::default() }
+    }
+
+    /// Forgets what is cached about a backup (it was deleted).
+    pub fn forget(&self, name: &str) {
+        self.totals.lock().expect("cache lock").retain(|(b, _), _| b != name);
+        self.tokenmaps.lock().expect("cache lock").retain(|(b, _), _| b != name);
+    }
+
+    fn save(&self) {
+        let Some(path) = &self.path else { return };
+        let totals = self.totals.lock().expect("cache lock");
+        let file = CacheFile { totals: totals.iter().map(|((b, n), t)| (b.clone(), n.clone(), t.clone())).collect() };
+        drop(totals);
+        if let Ok(bytes) = serde_json::to_vec(&file)
+            && let Err(e) = crate::fsutil::write_atomic(path, &bytes)
+        {
+            tracing::warn!(error = %e, "could not persist the summary cache");
+        }
+    }
+
+    async fn totals(&self, storage: &Storage, nb: &NodeBackup) -> Result<Option<NodeTotals>, StorageError> {
+        let key = (nb.name.clone(), nb.fqdn.clone());
+        if let Some(t) = self.totals.lock().expect("cache lock").get(&key) {
+            return Ok(Some(t.clone()));
+        }
+        let Some((b, n)) = nb.names() else { return Ok(None) };
+        let Some(bytes) = node_backup::manifest(storage, &n, &b).await? else { return Ok(None) };
+        let Ok(m) = crate::format::manifest::parse(&bytes) else {
+            tracing::warn!(backup = %nb.name, node = %nb.fqdn, "unreadable manifest; counted as empty");
+            return Ok(None);
+        };
+        let (objects, bytes) = crate::format::manifest::totals(&m);
+        let t = NodeTotals { objects, bytes };
+        self.totals.lock().expect("cache lock").insert(key, t.clone());
+        Ok(Some(t))
+    }
+
+    async fn tokenmap(&self, storage: &Storage, nb: &NodeBackup) -> Result<Arc<TokenMap>, StorageError> {
+        let key = (nb.name.clone(), nb.fqdn.clone());
+        if let Some(t) = self.tokenmaps.lock().expect("cache lock").get(&key) {
+            return Ok(t.clone());
+        }
+        let Some((b, n)) = nb.names() else { return Ok(Arc::default()) };
+        let bytes = storage.get_opt(&storage.layout.index_tokenmap(&b, &n)).await?;
+        let tm = Arc::new(bytes.and_then(|b| TokenMap::parse(&b).ok()).unwrap_or_default());
+        self.tokenmaps.lock().expect("cache lock").insert(key, tm.clone());
+        Ok(tm)
+    }
+}
+
+/// Whether a node backup is marked failed in storage (a name no backup can have is not).
+async fn is_failed(storage: &Storage, nb: &NodeBackup) -> Result<bool, StorageError> {
+    let Some((b, n)) = nb.names() else { return Ok(false) };
+    node_backup::is_marked_failed(storage, &n, &b).await
+}
+
+/// Groups node backups into cluster backups and summarises each. `local_failed` tells about
+/// node backups the caller knows failed (saves a request); others are checked for the marker.
+pub async fn summarize(
+    storage: &Storage,
+    cache: &Cache,
+    node_backups: Vec<NodeBackup>,
+    local_failed: &(dyn Fn(&NodeBackup) -> Option<bool> + Sync),
+) -> Result<Vec<ClusterBackup>, StorageError> {
+    let mut groups: BTreeMap<String, Vec<NodeBackup>> = BTreeMap::new();
+    for nb in node_backups.into_iter().filter(|nb| !nb.leftover) {
+        groups.entry(nb.name.clone()).or_default().push(nb);
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    let mut learnt = false;
+    for (name, mut nodes) in groups {
+        nodes.sort_by_key(|n| n.started);
+        let first = &nodes[0];
+        let tokenmap = cache.tokenmap(storage, first).await?;
+        let by_host: HashMap<&str, &NodeBackup> = nodes.iter().map(|n| (n.fqdn.as_str(), n)).collect();
+        let expected: Vec<&NodeBackup> =
+            tokenmap.0.iter().filter_map(|h| by_host.get(h.host.as_str()).copied()).collect();
+        let missing = tokenmap.0.len() - expected.len();
+        let finished_nodes = expected.iter().filter(|n| n.finished.is_some()).count();
+        let finished = if missing == 0 && !expected.is_empty() && finished_nodes == expected.len() {
+            expected.iter().filter_map(|n| n.finished).max()
+        } else {
+            None
+        };
+        let mut failed = false;
+        for nb in nodes.iter().filter(|n| n.finished.is_none()) {
+            let f = match local_failed(nb) {
+                Some(f) => f,
+                None => is_failed(storage, nb).await?,
+            };
+            if f {
+                failed = true;
+                break;
+            }
+        }
+        let (mut total_size, mut total_objects) = (0, 0);
+        for nb in nodes.iter().filter(|n| n.finished.is_some()) {
+            let before = cache.totals.lock().expect("cache lock").len();
+            if let Some(t) = cache.totals(storage, nb).await? {
+                total_size += t.bytes;
+                total_objects += t.objects;
+            }
+            learnt |= cache.totals.lock().expect("cache lock").len() != before;
+        }
+        out.push(ClusterBackup {
+            started: nodes.iter().filter_map(|n| n.started).min().unwrap_or(0),
+            status: match (finished, failed) {
+                (Some(_), _) => ClusterState::Success,
+                (None, true) => ClusterState::Failed,
+                (None, false) => ClusterState::InProgress,
+            },
+            finished,
+            finished_nodes,
+            backup_type: if first.differential { "differential" } else { "full" },
+            tokenmap,
+            total_size,
+            total_objects,
+            nodes,
+            name,
+        });
+    }
+    if learnt {
+        cache.save();
+    }
+    out.sort_by(|a, b| (a.started, &a.name).cmp(&(b.started, &b.name)));
+    Ok(out)
+}
