@@ -18,32 +18,24 @@
 //! - (accounting) every stored object belongs to a node backup, a latest pointer or a shared
 //!   data folder; (latest) a latest pointer names a finished node backup of its node.
 //!
-//! Time is simulated: [`SimStore`] stamps every object with the simulated clock, so a seed
+//! Time is simulated: [`FaultStore`] stamps every object with the simulated clock, so a seed
 //! replays exactly: `PURGE_PROPERTY_SEED=<seed> cargo test --release -p medusa-tests --test
 //! purge_property` (`PURGE_PROPERTY_HISTORIES` changes how many histories run).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
+use harness::fault_store::FaultStore;
+use medusa::bucket::index::node_backups;
+use medusa::bucket::node_backup::delete as delete_node_backup;
 use medusa::config::Provider;
 use medusa::format::layout::{Layout, Meta, Mode, TableFile};
 use medusa::format::manifest::{ManifestObject, ManifestSection};
 use medusa::format::names::{BackupName, Fqdn};
-use medusa::retention::delete::delete_node_backup;
-use medusa::retention::purge::{Limits, PurgeReport, clean_orphans, purge};
-use medusa::service::listing::node_backups;
+use medusa::retention::orphans::clean as clean_orphans;
+use medusa::retention::purge::{Limits, PurgeReport, purge};
 use medusa::store::Storage;
-use object_store::memory::InMemory;
-use object_store::path::Path as ObjectPath;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::ObjectStore;
 
 const PREFIX: &str = "demo";
 const INDEX: &str = "demo/index/";
@@ -72,170 +64,6 @@ trait Ctx<T> {
 impl<T, E: std::fmt::Display> Ctx<T> for Result<T, E> {
     fn ctx(self, what: &str) -> R<T> {
         self.map_err(|e| format!("{what}: {e}"))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The store: InMemory with a simulated clock and injectable delete failures.
-
-#[derive(Debug, Default)]
-struct SimState {
-    clock: AtomicI64,
-    stamps: Mutex<HashMap<String, i64>>,
-    /// `Some(n)`: `n` more deletes succeed, then every delete fails.
-    deletes_left: Mutex<Option<u64>>,
-    /// Successful deletes so far.
-    deletes: AtomicU64,
-}
-
-impl SimState {
-    fn stamp(&self, key: &ObjectPath) {
-        let now = self.clock.load(Ordering::SeqCst);
-        self.stamps.lock().expect("stamps").insert(key.to_string(), now);
-    }
-
-    fn restamp(&self, mut m: ObjectMeta) -> ObjectMeta {
-        if let Some(t) = self.stamps.lock().expect("stamps").get(m.location.as_ref()) {
-            m.last_modified = (UNIX_EPOCH + Duration::from_secs(u64::try_from(*t).unwrap_or(0))).into();
-        }
-        m
-    }
-}
-
-/// An `ObjectStore` whose objects' Last-Modified is the simulated time of their PUT.
-#[derive(Debug)]
-struct SimStore {
-    inner: Arc<InMemory>,
-    state: Arc<SimState>,
-}
-
-impl std::fmt::Display for SimStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SimStore")
-    }
-}
-
-type Fut<'a, T> = Pin<Box<dyn Future<Output = object_store::Result<T>> + Send + 'a>>;
-
-// The trait is declared with `#[async_trait]`; these are its desugared signatures.
-impl ObjectStore for SimStore {
-    fn put_opts<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        location: &'life1 ObjectPath,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> Fut<'async_trait, PutResult>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            let r = self.inner.put_opts(location, payload, opts).await?;
-            self.state.stamp(location);
-            Ok(r)
-        })
-    }
-
-    fn put_multipart_opts<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        location: &'life1 ObjectPath,
-        opts: PutMultipartOptions,
-    ) -> Fut<'async_trait, Box<dyn MultipartUpload>>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            self.state.stamp(location);
-            self.inner.put_multipart_opts(location, opts).await
-        })
-    }
-
-    fn get_opts<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        location: &'life1 ObjectPath,
-        options: GetOptions,
-    ) -> Fut<'async_trait, GetResult>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            let mut r = self.inner.get_opts(location, options).await?;
-            r.meta = self.state.restamp(r.meta);
-            Ok(r)
-        })
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<ObjectPath>>,
-    ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
-        let (inner, state) = (self.inner.clone(), self.state.clone());
-        locations
-            .then(move |p| {
-                let (inner, state) = (inner.clone(), state.clone());
-                async move {
-                    let p = p?;
-                    if let Some(left) = state.deletes_left.lock().expect("deletes_left").as_mut() {
-                        if *left == 0 {
-                            return Err(object_store::Error::Generic {
-                                store: "SimStore",
-                                source: "injected delete failure".into(),
-                            });
-                        }
-                        *left -= 1;
-                    }
-                    inner.delete(&p).await?;
-                    state.stamps.lock().expect("stamps").remove(p.as_ref());
-                    state.deletes.fetch_add(1, Ordering::SeqCst);
-                    Ok(p)
-                }
-            })
-            .boxed()
-    }
-
-    fn list(&self, prefix: Option<&ObjectPath>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let state = self.state.clone();
-        self.inner.list(prefix).map_ok(move |m| state.restamp(m)).boxed()
-    }
-
-    fn list_with_delimiter<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        prefix: Option<&'life1 ObjectPath>,
-    ) -> Fut<'async_trait, ListResult>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            let mut r = self.inner.list_with_delimiter(prefix).await?;
-            r.objects = r.objects.into_iter().map(|m| self.state.restamp(m)).collect();
-            Ok(r)
-        })
-    }
-
-    fn copy_opts<'life0, 'life1, 'life2, 'async_trait>(
-        &'life0 self,
-        from: &'life1 ObjectPath,
-        to: &'life2 ObjectPath,
-        options: CopyOptions,
-    ) -> Fut<'async_trait, ()>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        'life2: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            self.inner.copy_opts(from, to, options).await?;
-            self.state.stamp(to);
-            Ok(())
-        })
     }
 }
 
@@ -404,7 +232,7 @@ async fn listing(s: &Storage) -> R<Listing> {
 
 struct World {
     storage: Storage,
-    sim: Arc<SimState>,
+    sim: FaultStore,
     rng: Rng,
     nodes: Vec<Fqdn>,
     live: Vec<Live>,
@@ -421,18 +249,8 @@ struct World {
 
 impl World {
     fn new(seed: u64, sabotage: Sabotage) -> World {
-        let sim = Arc::new(SimState::default());
-        sim.clock.store(T0, Ordering::SeqCst);
-        let store = SimStore { inner: Arc::new(InMemory::new()), state: sim.clone() };
-        let storage = Storage {
-            store: Arc::new(store),
-            layout: Layout::new(Some(PREFIX)),
-            provider: Provider::S3Compatible,
-            encrypted: false,
-            storage_class: None,
-            local_root: None,
-            local_fs: None,
-        };
+        let sim = FaultStore::in_memory(T0);
+        let storage = Storage::over(sim.as_dyn(), Layout::new(Some(PREFIX)), Provider::S3Compatible);
         let nodes = NODES.iter().map(|n| Fqdn::new(*n).expect("valid node name")).collect();
         let live =
             NODES.iter().map(|_| Live { tables: TABLES.iter().map(|_| vec![1]).collect(), next_gen: 1 }).collect();
@@ -454,11 +272,11 @@ impl World {
     }
 
     fn now(&self) -> i64 {
-        self.sim.clock.load(Ordering::SeqCst)
+        self.sim.now()
     }
 
     fn advance(&self, secs: i64) {
-        self.sim.clock.fetch_add(secs, Ordering::SeqCst);
+        self.sim.advance(secs);
     }
 
     fn layout(&self) -> &Layout {
@@ -1227,13 +1045,13 @@ struct CleanRun {
 async fn interrupted_at(allowed: u64, clean: &CleanRun) -> R<()> {
     let w = interrupted_start().await;
     ensure!(listing(&w.storage).await? == clean.start, "the set-up is not deterministic");
-    *w.sim.deletes_left.lock().expect("deletes_left") = Some(allowed);
+    w.sim.set_delete_budget(Some(allowed));
     let failed = purge(&w.storage, &w.nodes[0], INTERRUPT_LIMITS, w.now(), &|_| false, true).await;
     ensure!(failed.is_err(), "the purge did not fail: {failed:?}");
     let mid = listing(&w.storage).await?;
     let after_first = w.listed().await?;
     let first_backups = clean.start_backups.keys().filter(|k| !after_first.contains_key(*k)).count() as u64;
-    *w.sim.deletes_left.lock().expect("deletes_left") = None;
+    w.sim.set_delete_budget(None);
     let second =
         purge(&w.storage, &w.nodes[0], INTERRUPT_LIMITS, w.now(), &|_| false, true).await.ctx("second purge")?;
     let last = listing(&w.storage).await?;
@@ -1268,10 +1086,10 @@ async fn interrupted_at(allowed: u64, clean: &CleanRun) -> R<()> {
 async fn an_interrupted_purge_is_finished_by_the_next_one() {
     let w = interrupted_start().await;
     let (start, start_backups) = (listing(&w.storage).await.unwrap(), w.listed().await.unwrap());
-    let deletes_before = w.sim.deletes.load(Ordering::SeqCst);
+    let deletes_before = w.sim.deletes();
     let report =
         purge(&w.storage, &w.nodes[0], INTERRUPT_LIMITS, w.now(), &|_| false, true).await.expect("clean purge");
-    let deletes = w.sim.deletes.load(Ordering::SeqCst) - deletes_before;
+    let deletes = w.sim.deletes() - deletes_before;
     let clean = CleanRun { start, start_backups, report, end: listing(&w.storage).await.unwrap() };
     assert_eq!(report.backups, 7, "{report:?}");
     assert!(

@@ -5,5 +5,8 @@
 //!   hard links exactly as Cassandra does.
 //! - [`services`]: real storage servers on loopback (s3s-fs in-process, moto, azurite) and the
 //!   `medusa.ini` text that points medusa-rs at them.
+//! - [`fault_store`]: an `ObjectStore` wrapper with a simulated clock (Last-Modified of what it
+//!   writes) and injectable failures (a delete budget, one-shot faults per operation).
+pub mod fault_store;
 pub mod services;
 pub mod sim;
