@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use super::resolver::{Resolver, SystemResolver, node_name};
 use crate::config::Config;
 use crate::format::names::Fqdn;
 use crate::format::tokenmap::{RingNode, TokenMap};
@@ -105,6 +106,7 @@ pub struct ManagementApi {
     client: reqwest::Client,
     snapshots_url: String,
     base_url: String,
+    resolver: Arc<dyn Resolver>,
 }
 
 impl ManagementApi {
@@ -142,7 +144,28 @@ impl ManagementApi {
             }
         }
         let client = b.build().map_err(|e| NodeError::Config(format!("HTTP client: {e}")))?;
-        Ok(ManagementApi { client, snapshots_url: url, base_url })
+        let resolver = Arc::new(SystemResolver::from_env());
+        Ok(ManagementApi { client, snapshots_url: url, base_url, resolver })
+    }
+
+    /// Names the ring's other nodes with `resolver` instead of the system's.
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolver>) -> ManagementApi {
+        self.resolver = resolver;
+        self
+    }
+
+    /// The tokenmap of the local datacenter, other nodes named by [`node_name`].
+    async fn ring(&self, endpoints: &[Endpoint], local: &Fqdn) -> Result<TokenMap, NodeError> {
+        let lookups = endpoints.iter().filter(|e| !e.is_local).map(|e| async move {
+            let name = match e.ip.parse() {
+                Ok(ip) => node_name(&self.resolver.names(ip).await, &e.ip),
+                Err(_) => e.ip.clone(),
+            };
+            (e.ip.clone(), name)
+        });
+        let names: std::collections::HashMap<String, String> =
+            futures::future::join_all(lookups).await.into_iter().collect();
+        ring_of_local_dc(endpoints, local, |ip| names.get(ip).cloned())
     }
 
     async fn send(&self, method: &'static str, req: reqwest::RequestBuilder, url: &str) -> Result<String, NodeError> {
@@ -191,9 +214,7 @@ impl Cassandra for ManagementApi {
             .and_then(Value::as_array)
             .ok_or_else(|| NodeError::Protocol("endpoints: no \"entity\" list".into()))?;
         let endpoints: Vec<Endpoint> = entries.iter().filter_map(Endpoint::from_json).collect();
-        // Reverse DNS blocks (a resolver may take seconds): not on the async runtime.
-        let (eps, me) = (endpoints.clone(), local.clone());
-        let ring = tokio::task::spawn_blocking(move || ring_of_local_dc(&eps, &me, reverse_dns));
+        let ring = self.ring(&endpoints, local);
         let version = self.get("/api/v0/metadata/versions/release");
         // Older Management APIs lack this endpoint; the schema then has table statements only.
         let replication = keyspaces.iter().map(|ks| async move {
@@ -201,7 +222,7 @@ impl Cassandra for ManagementApi {
             let map = serde_json::from_str::<serde_json::Map<String, Value>>(&body).ok()?;
             Some(keyspace_statement(ks, &map))
         });
-        let (version, statements) = futures::join!(version, futures::future::join_all(replication));
+        let (tokenmap, version, statements) = futures::join!(ring, version, futures::future::join_all(replication));
         let release_version = match version {
             Ok(v) => v.trim().trim_matches('"').to_string(),
             Err(_) => endpoints
@@ -211,8 +232,7 @@ impl Cassandra for ManagementApi {
                 .unwrap_or_else(|| "unknown".into()),
         };
         let keyspace_cql = statements.into_iter().flatten().collect();
-        let tokenmap = ring.await.map_err(|e| NodeError::Protocol(format!("token ring: {e}")))??;
-        Ok(NodeFacts { tokenmap, release_version, keyspace_cql })
+        Ok(NodeFacts { tokenmap: tokenmap?, release_version, keyspace_cql })
     }
 }
 
@@ -267,8 +287,7 @@ impl Endpoint {
 }
 
 /// Medusa's tokenmap: the nodes of the local node's datacenter, ordered by IP string, named by
-/// reverse DNS (first label: the pod name behind a StatefulSet's headless service); the local
-/// node is always `local`.
+/// `name_of` (else by their address); the local node is always `local`.
 pub fn ring_of_local_dc(
     endpoints: &[Endpoint],
     local: &Fqdn,
@@ -291,15 +310,6 @@ pub fn ring_of_local_dc(
             })
             .collect(),
     ))
-}
-
-fn reverse_dns(ip: &str) -> Option<String> {
-    let addr: std::net::IpAddr = ip.parse().ok()?;
-    let name = dns_lookup::lookup_addr(&addr).ok()?;
-    let first = name.split('.').next()?.to_string();
-    // A PTR answer that merely spells the IP (10-0-0-1) is no name.
-    let looks_like_ip = first.replace('-', ".").parse::<std::net::IpAddr>().is_ok() || first == ip;
-    (!looks_like_ip && !first.is_empty()).then_some(first)
 }
 
 /// `nodetool` on the local machine.
@@ -417,6 +427,36 @@ mod tests {
         assert_eq!(hosts, ["demo-dc1-r1-sts-0", "pod-10.0.0.9"]);
         assert_eq!(tm.0[0].tokens, ["1", "2"]);
         assert!(ring_of_local_dc(&eps[..1], &local, |_| None).is_err());
+    }
+
+    /// A resolver answering like Kubernetes DNS: an IP-shaped PTR name first, then the pod's.
+    struct Several;
+
+    #[async_trait]
+    impl Resolver for Several {
+        async fn names(&self, ip: std::net::IpAddr) -> Vec<String> {
+            let dashed = ip.to_string().replace('.', "-");
+            let last = ip.to_string().rsplit('.').next().unwrap().to_string();
+            vec![format!("{dashed}.ns.pod.cluster.local"), format!("demo-dc1-r1-sts-{last}.demo-dc1-service.ns.svc")]
+        }
+    }
+
+    #[tokio::test]
+    async fn other_nodes_take_the_first_name_that_is_not_an_address() {
+        let k = crate::config::Config::parse(
+            "[storage]\nstorage_provider = local\nbucket_name = b\nbase_path = /tmp\n",
+            "t",
+        )
+        .unwrap()
+        .kubernetes;
+        let api = ManagementApi::new("http://127.0.0.1:9/api/v0/ops/node/snapshots", &k).unwrap();
+        let api = api.with_resolver(Arc::new(Several));
+        let eps =
+            [ep("10.0.0.1", true, "dc1", "1"), ep("10.0.0.2", false, "dc1", "2"), ep("10.0.0.3", false, "dc1", "3")];
+        let local = Fqdn::new("demo-dc1-r1-sts-1").unwrap();
+        let tm = api.ring(&eps, &local).await.unwrap();
+        let hosts: Vec<_> = tm.0.iter().map(|n| n.host.as_str()).collect();
+        assert_eq!(hosts, ["demo-dc1-r1-sts-1", "demo-dc1-r1-sts-2", "demo-dc1-r1-sts-3"]);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 pub mod cassandra;
 pub mod digest_cache;
 pub mod plan;
+pub mod resolver;
 pub mod run;
 pub mod snapshot;
 
