@@ -18,6 +18,8 @@ use crate::format::names::{BackupName, Fqdn};
 #[derive(Debug, Default)]
 pub struct StoredObjects {
     objects: HashMap<[u8; 16], (u64, Option<Box<str>>)>,
+    /// Objects whose hash is not known yet.
+    unknown: usize,
 }
 
 fn key_id(key: &str) -> [u8; 16] {
@@ -28,7 +30,10 @@ fn key_id(key: &str) -> [u8; 16] {
 impl StoredObjects {
     /// Records a listed object; `hash` is what the listing says, if it is a content hash.
     pub fn insert(&mut self, key: &str, size: u64, hash: Option<String>) {
-        self.objects.insert(key_id(key), (size, hash.map(String::into_boxed_str)));
+        self.unknown += usize::from(hash.is_none());
+        if let Some((_, old)) = self.objects.insert(key_id(key), (size, hash.map(String::into_boxed_str))) {
+            self.unknown -= usize::from(old.is_none());
+        }
     }
 
     /// Adds a hash learnt elsewhere (a manifest) for a listed object of the same size.
@@ -38,7 +43,13 @@ impl StoredObjects {
             && h.is_none()
         {
             *h = Some(hash.into());
+            self.unknown -= 1;
         }
+    }
+
+    /// How many objects have no known hash.
+    pub fn unknown(&self) -> usize {
+        self.unknown
     }
 
     /// Size and hash of `key`.

@@ -16,6 +16,7 @@ use super::cassandra::NodeError;
 use super::digest_cache::DigestCache;
 use super::plan::{Decision, FileRef, StoredObjects, decide};
 use super::snapshot::{self, SnapshotFile, SnapshotTable};
+use crate::bucket::index;
 use crate::bucket::node_backup::{self, Start};
 use crate::format::digest::ContentDigest;
 use crate::format::layout::Mode;
@@ -370,8 +371,11 @@ impl Engine {
         Ok(decided)
     }
 
-    /// Everything stored below `P/N/data/`, with hashes from the listing (S3) and from the
-    /// node's latest manifest (other stores).
+    /// Everything stored below `P/N/data/`, with hashes from the listing (S3) or else from the
+    /// manifests that reference those objects: the node's differential backups, newest first,
+    /// until every object's hash is known. (The latest manifest alone is not enough: after a full
+    /// backup it names only the full backup's own folder, and a differential backup would then
+    /// upload every file again.)
     async fn stored_objects(&self) -> Result<StoredObjects, BackupError> {
         let (n, s) = (&self.fqdn, &self.storage);
         let mut stored = StoredObjects::default();
@@ -380,22 +384,43 @@ impl Engine {
             let hash = s.listing_hash(&meta);
             stored.insert(meta.location.as_ref(), meta.size, hash);
         }
-        if stored.is_empty() {
+        if stored.unknown() == 0 {
             return Ok(stored);
         }
-        if let Some(latest) = node_backup::latest(s, n).await?
-            && let Some(bytes) = node_backup::manifest(s, n, &latest).await?
-        {
+        for b in self.differential_backups_newest_first().await? {
+            let Some(bytes) = node_backup::manifest(s, n, &b).await? else { continue };
             let learnt = crate::format::manifest::for_each_object(&bytes, |path, hash, size| {
                 if let Some(h) = hash {
                     stored.learn_hash(path, size, h);
                 }
             });
             if let Err(e) = learnt {
-                tracing::warn!(backup = %latest, error = %e, "latest manifest unreadable; digests will be recomputed");
+                tracing::warn!(backup = %b, error = %e, "manifest unreadable; its digests will be recomputed");
+            }
+            if stored.unknown() == 0 {
+                break;
             }
         }
         Ok(stored)
+    }
+
+    /// This node's complete differential backups, newest first: the latest backup first when it
+    /// is one (the usual case: its manifest alone tells every hash), then the index's.
+    async fn differential_backups_newest_first(&self) -> Result<Vec<BackupName>, BackupError> {
+        let (n, s) = (&self.fqdn, &self.storage);
+        let mut mine: Vec<_> = index::node_backups(s, None)
+            .await?
+            .into_iter()
+            .filter(|nb| nb.fqdn == n.as_str() && nb.differential && nb.finished.is_some())
+            .collect();
+        mine.sort_by_key(|nb| std::cmp::Reverse(nb.finished));
+        let mut names: Vec<BackupName> = mine.iter().filter_map(|nb| nb.names()).map(|(b, _)| b).collect();
+        if let Some(latest) = node_backup::latest(s, n).await?
+            && let Some(i) = names.iter().position(|b| *b == latest)
+        {
+            names[..=i].rotate_right(1);
+        }
+        Ok(names)
     }
 
     /// Saves the digests of this snapshot's files for the next backup; a failure only costs

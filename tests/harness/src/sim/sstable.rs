@@ -63,6 +63,9 @@ impl SstablePlan {
     }
 
     /// Exact size of every component except `Digest.crc32` (which depends on the CRC digits).
+    /// Every fourth generation has an empty `Filter.db` (a table without a bloom filter): real
+    /// nodes hold zero-byte components (BTI's `Partitions.db`/`Rows.db` in Cassandra 5, empty
+    /// filters), which Medusa mishandled (k8ssandra-operator #1318, Medusa #971).
     pub(crate) fn sizes(&self) -> [(&'static str, u64); 8] {
         let d = self.data_size;
         let mut rng = SmallRng::seed_from_u64(mix_seed(self.seed, &["sizes"]));
@@ -73,10 +76,14 @@ impl SstablePlan {
             ("Digest.crc32", 10),
             ("TOC.txt", toc),
             ("CompressionInfo.db", 43 + 8 * d.div_ceil(16_384)),
-            ("Filter.db", 24 + d / 140 + rng.random_range(0..16)),
+            ("Filter.db", self.filter_size(24 + d / 140 + rng.random_range(0..16))),
             ("Index.db", 32 + d / 25 + rng.random_range(0..64)),
             ("Summary.db", 56 + (d / 4_096).min(8_192)),
         ]
+    }
+
+    fn filter_size(&self, with_filter: u64) -> u64 {
+        if self.generation.is_multiple_of(4) { 0 } else { with_filter }
     }
 
     /// Approximate total bytes of the SSTable.
