@@ -329,7 +329,9 @@ async fn prepare_restore_writes_the_mapping_that_restore_init_reads() {
     assert_eq!(c.prepare_restore(prep("", "dc1", "k")).await.unwrap_err().code(), Code::InvalidArgument);
     assert_eq!(c.prepare_restore(prep("b1", "dc1", "../k")).await.unwrap_err().code(), Code::InvalidArgument);
     assert_eq!(c.prepare_restore(prep("nope", "dc1", "k")).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(c.prepare_restore(prep("b1", "dc9", "k")).await.unwrap_err().code(), Code::FailedPrecondition);
+    // k8ssandra-operator sends the CassandraDatacenter object's name, which differs from the
+    // datacenter's name when `datacenterName` overrides it: accepted, this node's DC is used.
+    c.prepare_restore(prep("b1", "demo-dc1-object", "key-cr")).await.unwrap();
     c.prepare_restore(prep("b1", "dc1", "key-42")).await.unwrap();
     let root = env.sim.lock().unwrap().root.clone();
     let file = std::fs::read_to_string(root.join(".restore_mapping/key-42")).unwrap();
@@ -337,6 +339,7 @@ async fn prepare_restore_writes_the_mapping_that_restore_init_reads() {
         file,
         format!(r#"{{"in_place": true, "host_map": {{"{f}": {{"source": ["{f}"], "seed": false}}}}}}"#, f = env.fqdn)
     );
+    assert_eq!(std::fs::read_to_string(root.join(".restore_mapping/key-cr")).unwrap(), file);
     // restore-init without RESTORE_MAPPING uses that file.
     let before = env.with_sim(|s| harness::sim::digest_data_dir(&s.data_dir)).await;
     env.with_sim(|s| s.wipe().unwrap()).await;

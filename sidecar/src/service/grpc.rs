@@ -13,6 +13,7 @@ use crate::bucket::index::{self, NodeBackup};
 use crate::bucket::node_backup::{self, State};
 use crate::format::layout::Mode;
 use crate::format::names::{BackupName, Fqdn, RestoreKey};
+use crate::format::tokenmap::TokenMap;
 use crate::pb;
 use crate::pb::medusa_server::Medusa;
 use crate::service::jobs::{JobState, Jobs};
@@ -89,6 +90,28 @@ fn summary(c: &ClusterBackup) -> pb::BackupSummary {
         backup_type: c.backup_type.to_string(),
         total_size: c.total_size as i64,
         total_objects: c.total_objects as i64,
+    }
+}
+
+/// The nodes of `backup` to restore here. k8ssandra-operator sends the CassandraDatacenter
+/// object's name as `datacenter`, which differs from Cassandra's datacenter name whenever
+/// `datacenterName` overrides it (Medusa ignores the field): a name that is a datacenter of the
+/// backup selects it; any other selects the datacenter of this node, if the backup has it;
+/// else every node of the backup is a candidate and the host map decides.
+fn ring_of_datacenter(backup: &TokenMap, datacenter: &str, local_ring: &TokenMap, me: &Fqdn) -> TokenMap {
+    let in_dc =
+        |dc: &str| TokenMap(backup.0.iter().filter(|n| n.dc.as_deref().is_none_or(|d| d == dc)).cloned().collect());
+    let names_a_dc = |dc: &str| backup.0.iter().any(|n| n.dc.as_deref() == Some(dc));
+    if datacenter.is_empty() || names_a_dc(datacenter) {
+        return if datacenter.is_empty() { backup.clone() } else { in_dc(datacenter) };
+    }
+    let local_dc = local_ring.node(me.as_str()).and_then(|n| n.dc.clone());
+    match local_dc {
+        Some(dc) if names_a_dc(&dc) => {
+            tracing::info!(datacenter, local_dc = %dc, "PrepareRestore: the datacenter field names no datacenter of the backup (a CassandraDatacenter object's name); using this node's");
+            in_dc(&dc)
+        }
+        _ => backup.clone(),
     }
 }
 
@@ -229,15 +252,12 @@ impl MedusaService {
         let name = BackupName::new(r.backup_name)?;
         let key = RestoreKey::new(r.restore_key)?;
         let c = self.cluster_backup(&name).await?;
-        let mut backup_ring = (*c.tokenmap).clone();
-        if !r.datacenter.is_empty() {
-            backup_ring.0.retain(|n| n.dc.as_deref().is_none_or(|dc| dc == r.datacenter));
-            if backup_ring.0.is_empty() {
-                let dc = r.datacenter;
-                return Err(RpcError::Precondition(format!("backup {name} has no node in datacenter {dc}")));
-            }
-        }
         let facts = self.engine.cassandra.facts(&self.engine.fqdn, &[]).await?;
+        let backup_ring = ring_of_datacenter(&c.tokenmap, &r.datacenter, &facts.tokenmap, &self.engine.fqdn);
+        if backup_ring.0.is_empty() {
+            let dc = r.datacenter;
+            return Err(RpcError::Precondition(format!("backup {name} has no node in datacenter {dc}")));
+        }
         let mapping = crate::restore::mapping::host_map(&backup_ring, &facts.tokenmap, &[])
             .map_err(|e| RpcError::Precondition(format!("cannot restore {name} here: {e}")))?;
         let path = self.engine.paths.root().join(".restore_mapping").join(key.as_str());
