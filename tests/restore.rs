@@ -139,9 +139,12 @@ async fn in_place_round_trip_over_s3_skip_rules_and_idempotence() {
     let r = run_restore(&env.ini_path, &with(&base, &[("POD_NAME", FQDN)])).await;
     assert_eq!(r.code, Some(0), "{}", r.log);
     assert!(r.log.contains("no restore requested"), "{}", r.log);
+    // A backup that is not in the bucket is an error naming it, the bucket and the prefix
+    // (a typo must not boot Cassandra on its old data), and touches nothing either.
     let r = run_restore(&env.ini_path, &with(&base, &vars("nope", "k0", &mapping))).await;
-    assert_eq!(r.code, Some(0), "{}", r.log);
-    assert!(r.log.contains("has no part for node"), "{}", r.log);
+    assert_eq!(r.code, Some(1), "{}", r.log);
+    assert!(r.log.contains("backup nope has no part for node") && r.log.contains("in bucket "), "{}", r.log);
+    assert!(r.log.contains("prefix \"demo\""), "{}", r.log);
     let remote = r#"{"in_place":false,"host_map":{"other-pod":{"source":["x"],"seed":false}}}"#;
     let r = run_restore(&env.ini_path, &with(&base, &vars("diff-1", "k0", remote))).await;
     assert_eq!(r.code, Some(0), "{}", r.log);

@@ -163,10 +163,14 @@ pub async fn run(cfg: &Config, env: RestoreEnv) -> Result<Outcome, RestoreError>
         Err(skip) => return Ok(Outcome::Skipped(skip)),
     };
     let storage = Storage::from_config(&cfg.storage)?;
+    // A backup that is not there is an error, not a skip: a typo in BACKUP_NAME or a wrong
+    // bucket or prefix would otherwise boot Cassandra on its old data as if restored.
     let Some(source) = read_source(&storage, &req).await? else {
-        let (backup, source) = (&req.backup, &req.source);
-        return Ok(Outcome::Skipped(format!(
-            "backup {backup} has no part for node {source} in the bucket; nothing to restore"
+        let (backup, source, bucket) = (&req.backup, &req.source, &cfg.storage.bucket_name);
+        let prefix = cfg.storage.prefix.as_deref().map(|p| format!("prefix {p:?}")).unwrap_or("no prefix".into());
+        return Err(RestoreError::Invalid(format!(
+            "backup {backup} has no part for node {source} in bucket {bucket} ({prefix}); check BACKUP_NAME \
+             and [storage] bucket_name and prefix in medusa.ini; nothing was touched"
         )));
     };
     let (root, data_dir) = (req.paths.root(), req.paths.data_dir.clone());
