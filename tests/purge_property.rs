@@ -14,7 +14,9 @@
 //!   exactly the expected objects disappeared;
 //! - (e) no object of a retained node backup disappears (names share prefixes: `b1`, `b10`,
 //!   `b1-old`, ...);
-//! - (f) a purge removes exactly the node backups §5.1 selects (age, count, running kept);
+//! - (f) a purge removes exactly the node backups §5.1 selects with its count rule fixed (age;
+//!   count among complete backups; incomplete ones older than the newest complete one and the
+//!   grace period; running kept);
 //! - (accounting) every stored object belongs to a node backup, a latest pointer or a shared
 //!   data folder; (latest) a latest pointer names a finished node backup of its node.
 //!
@@ -531,21 +533,36 @@ impl World {
 
     /// §5.1 with the running backup kept: the names a purge of `node` must delete.
     fn oracle(&self, node: usize, now: i64, limits: Limits, running: Option<&str>) -> BTreeSet<String> {
-        let mut v: Vec<(i64, &str)> =
-            self.backups.iter().filter(|((i, _), _)| *i == node).map(|((_, n), b)| (b.started, n.as_str())).collect();
+        // (started, name, complete)
+        let mut v: Vec<(i64, &str, bool)> = self
+            .backups
+            .iter()
+            .filter(|((i, _), _)| *i == node)
+            .map(|((_, n), b)| (b.started, n.as_str(), b.manifest.is_some()))
+            .collect();
         if let Some(p) = self.inflight.as_ref().filter(|p| p.node == node) {
-            v.push((p.started, &p.name));
+            v.push((p.started, &p.name, false));
         }
         v.sort();
-        let over =
-            if limits.max_backup_count > 0 { v.len().saturating_sub(limits.max_backup_count as usize) } else { 0 };
+        // Count among complete backups only (Medusa #607 fixed); incomplete ones older than the
+        // newest complete one and than the grace period go too; age applies to all.
+        let complete: Vec<&str> = v.iter().filter(|b| b.2).map(|b| b.1).collect();
+        let over = if limits.max_backup_count > 0 {
+            complete.len().saturating_sub(limits.max_backup_count as usize)
+        } else {
+            0
+        };
+        let surplus: BTreeSet<&str> = complete[..over].iter().copied().collect();
+        let newest_complete = v.iter().filter(|b| b.2).map(|b| b.0).max();
         let cutoff = now - i64::from(limits.max_backup_age) * DAY;
+        let grace = now - i64::from(limits.grace_days) * DAY;
         v.iter()
-            .enumerate()
-            .filter(|(i, (started, name))| {
-                Some(*name) != running && ((limits.max_backup_age > 0 && *started < cutoff) || *i < over)
+            .filter(|(started, name, complete)| {
+                let stale = !complete && newest_complete.is_some_and(|n| *started < n) && *started < grace;
+                Some(*name) != running
+                    && ((limits.max_backup_age > 0 && *started < cutoff) || surplus.contains(name) || stale)
             })
-            .map(|(_, (_, name))| name.to_string())
+            .map(|(_, name, _)| name.to_string())
             .collect()
     }
 
@@ -1091,7 +1108,9 @@ async fn an_interrupted_purge_is_finished_by_the_next_one() {
         purge(&w.storage, &w.nodes[0], INTERRUPT_LIMITS, w.now(), &|_| false, true).await.expect("clean purge");
     let deletes = w.sim.deletes() - deletes_before;
     let clean = CleanRun { start, start_backups, report, end: listing(&w.storage).await.unwrap() };
-    assert_eq!(report.backups, 7, "{report:?}");
+    // Nine complete backups and a newer abandoned one: the count keeps the newest three complete
+    // ones (the abandoned backup neither counts nor is older than the newest complete one).
+    assert_eq!(report.backups, 6, "{report:?}");
     assert!(
         report.objects > 0 && report.within_grace > 0,
         "the set-up exercises deletions and the grace period: {report:?}"

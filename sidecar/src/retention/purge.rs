@@ -37,6 +37,9 @@ pub enum Reason {
     WithinLimits,
     /// Running on this node now.
     Running,
+    /// Incomplete (failed or abandoned), older than the newest complete backup and than the
+    /// grace period.
+    Incomplete,
 }
 
 /// The plan: which node backups go, which stay, and why.
@@ -48,9 +51,11 @@ pub struct PurgePlan {
     pub keep: Vec<(NodeBackup, Reason)>,
 }
 
-/// Medusa's selection (§5.1) over this node's backups, complete or not: by age
-/// (`started < now - age`), by count (the oldest beyond the newest N), the union of both.
-/// A backup running here is always kept.
+/// Medusa's selection (§5.1) over this node's backups, with its count rule fixed (Medusa
+/// #607): by age (`started < now - age`, complete or not); by count among COMPLETE backups only
+/// (the oldest beyond the newest N), so that a run of failed backups never pushes complete ones
+/// out; and incomplete backups older than the newest complete one and than the grace period
+/// (`backup_grace_period_in_days`) go as such. A backup running here is always kept.
 pub fn plan(
     mut backups: Vec<NodeBackup>,
     now: i64,
@@ -58,13 +63,19 @@ pub fn plan(
     running: &(dyn Fn(&str) -> bool + Sync),
 ) -> PurgePlan {
     backups.sort_by(|a, b| (a.started, &a.name).cmp(&(b.started, &b.name)));
-    let n = backups.len();
-    let over = if limits.max_backup_count > 0 { n.saturating_sub(limits.max_backup_count as usize) } else { 0 };
+    let complete = backups.iter().filter(|b| b.finished.is_some()).count();
+    let over = if limits.max_backup_count > 0 { complete.saturating_sub(limits.max_backup_count as usize) } else { 0 };
+    let newest_complete = backups.iter().filter(|b| b.finished.is_some()).filter_map(|b| b.started).max();
     let cutoff = now - i64::from(limits.max_backup_age) * 86_400;
+    let grace = now - i64::from(limits.grace_days) * 86_400;
     let mut out = PurgePlan::default();
-    for (i, b) in backups.into_iter().enumerate() {
-        let old = limits.max_backup_age > 0 && b.started.unwrap_or(0) < cutoff;
-        let surplus = i < over;
+    let mut complete_seen = 0;
+    for b in backups {
+        let started = b.started.unwrap_or(0);
+        let old = limits.max_backup_age > 0 && started < cutoff;
+        let surplus = b.finished.is_some() && complete_seen < over;
+        complete_seen += usize::from(b.finished.is_some());
+        let stale = b.finished.is_none() && newest_complete.is_some_and(|n| started < n) && started < grace;
         let reason = match (old, surplus) {
             _ if running(&b.name) => {
                 out.keep.push((b, Reason::Running));
@@ -73,6 +84,7 @@ pub fn plan(
             (true, true) => Reason::TooOldAndOverCount,
             (true, false) => Reason::TooOld,
             (false, true) => Reason::OverCount,
+            (false, false) if stale => Reason::Incomplete,
             (false, false) => {
                 out.keep.push((b, Reason::WithinLimits));
                 continue;
@@ -123,7 +135,11 @@ pub async fn purge(
     }
     let plan = plan(mine, now, limits, running);
     for (b, why) in &plan.purge {
-        tracing::info!(backup = %b.name, started = b.started, reason = ?why, "purge plan: delete");
+        if *why == Reason::Incomplete {
+            tracing::info!(backup = %b.name, started = b.started, "purge plan: delete an incomplete backup (failed or abandoned) older than the newest complete one and the grace period");
+        } else {
+            tracing::info!(backup = %b.name, started = b.started, reason = ?why, "purge plan: delete");
+        }
     }
     tracing::info!(delete = plan.purge.len(), keep = plan.keep.len(), "purge plan");
     report.backups += plan.purge.len() as u64;
@@ -194,5 +210,30 @@ mod tests {
         let p = plan(all, now, count, &|n| n == "a");
         assert_eq!(names(&p.purge), ["b"]);
         assert!(p.keep.iter().any(|(b, r)| b.name == "a" && *r == Reason::Running));
+    }
+
+    #[test]
+    fn failed_backups_never_push_complete_ones_out_of_the_count() {
+        let day = 86_400;
+        let now = 100 * day;
+        let failed = |name: &str, started: i64| NodeBackup { finished: None, ..nb(name, started) };
+        // Two complete backups, then a run of failures (Medusa #607).
+        let all = vec![
+            nb("c1", 80 * day),
+            failed("f0", 85 * day),
+            nb("c2", 90 * day),
+            failed("f1", 95 * day),
+            failed("f2", 98 * day),
+            failed("f3", 99 * day + day / 2),
+        ];
+        let limits = Limits { max_backup_age: 0, max_backup_count: 2, grace_days: 1 };
+        let p = plan(all.clone(), now, limits, &|_| false);
+        // Both complete backups stay; the failure older than the newest complete backup and than
+        // the grace period goes as incomplete; newer failures stay (they may still be running
+        // elsewhere and say what happened).
+        assert_eq!(names(&p.purge), ["f0"]);
+        assert_eq!(p.purge[0].1, Reason::Incomplete);
+        let one = Limits { max_backup_count: 1, ..limits };
+        assert_eq!(names(&plan(all, now, one, &|_| false).purge), ["c1", "f0"]);
     }
 }
