@@ -18,8 +18,13 @@
 //! empty answer. Peak RSS is this process' VmHWM, reset via `/proc/self/clear_refs` before the
 //! sidecar starts: it covers the sidecar and the client decoding the reply.
 //!
-//! Run: `cargo bench -p medusa-tests --bench getbackups -- [--backups N --nodes N --tokens N]
-//! [--objects N] [--warm N]` (default: the three cases below).
+//! The datacenter rows ask every node's sidecar in turn (100 backups of 1 node, then of 3 nodes,
+//! one sidecar per node over one bucket), as k8ssandra-operator asks the pods of a datacenter:
+//! each pod's first call is cold, later calls warm.
+//!
+//! Run: `cargo bench -p medusa-tests --bench getbackups -- [--backups N --nodes N --tokens N |
+//! --datacenter-only] [--objects N] [--warm N]` (default: the three cases below, then the
+//! datacenter rows).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -43,7 +48,7 @@ const COMPONENTS: &str = "Data.db Index.db Filter.db Statistics.db Summary.db TO
 /// k8ssandra-operator's client accepts replies up to 512 MiB (and medusa-rs sends up to
 /// `[grpc] max_send_message_length`, 512 MiB by default).
 const OPERATOR_RECEIVE_LIMIT: u64 = 512 * MIB;
-const USAGE: &str = "usage: getbackups [--backups N --nodes N --tokens N] [--objects N] [--warm N]\n\
+const USAGE: &str = "usage: getbackups [--backups N --nodes N --tokens N | --datacenter-only] [--objects N] [--warm N]\n\
     default cases: 100x3 and 1000x3 with 16 tokens per node (k8ssandra's num_tokens for Cassandra 4),\n\
     1000x12 with 256 tokens per node (Cassandra 3's default: the largest reply); 600 objects per manifest";
 
@@ -62,7 +67,7 @@ struct Row {
     generate: Duration,
     cold: Duration,
     warm: Vec<Duration>,
-    /// `catalog::node_backups` alone (the index listing and parsing), called directly.
+    /// `bucket::index::node_backups` alone (the index listing and parsing), called directly.
     list: Vec<Duration>,
     reply: u64,
     rss_before: u64,
@@ -73,22 +78,37 @@ struct Row {
 }
 
 fn main() -> Result<()> {
-    let (cases, warm) = parse_args(std::env::args().skip(1).collect())?;
+    let (cases, warm, datacenter) = parse_args(std::env::args().skip(1).collect())?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut rows = Vec::new();
     for case in cases {
         rows.push(rt.block_on(run_case(case, warm))?);
     }
-    print_table(&rows, warm);
+    if !rows.is_empty() {
+        print_table(&rows, warm);
+    }
+    if datacenter {
+        let objects = rows.first().map_or(600, |r| r.case.objects);
+        let mut dc = Vec::new();
+        for nodes in [1, 3] {
+            let case = Case { backups: 100, nodes, tokens: 16, objects };
+            dc.push(rt.block_on(run_datacenter(case, warm))?);
+        }
+        print_datacenter(&dc);
+    }
     Ok(())
 }
 
-fn parse_args(args: Vec<String>) -> Result<(Vec<Case>, usize)> {
+fn parse_args(args: Vec<String>) -> Result<(Vec<Case>, usize, bool)> {
     let (mut custom, mut objects, mut warm) = (None, 600, 10);
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
         if a == "--bench" {
             continue; // passed by `cargo bench`
+        }
+        if a == "--datacenter-only" {
+            custom = Some((0, 0, 0));
+            continue;
         }
         let v = args.next().with_context(|| format!("{a} needs a value\n{USAGE}"))?;
         let v: usize = v.parse().with_context(|| format!("{a} takes a whole number"))?;
@@ -101,12 +121,18 @@ fn parse_args(args: Vec<String>) -> Result<(Vec<Case>, usize)> {
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
-    let cases = custom.map_or(vec![(100, 3, 16), (1000, 3, 16), (1000, 12, 256)], |c| vec![c]);
+    // The datacenter rows run with the default cases, or alone with --datacenter-only.
+    let datacenter = custom.is_none_or(|c| c == (0, 0, 0));
+    let cases = match custom {
+        None => vec![(100, 3, 16), (1000, 3, 16), (1000, 12, 256)],
+        Some((0, 0, 0)) => Vec::new(),
+        Some(c) => vec![c],
+    };
     let cases: Vec<Case> =
         cases.into_iter().map(|(backups, nodes, tokens)| Case { backups, nodes, tokens, objects }).collect();
     let positive = cases.iter().all(|c| c.backups > 0 && c.nodes > 0 && c.tokens > 0 && c.objects > 0);
     ensure!(positive && warm > 0, "sizes must be positive\n{USAGE}");
-    Ok((cases, warm))
+    Ok((cases, warm, datacenter))
 }
 
 async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
@@ -174,6 +200,89 @@ async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
     Ok(Row { case, generate, cold, warm, list, reply: size, rss_before, cold_peak, peak, rss_after })
 }
 
+/// What the datacenter case measured: GetBackups asked of every node's sidecar in turn, as
+/// k8ssandra-operator asks the pods of a datacenter (each sidecar has its own summary cache).
+struct DcRow {
+    case: Case,
+    /// The first call of each pod's sidecar, in pod order.
+    cold: Vec<Duration>,
+    /// Later calls, round-robin over the pods.
+    warm: Vec<Duration>,
+}
+
+/// Starts one sidecar per node of `case` over one bucket and calls GetBackups on each in turn:
+/// cold once per pod, then `rounds` warm rounds over all pods.
+async fn run_datacenter(case: Case, rounds: usize) -> Result<DcRow> {
+    let dir = TempDir::new("getbackups-dc-bench")?;
+    let d = dir.path().to_path_buf();
+    let expected = tokio::task::spawn_blocking(move || generate(&d, case)).await??;
+    let (mut clients, mut stops, mut daemons) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..case.nodes {
+        let ini = write_node_config(dir.path(), i)?;
+        let cfg = medusa::config::Config::load(&ini)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let opts = medusa::service::daemon::Options {
+            config_path: ini,
+            shutdown_grace: Duration::from_secs(5),
+            config_poll: Duration::from_secs(3600),
+        };
+        daemons.push(tokio::spawn(medusa::service::daemon::run(cfg, opts, listener, async move {
+            let _ = stopped.await;
+        })));
+        stops.push(stop);
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+            .timeout(Duration::from_secs(600))
+            .connect()
+            .await?;
+        clients
+            .push(pb::medusa_client::MedusaClient::new(ch).max_decoding_message_size(OPERATOR_RECEIVE_LIMIT as usize));
+    }
+    let mut row = DcRow { case, cold: Vec::new(), warm: Vec::new() };
+    for round in 0..=rounds {
+        for (pod, client) in clients.iter_mut().enumerate() {
+            let t = Instant::now();
+            let reply = client
+                .get_backups(pb::GetBackupsRequest {})
+                .await
+                .with_context(|| format!("GetBackups round {round} pod {pod}"))?
+                .into_inner();
+            if round == 0 {
+                row.cold.push(t.elapsed())
+            } else {
+                row.warm.push(t.elapsed())
+            }
+            check(&reply, case, &expected)?;
+        }
+    }
+    drop(clients);
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    for d in daemons {
+        d.await?.map_err(|e| anyhow::anyhow!("sidecar: {e}"))?;
+    }
+    Ok(row)
+}
+
+fn print_datacenter(rows: &[DcRow]) {
+    println!(
+        "
+GetBackups asked of every pod of a datacenter in turn (one sidecar per node, one bucket)"
+    );
+    println!("backups nodes  cold ms (per pod)          warm median ms  warm p95 ms");
+    for r in rows {
+        let cold: Vec<String> = r.cold.iter().map(|d| format!("{:.1}", ms(*d))).collect();
+        let (median, p95) = (ms(percentile(&r.warm, 50)), ms(percentile(&r.warm, 95)));
+        println!("{:<7} {:>5}  {:<25} {median:>14.1} {p95:>12.1}", r.case.backups, r.case.nodes, cold.join(" / "));
+    }
+    println!(
+        "(cold = each pod's first call: every sidecar reads the manifests once for its own cache; warm = later calls \
+         over all pods; the 1-node row is the single-node figure beside it.)"
+    );
+}
+
 /// The reply must list every backup as a finished differential backup of every node, with the
 /// objects and bytes written into its manifests.
 fn check(r: &pb::GetBackupsResponse, case: Case, expected: &HashMap<String, u64>) -> Result<()> {
@@ -205,11 +314,18 @@ fn check(r: &pb::GetBackupsResponse, case: Case, expected: &HashMap<String, u64>
 /// state directory is `<dir>/cassandra/.medusa-rs`, fresh) and a Management API that GetBackups
 /// never calls.
 fn write_config(dir: &Path) -> Result<PathBuf> {
-    let data = dir.join("cassandra/data");
+    write_node_config(dir, 0)
+}
+
+/// The configuration of node `i` (its own cassandra directory, hence its own state directory,
+/// over the shared bucket `<dir>/bucket`).
+fn write_node_config(dir: &Path, i: usize) -> Result<PathBuf> {
+    let node = dir.join(format!("cassandra-{i}"));
+    let data = node.join("data");
     std::fs::create_dir_all(&data)?;
-    let yaml = dir.join("cassandra/cassandra.yaml");
+    let yaml = node.join("cassandra.yaml");
     std::fs::write(&yaml, format!("data_file_directories:\n  - {}\n", data.display()))?;
-    let ini = dir.join("medusa.ini");
+    let ini = dir.join(format!("medusa-{i}.ini"));
     std::fs::write(
         &ini,
         format!(
@@ -218,7 +334,7 @@ fn write_config(dir: &Path) -> Result<PathBuf> {
              use_mgmt_api = 1\ncassandra_url = http://127.0.0.1:1/api/v0/ops/node/snapshots\n",
             yaml.display(),
             dir.display(),
-            fqdn(0)
+            fqdn(i)
         ),
     )?;
     Ok(ini)
@@ -404,7 +520,7 @@ fn print_table(rows: &[Row], warm: usize) {
     }
     println!(
         "(cold = first call of a fresh sidecar: reads every manifest once, page cache warm; median/p95 of {warm} warm \
-         calls (nearest rank); list = median of {warm} direct calls of catalog::node_backups, the index listing each \
+         calls (nearest rank); list = median of {warm} direct calls of bucket::index::node_backups, the index listing each \
          call starts with. reply = encoded GetBackupsResponse; % limit = of 512 MiB, the operator's receive limit and \
          medusa-rs' default max_send_message_length. RSS0 = this process before the sidecar started; cold/peak = its \
          VmHWM after the cold call / after the warm calls (sidecar + client); after = VmRSS after the warm calls.)"
