@@ -149,23 +149,7 @@ async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
 
     let rss_before = status_kib("VmRSS:")?;
     std::fs::write("/proc/self/clear_refs", "5").context("resetting VmHWM via /proc/self/clear_refs")?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let opts = medusa::service::daemon::Options {
-        config_path: ini,
-        shutdown_grace: Duration::from_secs(5),
-        config_poll: Duration::from_secs(3600),
-    };
-    let daemon = tokio::spawn(medusa::service::daemon::run(cfg, opts, listener, async move {
-        let _ = stopped.await;
-    }));
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .timeout(Duration::from_secs(600))
-        .connect()
-        .await?;
-    let mut client =
-        pb::medusa_client::MedusaClient::new(ch).max_decoding_message_size(OPERATOR_RECEIVE_LIMIT as usize);
+    let Sidecar { mut client, stop, daemon } = start_sidecar(cfg, ini).await?;
 
     let t = Instant::now();
     let reply = client.get_backups(pb::GetBackupsRequest {}).await.context("cold GetBackups")?.into_inner();
@@ -200,6 +184,35 @@ async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
     Ok(Row { case, generate, cold, warm, list, reply: size, rss_before, cold_peak, peak, rss_after })
 }
 
+/// A sidecar running in this process, and a client of it.
+struct Sidecar {
+    client: pb::medusa_client::MedusaClient<tonic::transport::Channel>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    daemon: tokio::task::JoinHandle<Result<medusa::service::daemon::Exit, medusa::service::daemon::DaemonError>>,
+}
+
+/// Starts `medusa::service::daemon::run` on a loopback port and connects a client that accepts
+/// replies up to the operator's limit.
+async fn start_sidecar(cfg: medusa::config::Config, ini: PathBuf) -> Result<Sidecar> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let opts = medusa::service::daemon::Options {
+        config_path: ini,
+        shutdown_grace: Duration::from_secs(5),
+        config_poll: Duration::from_secs(3600),
+    };
+    let daemon = tokio::spawn(medusa::service::daemon::run(cfg, opts, listener, async move {
+        let _ = stopped.await;
+    }));
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .timeout(Duration::from_secs(600))
+        .connect()
+        .await?;
+    let client = pb::medusa_client::MedusaClient::new(ch).max_decoding_message_size(OPERATOR_RECEIVE_LIMIT as usize);
+    Ok(Sidecar { client, stop, daemon })
+}
+
 /// What the datacenter case measured: GetBackups asked of every node's sidecar in turn, as
 /// k8ssandra-operator asks the pods of a datacenter (each sidecar has its own summary cache).
 struct DcRow {
@@ -220,24 +233,10 @@ async fn run_datacenter(case: Case, rounds: usize) -> Result<DcRow> {
     for i in 0..case.nodes {
         let ini = write_node_config(dir.path(), i)?;
         let cfg = medusa::config::Config::load(&ini)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let opts = medusa::service::daemon::Options {
-            config_path: ini,
-            shutdown_grace: Duration::from_secs(5),
-            config_poll: Duration::from_secs(3600),
-        };
-        daemons.push(tokio::spawn(medusa::service::daemon::run(cfg, opts, listener, async move {
-            let _ = stopped.await;
-        })));
-        stops.push(stop);
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .timeout(Duration::from_secs(600))
-            .connect()
-            .await?;
-        clients
-            .push(pb::medusa_client::MedusaClient::new(ch).max_decoding_message_size(OPERATOR_RECEIVE_LIMIT as usize));
+        let sidecar = start_sidecar(cfg, ini).await?;
+        clients.push(sidecar.client);
+        stops.push(sidecar.stop);
+        daemons.push(sidecar.daemon);
     }
     let mut row = DcRow { case, cold: Vec::new(), warm: Vec::new() };
     for round in 0..=rounds {
