@@ -77,6 +77,43 @@ async fn probe_exit_codes_through_the_sidecar_lifecycle() {
     assert_eq!(code, Some(2), "nothing listening: {out}");
 }
 
+/// Under the operator the probe is the pod's readiness AND liveness: a bucket outage must not
+/// restart the container or take the Cassandra node out of its Services. Health stays SERVING
+/// with storage unreachable, and a backup asked for meanwhile is accepted and ends FAILED with
+/// the storage error as its reason (an OK BackupStatus reply), so the operator's job ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_stays_serving_through_a_storage_outage_and_backups_fail_with_a_reason() {
+    let mut o = EnvOptions::new(Kind::S3sFs);
+    o.proxy = true; // the test env retries twice within 10 s
+    let env = Env::new(o).await.unwrap();
+    env.proxy.as_ref().unwrap().break_now();
+    let sidecar = Sidecar::start(&env).await.unwrap();
+    let port = sidecar.port;
+    serving(port).await;
+    let mut c = sidecar.client().await.unwrap();
+    let r = c.async_backup(pb::BackupRequest { name: "b-dark".into(), mode: Mode::Full as i32 }).await;
+    let r = r.expect("accepted whatever storage does").into_inner();
+    assert_eq!(r.status, StatusType::InProgress as i32);
+    let failed = eventually(Duration::from_secs(60), "the backup to fail", || {
+        let mut c = c.clone();
+        async move {
+            let s = c.backup_status(pb::BackupStatusRequest { backup_name: "b-dark".into() }).await.ok()?.into_inner();
+            (s.status == StatusType::Failed as i32).then_some(s)
+        }
+    })
+    .await;
+    assert!(failed.error.contains("storage"), "the reason names storage: {}", failed.error);
+    // SERVING for 30 s of outage, sampled as the kubelet would.
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let (code, out) = probe(&[&format!("--addr=:{port}")]);
+        assert_eq!(code, Some(0), "after {:?} of outage: {out}", start.elapsed());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    assert!(sidecar.log_text().contains("storage unreachable"), "{}", sidecar.log_text());
+    env.proxy.as_ref().unwrap().heal();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_with_tls_as_the_operator_calls_it() {
     let env = Env::new(EnvOptions::new(Kind::Local)).await.unwrap();

@@ -79,8 +79,11 @@ pub async fn run(
         .max_decoding_message_size(cfg.grpc.max_receive_message_length)
         .max_encoding_message_size(cfg.grpc.max_send_message_length);
     let (health, health_service) = tonic_health::server::health_reporter();
-    set_health(&health, false).await;
-    let probe = serve_once_storage_answers(health.clone(), engine.clone());
+    // SERVING from the start, whatever storage does: the operator uses this health for the
+    // pod's readiness and liveness, and a bucket outage must not restart the container or take
+    // the Cassandra node out of its Services. Storage is watched on its own.
+    set_health(&health, true).await;
+    let probe = tokio::spawn(watch_storage(engine.clone()));
 
     let mut builder = Server::builder();
     if let Some(t) = tls(&cfg)? {
@@ -141,24 +144,33 @@ async fn set_health(health: &HealthReporter, serving: bool) {
     }
 }
 
-/// Turns health SERVING once a storage listing succeeds.
-fn serve_once_storage_answers(health: HealthReporter, engine: Arc<Engine>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        use futures::StreamExt;
-        let root = engine.storage.layout.index_root();
-        loop {
-            let first = std::pin::pin!(engine.storage.list(&root)).next().await;
-            match first {
-                None | Some(Ok(_)) => break,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "storage not reachable yet; health stays NOT_SERVING");
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+/// How often storage reachability is checked.
+const STORAGE_CHECK: Duration = Duration::from_secs(30);
+
+/// Checks storage with one listing request now and every [`STORAGE_CHECK`]: a log line on each
+/// change (with the error) and the `medusa_storage_reachable` gauge; health is not affected.
+async fn watch_storage(engine: Arc<Engine>) {
+    use futures::StreamExt;
+    let root = engine.storage.layout.index_root();
+    let mut reachable = None;
+    loop {
+        let first = std::pin::pin!(engine.storage.list(&root)).next().await;
+        let now = match &first {
+            None | Some(Ok(_)) => true,
+            Some(Err(e)) => {
+                if reachable != Some(false) {
+                    tracing::warn!(error = %e, "storage unreachable: backups fail until it answers (health stays SERVING)");
                 }
+                false
             }
+        };
+        if now && reachable != Some(true) {
+            tracing::info!("storage reachable");
         }
-        set_health(&health, true).await;
-        tracing::info!("storage reachable: serving");
-    })
+        crate::service::metrics::global().storage_reachable(now);
+        reachable = Some(now);
+        tokio::time::sleep(STORAGE_CHECK).await;
+    }
 }
 
 /// Adds server reflection, v1 and v1alpha, for the Medusa and health services.

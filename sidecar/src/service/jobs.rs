@@ -298,8 +298,16 @@ impl Jobs {
             };
         }
         // Unknown here: maybe written by another process or before a lost state directory.
-        if let Some(v) = self.stored_view(&name, mode).await? {
-            return Ok(v);
+        match self.stored_view(&name, mode).await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            // Accepted whatever storage does: the job then fails with the storage error as its
+            // reason, which BackupStatus reports, so the operator's backup job ends (refusing
+            // here would leave it polling a name that never existed).
+            Err(SubmitError::Storage(e)) => {
+                tracing::warn!(backup = %name, error = %e, "storage unreachable while accepting a backup; accepted anyway");
+            }
+            Err(e) => return Err(e),
         }
         let handle = {
             let mut table = self.table.lock().expect("jobs lock");
@@ -359,13 +367,17 @@ impl Jobs {
                 self.set(&h, JobState::Success, None);
             }
             Err(e) => {
+                // The state changes first: marking storage may wait on the very outage that
+                // failed the backup.
                 let reason = e.to_string();
+                crate::service::metrics::global().backup_failed(mode.as_str());
+                h.view.lock().expect("job lock").retryable = e.is_retryable();
+                self.set(&h, JobState::Failed, Some(reason.clone()));
+                let _ = h.done.send(true);
                 if !matches!(e, BackupError::AlreadyExists(_)) {
                     self.mark_failed_in_storage(&name, &reason).await;
                 }
-                crate::service::metrics::global().backup_failed(mode.as_str());
-                h.view.lock().expect("job lock").retryable = e.is_retryable();
-                self.set(&h, JobState::Failed, Some(reason));
+                return;
             }
         }
         let _ = h.done.send(true);

@@ -42,6 +42,8 @@ pub struct Metrics {
     purged_objects: AtomicU64,
     purged_bytes: AtomicU64,
     restore_file: Mutex<Option<PathBuf>>,
+    /// 1 when the last storage check succeeded, else 0 (also before the first check).
+    storage_reachable: AtomicU64,
 }
 
 /// The process's registry.
@@ -101,6 +103,11 @@ impl Metrics {
     /// A purge failed.
     pub fn purge_failed(&self) {
         self.purge_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The last storage check's outcome.
+    pub fn storage_reachable(&self, yes: bool) {
+        self.storage_reachable.store(u64::from(yes), Ordering::Relaxed);
     }
 
     /// Where restore-init leaves its figures.
@@ -184,6 +191,12 @@ impl Metrics {
             ("medusa_purged_backups_total", counter, "Node backups deleted by purges.", get(&self.purged_backups)),
             ("medusa_purged_objects_total", counter, "Objects deleted by purges.", get(&self.purged_objects)),
             ("medusa_purged_bytes_total", counter, "Bytes deleted by purges.", get(&self.purged_bytes)),
+            (
+                "medusa_storage_reachable",
+                gauge,
+                "1 when the last storage check (every 30 s) succeeded, else 0.",
+                get(&self.storage_reachable),
+            ),
         ]
     }
 }
