@@ -24,6 +24,8 @@ pub trait Resolver: Send + Sync {
 pub fn node_name(names: &[String], ip: &str) -> String {
     names
         .iter()
+        // A "name" that is an address (the C library's answer when it knows none) names nothing.
+        .filter(|n| n.parse::<IpAddr>().is_err())
         .filter_map(|n| n.split('.').next())
         .find(|label| !label.is_empty() && !ip_shaped(label, ip))
         .map_or_else(|| ip.to_string(), str::to_string)
