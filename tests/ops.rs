@@ -114,6 +114,31 @@ async fn health_stays_serving_through_a_storage_outage_and_backups_fail_with_a_r
     env.proxy.as_ref().unwrap().heal();
 }
 
+/// What `kubectl logs` shows: no colour codes when piped, and the operator's `[logging] level =
+/// DEBUG` applies to medusa-rs only, so health probes do not flood the log with HTTP/2 frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_logs_have_no_colour_and_probes_do_not_flood_them_at_debug() {
+    let env = Env::new(EnvOptions::new(Kind::Local)).await.unwrap();
+    let ini = std::fs::read_to_string(&env.ini_path).unwrap();
+    std::fs::write(&env.ini_path, format!("{ini}\n[logging]\nlevel = DEBUG\n")).unwrap();
+    // As the operator runs it: no RUST_LOG.
+    let sidecar = Sidecar::start_with(&env, &[("RUST_LOG", "")]).await.unwrap();
+    let port = sidecar.port;
+    serving(port).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = sidecar.log_text().lines().count();
+    for _ in 0..20 {
+        let (code, out) = probe(&[&format!("--addr=:{port}")]);
+        assert_eq!(code, Some(0), "{out}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = sidecar.log_text();
+    let added = log.lines().count() - before;
+    assert!(added < 20, "20 probe calls added {added} log lines:\n{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escape codes in piped output:\n{log}");
+    assert!(log.contains("DEBUG") || log.contains("INFO"), "the log says something: {log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_with_tls_as_the_operator_calls_it() {
     let env = Env::new(EnvOptions::new(Kind::Local)).await.unwrap();

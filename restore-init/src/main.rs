@@ -19,21 +19,24 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_target(false)
-        .init();
-    if let Some(secs) = std::env::var("DEBUG_SLEEP").ok().and_then(|v| v.parse::<u64>().ok()).filter(|s| *s > 0) {
-        tracing::info!(seconds = secs, "DEBUG_SLEEP: waiting before doing anything");
+    // Medusa's entrypoint sleeps before doing anything; logged once logging is set up.
+    let slept = std::env::var("DEBUG_SLEEP").ok().and_then(|v| v.parse::<u64>().ok()).filter(|s| *s > 0);
+    if let Some(secs) = slept {
         tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
     }
+    // `[logging]` applies here too: the configuration is read before anything is logged.
     let cfg = match medusa::config::Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
+            medusa::logging::init("INFO", None);
             tracing::error!("{e}");
             return std::process::ExitCode::from(2);
         }
     };
+    medusa::logging::init(&cfg.log_level, cfg.log_format.as_deref());
+    if let Some(secs) = slept {
+        tracing::info!(seconds = secs, "DEBUG_SLEEP: waited before doing anything");
+    }
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }

@@ -31,12 +31,13 @@
 //! 5. the flows: [`backup`], [`restore`], [`retention`];
 //! 6. [`service`]: the sidecar.
 //!
-//! [`fsutil`] (durable writes, the blocking pool) serves every layer.
+//! [`fsutil`] (durable writes, the blocking pool) and [`logging`] serve every layer.
 pub mod backup;
 pub mod bucket;
 pub mod config;
 pub mod format;
 pub mod fsutil;
+pub mod logging;
 pub mod restore;
 pub mod retention;
 pub mod service;

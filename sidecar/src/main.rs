@@ -23,12 +23,6 @@ struct Args {
     listen: Option<std::net::SocketAddr>,
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.to_lowercase().replace("warning", "warn")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
-}
-
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -48,7 +42,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    init_logging(&cfg.log_level);
+    medusa::logging::init(&cfg.log_level, cfg.log_format.as_deref());
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }

@@ -289,6 +289,9 @@ pub struct Config {
     pub metrics_port: Option<u16>,
     /// `[logging] level`.
     pub log_level: String,
+    /// `[logging] format`: `json` asks for JSON lines (Medusa's Python format strings are not
+    /// honoured: any other value means plain text).
+    pub log_format: Option<String>,
     /// Things that were accepted but deserve a look (unknown sections and keys).
     pub warnings: Vec<String>,
 }
@@ -471,6 +474,7 @@ impl Config {
             checks: ChecksConfig { enable_md5_checks: r.bool("checks", "enable_md5_checks", false)? },
             metrics_port: read_metrics_port(&r)?,
             log_level: r.opt("logging", "level").unwrap_or_else(|| "INFO".into()),
+            log_format: r.opt("logging", "format"),
             warnings,
         })
     }

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 
@@ -44,7 +43,9 @@ pub async fn download_all(
         return Err(RestoreError::NoSpace { dir: staging.root.clone(), needed, available });
     }
     progress.bytes_total.store(plan.bytes, Ordering::Relaxed);
-    let logger = tokio::spawn(log_progress(progress.clone()));
+    progress.files_total.store(plan.files, Ordering::Relaxed);
+    progress.files_done.store(plan.files - todo.len() as u64, Ordering::Relaxed);
+    let logger = tokio::spawn(crate::transfer::progress::log_every(progress.clone(), "restore progress"));
     let width = concurrency.max(1) * 2;
     let batches = batch_ranges(todo.iter().map(|(_, f)| f.size), transfers.batch_limits());
     let results: Vec<Vec<Verdict>> =
@@ -148,6 +149,7 @@ async fn fetch_batch(
     };
     let files: Vec<_> =
         batch.iter().map(|(dest, f)| (dest.clone(), part_of(dest), f.key.clone(), f.size, f.md5.clone())).collect();
+    let prog = progress.clone();
     let checked = crate::fsutil::blocking(move || {
         let mut verdicts = Vec::with_capacity(files.len());
         for ((dest, part, key, size, md5), digest) in files.into_iter().zip(digests) {
@@ -158,26 +160,9 @@ async fn fetch_batch(
             }
             std::fs::rename(&part, &dest)?;
             verdicts.push(verdict);
+            prog.files_done.fetch_add(1, Ordering::Relaxed);
         }
         Ok(Ok(verdicts))
     });
     checked.await.map_err(io("verifying and placing downloads in the staging directory"))?
-}
-
-async fn log_progress(p: Arc<Progress>) {
-    let start = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let (done, total) = (p.bytes_done.load(Ordering::Relaxed), p.bytes_total.load(Ordering::Relaxed));
-        let secs = start.elapsed().as_secs_f64().max(0.001);
-        let rate = done as f64 / secs;
-        let eta = if rate > 0.0 { (total.saturating_sub(done)) as f64 / rate } else { f64::INFINITY };
-        tracing::info!(
-            bytes_done = done,
-            bytes_total = total,
-            mib_per_s = format!("{:.1}", rate / 1048576.0),
-            eta_s = format!("{eta:.0}"),
-            "restore progress"
-        );
-    }
 }

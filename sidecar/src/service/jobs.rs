@@ -126,6 +126,15 @@ impl Handle {
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The job table.
 pub struct Jobs {
     engine: Arc<Engine>,
@@ -388,6 +397,8 @@ impl Jobs {
     async fn run_in_slot(&self, name: &BackupName, mode: Mode, h: &Handle) -> Result<BackupReport, BackupError> {
         self.set(h, JobState::Running, None);
         crate::service::metrics::global().backup_running(h.progress.clone());
+        let logger = tokio::spawn(crate::transfer::progress::log_every(h.progress.clone(), "backup progress"));
+        let _stop_logging = AbortOnDrop(logger);
         let fut = self.engine.backup(name, mode, h.progress.clone(), h.cancel.clone());
         tokio::pin!(fut);
         let cancel = h.cancel.clone();
