@@ -1,6 +1,6 @@
 //! Moving bytes: each file is read once, on the blocking pool, hashed in the same pass and
 //! streamed to the store; uploads are bounded by `concurrent_transfers`; S3 transfers share one
-//! bandwidth cap. Memory per upload is bounded by the part size times the parts in flight.
+//! bandwidth cap of `transfer_max_bandwidth` per transfer (Medusa's meaning). Memory per upload is bounded by the part size times the parts in flight.
 //! For `local`, data files bypass the store's streaming API: [`crate::store::local`] copies them
 //! within the kernel to exactly the files the store would write (everything else, listings,
 //! metadata and deletes, goes through the store).
@@ -171,7 +171,12 @@ impl Transfers {
         let s3 = storage.multipart_etags();
         Transfers {
             slots: Arc::new(Semaphore::new(cfg.concurrent_transfers.max(1))),
-            limiter: cfg.transfer_max_bandwidth.filter(|_| s3).map(|b| Arc::new(RateLimiter::new(b))),
+            // Medusa's meaning: the cap is per transfer, so that nobody moving from Medusa gets
+            // slower; one shared bucket of `concurrent_transfers` times the cap enforces it.
+            limiter: cfg
+                .transfer_max_bandwidth
+                .filter(|_| s3)
+                .map(|b| Arc::new(RateLimiter::new(b.saturating_mul(cfg.concurrent_transfers.max(1) as u64)))),
             threshold: if s3 { cfg.multi_part_upload_threshold } else { PLAIN_PART },
             chunk: if s3 { cfg.multipart_chunksize } else { PLAIN_PART },
             parts_in_flight: cfg.multipart_max_concurrency,

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-/// A token bucket shared by every transfer (Medusa's cap was per file, §10.30).
+/// A token bucket shared by every transfer, holding the per-transfer cap times the transfers.
 pub struct RateLimiter {
     bytes_per_sec: f64,
     state: Mutex<(f64, Instant)>,
