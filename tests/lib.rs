@@ -2,6 +2,7 @@
 //! Management API, a real storage server of the chosen kind, the `medusa.ini` that joins them,
 //! and a TCP proxy that can break the storage connection on demand.
 
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -148,7 +149,8 @@ impl Env {
         storage.push_str(&format!("fqdn = {fqdn}\nmax_retries = 2\nretry_timeout = 10\nconcurrent_transfers = 2\n"));
         storage.push_str(&o.storage_extra);
         let ini = format!(
-            "[cassandra]\nconfig_file = {}\n\n{storage}\n[grpc]\nenabled = 1\n\n[kubernetes]\nenabled = 1\nuse_mgmt_api = 1\ncassandra_url = {}\n",
+            // No metrics endpoint: the sidecars of parallel tests would all want the default port.
+            "[cassandra]\nconfig_file = {}\n\n{storage}\n[grpc]\nenabled = 1\n\n[kubernetes]\nenabled = 1\nuse_mgmt_api = 1\ncassandra_url = {}\n\n[monitoring]\nmetrics_port = 0\n",
             yaml.display(),
             api.snapshot_url
         );

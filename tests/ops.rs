@@ -233,7 +233,7 @@ fn scrape(port: u16) -> String {
         }
     };
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
@@ -255,8 +255,8 @@ async fn metrics_move_with_backups_purges_and_restores() {
     let mut o = EnvOptions::new(Kind::S3sFs);
     o.storage_extra = "max_backup_count = 1\nbackup_grace_period_in_days = 0\n".into();
     let env = Env::new(o).await.unwrap();
-    let ini = std::fs::read_to_string(&env.ini_path).unwrap() + &format!("\n[monitoring]\nmetrics_port = {mport}\n");
-    std::fs::write(&env.ini_path, ini).unwrap();
+    let ini = std::fs::read_to_string(&env.ini_path).unwrap();
+    std::fs::write(&env.ini_path, ini.replace("metrics_port = 0", &format!("metrics_port = {mport}"))).unwrap();
     let sidecar = Sidecar::start(&env).await.unwrap();
     let mut c = sidecar.client().await.unwrap();
     let m = scrape(mport);
@@ -297,6 +297,39 @@ async fn metrics_move_with_backups_purges_and_restores() {
     let m = scrape(mport);
     assert_eq!(value(&m, "medusa_restore_files"), live.files as f64);
     assert_eq!(value(&m, "medusa_restore_bytes"), live.bytes as f64);
+    // A damaged restore.prom is left out; the rest of the scrape still answers.
+    std::fs::write(env.state_dir.join("restore.prom"), "medusa_restore_files {garbage\n\u{0}").unwrap();
+    let m = scrape(mport);
+    assert!(!m.contains("medusa_restore_files") && m.contains("medusa_purges_total 1"), "{m}");
+    // The last success survives a restart (a "time since the last backup" alert must not fire).
+    let last = value(&m, "medusa_last_successful_backup_timestamp_seconds");
+    drop(sidecar);
+    let _sidecar = Sidecar::start(&env).await.unwrap();
+    let m = scrape(mport);
+    assert_eq!(value(&m, "medusa_last_successful_backup_timestamp_seconds"), last);
+    assert_eq!(value(&m, "medusa_purges_total"), 0.0, "a new process: counters start again");
+}
+
+/// Metrics are on by default, on the documented port, without any configuration: the operator
+/// renders `medusa.ini` and never writes `[monitoring]`. HEAD answers too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_answer_on_the_default_port_without_configuration() {
+    let env = Env::new(EnvOptions::new(Kind::Local)).await.unwrap();
+    let ini = std::fs::read_to_string(&env.ini_path).unwrap();
+    std::fs::write(&env.ini_path, ini.replace("[monitoring]\nmetrics_port = 0\n", "")).unwrap();
+    let sidecar = Sidecar::start(&env).await.unwrap();
+    let port = medusa::config::DEFAULT_METRICS_PORT;
+    let m = scrape(port);
+    assert!(m.contains("medusa_backups_started_total") && m.contains("medusa_storage_reachable"), "{m}");
+    use std::io::{Read, Write};
+    // Every address family: over IPv6 where this host has it.
+    let ipv6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let mut s = std::net::TcpStream::connect(if ipv6 { ("::1", port) } else { ("127.0.0.1", port) }).unwrap();
+    s.write_all(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    drop(sidecar);
 }
 
 fn chrono_now() -> f64 {

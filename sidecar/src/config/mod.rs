@@ -16,6 +16,11 @@ use crate::format::names::{Fqdn, InvalidName};
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/medusa/medusa.ini";
 /// Default gRPC port (Medusa's and the operator's).
+/// The Prometheus port when `[monitoring] metrics_port` is not set: no container of a
+/// k8ssandra pod uses it (Cassandra 7000/7001/7199/9042/9142, Management API 8080, metrics 9000,
+/// Medusa 50051).
+pub const DEFAULT_METRICS_PORT: u16 = 9180;
+
 pub const DEFAULT_GRPC_PORT: u16 = 50051;
 
 /// A configuration problem, phrased so that the user knows what to change.
@@ -285,7 +290,8 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     /// `[checks]`.
     pub checks: ChecksConfig,
-    /// `[monitoring] metrics_port` (medusa-rs): Prometheus endpoint port, off when absent.
+    /// `[monitoring] metrics_port` (medusa-rs): Prometheus endpoint port; [`DEFAULT_METRICS_PORT`]
+    /// when absent, `None` (off) when 0.
     pub metrics_port: Option<u16>,
     /// `[logging] level`.
     pub log_level: String,
@@ -513,10 +519,14 @@ fn unknown_keys(ini: &Ini, origin: &str) -> Vec<String> {
     warnings
 }
 
+/// The Prometheus port: on by default ([`DEFAULT_METRICS_PORT`]: k8ssandra-operator renders the
+/// container and never writes this key), `0` switches it off.
 fn read_metrics_port(r: &Reader<'_>) -> Result<Option<u16>, ConfigError> {
-    let Some(v) = r.opt("monitoring", "metrics_port") else { return Ok(None) };
-    let port = v.parse::<u16>().ok().filter(|p| *p > 0);
-    port.map(Some).ok_or_else(|| bad("monitoring", "metrics_port", format!("{v:?} is not a TCP port number (1-65535)")))
+    let Some(v) = r.opt("monitoring", "metrics_port") else { return Ok(Some(DEFAULT_METRICS_PORT)) };
+    let port = v.parse::<u16>().map_err(|_| {
+        bad("monitoring", "metrics_port", format!("{v:?} is not a TCP port number (1-65535), or 0 for off"))
+    })?;
+    Ok((port > 0).then_some(port))
 }
 
 fn read_cassandra(r: &Reader<'_>) -> Result<CassandraConfig, ConfigError> {

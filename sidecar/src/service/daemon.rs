@@ -67,7 +67,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Exit, DaemonError> {
     let (engine, jobs) = open(&cfg)?;
-    let metrics_task = start_metrics(&cfg, &engine).await?;
+    let metrics_task = start_metrics(&cfg, &engine, &jobs).await;
     let limits = crate::retention::purge::Limits {
         max_backup_age: cfg.storage.max_backup_age,
         max_backup_count: cfg.storage.max_backup_count,
@@ -122,15 +122,30 @@ fn open(cfg: &Config) -> Result<(Arc<Engine>, Arc<Jobs>), DaemonError> {
     Ok((engine, jobs))
 }
 
-/// Serves `/metrics` when `[monitoring] metrics_port` is set.
-async fn start_metrics(cfg: &Config, engine: &Engine) -> Result<Option<JoinHandle<()>>, DaemonError> {
-    crate::service::metrics::global().set_restore_file(engine.state_dir.join("restore.prom"));
-    let Some(port) = cfg.metrics_port else { return Ok(None) };
-    let l = tokio::net::TcpListener::bind(("0.0.0.0", port))
-        .await
-        .map_err(|e| format!("[monitoring] metrics_port {port}: {e}"))?;
-    tracing::info!(port, "Prometheus metrics on /metrics");
-    Ok(Some(tokio::spawn(crate::service::metrics::serve(l))))
+/// Serves `/metrics` on `[monitoring] metrics_port` on every address family (IPv6 with IPv4
+/// mapped, else IPv4). A port that cannot be bound is a warning, not a failure: metrics must
+/// not keep backups from running.
+async fn start_metrics(cfg: &Config, engine: &Engine, jobs: &Jobs) -> Option<JoinHandle<()>> {
+    let metrics = crate::service::metrics::global();
+    metrics.set_restore_file(engine.state_dir.join("restore.prom"));
+    if let Some(at) = jobs.last_success() {
+        metrics.restore_last_success(at);
+    }
+    let port = cfg.metrics_port?;
+    let listener = match tokio::net::TcpListener::bind(("::", port)).await {
+        Ok(l) => Ok(l),
+        Err(_) => tokio::net::TcpListener::bind(("0.0.0.0", port)).await,
+    };
+    match listener {
+        Ok(l) => {
+            tracing::info!(port, "Prometheus metrics on /metrics");
+            Some(tokio::spawn(crate::service::metrics::serve(l)))
+        }
+        Err(e) => {
+            tracing::warn!(port, error = %e, "[monitoring] metrics_port cannot be bound: no metrics endpoint");
+            None
+        }
+    }
 }
 
 /// The health of `""` and `"Medusa"`.

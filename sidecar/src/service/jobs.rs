@@ -255,6 +255,12 @@ impl Jobs {
         self.get(name).is_some_and(|v| matches!(v.state, JobState::Queued | JobState::Running))
     }
 
+    /// When the last successful backup of the journal finished.
+    pub fn last_success(&self) -> Option<i64> {
+        let table = self.table.lock().expect("jobs lock");
+        table.values().map(|h| h.view()).filter(|v| v.state == JobState::Success).filter_map(|v| v.finished).max()
+    }
+
     /// True while any job is queued or running.
     pub fn any_active(&self) -> bool {
         self.table

@@ -1,5 +1,5 @@
 //! Prometheus metrics: counters and gauges in one process-wide registry, rendered in the text
-//! exposition format and served on `[monitoring] metrics_port` (off when unset).
+//! exposition format and served on `[monitoring] metrics_port` (9180 by default, 0 = off).
 //!
 //! restore-init runs in another container; it writes its final figures to
 //! `<state dir>/restore.prom`, which the sidecar appends to its own output.
@@ -105,6 +105,13 @@ impl Metrics {
         self.purge_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The finish time of the last successful backup known from before this process started
+    /// (the job journal), so that a "time since the last backup" alert does not fire on every
+    /// restart.
+    pub fn restore_last_success(&self, at: i64) {
+        self.last_success.fetch_max(at.max(0) as u64, Ordering::Relaxed);
+    }
+
     /// The last storage check's outcome.
     pub fn storage_reachable(&self, yes: bool) {
         self.storage_reachable.store(u64::from(yes), Ordering::Relaxed);
@@ -139,7 +146,11 @@ impl Metrics {
         if let Some(p) = &*self.restore_file.lock().expect("metrics lock")
             && let Ok(text) = std::fs::read_to_string(p)
         {
-            o.push_str(&text);
+            if valid_exposition(&text) {
+                o.push_str(&text);
+            } else {
+                tracing::warn!(path = %p.display(), "restore figures are damaged: left out of the scrape");
+            }
         }
         o
     }
@@ -213,45 +224,48 @@ fn labelled(o: &mut String, name: &str, help: &str, label: &str, l: &Labelled) {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped. A deliberately small HTTP/1.1
-/// responder: one request per connection, 8 KiB of request head at most.
+/// Serves `GET` and `HEAD /metrics` on `listener` until the task is dropped (axum over hyper).
 pub async fn serve(listener: tokio::net::TcpListener) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else { continue };
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 8192];
-            let mut n = 0;
-            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                while n < buf.len() {
-                    let r = sock.read(&mut buf[n..]).await.unwrap_or(0);
-                    if r == 0 {
-                        break;
-                    }
-                    n += r;
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-            })
-            .await;
-            if read.is_err() {
-                return;
-            }
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let path = head.split_whitespace().nth(1).unwrap_or("");
-            let (status, ctype, body) =
-                if head.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
-                    ("200 OK", "text/plain; version=0.0.4; charset=utf-8", global().render())
-                } else {
-                    ("404 Not Found", "text/plain", "not found: try /metrics\n".to_string())
-                };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        });
+    async fn metrics() -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+        ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], global().render())
+    }
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics))
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found: try /metrics\n") });
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::warn!(error = %e, "the metrics endpoint stopped");
+    }
+}
+
+/// Whether `text` is made of Prometheus text-format lines (comments, blanks, and
+/// `name[{labels}] value [timestamp]` samples): a damaged `restore.prom` must not break the
+/// whole scrape.
+fn valid_exposition(text: &str) -> bool {
+    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).all(|l| {
+        let (series, rest) = match l.find('}') {
+            Some(i) if l.contains('{') => (&l[..=i], &l[i + 1..]),
+            _ => l.split_once(' ').map_or((l, ""), |(a, b)| (a, b)),
+        };
+        let name = series.split('{').next().unwrap_or("");
+        let name_ok = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        let mut fields = rest.split_whitespace();
+        let value_ok = fields.next().is_some_and(|v| v.parse::<f64>().is_ok());
+        name_ok && value_ok && fields.all(|t| t.parse::<i64>().is_ok())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_exposition;
+
+    #[test]
+    fn damaged_restore_figures_are_recognised() {
+        assert!(valid_exposition("# HELP a b\n# TYPE a gauge\na 1\nb{x=\"y z\"} 2.5 1700000000\n\n"));
+        assert!(!valid_exposition("a 1\nthis is not a sample\n"));
+        assert!(!valid_exposition("a\n"));
+        assert!(!valid_exposition("a one\n"));
+        assert!(!valid_exposition("\u{0}\u{1}garbage 1 2 3\n"));
     }
 }
