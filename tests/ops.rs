@@ -352,3 +352,98 @@ fn example_configurations_parse() {
     }
     assert_eq!(n, 4);
 }
+
+/// The Management API's certificate is verified like cass-operator's client verifies it: the
+/// chain against `[kubernetes] ca_cert`, no host-name check, so a certificate without an IP SAN
+/// for 127.0.0.1 works (as with Python Medusa); a certificate from another CA does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_api_mtls_verifies_the_chain_without_a_host_name() {
+    use medusa::backup::cassandra::{Cassandra, ManagementApi};
+    let dir = harness::services::TempDir::new("mgmt-tls").unwrap();
+    let ours = mgmt_certs(dir.path(), "ours-");
+    let theirs = mgmt_certs(dir.path(), "theirs-");
+    let port = serve_tls_once_per_connection(&ours).await;
+    let url = format!("http://127.0.0.1:{port}/api/v0/ops/node/snapshots");
+    let k = |ca: &std::path::Path| {
+        let ini = format!(
+            "[storage]\nstorage_provider = local\nbucket_name = b\nbase_path = /tmp\n[kubernetes]\nenabled = 1\n\
+             use_mgmt_api = 1\ncassandra_url = {url}\ntls_cert = {}\ntls_key = {}\nca_cert = {}\n",
+            ours.client_cert.display(),
+            ours.client_key.display(),
+            ca.display()
+        );
+        medusa::config::Config::parse(&ini, "t").unwrap().kubernetes
+    };
+    let api = ManagementApi::new(&url, &k(&ours.ca)).unwrap();
+    api.take_snapshot("t1").await.expect("a certificate without an IP SAN, signed by ca_cert, is accepted");
+    let api = ManagementApi::new(&url, &k(&theirs.ca)).unwrap();
+    let e = api.take_snapshot("t2").await.expect_err("a certificate of another CA is refused");
+    assert!(e.to_string().contains("unreachable"), "{e}");
+}
+
+/// A CA, a server certificate naming only `cassandra-mgmt.internal` (no IP address), and a
+/// client certificate.
+fn mgmt_certs(dir: &std::path::Path, prefix: &str) -> medusa_tests::Certs {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let leaf = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names).unwrap().signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(vec!["cassandra-mgmt.internal".into()]);
+    let (client_cert, client_key) = leaf(vec!["medusa".into()]);
+    let w = |name: &str, text: &str| {
+        let p = dir.join(format!("{prefix}{name}"));
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    medusa_tests::Certs {
+        ca: w("ca.crt", &ca_cert.pem()),
+        cert: w("tls.crt", &server_cert),
+        key: w("tls.key", &server_key),
+        client_cert: w("client.crt", &client_cert),
+        client_key: w("client.key", &client_key),
+    }
+}
+
+/// An HTTPS server on loopback requiring a client certificate of `c.ca`, answering every request
+/// `200 OK` (what the Management API answers a snapshot request).
+async fn serve_tls_once_per_connection(c: &medusa_tests::Certs) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(&c.ca).unwrap()).unwrap();
+    let clients =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone()).build().unwrap();
+    let chain = vec![CertificateDer::from_pem_file(&c.cert).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(&c.key).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(clients)
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut buf = vec![0u8; 8192];
+                let _ = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await;
+                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    port
+}

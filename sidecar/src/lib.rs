@@ -31,7 +31,7 @@
 //! 5. the flows: [`backup`], [`restore`], [`retention`];
 //! 6. [`service`]: the sidecar.
 //!
-//! [`fsutil`] (durable writes, the blocking pool) and [`logging`] serve every layer.
+//! [`fsutil`] (durable writes, the blocking pool), [`logging`] and [`tls`] serve every layer.
 pub mod backup;
 pub mod bucket;
 pub mod config;
@@ -42,6 +42,7 @@ pub mod restore;
 pub mod retention;
 pub mod service;
 pub mod store;
+pub mod tls;
 pub mod transfer;
 
 /// Generated gRPC code for the package-less `Medusa` service.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Rooms from the bottom up; rooms on one level may not use each other.
 const LAYERS: &[&[&str]] = &[
-    &["fsutil", "logging", "pb"],
+    &["fsutil", "logging", "pb", "tls"],
     &["format"],
     &["config"],
     &["store"],

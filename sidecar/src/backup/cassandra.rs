@@ -125,23 +125,17 @@ impl ManagementApi {
         let mut b =
             reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(600));
         if let (Some(cert), Some(key)) = (&k.tls_cert, &k.tls_key) {
-            let mut pem = read(cert)?;
-            pem.extend_from_slice(b"\n");
-            pem.extend_from_slice(&read(key)?);
-            let id = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| NodeError::Config(format!("[kubernetes] tls_cert/tls_key are not a PEM key pair: {e}")))?;
-            b = b.identity(id);
-            // Medusa never verifies the API's certificate (§10.32); medusa-rs does when it has
-            // the CA, and keeps Medusa's behaviour otherwise so that existing pods still work.
-            match &k.ca_cert {
-                Some(ca) => {
-                    let ca = reqwest::Certificate::from_pem(&read(ca)?).map_err(|e| {
-                        NodeError::Config(format!("[kubernetes] ca_cert is not a PEM certificate: {e}"))
-                    })?;
-                    b = b.tls_certs_only([ca]);
-                }
-                None => b = b.danger_accept_invalid_certs(true),
-            }
+            // The chain is verified against ca_cert without a host-name check, as cass-operator's
+            // own client does: certificates without an IP SAN for 127.0.0.1 work as they do with
+            // Python Medusa. Medusa never verifies the API's certificate (§10.32); without
+            // ca_cert medusa-rs keeps that behaviour so that existing pods still work.
+            let trust = match &k.ca_cert {
+                Some(ca) => crate::tls::Trust::Ca { pem: read(ca)?, check_name: false },
+                None => crate::tls::Trust::Anything,
+            };
+            let tls = crate::tls::client_config(trust, Some((read(cert)?, read(key)?)))
+                .map_err(|e| NodeError::Config(format!("[kubernetes] tls_cert/tls_key/ca_cert: {e}")))?;
+            b = b.use_preconfigured_tls(tls);
         }
         let client = b.build().map_err(|e| NodeError::Config(format!("HTTP client: {e}")))?;
         let resolver = Arc::new(SystemResolver::from_env());

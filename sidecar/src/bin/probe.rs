@@ -9,10 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tonic_health::pb::health_check_response::ServingStatus as Health;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -129,121 +126,25 @@ fn validate(f: &Flags) {
     }
 }
 
-/// Chain verified against the CA; the name only when asked for.
-#[derive(Debug)]
-struct ChainOnly {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-    check_name: bool,
-}
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end: &CertificateDer<'_>,
-        mid: &[CertificateDer<'_>],
-        name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(end, mid, name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(m, c, d)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(m, c, d)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// Accepts any certificate (`-tls-no-verify`), still checking handshake signatures.
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 fn tls_config(f: &Flags) -> Result<rustls::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let verifier: Arc<dyn ServerCertVerifier> = if f.no_verify {
-        Arc::new(NoVerify(provider.clone()))
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        match &f.ca {
-            Some(ca) => {
-                for c in CertificateDer::pem_file_iter(ca).map_err(|e| format!("-tls-ca-cert {ca}: {e}"))? {
-                    roots
-                        .add(c.map_err(|e| format!("-tls-ca-cert {ca}: {e}"))?)
-                        .map_err(|e| format!("-tls-ca-cert {ca}: {e}"))?;
-                }
-            }
-            None => return Err("-tls needs -tls-ca-cert (or -tls-no-verify): this build has no system roots".into()),
+    let trust = match (&f.ca, f.no_verify) {
+        (_, true) => medusa::tls::Trust::Anything,
+        (Some(ca), false) => {
+            let pem = std::fs::read(ca).map_err(|e| format!("-tls-ca-cert {ca}: {e}"))?;
+            medusa::tls::Trust::Ca { pem, check_name: f.server_name.is_some() }
         }
-        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(|e| e.to_string())?;
-        Arc::new(ChainOnly { inner, check_name: f.server_name.is_some() })
-    };
-    let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
-    let mut cfg = match (&f.cert, &f.key) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("-tls-client-cert {cert}: {e}"))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("-tls-client-key {key}: {e}"))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
+        (None, false) => {
+            return Err("-tls needs -tls-ca-cert (or -tls-no-verify): this build has no system roots".into());
         }
-        _ => builder.with_no_client_auth(),
     };
+    let identity = match (&f.cert, &f.key) {
+        (Some(cert), Some(key)) => Some((
+            std::fs::read(cert).map_err(|e| format!("-tls-client-cert {cert}: {e}"))?,
+            std::fs::read(key).map_err(|e| format!("-tls-client-key {key}: {e}"))?,
+        )),
+        _ => None,
+    };
+    let mut cfg = medusa::tls::client_config(trust, identity)?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(cfg)
 }
