@@ -353,6 +353,27 @@ fn example_configurations_parse() {
     assert_eq!(n, 4);
 }
 
+/// Every metric the example Grafana dashboard queries is one medusa-rs exposes.
+#[test]
+fn dashboard_queries_metrics_that_exist() {
+    let path = harness::services::workspace_root().join("examples/grafana-dashboard.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let exposed = medusa::service::metrics::global().render();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("medusa_") {
+                let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let family = name.trim_end_matches("_sum").trim_end_matches("_count");
+                assert!(exposed.contains(&format!("# TYPE {family} ")), "{name} is not exposed");
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 10, "{queried}");
+}
+
 /// The Management API's certificate is verified like cass-operator's client verifies it: the
 /// chain against `[kubernetes] ca_cert`, no host-name check, so a certificate without an IP SAN
 /// for 127.0.0.1 works (as with Python Medusa); a certificate from another CA does not.
