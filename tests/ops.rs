@@ -468,3 +468,63 @@ async fn serve_tls_once_per_connection(c: &medusa_tests::Certs) -> u16 {
     });
     port
 }
+
+/// cert-manager renews certificates in place: a new key pair written over the mounted files is
+/// served to the next client without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_grpc_certificate_is_served_without_a_restart() {
+    let env = Env::new(EnvOptions::new(Kind::Local)).await.unwrap();
+    let certs = medusa_tests::test_certs(env.dir.path());
+    medusa_tests::enable_tls(&env, &certs);
+    let sidecar = Sidecar::start(&env).await.unwrap();
+    let renewed = medusa_tests::test_certs_named(env.dir.path(), "renewed-");
+    let first = served_certificate(sidecar.port, &certs, &renewed).await;
+    assert_eq!(first, pem_der(&certs.cert));
+    std::fs::copy(&renewed.cert, &certs.cert).unwrap();
+    std::fs::copy(&renewed.key, &certs.key).unwrap();
+    let now = eventually(Duration::from_secs(10), "the renewed certificate to be served", || async {
+        let got = served_certificate(sidecar.port, &certs, &renewed).await;
+        (got != first).then_some(got)
+    })
+    .await;
+    assert_eq!(now, pem_der(&renewed.cert));
+    // And the service answers over it.
+    let (code, out) = probe(&[
+        &format!("--addr=:{}", sidecar.port),
+        "--tls",
+        &format!("--tls-ca-cert={}", renewed.ca.display()),
+        &format!("--tls-client-cert={}", certs.client_cert.display()),
+        &format!("--tls-client-key={}", certs.client_key.display()),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+fn pem_der(path: &std::path::Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(path).unwrap().to_vec()
+}
+
+/// The certificate the server presents in a new TLS handshake (trusting either CA, presenting
+/// the original client certificate).
+async fn served_certificate(port: u16, certs: &medusa_tests::Certs, renewed: &medusa_tests::Certs) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(&certs.ca).unwrap()).unwrap();
+    roots.add(CertificateDer::from_pem_file(&renewed.ca).unwrap()).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_file(&certs.client_cert).unwrap()],
+            PrivateKeyDer::from_pem_file(&certs.client_key).unwrap(),
+        )
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}

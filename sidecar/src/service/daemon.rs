@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
+use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus as Health;
 use tonic_health::server::HealthReporter;
 
@@ -42,19 +42,6 @@ pub struct Options {
     pub config_poll: Duration,
 }
 
-fn tls(cfg: &Config) -> Result<Option<ServerTlsConfig>, DaemonError> {
-    let g = &cfg.grpc;
-    let (Some(cert), Some(key), Some(ca)) = (&g.tls_cert, &g.tls_key, &g.ca_cert) else { return Ok(None) };
-    let read = |p: &PathBuf, what: &str| std::fs::read(p).map_err(|e| format!("[grpc] {what} {}: {e}", p.display()));
-    // Like Medusa: TLS always means client certificates signed by ca_cert are required.
-    Ok(Some(
-        ServerTlsConfig::new()
-            .identity(Identity::from_pem(read(cert, "tls_cert")?, read(key, "tls_key")?))
-            .client_ca_root(Certificate::from_pem(read(ca, "ca_cert")?))
-            .client_auth_optional(false),
-    ))
-}
-
 fn file_hash(path: &PathBuf) -> Option<blake3::Hash> {
     std::fs::read(path).ok().map(|b| blake3::hash(&b))
 }
@@ -85,22 +72,24 @@ pub async fn run(
     set_health(&health, true).await;
     let probe = tokio::spawn(watch_storage(engine.clone()));
 
-    let mut builder = Server::builder();
-    if let Some(t) = tls(&cfg)? {
-        builder = builder.tls_config(t)?;
-    }
+    // Like Medusa: TLS always means client certificates signed by ca_cert are required.
+    let tls = crate::service::tls::server_config(&cfg.grpc)?;
     let addr = listener.local_addr()?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let lifecycle = tokio::spawn(lifecycle(opts, jobs, health, probe, shutdown, stop_tx));
 
-    tracing::info!(%addr, tls = cfg.grpc.tls_cert.is_some(), node = %engine.fqdn, "medusa-rs sidecar listening");
-    with_reflection(builder.add_service(health_service))?
-        .add_service(medusa)
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = stop_rx.await;
-        })
-        .await?;
+    tracing::info!(%addr, tls = tls.is_some(), node = %engine.fqdn, "medusa-rs sidecar listening");
+    let router = with_reflection(Server::builder().add_service(health_service))?.add_service(medusa);
+    let stopped = async {
+        let _ = stop_rx.await;
+    };
+    match tls {
+        Some(tls) => router.serve_with_incoming_shutdown(crate::service::tls::incoming(listener, tls), stopped).await?,
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            router.serve_with_incoming_shutdown(incoming, stopped).await?
+        }
+    }
     let why = lifecycle.await.unwrap_or(Exit::Signal);
     if let Some(t) = metrics_task {
         t.abort();

@@ -5,3 +5,4 @@ pub mod jobs;
 pub mod listing;
 pub mod metrics;
 pub mod status;
+pub mod tls;
