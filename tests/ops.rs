@@ -366,7 +366,7 @@ fn dashboard_queries_metrics_that_exist() {
             for (i, _) in expr.match_indices("medusa_") {
                 let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
                 let family = name.trim_end_matches("_sum").trim_end_matches("_count");
-                assert!(exposed.contains(&format!("# TYPE {family} ")), "{name} is not exposed");
+                assert!(exposed.contains(&format!("# TYPE {family} ")), "{family} has no TYPE line:\n{exposed}");
                 queried += 1;
             }
         }

@@ -370,6 +370,9 @@ impl Jobs {
                     uploaded_files = report.uploaded_files, uploaded_bytes = report.uploaded_bytes,
                     seconds = report.seconds, "backup complete"
                 );
+                self.set(&h, JobState::Success, None);
+                // The journal's finish time: what the gauge is restored from after a restart.
+                let finished = h.view().finished.unwrap_or(report.finished);
                 crate::service::metrics::global().backup_succeeded(
                     mode.as_str(),
                     report.seconds,
@@ -377,9 +380,8 @@ impl Jobs {
                     report.uploaded_files,
                     report.bytes,
                     report.files,
-                    report.finished,
+                    finished,
                 );
-                self.set(&h, JobState::Success, None);
             }
             Err(e) => {
                 // The state changes first: marking storage may wait on the very outage that

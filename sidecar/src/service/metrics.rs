@@ -5,7 +5,6 @@
 //! `<state dir>/restore.prom`, which the sidecar appends to its own output.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -30,6 +29,9 @@ pub struct Metrics {
     failed: Labelled,
     duration_sum_ms: AtomicU64,
     duration_count: AtomicU64,
+    /// Completed backups per bucket of [`DURATION_BUCKETS`] (the first bound at or above their
+    /// duration), then beyond the last.
+    duration_buckets: Mutex<[u64; DURATION_BUCKETS.len() + 1]>,
     uploaded_bytes: AtomicU64,
     uploaded_files: AtomicU64,
     reused_bytes: AtomicU64,
@@ -78,6 +80,9 @@ impl Metrics {
         self.succeeded.add(mode, 1);
         self.duration_sum_ms.fetch_add((seconds * 1000.0) as u64, Ordering::Relaxed);
         self.duration_count.fetch_add(1, Ordering::Relaxed);
+        // Per bucket (the encoder makes them cumulative): the first bound that holds it.
+        let i = DURATION_BUCKETS.iter().position(|b| seconds <= *b).unwrap_or(DURATION_BUCKETS.len());
+        self.duration_buckets.lock().expect("metrics lock")[i] += 1;
         self.uploaded_bytes.fetch_add(up_bytes, Ordering::Relaxed);
         self.uploaded_files.fetch_add(up_files, Ordering::Relaxed);
         self.reused_bytes.fetch_add(all_bytes.saturating_sub(up_bytes), Ordering::Relaxed);
@@ -122,27 +127,13 @@ impl Metrics {
         *self.restore_file.lock().expect("metrics lock") = Some(path);
     }
 
-    /// The text exposition.
+    /// The text exposition (Prometheus text format 0.0.4, encoded by `prometheus-client`), then
+    /// restore-init's figures when they are well-formed.
     pub fn render(&self) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(Scrape));
         let mut o = String::with_capacity(4096);
-        labelled(&mut o, "medusa_backups_started_total", "Backups accepted, by mode.", "mode", &self.started);
-        labelled(&mut o, "medusa_backups_succeeded_total", "Backups completed, by mode.", "mode", &self.succeeded);
-        labelled(&mut o, "medusa_backups_failed_total", "Backups failed, by mode.", "mode", &self.failed);
-        let _ = writeln!(
-            o,
-            "# HELP medusa_backup_duration_seconds Wall time of completed backups.\n# TYPE medusa_backup_duration_seconds summary\nmedusa_backup_duration_seconds_sum {}\nmedusa_backup_duration_seconds_count {}",
-            get(&self.duration_sum_ms) / 1000.0,
-            self.duration_count.load(Ordering::Relaxed)
-        );
-        for (name, kind, help, v) in self.scalars() {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-        }
-        let storage_errors = Labelled::default();
-        for (op, n) in crate::store::error_counts() {
-            storage_errors.add(op, n);
-        }
-        let help = "Storage requests that failed after retries, by operation.";
-        labelled(&mut o, "medusa_storage_errors_total", help, "operation", &storage_errors);
+        prometheus_client::encoding::prometheus_text::encode(&mut o, &registry).expect("writing to a String");
         if let Some(p) = &*self.restore_file.lock().expect("metrics lock")
             && let Ok(text) = std::fs::read_to_string(p)
         {
@@ -155,72 +146,107 @@ impl Metrics {
         o
     }
 
-    /// The unlabelled counters and gauges: name, type, help, value.
-    fn scalars(&self) -> Vec<(&'static str, &'static str, &'static str, f64)> {
+    /// Counters (names without `_total`, which the encoder adds) and gauges: name, help, value.
+    #[allow(clippy::type_complexity)]
+    fn scalars(&self) -> (Vec<(&'static str, &'static str, u64)>, Vec<(&'static str, &'static str, i64)>) {
+        let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (done, total, fdone, ftotal) = match &*self.running.lock().expect("metrics lock") {
-            Some(p) => (get(&p.bytes_done), get(&p.bytes_total), get(&p.files_done), get(&p.files_total)),
-            None => (0.0, 0.0, 0.0, 0.0),
+            Some(p) => (v(&p.bytes_done), v(&p.bytes_total), v(&p.files_done), v(&p.files_total)),
+            None => (0, 0, 0, 0),
         };
-        let (counter, gauge) = ("counter", "gauge");
-        vec![
+        let counters = vec![
+            ("medusa_backup_uploaded_bytes", "Bytes uploaded by completed backups.", v(&self.uploaded_bytes)),
+            ("medusa_backup_uploaded_files", "Files uploaded by completed backups.", v(&self.uploaded_files)),
             (
-                "medusa_backup_uploaded_bytes_total",
-                counter,
-                "Bytes uploaded by completed backups.",
-                get(&self.uploaded_bytes),
-            ),
-            (
-                "medusa_backup_uploaded_files_total",
-                counter,
-                "Files uploaded by completed backups.",
-                get(&self.uploaded_files),
-            ),
-            (
-                "medusa_backup_reused_bytes_total",
-                counter,
+                "medusa_backup_reused_bytes",
                 "Bytes of completed differential backups reused from storage.",
-                get(&self.reused_bytes),
+                v(&self.reused_bytes),
             ),
             (
-                "medusa_backup_reused_files_total",
-                counter,
+                "medusa_backup_reused_files",
                 "Files of completed differential backups reused from storage.",
-                get(&self.reused_files),
+                v(&self.reused_files),
             ),
+            ("medusa_purges", "Purges completed.", v(&self.purges)),
+            ("medusa_purge_errors", "Purges failed.", v(&self.purge_errors)),
+            ("medusa_purged_backups", "Node backups deleted by purges.", v(&self.purged_backups)),
+            ("medusa_purged_objects", "Objects deleted by purges.", v(&self.purged_objects)),
+            ("medusa_purged_bytes", "Bytes deleted by purges.", v(&self.purged_bytes)),
+        ];
+        let i = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+        let gauges = vec![
             (
                 "medusa_last_successful_backup_timestamp_seconds",
-                gauge,
                 "Finish time of the last successful backup (Unix seconds).",
-                get(&self.last_success),
+                i(v(&self.last_success)),
             ),
-            ("medusa_backup_running_bytes_done", gauge, "Bytes done by the running backup.", done),
-            ("medusa_backup_running_bytes_total", gauge, "Bytes of the running backup.", total),
-            ("medusa_backup_running_files_done", gauge, "Files done by the running backup.", fdone),
-            ("medusa_backup_running_files_total", gauge, "Files of the running backup.", ftotal),
-            ("medusa_purges_total", counter, "Purges completed.", get(&self.purges)),
-            ("medusa_purge_errors_total", counter, "Purges failed.", get(&self.purge_errors)),
-            ("medusa_purged_backups_total", counter, "Node backups deleted by purges.", get(&self.purged_backups)),
-            ("medusa_purged_objects_total", counter, "Objects deleted by purges.", get(&self.purged_objects)),
-            ("medusa_purged_bytes_total", counter, "Bytes deleted by purges.", get(&self.purged_bytes)),
+            ("medusa_backup_running_bytes_done", "Bytes done by the running backup.", i(done)),
+            ("medusa_backup_running_bytes_total", "Bytes of the running backup.", i(total)),
+            ("medusa_backup_running_files_done", "Files done by the running backup.", i(fdone)),
+            ("medusa_backup_running_files_total", "Files of the running backup.", i(ftotal)),
             (
                 "medusa_storage_reachable",
-                gauge,
                 "1 when the last storage check (every 30 s) succeeded, else 0.",
-                get(&self.storage_reachable),
+                i(v(&self.storage_reachable)),
             ),
-        ]
+        ];
+        (counters, gauges)
     }
 }
 
-fn get(a: &AtomicU64) -> f64 {
-    a.load(Ordering::Relaxed) as f64
-}
+/// Upper bounds of the backup duration histogram, in seconds (a minute to two days).
+const DURATION_BUCKETS: [f64; 9] = [60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14_400.0, 43_200.0, 172_800.0];
 
-/// A labelled counter family.
-fn labelled(o: &mut String, name: &str, help: &str, label: &str, l: &Labelled) {
-    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
-    for (k, v) in l.0.lock().expect("metrics lock").iter() {
-        let _ = writeln!(o, "{name}{{{label}=\"{k}\"}} {v}");
+/// Reads the process's figures at scrape time for `prometheus-client`'s encoder.
+#[derive(Debug)]
+struct Scrape;
+
+impl prometheus_client::collector::Collector for Scrape {
+    fn encode(&self, mut e: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let m = global();
+        let storage_errors = Labelled::default();
+        for (op, n) in crate::store::error_counts() {
+            storage_errors.add(op, n);
+        }
+        let families = [
+            ("medusa_backups_started", "Backups accepted, by mode.", "mode", &m.started),
+            ("medusa_backups_succeeded", "Backups completed, by mode.", "mode", &m.succeeded),
+            ("medusa_backups_failed", "Backups failed, by mode.", "mode", &m.failed),
+            (
+                "medusa_storage_errors",
+                "Storage requests that failed after retries, by operation.",
+                "operation",
+                &storage_errors,
+            ),
+        ];
+        for (name, help, label, values) in families {
+            let mut family = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (value, n) in values.0.lock().expect("metrics lock").iter() {
+                let labels = vec![(label.to_string(), value.clone())];
+                ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let sum = m.duration_sum_ms.load(Ordering::Relaxed) as f64 / 1000.0;
+        let count = m.duration_count.load(Ordering::Relaxed);
+        let buckets: Vec<(f64, u64)> = {
+            let counts = m.duration_buckets.lock().expect("metrics lock");
+            DURATION_BUCKETS.iter().copied().chain([f64::INFINITY]).zip(counts.iter().copied()).collect()
+        };
+        let help = "Wall time of completed backups.";
+        let mut d = e.encode_descriptor("medusa_backup_duration_seconds", help, None, MetricType::Histogram)?;
+        d.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)?;
+        let (counters, gauges) = m.scalars();
+        for (name, help, v) in counters {
+            ConstCounter::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Counter)?)?;
+        }
+        for (name, help, v) in gauges {
+            ConstGauge::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
+        }
+        Ok(())
     }
 }
 
