@@ -148,13 +148,34 @@ impl Engine {
         if node_backup::started(&self.storage, &self.fqdn, name).await?.is_some() {
             return Err(BackupError::AlreadyExists(name.clone()));
         }
+        self.clear_stale_snapshots(None).await;
         let tag = self.take_snapshot(name).await?;
         let result = self.backup_snapshot(name, mode, &tag, &progress, &cancel).await;
         let cleared = self.cassandra.clear_snapshot(&tag).await;
+        self.clear_stale_snapshots(Some(&tag)).await;
         let mut report = result?;
         cleared?;
         report.seconds = t0.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// Clears every medusa snapshot on disk but `keep`. Backups run one at a time per node and
+    /// clear their own, so any other is stale: one whose clear failed, or one that Cassandra
+    /// finished after a killed sidecar's restart had cleared it (snapshots complete even when
+    /// their client is gone). Each would hold hard links to data Cassandra has compacted away.
+    /// Failures are logged: the next backup tries again.
+    async fn clear_stale_snapshots(&self, keep: Option<&str>) {
+        let d = self.paths.data_dir.clone();
+        let tags = match crate::fsutil::blocking(move || snapshot::medusa_tags(&d)).await {
+            Ok(t) => t,
+            Err(e) => return tracing::warn!(error = %e, "could not look for stale snapshots"),
+        };
+        for tag in tags.iter().filter(|t| Some(t.as_str()) != keep) {
+            tracing::info!(%tag, "clearing a stale snapshot of an earlier backup");
+            if let Err(e) = self.cassandra.clear_snapshot(tag).await {
+                tracing::warn!(%tag, error = %e, "could not clear a stale snapshot");
+            }
+        }
     }
 
     /// Takes the snapshot of backup `name` and returns its tag. A leftover snapshot of an

@@ -80,6 +80,18 @@ pub fn exists(data_dir: &Path, tag: &str) -> std::io::Result<bool> {
     Ok(false)
 }
 
+/// Tags of every medusa snapshot (`medusa-*`) on disk, in any table.
+pub fn medusa_tags(data_dir: &Path) -> std::io::Result<std::collections::BTreeSet<String>> {
+    let mut out = std::collections::BTreeSet::new();
+    for (_, ks) in sorted_dirs(data_dir)? {
+        for (_, table) in sorted_dirs(&ks)? {
+            let Ok(snaps) = sorted_dirs(&table.join("snapshots")) else { continue };
+            out.extend(snaps.into_iter().map(|(n, _)| n).filter(|n| n.starts_with("medusa-")));
+        }
+    }
+    Ok(out)
+}
+
 /// Reads the snapshot `tag`: every regular file below each `snapshots/<tag>/` (2i
 /// sub-directories included), except Cassandra's own `manifest.json` and `schema.cql`.
 pub fn scan(data_dir: &Path, tag: &str) -> std::io::Result<Vec<SnapshotTable>> {

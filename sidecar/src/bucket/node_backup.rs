@@ -80,11 +80,13 @@ pub async fn is_marked_failed(s: &Storage, n: &Fqdn, b: &BackupName) -> Result<b
     Ok(s.head(&s.layout.meta(n, b, Meta::Failed)).await?.is_some())
 }
 
-/// Marks an incomplete node backup failed, with `reason`, so that every node's GetBackups
-/// reports FAILED instead of IN_PROGRESS forever (§10.5). An absent or complete backup is left
-/// alone: there is nothing to mark, or it did not fail. Returns whether the marker was written.
+/// Marks a node backup that did not complete failed, with `reason`, so that every node's
+/// GetBackups reports FAILED instead of IN_PROGRESS forever (§10.5): an incomplete one, and an
+/// absent one too (its node failed before writing anything: the other nodes' summaries then find
+/// the marker where its part should be). A complete backup is left alone. Returns whether the
+/// marker was written.
 pub async fn mark_failed(s: &Storage, n: &Fqdn, b: &BackupName, reason: &str) -> Result<bool, StorageError> {
-    if started(s, n, b).await?.is_none() || finished(s, n, b).await?.is_some() {
+    if finished(s, n, b).await?.is_some() {
         return Ok(false);
     }
     let body = serde_json::json!({"reason": reason, "failed_at": chrono::Utc::now().timestamp()}).to_string();
@@ -126,6 +128,9 @@ pub struct Start {
 pub async fn begin(s: &Storage, n: &Fqdn, b: &BackupName, start: &Start) -> Result<i64, StorageError> {
     let l = &s.layout;
     let differential = start.mode == Mode::Differential;
+    // A marker an earlier attempt of this name left when it failed before writing anything
+    // (see `mark_failed`) must not make this attempt look failed.
+    s.delete(&l.meta(n, b, Meta::Failed)).await?;
     s.put_bytes(&l.meta(n, b, Meta::Schema), start.schema.clone()).await?;
     s.put_bytes(&l.meta(n, b, Meta::Tokenmap), start.tokenmap.clone()).await?;
     s.put_bytes(&l.meta(n, b, Meta::ServerVersion), start.server_version.clone()).await?;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bucket::index::NodeBackup;
 use crate::bucket::node_backup;
+use crate::format::names::{BackupName, Fqdn};
 use crate::format::tokenmap::TokenMap;
 use crate::store::{Storage, StorageError};
 
@@ -131,6 +132,25 @@ impl Cache {
     }
 }
 
+/// Whether a node of the ring whose part never reached the index (its sidecar died or failed
+/// before writing anything) marked it failed: without that, the backup would stay IN_PROGRESS
+/// forever on every node.
+async fn missing_part_failed(
+    storage: &Storage,
+    name: &str,
+    tokenmap: &TokenMap,
+    by_host: &HashMap<&str, &NodeBackup>,
+) -> Result<bool, StorageError> {
+    let Ok(b) = BackupName::new(name) else { return Ok(false) };
+    for host in tokenmap.0.iter().map(|h| h.host.as_str()).filter(|h| !by_host.contains_key(h)) {
+        let Ok(n) = Fqdn::new(host) else { continue };
+        if node_backup::is_marked_failed(storage, &n, &b).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Whether a node backup is marked failed in storage (a name no backup can have is not).
 async fn is_failed(storage: &Storage, nb: &NodeBackup) -> Result<bool, StorageError> {
     let Some((b, n)) = nb.names() else { return Ok(false) };
@@ -175,6 +195,9 @@ pub async fn summarize(
                 failed = true;
                 break;
             }
+        }
+        if !failed && finished.is_none() {
+            failed = missing_part_failed(storage, &name, &tokenmap, &by_host).await?;
         }
         let (mut total_size, mut total_objects) = (0, 0);
         for nb in nodes.iter().filter(|n| n.finished.is_some()) {
