@@ -2,6 +2,7 @@
 //! Management API, a real storage server of the chosen kind, the `medusa.ini` that joins them,
 //! and a TCP proxy that can break the storage connection on demand.
 
+pub mod dc;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -22,11 +22,12 @@ pub(crate) struct NodePlan {
     pub sstables: Vec<SstablePlan>,
 }
 
-/// Plans the schema and every SSTable of a fresh node. Pure apart from no I/O at all.
-pub(crate) fn plan_node(spec: &SimSpec, data_dir: &Path) -> NodePlan {
+/// Plans the schema and every SSTable of a fresh node. Pure: no I/O at all. Table ids come from
+/// `schema_seed` (the nodes of one cluster share their schema), contents from `spec.seed`.
+pub(crate) fn plan_node(spec: &SimSpec, schema_seed: u64, data_dir: &Path) -> NodePlan {
     let mut tables = schema::system_tables();
     let user = schema::user_tables(
-        spec.seed,
+        schema_seed,
         spec.user_keyspaces,
         spec.tables_per_keyspace,
         spec.sstables_per_table,
@@ -208,11 +209,14 @@ pub(crate) struct YamlFacts<'a> {
     pub caches: &'a Path,
     pub hints: &'a Path,
     pub listen_address: &'a str,
+    /// `host:port` of the seed nodes; empty: this node alone.
+    pub seeds: &'a [String],
 }
 
 /// A trimmed Cassandra 4.1 `cassandra.yaml`. `auto_bootstrap` and `initial_token` are absent on
 /// purpose: a restore adds them.
 pub(crate) fn cassandra_yaml(f: &YamlFacts<'_>) -> String {
+    let seeds = if f.seeds.is_empty() { format!("{}:7000", f.listen_address) } else { f.seeds.join(",") };
     format!(
         "# cassandra.yaml written by the medusa-rs test harness (simulated Cassandra 4.1)\n\
          cluster_name: '{cluster}'\n\
@@ -228,7 +232,7 @@ pub(crate) fn cassandra_yaml(f: &YamlFacts<'_>) -> String {
          seed_provider:\n\
          \x20   - class_name: org.apache.cassandra.locator.SimpleSeedProvider\n\
          \x20     parameters:\n\
-         \x20         - seeds: \"{listen}:7000\"\n\
+         \x20         - seeds: \"{seeds}\"\n\
          listen_address: {listen}\n\
          rpc_address: {listen}\n\
          storage_port: 7000\n\
@@ -253,7 +257,7 @@ mod tests {
     #[test]
     fn plan_hits_target_bytes_and_files() {
         let spec = SimSpec::small();
-        let plan = plan_node(&spec, Path::new("/d"));
+        let plan = plan_node(&spec, spec.seed, Path::new("/d"));
         let backed_up: Vec<_> = plan.sstables.iter().filter(|p| !p.dir.starts_with("/d/system_traces")).collect();
         assert_eq!(backed_up.len() * 8, spec.expected_files());
         let bytes: u64 = backed_up.iter().map(|p| p.total_size()).sum();

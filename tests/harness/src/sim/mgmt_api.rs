@@ -1,6 +1,8 @@
 //! [`MgmtApiServer`]: the subset of the Management API for Apache Cassandra a backup sidecar
 //! uses, served over HTTP on loopback against a [`SimNode`], with switchable faults and a call
-//! log. Status codes and texts follow `NodeOpsResources` / `TableOpsResources`.
+//! log. Status codes and texts follow `NodeOpsResources` / `TableOpsResources`. A node may be
+//! one of a ring ([`MgmtApiServer::start_in_ring`]): its endpoints answer then lists every
+//! member, as gossip does.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +33,8 @@ pub struct Faults {
     pub fail_snapshot_create: AtomicBool,
     /// `DELETE /api/v0/ops/node/snapshots` answers 500 without deleting.
     pub fail_snapshot_delete: AtomicBool,
-    /// Milliseconds to wait before taking a snapshot.
+    /// Milliseconds to wait before taking a snapshot. The snapshot is taken even if the client
+    /// stops waiting meanwhile, as Cassandra does.
     pub delay_snapshot_ms: AtomicU64,
     /// `GET /api/v0/metadata/endpoints` answers 500.
     pub fail_endpoints: AtomicBool,
@@ -45,9 +48,13 @@ pub struct Faults {
 #[derive(Clone)]
 struct AppState {
     node: Arc<Mutex<SimNode>>,
+    /// Every node of the ring, this one included.
+    ring: Arc<Vec<Arc<Mutex<SimNode>>>>,
     faults: Arc<Faults>,
     calls: Arc<Mutex<Vec<String>>>,
     flushes: Arc<AtomicU64>,
+    /// Snapshots being taken now (their requests may be gone).
+    snapshotting: Arc<AtomicU64>,
 }
 
 /// A running simulated Management API on `127.0.0.1:<ephemeral port>`.
@@ -65,11 +72,24 @@ impl MgmtApiServer {
     /// Binds `127.0.0.1:0` and serves the API for `node` until [`MgmtApiServer::stop`] (or drop).
     /// The node lock is a std mutex, only taken on blocking threads by the server.
     pub async fn start(node: Arc<Mutex<SimNode>>) -> anyhow::Result<MgmtApiServer> {
+        let ring = vec![node.clone()];
+        MgmtApiServer::start_in_ring(node, ring).await
+    }
+
+    /// Like [`MgmtApiServer::start`] for `node` as one of `ring` (which should hold it):
+    /// `/api/v0/metadata/endpoints` lists every member, `IS_LOCAL` true only for `node`, in the
+    /// order given. Members are locked one at a time, never two at once.
+    pub async fn start_in_ring(
+        node: Arc<Mutex<SimNode>>,
+        ring: Vec<Arc<Mutex<SimNode>>>,
+    ) -> anyhow::Result<MgmtApiServer> {
         let state = AppState {
             node,
+            ring: Arc::new(ring),
             faults: Arc::new(Faults::default()),
             calls: Arc::new(Mutex::new(Vec::new())),
             flushes: Arc::new(AtomicU64::new(0)),
+            snapshotting: Arc::new(AtomicU64::new(0)),
         };
         let app = router(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -100,6 +120,11 @@ impl MgmtApiServer {
     /// Requests received so far, as `"METHOD /path?query"` (query omitted when absent).
     pub fn calls(&self) -> Vec<String> {
         self.state.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Snapshots being taken right now, including those whose client stopped waiting.
+    pub fn snapshots_in_flight(&self) -> u64 {
+        self.state.snapshotting.load(Ordering::SeqCst)
     }
 
     /// Stops accepting requests and waits for the server task to end.
@@ -211,25 +236,38 @@ async fn take_snapshot(State(s): State<AppState>, body: Bytes) -> Response {
         return text(StatusCode::INTERNAL_SERVER_ERROR, CONNECTION_CLOSED);
     }
     let delay = s.faults.delay_snapshot_ms.load(Ordering::SeqCst);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-    }
     let tag = req.snapshot_name.unwrap_or_else(|| epoch_millis().to_string());
     let flush_first = s.faults.flush_on_snapshot.load(Ordering::SeqCst) && !req.skip_flush.unwrap_or(false);
     let flush_seed = 0x5EED_0000 + s.flushes.fetch_add(1, Ordering::SeqCst);
     let table_name = req.table_name;
-    let result = with_node(&s, move |node| {
-        let targets: Vec<String> = match &table_name {
-            Some(t) => vec![format!("{}.{t}", keyspaces[0])],
-            None => keyspace_tables,
-        };
-        if flush_first {
-            let ks = (keyspaces.len() == 1).then(|| keyspaces[0].as_str());
-            node.flush_keyspace(flush_seed, 0.01, ks)?;
+    // Cassandra finishes a snapshot whose HTTP client went away (the JMX call runs on), so the
+    // work is a task of its own that a dropped request does not cancel.
+    s.snapshotting.fetch_add(1, Ordering::SeqCst);
+    let work = tokio::spawn(async move {
+        let in_flight = s.snapshotting.clone();
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        if targets.is_empty() { node.take_snapshot(&tag, &keyspaces) } else { node.take_table_snapshot(&tag, &targets) }
-    })
-    .await;
+        let result = with_node(&s, move |node| {
+            let targets: Vec<String> = match &table_name {
+                Some(t) => vec![format!("{}.{t}", keyspaces[0])],
+                None => keyspace_tables,
+            };
+            if flush_first {
+                let ks = (keyspaces.len() == 1).then(|| keyspaces[0].as_str());
+                node.flush_keyspace(flush_seed, 0.01, ks)?;
+            }
+            if targets.is_empty() {
+                node.take_snapshot(&tag, &keyspaces)
+            } else {
+                node.take_table_snapshot(&tag, &targets)
+            }
+        })
+        .await;
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        result
+    });
+    let result = work.await.unwrap_or_else(|e| Err(e.to_string()));
     match result {
         Ok(()) => text(StatusCode::OK, "OK"),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -345,8 +383,20 @@ async fn endpoints(State(s): State<AppState>) -> Response {
     if s.faults.fail_endpoints.load(Ordering::SeqCst) {
         return text(StatusCode::INTERNAL_SERVER_ERROR, CONNECTION_CLOSED);
     }
-    match with_node(&s, |node| Ok(node.endpoints_json())).await {
-        Ok(v) => json_response(v),
+    let (me, ring) = (s.node.clone(), s.ring.clone());
+    let entries = tokio::task::spawn_blocking(move || {
+        ring.iter()
+            .map(|member| {
+                let node = member.lock().map_err(|_| "node lock poisoned".to_string())?;
+                Ok(node.gossip_entry(Arc::ptr_eq(member, &me)))
+            })
+            .collect::<Result<Vec<Value>, String>>()
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    match entries {
+        Ok(v) => json_response(entity_wrapper(Value::Array(v))),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
@@ -370,4 +420,44 @@ async fn readiness(State(s): State<AppState>) -> Response {
         return text(StatusCode::INTERNAL_SERVER_ERROR, CONNECTION_CLOSED);
     }
     text(StatusCode::OK, "OK")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::TempDir;
+    use crate::sim::{NodeIdentity, SimSpec};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_ring_member_lists_every_node_and_only_itself_as_local() {
+        let dir = TempDir::new("ring").unwrap();
+        let mut ring = Vec::new();
+        for (i, rack) in ["r1", "r2"].into_iter().enumerate() {
+            let who = NodeIdentity {
+                rack: rack.into(),
+                listen_address: format!("127.0.0.{}", i + 1),
+                schema_seed: Some(7),
+                ..NodeIdentity::default()
+            };
+            let spec = SimSpec { seed: 40 + i as u64, user_keyspaces: 1, sstables_per_table: 1, ..SimSpec::small() };
+            let node = SimNode::generate_with(&dir.path().join(rack), &spec, &who).unwrap();
+            ring.push(Arc::new(Mutex::new(node)));
+        }
+        let (a, b) = (ring[0].lock().unwrap().clone(), ring[1].lock().unwrap().clone());
+        assert_eq!(a.tables, b.tables, "one schema per cluster");
+        assert_ne!(a.tokens, b.tokens);
+        let api = MgmtApiServer::start_in_ring(ring[1].clone(), ring.clone()).await.unwrap();
+        let url = format!("{}/api/v0/metadata/endpoints", api.base_url);
+        let v: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        let entries = v["entity"].as_array().unwrap();
+        let facts: Vec<(&str, &str, &str)> = entries
+            .iter()
+            .map(|e| (e["ENDPOINT_IP"].as_str().unwrap(), e["RACK"].as_str().unwrap(), e["IS_LOCAL"].as_str().unwrap()))
+            .collect();
+        assert_eq!(facts, [("127.0.0.1", "r1", "false"), ("127.0.0.2", "r2", "true")]);
+        let tokens: Vec<String> = b.tokens.iter().map(i64::to_string).collect();
+        assert_eq!(entries[1]["TOKENS"], tokens.join(","));
+        assert_eq!(entries[0]["SCHEMA"], entries[1]["SCHEMA"]);
+        api.stop().await;
+    }
 }

@@ -6,13 +6,13 @@
 //! - `generate`: [`SimSpec`] and the first layout of a node (data, commitlog, saved caches,
 //!   hints, `conf/cassandra.yaml`).
 //! - `node`: [`SimNode`], the node on disk, and what happens to it over time (flush, compaction,
-//!   lost volume).
+//!   lost volume); [`NodeIdentity`], who it is in its cluster (DC, rack, address, shared schema).
 //! - `snapshot`: snapshots taken exactly as Cassandra does (hard links + `manifest.json` +
 //!   `schema.cql`).
 //! - `digest`: [`DataDigest`], the restore-equality check over a data directory (same format
 //!   as the Medusa fixture digests).
 //! - `mgmt_api`: [`MgmtApiServer`], the Management API subset a backup sidecar uses, with fault
-//!   switches.
+//!   switches, alone or as one node of a ring whose gossip lists every member.
 
 mod digest;
 mod generate;
@@ -29,7 +29,7 @@ pub use digest::{
     DataDigest, FileDigest, digest_data_dir, load_digest_json, try_digest_data_dir, try_load_digest_json,
 };
 pub use mgmt_api::{Faults, MgmtApiServer};
-pub use node::{STATE_FILE, SimNode};
+pub use node::{NodeIdentity, STATE_FILE, SimNode};
 pub use schema::TableDef;
 pub use snapshot::SnapshotInfo;
 

@@ -21,6 +21,38 @@ use super::util::mix_seed;
 /// File under the node root that lets [`SimNode::open`] re-open a generated node.
 pub const STATE_FILE: &str = "sim-node.json";
 
+/// Who a node is in its cluster: what its `cassandra.yaml` and its gossip say about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    /// `cluster_name`.
+    pub cluster_name: String,
+    /// Datacenter.
+    pub dc: String,
+    /// Rack.
+    pub rack: String,
+    /// `listen_address`, also the node's `ENDPOINT_IP` in gossip.
+    pub listen_address: String,
+    /// Seed of the schema (user table ids, schema version), shared by the nodes of one cluster;
+    /// `None`: the spec's own seed.
+    pub schema_seed: Option<u64>,
+    /// `host:port` of the cluster's seed nodes; empty: this node alone.
+    pub seeds: Vec<String>,
+}
+
+impl Default for NodeIdentity {
+    /// A single node: cluster `demo`, `dc1`, rack `default`, `127.0.0.1`.
+    fn default() -> Self {
+        NodeIdentity {
+            cluster_name: "demo".to_string(),
+            dc: "dc1".to_string(),
+            rack: "default".to_string(),
+            listen_address: "127.0.0.1".to_string(),
+            schema_seed: None,
+            seeds: Vec::new(),
+        }
+    }
+}
+
 /// A simulated Cassandra node rooted at a directory laid out like `/var/lib/cassandra`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SimNode {
@@ -38,14 +70,17 @@ pub struct SimNode {
     pub cassandra_yaml: PathBuf,
     /// `cluster_name` in the yaml and gossip.
     pub cluster_name: String,
-    /// Datacenter (`dc1`).
+    /// Datacenter (`dc1` unless generated with another [`NodeIdentity`]).
     pub dc: String,
-    /// Rack (`default`).
+    /// Rack (`default` unless generated with another [`NodeIdentity`]).
     pub rack: String,
     /// The node's 16 vnode tokens, sorted.
     pub tokens: Vec<i64>,
-    /// `listen_address` (`127.0.0.1`).
+    /// `listen_address` (`127.0.0.1` unless generated with another [`NodeIdentity`]).
     pub listen_address: String,
+    /// Seed nodes written into `cassandra.yaml` (empty: this node).
+    #[serde(default)]
+    pub seeds: Vec<String>,
     /// Host id (a UUID string).
     pub host_id: String,
     /// Schema version (a UUID string) reported in gossip.
@@ -60,22 +95,30 @@ impl SimNode {
     /// Generates a fresh node under `root` (created if missing; existing node files are not
     /// removed first, so use an empty directory).
     pub fn generate(root: &Path, spec: &SimSpec) -> io::Result<SimNode> {
+        SimNode::generate_with(root, spec, &NodeIdentity::default())
+    }
+
+    /// Generates a fresh node that is `who` in its cluster (see [`NodeIdentity`]); tokens and
+    /// file contents come from `spec.seed`, so nodes of one ring need different seeds.
+    pub fn generate_with(root: &Path, spec: &SimSpec, who: &NodeIdentity) -> io::Result<SimNode> {
         fs::create_dir_all(root)?;
         let root = fs::canonicalize(root)?;
         let data_dir = root.join("data");
-        let plan = generate::plan_node(spec, &data_dir);
+        let schema_seed = who.schema_seed.unwrap_or(spec.seed);
+        let plan = generate::plan_node(spec, schema_seed, &data_dir);
         let node = SimNode {
             commitlog_dir: root.join("commitlog"),
             saved_caches_dir: root.join("saved_caches"),
             hints_dir: root.join("hints"),
             cassandra_yaml: root.join("conf").join("cassandra.yaml"),
-            cluster_name: "demo".to_string(),
-            dc: "dc1".to_string(),
-            rack: "default".to_string(),
+            cluster_name: who.cluster_name.clone(),
+            dc: who.dc.clone(),
+            rack: who.rack.clone(),
             tokens: generate::tokens(spec.seed),
-            listen_address: "127.0.0.1".to_string(),
+            listen_address: who.listen_address.clone(),
+            seeds: who.seeds.clone(),
             host_id: generate::uuid_from_seed(spec.seed, "host-id"),
-            schema_version: generate::uuid_from_seed(spec.seed, "schema-version"),
+            schema_version: generate::uuid_from_seed(schema_seed, "schema-version"),
             spec: spec.clone(),
             tables: plan.tables,
             data_dir,
@@ -132,6 +175,7 @@ impl SimNode {
             caches: &self.saved_caches_dir,
             hints: &self.hints_dir,
             listen_address: &self.listen_address,
+            seeds: &self.seeds,
         });
         fs::write(&self.cassandra_yaml, yaml)
     }
@@ -298,16 +342,22 @@ impl SimNode {
             .sum()
     }
 
-    /// The `GET /api/v0/metadata/endpoints` body: the JAX-RS entity wrapper around one gossip
-    /// entry for this node.
+    /// The `GET /api/v0/metadata/endpoints` body of a node alone in its ring: the JAX-RS entity
+    /// wrapper around its own gossip entry.
     pub fn endpoints_json(&self) -> Value {
+        entity_wrapper(Value::Array(vec![self.gossip_entry(true)]))
+    }
+
+    /// This node's entry in a `GET /api/v0/metadata/endpoints` answer: every gossip state by
+    /// name, as seen from a node that is this one (`is_local`) or a peer.
+    pub fn gossip_entry(&self, is_local: bool) -> Value {
         let tokens: Vec<String> = self.tokens.iter().map(i64::to_string).collect();
         let first = tokens.first().cloned().unwrap_or_default();
         let ip = &self.listen_address;
-        let entry = json!({
+        json!({
             "ENDPOINT_IP": ip,
             "IS_ALIVE": "true",
-            "IS_LOCAL": "true",
+            "IS_LOCAL": is_local.to_string(),
             "CLUSTER_NAME": self.cluster_name,
             "PARTITIONER": "org.apache.cassandra.dht.Murmur3Partitioner",
             "DC": self.dc,
@@ -326,8 +376,7 @@ impl SimNode {
             "SSTABLE_VERSIONS": "big-nb",
             "SCHEMA": self.schema_version,
             "LOAD": format!("{}.0", self.load_bytes()),
-        });
-        entity_wrapper(Value::Array(vec![entry]))
+        })
     }
 }
 
