@@ -248,11 +248,21 @@ async fn pod_killed_mid_backup(kind: Kind, point: KillPoint) {
         })
         .await;
     }
+    // A snapshot finished after every cleanup so far is cleared by the sidecar's periodic
+    // check (every 30 s, while no backup runs).
     for p in &dc.pods {
-        let tags: std::collections::BTreeSet<String> =
-            p.with_sim(|s| s.list_snapshots()).await.into_iter().map(|i| i.tag).collect();
-        if !tags.is_empty() {
-            broken.push(format!("{}: snapshots left behind: {tags:?}", p.name));
+        let deadline = std::time::Instant::now() + Duration::from_secs(45);
+        loop {
+            let tags: std::collections::BTreeSet<String> =
+                p.with_sim(|s| s.list_snapshots()).await.into_iter().map(|i| i.tag).collect();
+            if tags.is_empty() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                broken.push(format!("{}: snapshots left behind after 45 s: {tags:?}", p.name));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
     assert!(broken.is_empty(), "{}\n{}", broken.join("\n\n"), dc.log_tail(20));

@@ -352,7 +352,8 @@ async fn prepare_restore_writes_the_mapping_that_restore_init_reads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_config_restarts_the_sidecar_only_when_idle() {
     let mut o = EnvOptions::new(Kind::S3sFs);
-    o.storage_extra = "transfer_max_bandwidth = 512KB/s\n".into();
+    // Per transfer: with the env's two transfers, 512 KB/s in all.
+    o.storage_extra = "transfer_max_bandwidth = 256KB/s\n".into();
     let env = Env::new(o).await.unwrap();
     let mut sidecar = Sidecar::start_with(&env, &[("MEDUSA_RS_CONFIG_POLL", "1")]).await.unwrap();
     let mut c = sidecar.client().await.unwrap();
@@ -363,7 +364,7 @@ async fn a_changed_config_restarts_the_sidecar_only_when_idle() {
     })
     .await;
     let ini = std::fs::read_to_string(&env.ini_path).unwrap();
-    std::fs::write(&env.ini_path, ini.replace("transfer_max_bandwidth = 512KB/s", "transfer_max_bandwidth = 0"))
+    std::fs::write(&env.ini_path, ini.replace("transfer_max_bandwidth = 256KB/s", "transfer_max_bandwidth = 0"))
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(sidecar.child.as_mut().unwrap().try_wait().unwrap().is_none(), "restarted under a running backup");

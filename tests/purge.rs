@@ -188,19 +188,22 @@ async fn purge_during_a_running_differential_backup_keeps_it_restorable() {
     })
     .await;
     let r = purge(&mut c).await.unwrap();
-    assert_eq!(r.nb_backups_purged, 1, "d1 is beyond the count; d2 runs and is kept");
-    assert!(r.total_objects_within_gc_grace > 0, "d1's shared files are kept while d2 runs");
+    // d1 is the only complete backup: the count (complete backups only, Medusa #607 fixed)
+    // keeps it while d2 runs, and nothing is deleted under the running backup.
+    assert_eq!(r.nb_backups_purged, 0, "d1 is the only complete backup; d2 runs and is kept");
+    assert_eq!(r.nb_objects_purged, 0, "nothing is deleted while d2 runs");
     wait(&mut c, "d2").await;
-    assert_eq!(names(&mut c).await, ["d2"]);
+    assert_eq!(names(&mut c).await, ["d1", "d2"]);
     // d2 restores exactly.
     env.with_sim(|s| s.wipe().unwrap()).await;
     let out = medusa_tests::restore_in_place(&env, "d2", "k");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got = env.with_sim(|s| harness::sim::digest_data_dir(&s.data_dir)).await;
     assert!(got == at_d2, "{}", at_d2.diff(&got));
-    // Now nothing runs: the next purge removes what only d1 used.
+    // Now nothing runs and d2 is complete: the next purge removes d1 and what only d1 used.
     let r = purge(&mut c).await.unwrap();
-    assert_eq!(r.nb_backups_purged, 0);
+    assert_eq!(r.nb_backups_purged, 1);
+    assert_eq!(names(&mut c).await, ["d2"]);
     assert!(r.nb_objects_purged > 0);
     assert_eq!(r.total_objects_within_gc_grace, 0);
 }

@@ -59,4 +59,13 @@ mod tests {
         assert!(directives("bogus").contains("medusa=info"));
         tracing_subscriber::EnvFilter::try_new(directives("INFO")).expect("valid directives");
     }
+
+    #[test]
+    fn json_lines_from_the_ini_key_when_the_environment_says_nothing() {
+        if std::env::var_os("MEDUSA_RS_LOG_FORMAT").is_none() {
+            assert!(json_wanted(Some("json")) && json_wanted(Some(" JSON ")));
+            // Medusa's own `format` holds a Python logging format string: plain text then.
+            assert!(!json_wanted(Some("[%(asctime)s] %(levelname)s: %(message)s")) && !json_wanted(None));
+        }
+    }
 }

@@ -164,7 +164,7 @@ impl Engine {
     /// finished after a killed sidecar's restart had cleared it (snapshots complete even when
     /// their client is gone). Each would hold hard links to data Cassandra has compacted away.
     /// Failures are logged: the next backup tries again.
-    async fn clear_stale_snapshots(&self, keep: Option<&str>) {
+    pub async fn clear_stale_snapshots(&self, keep: Option<&str>) {
         let d = self.paths.data_dir.clone();
         let tags = match crate::fsutil::blocking(move || snapshot::medusa_tags(&d)).await {
             Ok(t) => t,

@@ -70,7 +70,7 @@ pub async fn run(
     // pod's readiness and liveness, and a bucket outage must not restart the container or take
     // the Cassandra node out of its Services. Storage is watched on its own.
     set_health(&health, true).await;
-    let probe = tokio::spawn(watch_storage(engine.clone()));
+    let probe = tokio::spawn(watch(engine.clone(), jobs.clone()));
 
     // Like Medusa: TLS always means client certificates signed by ca_cert are required.
     let tls = crate::service::tls::server_config(&cfg.grpc)?;
@@ -151,9 +151,10 @@ async fn set_health(health: &HealthReporter, serving: bool) {
 /// How often storage reachability is checked.
 const STORAGE_CHECK: Duration = Duration::from_secs(30);
 
-/// Checks storage with one listing request now and every [`STORAGE_CHECK`]: a log line on each
-/// change (with the error) and the `medusa_storage_reachable` gauge; health is not affected.
-async fn watch_storage(engine: Arc<Engine>) {
+/// Every [`STORAGE_CHECK`] (and now): checks storage with one listing request, with a log line on
+/// each change (with the error) and the `medusa_storage_reachable` gauge (health is not
+/// affected); and clears stale medusa snapshots while no backup runs.
+async fn watch(engine: Arc<Engine>, jobs: Arc<Jobs>) {
     use futures::StreamExt;
     let root = engine.storage.layout.index_root();
     let mut reachable = None;
@@ -173,6 +174,7 @@ async fn watch_storage(engine: Arc<Engine>) {
         }
         crate::service::metrics::global().storage_reachable(now);
         reachable = Some(now);
+        jobs.clear_stale_snapshots().await;
         tokio::time::sleep(STORAGE_CHECK).await;
     }
 }

@@ -270,6 +270,15 @@ impl Jobs {
             .any(|h| matches!(h.view.lock().expect("job lock").state, JobState::Queued | JobState::Running))
     }
 
+    /// Clears medusa snapshots no backup owns, unless a backup runs (a snapshot Cassandra
+    /// finished after a killed sidecar's restart had cleared it would otherwise stay until the
+    /// next backup).
+    pub async fn clear_stale_snapshots(&self) {
+        if let Some(_slot) = self.try_exclusive() {
+            self.engine.clear_stale_snapshots(None).await;
+        }
+    }
+
     /// The node's backup slot, if no backup runs: while held, none starts (they queue).
     pub fn try_exclusive(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         self.slot.clone().try_lock_owned().ok()
