@@ -478,6 +478,12 @@ pub fn test_certs(dir: &std::path::Path) -> Certs {
 
 /// As [`test_certs`], with file names starting with `prefix` (for a second, unrelated CA).
 pub fn test_certs_named(dir: &std::path::Path, prefix: &str) -> Certs {
+    test_certs_for(dir, prefix, &["localhost", "127.0.0.1"])
+}
+
+/// A CA, a server certificate for `server_names` and a client certificate, under `dir` with
+/// `prefix`.
+pub fn test_certs_for(dir: &std::path::Path, prefix: &str, server_names: &[&str]) -> Certs {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -489,7 +495,7 @@ pub fn test_certs_named(dir: &std::path::Path, prefix: &str) -> Certs {
         let cert = CertificateParams::new(names).unwrap().signed_by(&key, &issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     };
-    let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
+    let (server_cert, server_key) = leaf(server_names.iter().map(|n| n.to_string()).collect());
     let (client_cert, client_key) = leaf(vec!["client".into()]);
     let w = |name: &str, text: &str| {
         let p = dir.join(format!("{prefix}{name}"));

@@ -405,31 +405,7 @@ async fn management_api_mtls_verifies_the_chain_without_a_host_name() {
 /// A CA, a server certificate naming only `cassandra-mgmt.internal` (no IP address), and a
 /// client certificate.
 fn mgmt_certs(dir: &std::path::Path, prefix: &str) -> medusa_tests::Certs {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let leaf = |names: Vec<String>| {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(names).unwrap().signed_by(&key, &issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = leaf(vec!["cassandra-mgmt.internal".into()]);
-    let (client_cert, client_key) = leaf(vec!["medusa".into()]);
-    let w = |name: &str, text: &str| {
-        let p = dir.join(format!("{prefix}{name}"));
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    medusa_tests::Certs {
-        ca: w("ca.crt", &ca_cert.pem()),
-        cert: w("tls.crt", &server_cert),
-        key: w("tls.key", &server_key),
-        client_cert: w("client.crt", &client_cert),
-        client_key: w("client.key", &client_key),
-    }
+    medusa_tests::test_certs_for(dir, prefix, &["cassandra-mgmt.internal"])
 }
 
 /// An HTTPS server on loopback requiring a client certificate of `c.ca`, answering every request

@@ -30,8 +30,8 @@ pub fn client_config(trust: Trust, identity: Option<(Vec<u8>, Vec<u8>)>) -> Resu
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let verifier: Arc<dyn ServerCertVerifier> = match trust {
-        Trust::Anything => Arc::new(NoVerify(provider.clone())),
+    let verifier = match trust {
+        Trust::Anything => Verifier { chain: None, check_name: false, provider: provider.clone() },
         Trust::Ca { pem, check_name } => {
             let mut roots = rustls::RootCertStore::empty();
             for c in CertificateDer::pem_slice_iter(&pem) {
@@ -42,13 +42,13 @@ pub fn client_config(trust: Trust, identity: Option<(Vec<u8>, Vec<u8>)>) -> Resu
             if roots.is_empty() {
                 return Err("the CA file holds no PEM certificate".into());
             }
-            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            let chain = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .map_err(|e| e.to_string())?;
-            Arc::new(ChainOnly { inner, check_name })
+            Verifier { chain: Some(chain), check_name, provider: provider.clone() }
         }
     };
-    let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
+    let builder = builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier));
     match identity {
         Some((cert, key)) => {
             let chain = CertificateDer::pem_slice_iter(&cert)
@@ -61,14 +61,16 @@ pub fn client_config(trust: Trust, identity: Option<(Vec<u8>, Vec<u8>)>) -> Resu
     }
 }
 
-/// Chain verified against the CA; the name only when asked for.
+/// The server verifier: the chain against the CA (`chain`), the name only when `check_name`;
+/// without a CA any certificate (`-tls-no-verify`). Handshake signatures are always checked.
 #[derive(Debug)]
-pub struct ChainOnly {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
+pub struct Verifier {
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
     check_name: bool,
+    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end: &CertificateDer<'_>,
@@ -77,7 +79,8 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(end, mid, name, ocsp, now) {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end, mid, name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) if !self.check_name => Ok(ServerCertVerified::assertion()),
@@ -90,7 +93,7 @@ impl ServerCertVerifier for ChainOnly {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(m, c, d)
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
     fn verify_tls13_signature(
         &self,
@@ -98,45 +101,9 @@ impl ServerCertVerifier for ChainOnly {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(m, c, d)
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.provider.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// Accepts any certificate (`-tls-no-verify`), still checking handshake signatures.
-#[derive(Debug)]
-pub struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
