@@ -5,7 +5,7 @@
 pub mod dc;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -329,18 +329,40 @@ impl Drop for FaultProxy {
     }
 }
 
+/// Names of the `medusa-rs` multi-call binary, as the image links them.
+pub const ROLES: &[&str] =
+    &["medusa-sidecar", "medusa-restore-init", "medusa-entrypoint", "grpc_health_probe", "medusa"];
+
 /// Path of a workspace binary built in the same profile as this test
-/// (`cargo build --release --workspace --bins` first; scripts/test.sh does).
+/// (`cargo build --release --workspace --bins` first; scripts/test.sh does). The roles of the
+/// multi-call binary ([`ROLES`]) are symbolic links to `medusa-rs` in `<profile>/multicall/`,
+/// as in the image, so every test runs the binary the image ships under the name it is run by.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target profile dir");
-    let bin = dir.join(name);
+    let target = if ROLES.contains(&name) { "medusa-rs" } else { name };
+    let bin = dir.join(target);
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build --release --workspace --bins` (scripts/test.sh does)",
         bin.display()
     );
-    bin
+    if target == name {
+        return bin;
+    }
+    let links = dir.join("multicall");
+    std::fs::create_dir_all(&links).expect("creating the multicall link directory");
+    let link = links.join(name);
+    if std::fs::read_link(&link).ok().as_deref() != Some(Path::new("../medusa-rs")) {
+        // Made under a private name and renamed: test processes run side by side.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = links.join(format!(".{name}.{}.{n}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink("../medusa-rs", &tmp).expect("creating a multicall link");
+        std::fs::rename(&tmp, &link).expect("placing a multicall link");
+    }
+    link
 }
 
 /// A running `medusa-sidecar` process on a free loopback port, killed on drop.

@@ -29,11 +29,14 @@
 //! 3. [`bucket`]: the state of node backups and the index, read and written through the store;
 //! 4. [`transfer`]: moving bytes;
 //! 5. the flows: [`backup`], [`restore`], [`retention`];
-//! 6. [`service`]: the sidecar.
+//! 6. [`service`]: the sidecar;
+//! 7. [`cli`]: the `medusa-rs` multi-call binary (sidecar, restore init container, entry point,
+//!    health probe, and the everyday commands: list-backups, status, verify, download, purge).
 //!
 //! [`fsutil`] (durable writes, the blocking pool), [`logging`] and [`tls`] serve every layer.
 pub mod backup;
 pub mod bucket;
+pub mod cli;
 pub mod config;
 pub mod format;
 pub mod fsutil;

@@ -46,6 +46,22 @@ pub fn init(level: &str, format: Option<&str>) {
     }
 }
 
+/// Installs the subscriber of the command-line tools: plain text on standard error (standard
+/// output carries their tables and JSON), WARN unless `verbose` or `RUST_LOG` says otherwise.
+pub fn init_cli(verbose: bool) {
+    let rust_log = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let level = if verbose { "INFO" } else { "WARNING" };
+    let filter = rust_log
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(directives(level)));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["transfer"],
     &["backup", "restore", "retention"],
     &["service"],
+    &["cli"],
 ];
 
 fn level(room: &str) -> Option<usize> {

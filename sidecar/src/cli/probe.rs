@@ -1,4 +1,4 @@
-//! `grpc_health_probe`: checks `grpc.health.v1.Health` like the original tool of that name, with
+//! `grpc_health_probe` (a name of the `medusa-rs` binary): checks `grpc.health.v1.Health` like the original tool of that name, with
 //! the flags k8ssandra-operator passes and the same exit codes: 0 serving, 1 bad arguments,
 //! 2 connection failure, 3 RPC failure, 4 not serving.
 //!
@@ -128,10 +128,10 @@ fn validate(f: &Flags) {
 
 fn tls_config(f: &Flags) -> Result<rustls::ClientConfig, String> {
     let trust = match (&f.ca, f.no_verify) {
-        (_, true) => medusa::tls::Trust::Anything,
+        (_, true) => crate::tls::Trust::Anything,
         (Some(ca), false) => {
             let pem = std::fs::read(ca).map_err(|e| format!("-tls-ca-cert {ca}: {e}"))?;
-            medusa::tls::Trust::Ca { pem, check_name: f.server_name.is_some() }
+            crate::tls::Trust::Ca { pem, check_name: f.server_name.is_some() }
         }
         (None, false) => {
             return Err("-tls needs -tls-ca-cert (or -tls-no-verify): this build has no system roots".into());
@@ -144,7 +144,7 @@ fn tls_config(f: &Flags) -> Result<rustls::ClientConfig, String> {
         )),
         _ => None,
     };
-    let mut cfg = medusa::tls::client_config(trust, identity)?;
+    let mut cfg = crate::tls::client_config(trust, identity)?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(cfg)
 }
@@ -186,9 +186,18 @@ async fn connect(f: &Flags, target: &str) -> Result<tonic::transport::Channel, S
     ch.map_err(|e| format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()))
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let f = parse(std::env::args().skip(1));
+/// Runs the probe with `args` (without the program name) and exits with its code.
+pub fn main(args: Vec<String>) -> ! {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let Ok(rt) = rt else {
+        eprintln!("error: cannot start the probe's runtime");
+        std::process::exit(2)
+    };
+    rt.block_on(probe(args))
+}
+
+async fn probe(args: Vec<String>) -> ! {
+    let f = parse(args.into_iter());
     // ":50051" means this host, as for Go's dialer.
     let target = if f.addr.starts_with(':') { format!("127.0.0.1{}", f.addr) } else { f.addr.clone() };
     let ch = match connect(&f, &target).await {

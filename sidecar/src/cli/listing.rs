@@ -1,0 +1,206 @@
+//! `list-backups` and `status`: what GetBackups reports, for people and scripts.
+
+use serde_json::json;
+
+use super::{Ctx, EXIT_NOT_SOUND, Failure, backup_name, human_bytes, table, time};
+use crate::bucket::index::{NodeBackup, node_backups};
+use crate::bucket::node_backup;
+use crate::service::listing::{Cache, ClusterBackup, ClusterState, summarize};
+
+fn state(s: ClusterState) -> &'static str {
+    match s {
+        ClusterState::Success => "SUCCESS",
+        ClusterState::InProgress => "IN_PROGRESS",
+        ClusterState::Failed => "FAILED",
+    }
+}
+
+pub(super) async fn cluster_backups(
+    ctx: &Ctx,
+    name: Option<&crate::format::names::BackupName>,
+) -> Result<Vec<ClusterBackup>, Failure> {
+    let nbs = node_backups(&ctx.storage, name).await?;
+    Ok(summarize(&ctx.storage, &Cache::default(), nbs, &|_| None).await?)
+}
+
+/// `list-backups`: every backup of the bucket (prefix), oldest first.
+pub(super) async fn list_backups(ctx: &Ctx) -> Result<u8, Failure> {
+    let backups = cluster_backups(ctx, None).await?;
+    if ctx.json {
+        let list: Vec<_> = backups
+            .iter()
+            .map(|b| {
+                json!({
+                    "name": b.name,
+                    "type": b.backup_type,
+                    "status": state(b.status),
+                    "complete": b.finished.is_some(),
+                    "started": b.started,
+                    "finished": b.finished,
+                    "nodes": b.tokenmap.0.len(),
+                    "finished_nodes": b.finished_nodes,
+                    "objects": b.total_objects,
+                    "bytes": b.total_size,
+                })
+            })
+            .collect();
+        ctx.print_json(&json!({ "backups": list }));
+        return Ok(0);
+    }
+    if backups.is_empty() {
+        println!("no backups in bucket {} ({})", ctx.cfg.storage.bucket_name, prefix(ctx));
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = backups
+        .iter()
+        .map(|b| {
+            vec![
+                b.name.clone(),
+                b.backup_type.to_string(),
+                state(b.status).to_string(),
+                time(Some(b.started)),
+                b.finished.map(|f| time(Some(f))).unwrap_or_else(|| "[Incomplete!]".into()),
+                format!("{}/{}", b.finished_nodes, b.tokenmap.0.len()),
+                b.total_objects.to_string(),
+                human_bytes(b.total_size),
+            ]
+        })
+        .collect();
+    table(&["NAME", "TYPE", "STATUS", "STARTED (UTC)", "FINISHED (UTC)", "NODES", "FILES", "SIZE"], &rows);
+    if backups.iter().any(|b| b.finished.is_none()) {
+        println!("\nIncomplete backups found. Run \"medusa-rs status --backup-name <name>\" for more details");
+    }
+    Ok(0)
+}
+
+fn prefix(ctx: &Ctx) -> String {
+    ctx.cfg.storage.prefix.as_deref().map(|p| format!("prefix {p:?}")).unwrap_or_else(|| "no prefix".into())
+}
+
+/// One node's part of a backup, as `status` shows it.
+struct NodeLine {
+    fqdn: String,
+    state: &'static str,
+    started: Option<i64>,
+    finished: Option<i64>,
+    objects: u64,
+    bytes: u64,
+    reason: Option<String>,
+}
+
+async fn node_line(ctx: &Ctx, nb: &NodeBackup) -> Result<NodeLine, Failure> {
+    let mut line = NodeLine {
+        fqdn: nb.fqdn.clone(),
+        state: "complete",
+        started: nb.started,
+        finished: nb.finished,
+        objects: 0,
+        bytes: 0,
+        reason: None,
+    };
+    let Some((b, n)) = nb.names() else {
+        line.state = "unreadable";
+        return Ok(line);
+    };
+    if nb.finished.is_some() {
+        if let Some(m) = node_backup::manifest(&ctx.storage, &n, &b).await? {
+            let m = crate::format::manifest::parse(&m)
+                .map_err(|e| Failure::error(format!("the manifest of {b} on {n} is unreadable: {e}")))?;
+            (line.objects, line.bytes) = crate::format::manifest::totals(&m);
+        }
+    } else if let Some(reason) = node_backup::failure(&ctx.storage, &n, &b).await? {
+        line.state = "failed";
+        line.reason = Some(reason);
+    } else {
+        line.state = "incomplete";
+    }
+    Ok(line)
+}
+
+/// `status --backup-name`: exit 0 when the backup is complete on every node, 4 when not, 3
+/// when there is no such backup.
+pub(super) async fn status(ctx: &Ctx, name: &str) -> Result<u8, Failure> {
+    let name = backup_name(name)?;
+    let Some(b) = cluster_backups(ctx, Some(&name)).await?.into_iter().find(|b| b.name == name.as_str()) else {
+        return Err(Failure::not_found(format!(
+            "no backup named {name} in bucket {} ({}); `medusa-rs list-backups` shows the backups there are",
+            ctx.cfg.storage.bucket_name,
+            prefix(ctx)
+        )));
+    };
+    let mut lines = Vec::with_capacity(b.nodes.len());
+    for nb in &b.nodes {
+        lines.push(node_line(ctx, nb).await?);
+    }
+    let missing: Vec<&str> =
+        b.tokenmap.0.iter().map(|h| h.host.as_str()).filter(|h| !b.nodes.iter().any(|n| n.fqdn == *h)).collect();
+    let complete = lines.iter().filter(|l| l.state == "complete").count();
+    let code = if b.status == ClusterState::Success { 0 } else { EXIT_NOT_SOUND };
+    if ctx.json {
+        let nodes: Vec<_> = lines
+            .iter()
+            .map(|l| {
+                json!({
+                    "fqdn": l.fqdn, "status": l.state, "started": l.started, "finished": l.finished,
+                    "objects": l.objects, "bytes": l.bytes, "reason": l.reason,
+                })
+            })
+            .collect();
+        ctx.print_json(&json!({
+            "name": b.name,
+            "type": b.backup_type,
+            "status": state(b.status),
+            "complete": b.finished.is_some(),
+            "started": b.started,
+            "finished": b.finished,
+            "objects": b.total_objects,
+            "bytes": b.total_size,
+            "nodes": nodes,
+            "missing_nodes": missing,
+        }));
+        return Ok(code);
+    }
+    println!("{} ({}): {}", b.name, b.backup_type, state(b.status));
+    let finished = b.finished.map(|f| time(Some(f))).unwrap_or_else(|| "[Incomplete!]".into());
+    println!("- Started: {}, Finished: {finished} (UTC)", time(Some(b.started)));
+    println!(
+        "- {complete} nodes completed, {} nodes incomplete, {} nodes missing",
+        lines.len() - complete,
+        missing.len()
+    );
+    let incomplete: Vec<&NodeLine> = lines.iter().filter(|l| l.state != "complete").collect();
+    if !incomplete.is_empty() {
+        println!("- Incomplete nodes:");
+        for l in incomplete {
+            println!(
+                "    {} ({}{})",
+                l.fqdn,
+                l.state,
+                l.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            );
+        }
+    }
+    if !missing.is_empty() {
+        println!("- Missing nodes:");
+        for m in &missing {
+            println!("    {m}");
+        }
+    }
+    println!("- {} files, {}", b.total_objects, human_bytes(b.total_size));
+    println!();
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            vec![
+                l.fqdn.clone(),
+                l.state.to_string(),
+                time(l.started),
+                time(l.finished),
+                l.objects.to_string(),
+                human_bytes(l.bytes),
+            ]
+        })
+        .collect();
+    table(&["NODE", "STATUS", "STARTED (UTC)", "FINISHED (UTC)", "FILES", "SIZE"], &rows);
+    Ok(code)
+}

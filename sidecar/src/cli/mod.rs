@@ -1,0 +1,349 @@
+//! The `medusa-rs` multi-call binary: one program for every role of the image, picked by the
+//! name it is run as (`argv[0]`) or by its first argument.
+//!
+//! | name | role |
+//! |---|---|
+//! | `medusa-sidecar`, `medusa-rs sidecar` | the gRPC sidecar ([`daemons::sidecar`]) |
+//! | `medusa-restore-init`, `medusa-rs restore-init` | the restore init container |
+//! | `medusa-entrypoint`, `medusa-rs entrypoint` | the image's entry point (`MEDUSA_MODE`) |
+//! | `grpc_health_probe`, `medusa-rs health-probe` | the probe the operator execs ([`probe`]) |
+//! | `medusa-rs list-backups`, `status`, `verify`, `download`, `purge` (also as `medusa ...`) | the everyday commands of Medusa's CLI, on the same `medusa.ini` |
+//!
+//! Exit codes of the commands: 0 done (and, for `status` and `verify`, the backup is complete
+//! and sound); 1 an error (unreadable configuration, storage failure); 2 bad arguments; 3 the
+//! backup does not exist; 4 the backup is incomplete, failed or damaged.
+
+mod daemons;
+mod download;
+mod listing;
+mod probe;
+mod purge;
+mod verify;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::store::{Storage, StorageError};
+
+/// Exit code: the backup does not exist.
+pub const EXIT_NOT_FOUND: u8 = 3;
+/// Exit code: the backup is incomplete, failed or damaged.
+pub const EXIT_NOT_SOUND: u8 = 4;
+
+/// Runs the role `argv[0]` names, or the command of the first argument.
+pub fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let program = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match program.as_str() {
+        "medusa-sidecar" => daemons::sidecar(args),
+        "medusa-restore-init" => daemons::restore_init(args),
+        "medusa-entrypoint" => daemons::entrypoint(args),
+        "grpc_health_probe" => probe_with(args.into_iter().skip(1)),
+        _ => tool(args),
+    }
+}
+
+fn probe_with(args: impl Iterator<Item = OsString>) -> ExitCode {
+    let mut out = Vec::new();
+    for a in args {
+        match a.into_string() {
+            Ok(s) => out.push(s),
+            Err(a) => {
+                eprintln!("error: argument {a:?} is not UTF-8");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    probe::main(out)
+}
+
+/// medusa-rs: Medusa's backup sidecar, restore init container and command line for Apache
+/// Cassandra, in one binary.
+#[derive(Parser, Debug)]
+#[command(name = "medusa-rs", version, about, propagate_version = true)]
+struct Cli {
+    /// Path of medusa.ini.
+    #[arg(long, global = true, alias = "config-file", env = "MEDUSA_RS_CONFIG", default_value = crate::config::DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Output: human-readable text or JSON (one document on standard output).
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Log progress on standard error (INFO instead of WARN; `RUST_LOG` overrides).
+    #[arg(long, short = 'v', global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Lists the backups in the bucket: every node, complete or not, with sizes.
+    ListBackups {
+        /// Accepted for Medusa's scripts: medusa-rs always lists the backups of every node.
+        #[arg(long)]
+        show_all: bool,
+    },
+    /// Shows one backup: its state on each node, files and sizes.
+    Status {
+        /// The backup.
+        #[arg(long)]
+        backup_name: String,
+    },
+    /// Checks that every object of a backup is in storage with its recorded size; `--deep`
+    /// downloads each one and checks its hash too.
+    Verify {
+        /// The backup.
+        #[arg(long)]
+        backup_name: String,
+        /// Re-hash every object (downloads it into `--tmp-dir`, one per transfer at a time).
+        #[arg(long)]
+        deep: bool,
+        /// Where `--deep` puts objects while hashing them.
+        #[arg(long, env = "MEDUSA_TMP_DIR", default_value = "/tmp")]
+        tmp_dir: PathBuf,
+    },
+    /// Downloads one node's part of a backup into a directory (`<keyspace>/<table>/<files>`),
+    /// each file verified against the manifest.
+    Download {
+        /// The backup.
+        #[arg(long)]
+        backup_name: String,
+        /// The directory to fill (created; must be empty if it exists).
+        #[arg(long, alias = "download-destination")]
+        destination: PathBuf,
+        /// The node whose part to download (default: this node, as the sidecar names it).
+        #[arg(long)]
+        fqdn: Option<String>,
+    },
+    /// Applies the retention limits of `[storage]` (`max_backup_age`, `max_backup_count`) to
+    /// one node's backups. Shows what would go unless `--apply` is given.
+    Purge {
+        /// Delete (without it, a dry run).
+        #[arg(long)]
+        apply: bool,
+        /// The node whose backups to purge (default: this node).
+        #[arg(long)]
+        fqdn: Option<String>,
+    },
+    /// Runs the gRPC sidecar (as `medusa-sidecar`).
+    #[command(disable_help_flag = true)]
+    Sidecar {
+        /// The sidecar's own arguments (`--help` for them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Runs the restore init container (as `medusa-restore-init`).
+    #[command(disable_help_flag = true)]
+    RestoreInit {
+        /// Its own arguments (`--help` for them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Runs the mode `MEDUSA_MODE` names: GRPC (the sidecar) or RESTORE (the init container).
+    #[command(disable_help_flag = true)]
+    Entrypoint {
+        /// Passed on to the mode.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Checks grpc.health.v1.Health like grpc_health_probe (`--addr=:50051`).
+    #[command(name = "health-probe", alias = "grpc_health_probe", disable_help_flag = true)]
+    HealthProbe {
+        /// The probe's flags.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn tool(args: Vec<OsString>) -> ExitCode {
+    let cli = Cli::parse_from(args);
+    let named = |name: &str, rest: Vec<OsString>| std::iter::once(OsString::from(name)).chain(rest).collect();
+    let json = cli.output == Output::Json;
+    let run = match cli.command {
+        Command::Sidecar { args } => return daemons::sidecar(named("medusa-sidecar", args)),
+        Command::RestoreInit { args } => return daemons::restore_init(named("medusa-restore-init", args)),
+        Command::Entrypoint { args } => return daemons::entrypoint(named("medusa-entrypoint", args)),
+        Command::HealthProbe { args } => return probe_with(args.into_iter()),
+        other => other,
+    };
+    crate::logging::init_cli(cli.verbose);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&Failure::error(format!("cannot start the async runtime: {e}"))),
+    };
+    let result = rt.block_on(async move {
+        let ctx = Ctx::open(&cli.config, json)?;
+        match run {
+            Command::ListBackups { show_all: _ } => listing::list_backups(&ctx).await,
+            Command::Status { backup_name } => listing::status(&ctx, &backup_name).await,
+            Command::Verify { backup_name, deep, tmp_dir } => verify::verify(&ctx, &backup_name, deep, &tmp_dir).await,
+            Command::Download { backup_name, destination, fqdn } => {
+                download::download(&ctx, &backup_name, &destination, fqdn.as_deref()).await
+            }
+            Command::Purge { apply, fqdn } => purge::purge(&ctx, apply, fqdn.as_deref()).await,
+            Command::Sidecar { .. }
+            | Command::RestoreInit { .. }
+            | Command::Entrypoint { .. }
+            | Command::HealthProbe { .. } => {
+                unreachable!("handled above")
+            }
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => fail(&f),
+    }
+}
+
+fn fail(f: &Failure) -> ExitCode {
+    eprintln!("medusa-rs: error: {}", f.message);
+    ExitCode::from(f.code)
+}
+
+/// Why a command could not do its job, and the exit code that says so.
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn error(message: impl Into<String>) -> Failure {
+        Failure { code: 1, message: message.into() }
+    }
+
+    fn not_found(message: impl Into<String>) -> Failure {
+        Failure { code: EXIT_NOT_FOUND, message: message.into() }
+    }
+}
+
+impl From<StorageError> for Failure {
+    fn from(e: StorageError) -> Failure {
+        Failure::error(e.to_string())
+    }
+}
+
+/// What every command works on.
+struct Ctx {
+    cfg: Config,
+    storage: Storage,
+    json: bool,
+}
+
+impl Ctx {
+    fn open(config: &Path, json: bool) -> Result<Ctx, Failure> {
+        let cfg = Config::load(config).map_err(|e| Failure::error(e.to_string()))?;
+        for w in &cfg.warnings {
+            tracing::warn!("{w}");
+        }
+        let storage = Storage::from_config(&cfg.storage)?;
+        Ok(Ctx { cfg, storage, json })
+    }
+
+    /// The node `fqdn` names, or this node.
+    fn node(&self, fqdn: Option<&str>) -> Result<crate::format::names::Fqdn, Failure> {
+        match fqdn {
+            Some(f) => crate::format::names::Fqdn::new(f).map_err(|e| Failure::error(format!("--fqdn: {e}"))),
+            None => self.cfg.fqdn().map_err(|e| Failure::error(format!("{e}; name the node with --fqdn"))),
+        }
+    }
+
+    /// Prints `value` as JSON on standard output.
+    fn print_json(&self, value: &serde_json::Value) {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+    }
+}
+
+/// A backup name from the command line.
+fn backup_name(name: &str) -> Result<crate::format::names::BackupName, Failure> {
+    crate::format::names::BackupName::new(name).map_err(|e| Failure::error(format!("--backup-name: {e}")))
+}
+
+/// `2024-05-20 10:00:00` (UTC) for an epoch second.
+fn time(epoch: Option<i64>) -> String {
+    epoch
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Bytes for people: `1.2 GiB`.
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// Prints rows as a table with left-aligned columns.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&width).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_for_people() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn times_are_utc() {
+        assert_eq!(time(Some(0)), "1970-01-01 00:00:00");
+        assert_eq!(time(None), "-");
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        Cli::command_for_tests().debug_assert();
+    }
+
+    impl Cli {
+        fn command_for_tests() -> clap::Command {
+            <Cli as clap::CommandFactory>::command()
+        }
+    }
+}
