@@ -3,6 +3,7 @@
 #   .tools/venv  Python venv: moto (S3 server), cassandra-medusa 0.31.0 (the reference CLI and its
 #                gRPC stubs), grpcio + grpcio-health-checking + protobuf, grpcurl, boto3
 #   .tools/npm   azurite 3.35.0 (Azure Blob emulator)
+#   Debian       podman, runc, debootstrap (the image test builds and runs the image)
 # Versions are pinned in scripts/test-deps/. Everything comes from the package registries
 # (PyPI, npm, Debian); nothing else is downloaded.
 #
@@ -82,6 +83,20 @@ else
     [ -x "$NPM_DIR/node_modules/.bin/azurite-blob" ] || { log "ERROR: azurite-blob missing after npm ci"; exit 1; }
     printf '%s\n' "$npm_want" > "$npm_marker"
     log "azurite ready in $((SECONDS - t0)) s"
+fi
+
+# --- the image test (tests/image.rs, scripts/image.sh): podman with runc, and debootstrap for
+# the builder stand-in; rclone is the speed anchor of the S3 benchmark (not used by tests) ---
+missing=()
+for tool in podman runc debootstrap; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    t0=$SECONDS
+    apt_install podman runc debootstrap
+    log "podman, runc, debootstrap ready in $((SECONDS - t0)) s"
+else
+    log "podman, runc, debootstrap present"
 fi
 
 log "tools in $TOOLS ($((SECONDS - start_all)) s)"
