@@ -55,8 +55,8 @@ impl Backend {
         })
     }
 
-    /// The `[storage]` section; `endpoint` replaces the server's address (for the proxy).
-    pub fn storage_section(&self, prefix: Option<&str>, via: Option<&FaultProxy>) -> String {
+    /// The `[storage]` section; `via` (a proxy's port) replaces the server's port.
+    pub fn storage_section(&self, prefix: Option<&str>, via: Option<u16>) -> String {
         let mut s = match self {
             Backend::Local(l) => l.medusa_ini_storage(prefix),
             Backend::S3(s) => s.medusa_ini_storage(prefix),
@@ -64,8 +64,8 @@ impl Backend {
         };
         if let Some(p) = via {
             let target_port = self.port().expect("the proxy needs a network backend");
-            s = s.replace(&format!(":{target_port}"), &format!(":{}", p.port));
-            s = s.replace(&format!("port = {target_port}\n"), &format!("port = {}\n", p.port));
+            s = s.replace(&format!(":{target_port}"), &format!(":{p}"));
+            s = s.replace(&format!("port = {target_port}\n"), &format!("port = {p}\n"));
         }
         s
     }
@@ -90,6 +90,8 @@ pub struct Env {
     pub backend: Backend,
     /// Optional proxy between medusa-rs and the backend.
     pub proxy: Option<FaultProxy>,
+    /// The HTTP fault proxy, if asked for.
+    pub faults: Option<harness::fault_proxy::FaultProxy>,
     /// The `medusa.ini` written for this env.
     pub ini_path: PathBuf,
     /// Node name used in the bucket.
@@ -107,8 +109,10 @@ pub struct EnvOptions {
     pub kind: Kind,
     /// `[storage] prefix`.
     pub prefix: Option<String>,
-    /// Put a [`FaultProxy`] in front of the backend.
+    /// Put a [`FaultProxy`] (TCP: cut or refuse connections) in front of the backend.
     pub proxy: bool,
+    /// Put an HTTP fault proxy ([`harness::fault_proxy::FaultProxy`]) in front of the backend.
+    pub faults: bool,
     /// Extra lines for `[storage]`.
     pub storage_extra: String,
     /// The node to generate.
@@ -122,6 +126,7 @@ impl EnvOptions {
             kind,
             prefix: Some("demo".into()),
             proxy: false,
+            faults: false,
             storage_extra: String::new(),
             spec: SimSpec::small(),
         }
@@ -146,7 +151,12 @@ impl Env {
         };
         let fqdn = "demo-dc1-default-sts-0".to_string();
         let state_dir = dir.path().join("state");
-        let mut storage = backend.storage_section(o.prefix.as_deref(), proxy.as_ref());
+        let faults = match (o.faults, backend.port()) {
+            (true, Some(port)) => Some(harness::fault_proxy::FaultProxy::start(port).await?),
+            _ => None,
+        };
+        let via = proxy.as_ref().map(|p| p.port).or(faults.as_ref().map(|f| f.port));
+        let mut storage = backend.storage_section(o.prefix.as_deref(), via);
         storage.push_str(&format!("fqdn = {fqdn}\nmax_retries = 2\nretry_timeout = 10\nconcurrent_transfers = 2\n"));
         storage.push_str(&o.storage_extra);
         let ini = format!(
@@ -157,7 +167,7 @@ impl Env {
         );
         let ini_path = dir.path().join("medusa.ini");
         std::fs::write(&ini_path, ini)?;
-        Ok(Env { sim, api, backend, proxy, ini_path, fqdn, state_dir, dir })
+        Ok(Env { sim, api, backend, proxy, faults, ini_path, fqdn, state_dir, dir })
     }
 
     /// The parsed configuration.
@@ -547,17 +557,21 @@ pub fn enable_tls(env: &Env, c: &Certs) {
     std::fs::write(&env.ini_path, ini).unwrap();
 }
 
-/// Runs the `medusa-restore-init` binary with `env`'s config for an in-place restore of `backup`
-/// under `key`, staging in the node's root as the operator's pods do; returns its output.
-pub fn restore_in_place(env: &Env, backup: &str, key: &str) -> std::process::Output {
+/// The `medusa-restore-init` command for an in-place restore of `backup` under `key` with
+/// `env`'s config, staging in the node's root as the operator's pods do.
+pub fn restore_command(env: &Env, backup: &str, key: &str) -> std::process::Command {
     let root = env.sim.lock().unwrap().root.clone();
-    std::process::Command::new(binary("medusa-restore-init"))
-        .arg("--config")
+    let mut c = std::process::Command::new(binary("medusa-restore-init"));
+    c.arg("--config")
         .arg(&env.ini_path)
         .env_remove("RESTORE_MAPPING")
         .env("MEDUSA_RS_STATE_DIR", &env.state_dir)
         .envs([("BACKUP_NAME", backup), ("RESTORE_KEY", key), ("POD_NAME", env.fqdn.as_str())])
-        .env("MEDUSA_TMP_DIR", root)
-        .output()
-        .expect("medusa-restore-init runs")
+        .env("MEDUSA_TMP_DIR", root);
+    c
+}
+
+/// Runs [`restore_command`] and returns its output.
+pub fn restore_in_place(env: &Env, backup: &str, key: &str) -> std::process::Output {
+    restore_command(env, backup, key).output().expect("medusa-restore-init runs")
 }

@@ -49,7 +49,7 @@ pub async fn download_all(
     let width = concurrency.max(1) * 2;
     let batches = batch_ranges(todo.iter().map(|(_, f)| f.size), transfers.batch_limits());
     let results: Vec<Vec<Verdict>> =
-        futures::stream::iter(batches.into_iter().map(|b| fetch_batch(transfers, &todo[b], chunk, &progress)))
+        futures::stream::iter(batches.into_iter().map(|b| fetch_retrying(transfers, &todo[b], chunk, &progress)))
             .buffer_unordered(width)
             .try_collect()
             .await
@@ -120,6 +120,51 @@ async fn recheck_staged<'a>(
     }
     tracing::info!(files = kept, "staged files of the interrupted run checked and kept");
     again
+}
+
+/// Whether fetching the object again can mend `e`: a transfer cut or refused for a while, or
+/// bytes that did not verify (a truncated or damaged transfer). A missing object, a full disk or
+/// a refusal cannot.
+fn worth_retrying(e: &RestoreError) -> bool {
+    match e {
+        RestoreError::Corrupt { .. } => true,
+        RestoreError::Transfer(t) => t.is_retryable(),
+        RestoreError::Storage(s) => s.is_retryable(),
+        _ => false,
+    }
+}
+
+/// [`fetch_batch`], with the files that failed fetched again up to `[storage] max_retries`
+/// times (however long each takes: a large file's download may outlast `retry_timeout`) before
+/// the restore fails with the object's key. Files that verified keep their place.
+async fn fetch_retrying(
+    transfers: &Transfers,
+    batch: &[Fetch<'_>],
+    chunk: u64,
+    progress: &Arc<Progress>,
+) -> Result<Vec<Verdict>, RestoreError> {
+    let max = transfers.retries().max;
+    let mut verdicts = Vec::with_capacity(batch.len());
+    let mut left: Vec<Fetch<'_>> = batch.to_vec();
+    let mut attempt = 0;
+    loop {
+        match fetch_batch(transfers, &left, chunk, progress).await {
+            Ok(v) => {
+                verdicts.extend(v);
+                return Ok(verdicts);
+            }
+            Err(e) if worth_retrying(&e) && attempt < max => {
+                attempt += 1;
+                // What verified was renamed into place: only the rest is fetched again.
+                let before = left.len();
+                left.retain(|(dest, _)| !dest.exists());
+                verdicts.extend(std::iter::repeat_n(Verdict::Verified, before - left.len()));
+                tracing::warn!(error = %e, attempt, files = left.len(), "download failed; fetching again");
+                tokio::time::sleep(crate::store::Retries::backoff(attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Fetches a batch of files: each is downloaded to a `.part` file beside its place, checked

@@ -70,6 +70,23 @@ fn remove_stale_staging(base: &Path, ours: &Path) {
     }
 }
 
+/// Removes the staging directory of restore `key` that is already done: a restore killed after
+/// writing `.last-restore` and before removing its staging would otherwise leave it behind for
+/// good (every later run skips). Looked for where [`staging`] may have put it; only a directory
+/// holding our journal is removed.
+pub fn remove_finished(key: &RestoreKey, tmp_dir: Option<&Path>, root: &Path) {
+    let base = tmp_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/tmp"));
+    for dir in [base, root.to_path_buf()] {
+        let s = Staging { root: dir.join(format!("medusa-restore-{key}")) };
+        if read(&s).is_some() {
+            tracing::info!(dir = %s.root.display(), "removing the staging directory of the finished restore");
+            if let Err(e) = std::fs::remove_dir_all(&s.root) {
+                tracing::warn!(dir = %s.root.display(), error = %e, "could not remove the staging directory");
+            }
+        }
+    }
+}
+
 /// The journal in `s`, if there is a readable one.
 pub fn read(s: &Staging) -> Option<Journal> {
     std::fs::read(s.journal()).ok().and_then(|b| serde_json::from_slice(&b).ok())

@@ -199,6 +199,7 @@ fn resolve(cfg: &Config, env: &RestoreEnv) -> Result<Result<Request, String>, Re
     let root = paths.root();
     let last = root.join(".last-restore");
     if std::fs::read_to_string(&last).is_ok_and(|k| k.trim() == key.as_str()) {
+        journal::remove_finished(&key, env.tmp_dir.as_deref(), &root);
         return Ok(Err(format!("restore {key} was already done ({} says so)", last.display())));
     }
     let mapping = match &env.mapping {

@@ -17,6 +17,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::backup::{BackupError, BackupReport, Engine};
+
+/// How long AsyncBackup waits for storage to tell whether the name is already taken.
+const ACCEPT_CHECK: Duration = Duration::from_secs(5);
 use crate::bucket::node_backup::{self, State};
 use crate::format::layout::Mode;
 use crate::format::names::BackupName;
@@ -321,17 +324,24 @@ impl Jobs {
                 }
             };
         }
-        // Unknown here: maybe written by another process or before a lost state directory.
-        match self.stored_view(&name, mode).await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
+        // Unknown here: maybe written by another process or before a lost state directory. The
+        // answer is waited for briefly: AsyncBackup must answer at once, and the job checks
+        // again (within the retry budget) before it writes anything.
+        match tokio::time::timeout(ACCEPT_CHECK, self.stored_view(&name, mode)).await {
+            Err(_) => tracing::warn!(
+                backup = %name,
+                "storage did not answer within {} s while accepting a backup; accepted anyway (the job checks again)",
+                ACCEPT_CHECK.as_secs()
+            ),
+            Ok(Ok(Some(v))) => return Ok(v),
+            Ok(Ok(None)) => {}
             // Accepted whatever storage does: the job then fails with the storage error as its
             // reason, which BackupStatus reports, so the operator's backup job ends (refusing
             // here would leave it polling a name that never existed).
-            Err(SubmitError::Storage(e)) => {
+            Ok(Err(SubmitError::Storage(e))) => {
                 tracing::warn!(backup = %name, error = %e, "storage unreachable while accepting a backup; accepted anyway");
             }
-            Err(e) => return Err(e),
+            Ok(Err(e)) => return Err(e),
         }
         let handle = {
             let mut table = self.table.lock().expect("jobs lock");

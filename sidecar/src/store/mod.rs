@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
@@ -125,6 +125,63 @@ pub struct Storage {
     pub storage_class: Option<String>,
     /// The `local` provider's bucket directory: the fast path of [`Storage::local_fast_path`].
     local: Option<LocalBucket>,
+    /// medusa-rs' own retries of whole operations, on top of the store's.
+    pub retries: Retries,
+}
+
+/// medusa-rs' retries of a whole storage operation, for what the store's client does not retry:
+/// a response body cut midway (a LIST page, a GET), a request that is not idempotent for the
+/// store (CreateMultipartUpload), an answer lost after the server acted. They share the
+/// configured budget: `max` more attempts (`[storage] max_retries`), none started once `budget`
+/// (`retry_timeout`) has passed since the first, so an outage is reported within the budget
+/// instead of after nested retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// Attempts after the first.
+    pub max: usize,
+    /// No attempt starts later than this after the first.
+    pub budget: Duration,
+}
+
+impl Retries {
+    /// No retries of our own (the store's still apply).
+    pub const NONE: Retries = Retries { max: 0, budget: Duration::ZERO };
+
+    /// From `[storage] max_retries` and `retry_timeout`.
+    pub fn from_config(cfg: &StorageConfig) -> Retries {
+        Retries { max: cfg.max_retries, budget: Duration::from_secs(cfg.retry_timeout_seconds) }
+    }
+
+    /// Whether attempt number `attempt` (1 = the first retry) may start, `started` being the
+    /// first attempt's start.
+    pub fn allows(&self, attempt: usize, started: std::time::Instant) -> bool {
+        attempt <= self.max && started.elapsed() < self.budget
+    }
+
+    /// The pause before retry `attempt`: 200 ms doubling, at most 5 s.
+    pub fn backoff(attempt: usize) -> Duration {
+        Duration::from_millis(200u64.saturating_mul(1 << attempt.min(5).saturating_sub(1))).min(Duration::from_secs(5))
+    }
+
+    /// Runs `f` until it succeeds, fails for good, or the budget is spent.
+    pub async fn run<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, StorageError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StorageError>>,
+    {
+        let started = std::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            match f().await {
+                Err(e) if e.is_retryable() && self.allows(attempt + 1, started) => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "retrying {what}");
+                    tokio::time::sleep(Retries::backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
 }
 
 /// The bucket directory of the `local` provider, where data files are copied by the kernel
@@ -177,10 +234,26 @@ fn client_options(cfg: &StorageConfig, endpoint: Option<&str>) -> ClientOptions 
     if !cfg.ssl_verify && endpoint.is_some() {
         o = o.with_allow_invalid_certificates(true);
     }
-    if let Some(t) = cfg.read_timeout {
-        o = o.with_timeout(Duration::from_secs(t));
+    o.with_read_timeout(read_timeout(cfg))
+        // A backstop only: a large part on a slow link may take long; stalls are caught by the
+        // read timeout.
+        .with_timeout(Duration::from_secs(15 * 60))
+        .with_connect_timeout(Duration::from_secs(10).min(read_timeout(cfg)))
+}
+
+/// How long a request may wait for the next bytes of an answer (the first included): `[storage]
+/// read_timeout` (botocore's socket read timeout, which Medusa passes on), or else what fits
+/// `max_retries + 1` attempts into `retry_timeout`, between 5 and 30 s. A store that accepts
+/// connections and never answers is then reported within the retry budget, not after the
+/// HTTP client's 30 s default per attempt.
+pub fn read_timeout(cfg: &StorageConfig) -> Duration {
+    match cfg.read_timeout {
+        Some(t) => Duration::from_secs(t.max(1)),
+        None => {
+            let per_attempt = cfg.retry_timeout_seconds / (cfg.max_retries as u64 + 1);
+            Duration::from_secs(per_attempt.clamp(5, 30))
+        }
     }
-    o.with_connect_timeout(Duration::from_secs(10))
 }
 
 fn s3_endpoint(cfg: &StorageConfig) -> Option<String> {
@@ -223,13 +296,15 @@ impl Storage {
             encrypted: cfg.kms_id.is_some() || cfg.sse_c_key.is_some(),
             storage_class: cfg.storage_class.clone(),
             local,
+            retries: Retries::from_config(cfg),
         })
     }
 
-    /// A bucket over any object store, without the `local` fast path, server-side encryption or
-    /// storage class: for wrappers around a store (tests inject faults or a simulated clock).
+    /// A bucket over any object store, without the `local` fast path, server-side encryption,
+    /// storage class or retries of our own: for wrappers around a store (tests inject faults or
+    /// a simulated clock, and see each one).
     pub fn over(store: Arc<dyn ObjectStore>, layout: Layout, provider: Provider) -> Storage {
-        Storage { store, layout, provider, encrypted: false, storage_class: None, local: None }
+        Storage { store, layout, provider, encrypted: false, storage_class: None, local: None, retries: Retries::NONE }
     }
 
     /// The `local` provider's bucket directory, where transfers copy files directly; `None`
@@ -269,21 +344,32 @@ impl Storage {
         PutOptions { attributes: attrs, ..Default::default() }
     }
 
-    /// Writes a small object in one request.
+    /// Writes a small object in one request (retried as a whole: a PUT of the same bytes is
+    /// idempotent).
     pub async fn put_bytes(&self, key: &str, bytes: impl Into<Bytes>) -> Result<(), StorageError> {
         let path = object_path(key)?;
-        self.store
-            .put_opts(&path, PutPayload::from_bytes(bytes.into()), self.put_options())
-            .await
-            .map_err(|e| StorageError::from_store("put", key, e))?;
+        let bytes = bytes.into();
+        self.retries
+            .run("put", || async {
+                let payload = PutPayload::from_bytes(bytes.clone());
+                self.store
+                    .put_opts(&path, payload, self.put_options())
+                    .await
+                    .map_err(|e| StorageError::from_store("put", key, e))
+            })
+            .await?;
         Ok(())
     }
 
-    /// Reads a whole (small) object.
+    /// Reads a whole (small) object; a body cut midway is read again.
     pub async fn get_bytes(&self, key: &str) -> Result<Bytes, StorageError> {
         let path = object_path(key)?;
-        let r = self.store.get(&path).await.map_err(|e| StorageError::from_store("get", key, e))?;
-        r.bytes().await.map_err(|e| StorageError::from_store("get", key, e))
+        self.retries
+            .run("get", || async {
+                let r = self.store.get(&path).await.map_err(|e| StorageError::from_store("get", key, e))?;
+                r.bytes().await.map_err(|e| StorageError::from_store("get", key, e))
+            })
+            .await
     }
 
     /// Reads a whole object if it exists.
@@ -299,29 +385,78 @@ impl Storage {
     /// (Medusa's `_stat_blob` turned 403/5xx into "absent", §10.18).
     pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError> {
         let path = object_path(key)?;
-        match self.store.head(&path).await {
-            Ok(m) => Ok(Some(m)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(StorageError::from_store("head", key, e)),
-        }
+        self.retries
+            .run("head", || async {
+                match self.store.head(&path).await {
+                    Ok(m) => Ok(Some(m)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(StorageError::from_store("head", key, e)),
+                }
+            })
+            .await
     }
 
-    /// Lists every object below `prefix` (which should end with `/`), page by page.
+    /// Lists every object below `prefix` (which should end with `/`), page by page. A page that
+    /// fails (a body cut midway, an outage) is asked for again, resuming after the last key
+    /// seen, within the retry budget; `local` listings are not in key order and are not resumed.
     pub fn list(&self, prefix: &str) -> impl futures::Stream<Item = Result<ObjectMeta, StorageError>> + Send + 'static {
         let owned = prefix.to_string();
         let trimmed = prefix.trim_end_matches('/');
-        let stream =
-            if trimmed.is_empty() { self.store.list(None) } else { self.store.list(Some(&ObjectPath::from(trimmed))) };
-        stream.map_err(move |e| StorageError::from_store("list", &owned, e))
+        let at = (!trimmed.is_empty()).then(|| ObjectPath::from(trimmed));
+        let retries = if self.local.is_some() { Retries::NONE } else { self.retries };
+        let state = Listing {
+            store: self.store.clone(),
+            inner: self.store.list(at.as_ref()),
+            at,
+            prefix: owned,
+            last: None,
+            retries,
+            started: std::time::Instant::now(),
+            attempt: 0,
+            done: false,
+        };
+        futures::stream::unfold(state, |mut s| async move {
+            if s.done {
+                return None;
+            }
+            loop {
+                match s.inner.next().await {
+                    None => return None,
+                    Some(Ok(meta)) => {
+                        s.last = Some(meta.location.clone());
+                        return Some((Ok(meta), s));
+                    }
+                    Some(Err(e)) => {
+                        let e = StorageError::from_store("list", &s.prefix, e);
+                        if e.is_retryable() && s.retries.allows(s.attempt + 1, s.started) {
+                            s.attempt += 1;
+                            tracing::debug!(error = %e, attempt = s.attempt, "retrying a listing page");
+                            tokio::time::sleep(Retries::backoff(s.attempt)).await;
+                            s.inner = match &s.last {
+                                Some(last) => s.store.list_with_offset(s.at.as_ref(), last),
+                                None => s.store.list(s.at.as_ref()),
+                            };
+                            continue;
+                        }
+                        s.done = true;
+                        return Some((Err(e), s));
+                    }
+                }
+            }
+        })
     }
 
     /// Deletes an object; a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = object_path(key)?;
-        match self.store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(StorageError::from_store("delete", key, e)),
-        }
+        self.retries
+            .run("delete", || async {
+                match self.store.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(StorageError::from_store("delete", key, e)),
+                }
+            })
+            .await
     }
 
     /// The hash to record in a manifest for content `d` whose upload returned `etag`.
@@ -452,6 +587,19 @@ fn gcs_store(cfg: &StorageConfig) -> Result<object_store::gcp::GoogleCloudStorag
         b = b.with_base_url(e);
     }
     b.build().map_err(config_error)
+}
+
+/// The state of a resumable listing ([`Storage::list`]).
+struct Listing {
+    store: Arc<dyn ObjectStore>,
+    inner: futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>>,
+    at: Option<ObjectPath>,
+    prefix: String,
+    last: Option<ObjectPath>,
+    retries: Retries,
+    started: std::time::Instant,
+    attempt: usize,
+    done: bool,
 }
 
 /// A validated object path.

@@ -1,0 +1,383 @@
+//! [`FaultProxy`]: an HTTP/1.1 proxy on loopback between medusa-rs and a real storage server
+//! (s3s-fs, moto, azurite), injecting what a flaky network and a loaded store do, switchable
+//! while it runs:
+//!
+//! - a fraction of requests answered `503 SlowDown` (with S3's XML error body) or `500`;
+//! - a fraction of connections reset: before the request reaches the server, or after the server
+//!   did the work but before its answer gets back (the "lost answer");
+//! - a fraction of responses cut midway through the body, after a correct `Content-Length`
+//!   header (a truncated body);
+//! - black-hole: requests are read and never answered;
+//! - a delay before each answer (slow store);
+//! - one-shot faults for the next request of a [`Kind`] (PUT, CreateMultipartUpload,
+//!   UploadPart, CompleteMultipartUpload, LIST, GET, HEAD, DELETE, ...).
+//!
+//! Requests are forwarded unchanged (the `Host` header included, so request signatures still
+//! hold). Everything is counted: requests per kind and each fault injected.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use rand::Rng;
+
+/// What a request does, from its method and query (S3's API; Azure's requests map onto the same
+/// kinds where they have one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// PUT of a whole object.
+    Put,
+    /// POST `?uploads`.
+    CreateMultipartUpload,
+    /// PUT `?partNumber=..&uploadId=..` (Azure: `comp=block`).
+    UploadPart,
+    /// POST `?uploadId=..` (Azure: `comp=blocklist`).
+    CompleteMultipartUpload,
+    /// DELETE `?uploadId=..`.
+    AbortMultipartUpload,
+    /// GET of a listing.
+    List,
+    /// GET of an object.
+    Get,
+    /// HEAD.
+    Head,
+    /// DELETE of an object.
+    Delete,
+    /// POST `?delete` (bulk delete).
+    DeleteMany,
+    /// Anything else.
+    Other,
+}
+
+impl Kind {
+    /// Every kind, for reports.
+    pub const ALL: [Kind; 11] = [
+        Kind::Put,
+        Kind::CreateMultipartUpload,
+        Kind::UploadPart,
+        Kind::CompleteMultipartUpload,
+        Kind::AbortMultipartUpload,
+        Kind::List,
+        Kind::Get,
+        Kind::Head,
+        Kind::Delete,
+        Kind::DeleteMany,
+        Kind::Other,
+    ];
+
+    /// Classifies a request.
+    pub fn of(method: &hyper::Method, path: &str, query: &str) -> Kind {
+        let has = |k: &str| query.split('&').any(|p| p == k || p.starts_with(&format!("{k}=")));
+        let comp = |v: &str| query.split('&').any(|p| p == format!("comp={v}"));
+        let key_part = path.trim_start_matches('/').split_once('/').map(|(_, k)| k).unwrap_or("");
+        match *method {
+            hyper::Method::HEAD => Kind::Head,
+            hyper::Method::DELETE if has("uploadId") => Kind::AbortMultipartUpload,
+            hyper::Method::DELETE => Kind::Delete,
+            hyper::Method::GET if has("list-type") || has("restype") || comp("list") || key_part.is_empty() => {
+                Kind::List
+            }
+            hyper::Method::GET => Kind::Get,
+            hyper::Method::PUT if has("partNumber") || comp("block") => Kind::UploadPart,
+            hyper::Method::PUT if comp("blocklist") => Kind::CompleteMultipartUpload,
+            hyper::Method::PUT => Kind::Put,
+            hyper::Method::POST if has("uploads") => Kind::CreateMultipartUpload,
+            hyper::Method::POST if has("uploadId") => Kind::CompleteMultipartUpload,
+            hyper::Method::POST if has("delete") => Kind::DeleteMany,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// A fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fault {
+    /// `503 SlowDown` without forwarding.
+    SlowDown,
+    /// `500 InternalError` without forwarding.
+    ServerError,
+    /// Connection closed before the request was forwarded.
+    ResetBefore,
+    /// Forwarded, then the connection closed without the answer.
+    LostAnswer,
+    /// Forwarded; the answer's headers sent with its `Content-Length`, then half the body, then
+    /// the connection closed.
+    CutBody,
+    /// Read and never answered.
+    BlackHole,
+}
+
+/// Fractions of requests (0..=1) that get each random fault.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rates {
+    /// `503 SlowDown`.
+    pub slow_down: f64,
+    /// `500`.
+    pub server_error: f64,
+    /// Reset before forwarding.
+    pub reset_before: f64,
+    /// Reset after the server answered.
+    pub lost_answer: f64,
+    /// Body cut midway.
+    pub cut_body: f64,
+}
+
+#[derive(Default)]
+struct State {
+    rates: Rates,
+    delay: Duration,
+    one_shots: HashMap<Kind, Vec<Fault>>,
+    requests: HashMap<Kind, u64>,
+    injected: HashMap<(Kind, Fault), u64>,
+}
+
+/// The proxy; stops when dropped.
+pub struct FaultProxy {
+    /// Listening port on 127.0.0.1.
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+    black_hole: Arc<AtomicBool>,
+    connections: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+impl FaultProxy {
+    /// Starts forwarding to `127.0.0.1:<target_port>`.
+    pub async fn start(target_port: u16) -> Result<FaultProxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let state = Arc::new(Mutex::new(State::default()));
+        let black_hole = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicU64::new(0));
+        let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(16).build()?;
+        let (st, bh, conns) = (state.clone(), black_hole.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else { return };
+                let _ = socket.set_nodelay(true);
+                conns.fetch_add(1, Ordering::Relaxed);
+                let (st, bh, client) = (st.clone(), bh.clone(), client.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let (st, bh, client) = (st.clone(), bh.clone(), client.clone());
+                        async move { handle(req, target_port, &st, &bh, &client).await }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(socket);
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service).await;
+                });
+            }
+        });
+        Ok(FaultProxy { port, state, black_hole, connections, task })
+    }
+
+    /// Sets the random fault rates (all zero: a clean proxy).
+    pub fn set_rates(&self, rates: Rates) {
+        self.state.lock().unwrap().rates = rates;
+    }
+
+    /// Delays every answer by `d`.
+    pub fn set_delay(&self, d: Duration) {
+        self.state.lock().unwrap().delay = d;
+    }
+
+    /// Black-holes every request from now on (`false`: answers again).
+    pub fn set_black_hole(&self, on: bool) {
+        self.black_hole.store(on, Ordering::SeqCst);
+    }
+
+    /// Injects `fault` into the next request of `kind` (queued after earlier one-shots).
+    pub fn once(&self, kind: Kind, fault: Fault) {
+        self.state.lock().unwrap().one_shots.entry(kind).or_default().push(fault);
+    }
+
+    /// One-shot faults not yet used.
+    pub fn pending_one_shots(&self) -> usize {
+        self.state.lock().unwrap().one_shots.values().map(Vec::len).sum()
+    }
+
+    /// Requests seen, per kind.
+    pub fn requests(&self) -> HashMap<Kind, u64> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Faults injected, per kind and fault.
+    pub fn injected(&self) -> HashMap<(Kind, Fault), u64> {
+        self.state.lock().unwrap().injected.clone()
+    }
+
+    /// All requests seen.
+    pub fn total_requests(&self) -> u64 {
+        self.state.lock().unwrap().requests.values().sum()
+    }
+
+    /// All faults injected.
+    pub fn total_injected(&self) -> u64 {
+        self.state.lock().unwrap().injected.values().sum()
+    }
+
+    /// TCP connections accepted.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Back to a clean proxy (counters kept).
+    pub fn heal(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.rates = Rates::default();
+        s.delay = Duration::ZERO;
+        s.one_shots.clear();
+        drop(s);
+        self.set_black_hole(false);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The fault for this request, if any (one-shots first), counted.
+fn pick(st: &Mutex<State>, kind: Kind) -> (Option<Fault>, Duration) {
+    let mut s = st.lock().unwrap();
+    *s.requests.entry(kind).or_default() += 1;
+    let delay = s.delay;
+    let one = s.one_shots.get_mut(&kind).and_then(|v| (!v.is_empty()).then(|| v.remove(0)));
+    let fault = one.or_else(|| {
+        let r = s.rates;
+        let x: f64 = rand::rng().random();
+        let mut acc = 0.0;
+        for (p, f) in [
+            (r.slow_down, Fault::SlowDown),
+            (r.server_error, Fault::ServerError),
+            (r.reset_before, Fault::ResetBefore),
+            (r.lost_answer, Fault::LostAnswer),
+            (r.cut_body, Fault::CutBody),
+        ] {
+            acc += p;
+            if x < acc {
+                return Some(f);
+            }
+        }
+        None
+    });
+    if let Some(f) = fault {
+        *s.injected.entry((kind, f)).or_default() += 1;
+    }
+    (fault, delay)
+}
+
+fn full(status: StatusCode, body: &'static str, content_type: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from_static(body.as_bytes())).map_err(|e: Infallible| match e {}).boxed())
+        .expect("a valid response")
+}
+
+/// The error that makes hyper drop the connection without an answer.
+#[derive(Debug)]
+struct Reset;
+
+impl std::fmt::Display for Reset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset by the fault proxy")
+    }
+}
+
+impl std::error::Error for Reset {}
+
+async fn handle(
+    req: Request<Incoming>,
+    target_port: u16,
+    st: &Mutex<State>,
+    black_hole: &AtomicBool,
+    client: &reqwest::Client,
+) -> Result<Response<Body>, Reset> {
+    let kind = Kind::of(req.method(), req.uri().path(), req.uri().query().unwrap_or(""));
+    let (fault, delay) = pick(st, kind);
+    // The request is read whole first, as a server would before it acts.
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map_err(|_| Reset)?.to_bytes();
+    if black_hole.load(Ordering::SeqCst) || fault == Some(Fault::BlackHole) {
+        if black_hole.load(Ordering::SeqCst) {
+            *st.lock().unwrap().injected.entry((kind, Fault::BlackHole)).or_default() += 1;
+        }
+        std::future::pending::<()>().await;
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match fault {
+        Some(Fault::SlowDown) => {
+            return Ok(full(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+                "application/xml",
+            ));
+        }
+        Some(Fault::ServerError) => {
+            return Ok(full(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>",
+                "application/xml",
+            ));
+        }
+        Some(Fault::ResetBefore) => return Err(Reset),
+        _ => {}
+    }
+    let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let url = format!("http://127.0.0.1:{target_port}{pq}");
+    let mut fwd = client.request(parts.method.clone(), &url).body(body);
+    for (name, value) in &parts.headers {
+        if name != hyper::header::CONNECTION && name != hyper::header::TRANSFER_ENCODING {
+            fwd = fwd.header(name, value);
+        }
+    }
+    let Ok(answer) = fwd.send().await else { return Err(Reset) };
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let Ok(bytes) = answer.bytes().await else { return Err(Reset) };
+    if fault == Some(Fault::LostAnswer) {
+        return Err(Reset);
+    }
+    let head = parts.method == hyper::Method::HEAD;
+    if fault == Some(Fault::CutBody) && (head || bytes.is_empty()) {
+        return Err(Reset); // nothing to cut: the answer is lost instead
+    }
+    let mut out = Response::builder().status(status);
+    for (name, value) in &headers {
+        let skip = name == hyper::header::CONNECTION
+            || name == hyper::header::TRANSFER_ENCODING
+            || (name == hyper::header::CONTENT_LENGTH && !head);
+        if !skip {
+            out = out.header(name, value);
+        }
+    }
+    if !head {
+        out = out.header(hyper::header::CONTENT_LENGTH, bytes.len());
+    }
+    let body: Body = if fault == Some(Fault::CutBody) {
+        // The full length is announced, half is sent, then the stream fails: hyper closes the
+        // connection, and the client sees a body shorter than its Content-Length.
+        let half = bytes.slice(..bytes.len() / 2);
+        let frames = futures::stream::iter([
+            Ok(Frame::data(half)),
+            Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut by the fault proxy")),
+        ]);
+        StreamBody::new(frames).boxed()
+    } else {
+        Full::new(bytes).map_err(|e: Infallible| match e {}).boxed()
+    };
+    out.body(body).map_err(|_| Reset)
+}
