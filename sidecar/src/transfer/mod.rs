@@ -752,8 +752,10 @@ mod tests {
         let mut p = super::PartBuffer::new(4);
         let sizes = |v: Vec<object_store::PutPayload>| v.iter().map(|p| p.content_length()).collect::<Vec<_>>();
         assert_eq!(sizes(p.push(bytes::Bytes::from_static(b"abc"))), Vec::<usize>::new());
-        assert_eq!(sizes(p.push(bytes::Bytes::from_static(b"defghijkl"))), [4, 4]);
-        assert_eq!(p.finish().map(|l| l.content_length()), Some(4));
+        assert_eq!(sizes(p.push(bytes::Bytes::from_static(b"defghij"))), [4, 4]);
+        assert_eq!(p.finish().map(|l| l.content_length()), Some(2));
+        assert!(p.finish().is_none());
+        assert_eq!(sizes(p.push(bytes::Bytes::from_static(b"abcdefgh"))), [4, 4], "a full last part is sent at once");
         assert!(p.finish().is_none());
         let mut q = super::PartBuffer::new(3);
         let parts = q.push(bytes::Bytes::from_static(b"abcdef"));
