@@ -503,7 +503,8 @@ impl PartBuffer {
 
     /// The last, shorter part, if any bytes are left.
     fn finish(&mut self) -> Option<PutPayload> {
-        (self.len > 0).then(|| std::mem::take(&mut self.held).into_iter().collect::<PutPayload>())
+        let len = std::mem::take(&mut self.len);
+        (len > 0).then(|| std::mem::take(&mut self.held).into_iter().collect::<PutPayload>())
     }
 }
 
