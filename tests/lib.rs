@@ -3,6 +3,7 @@
 //! and a TCP proxy that can break the storage connection on demand.
 
 pub mod dc;
+pub mod kill;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -169,6 +169,22 @@ pub async fn publish(
     Ok(finished)
 }
 
+/// Writes what [`publish`] writes after the manifest (index manifest and finish entries, latest
+/// pointer), for a node backup whose manifest is stored but whose process died before the rest:
+/// idempotent. Returns the finish time.
+pub async fn republish(s: &Storage, n: &Fqdn, b: &BackupName) -> Result<i64, StorageError> {
+    let l = &s.layout;
+    let manifest = manifest(s, n, b).await?.ok_or_else(|| vanished(l.meta(n, b, Meta::Manifest)))?;
+    let tokenmap = s.get_bytes(&l.meta(n, b, Meta::Tokenmap)).await?;
+    s.put_bytes(&l.index_manifest(b, n), manifest).await?;
+    let finished = finished(s, n, b).await?.ok_or_else(|| vanished(l.meta(n, b, Meta::Manifest)))?;
+    s.put_bytes(&l.index_finished(b, n, finished), finished.to_string()).await?;
+    s.put_bytes(&l.latest_tokenmap(n), tokenmap).await?;
+    s.put_bytes(&l.latest_backup_name(n), b.to_string()).await?;
+    s.sync_local().await?;
+    Ok(finished)
+}
+
 fn vanished(key: String) -> StorageError {
     StorageError::NotFound { key }
 }

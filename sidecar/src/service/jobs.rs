@@ -20,6 +20,8 @@ use crate::backup::{BackupError, BackupReport, Engine};
 
 /// How long AsyncBackup waits for storage to tell whether the name is already taken.
 const ACCEPT_CHECK: Duration = Duration::from_secs(5);
+/// How long a restarted sidecar waits for storage to settle a backup it was running.
+const RECOVERY_CHECK: Duration = Duration::from_secs(10);
 use crate::bucket::node_backup::{self, State};
 use crate::format::layout::Mode;
 use crate::format::names::BackupName;
@@ -173,11 +175,9 @@ impl Jobs {
                 continue;
             };
             if matches!(view.state, JobState::Queued | JobState::Running) {
-                view.state = JobState::Failed;
-                view.error = Some("the sidecar stopped while this backup was running (killed or crashed)".into());
-                view.finished = Some(now());
-                crate::fsutil::write_atomic(&path, &serde_json::to_vec(&view).expect("json"))?;
-                tracing::warn!(backup = %view.name, "backup interrupted by a restart: marked FAILED");
+                // Decided by [`Jobs::clean_up_recovered`] from what storage holds: a backup
+                // killed after its manifest was written is complete, not failed.
+                view.state = JobState::Running;
                 interrupted.push(view.name.clone());
             }
             let (done, _) = watch::channel(true);
@@ -202,16 +202,47 @@ impl Jobs {
         Ok((jobs, interrupted))
     }
 
-    /// Clears the snapshots of interrupted jobs and marks them failed in storage. Errors are
-    /// logged: the next start tries again only for the snapshot (harmless when absent).
+    /// Settles the jobs a previous process left queued or running: a node backup whose manifest
+    /// is in storage is complete (the process died after writing it), so its index entries and
+    /// latest pointer are written if missing and the job is SUCCESS; any other is FAILED and
+    /// marked failed in storage. Storage gets [`RECOVERY_CHECK`] to answer; without an answer
+    /// the job is FAILED. The snapshots are cleared either way (errors logged: the janitor tries
+    /// again).
     pub async fn clean_up_recovered(&self, names: &[String]) {
+        let (s, n) = (&self.engine.storage, &self.engine.fqdn);
         for name in names {
-            let Ok(b) = BackupName::new(name.clone()) else { continue };
+            let Some(h) = self.table.lock().expect("jobs lock").get(name).cloned() else { continue };
+            let Ok(b) = BackupName::new(name.clone()) else {
+                self.set(&h, JobState::Failed, Some("the sidecar stopped while this backup was running".into()));
+                continue;
+            };
+            let settled = tokio::time::timeout(RECOVERY_CHECK, async {
+                match node_backup::state(s, n, &b).await? {
+                    State::Complete { .. } => node_backup::republish(s, n, &b).await.map(|_| true),
+                    _ => Ok(false),
+                }
+            })
+            .await;
+            match settled {
+                Ok(Ok(true)) => {
+                    tracing::info!(backup = %name, "a backup interrupted by a restart had completed in storage: SUCCESS");
+                    self.set(&h, JobState::Success, None);
+                }
+                other => {
+                    let why = match other {
+                        Ok(Err(e)) => format!(" (storage could not be checked: {e})"),
+                        Err(_) => format!(" (storage did not answer within {} s)", RECOVERY_CHECK.as_secs()),
+                        _ => String::new(),
+                    };
+                    let reason = format!("the sidecar stopped while this backup was running (killed or crashed){why}");
+                    tracing::warn!(backup = %name, "backup interrupted by a restart: marked FAILED");
+                    self.set(&h, JobState::Failed, Some(reason.clone()));
+                    self.mark_failed_in_storage(&b, &reason).await;
+                }
+            }
             if let Err(e) = self.engine.cassandra.clear_snapshot(&crate::backup::snapshot::tag_for(&b)).await {
                 tracing::warn!(backup = %name, error = %e, "could not clear the snapshot of an interrupted backup");
             }
-            let reason = self.get(name).and_then(|v| v.error).unwrap_or_default();
-            self.mark_failed_in_storage(&b, &reason).await;
         }
     }
 
