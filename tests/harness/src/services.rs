@@ -315,7 +315,7 @@ impl S3Server {
         let dir = TempDir::new("s3s-fs")?;
         let data_dir = dir.path().join("data");
         std::fs::create_dir_all(data_dir.join(bucket))?;
-        let server = InProcessServer::start(&data_dir, "test", "test")?;
+        let server = InProcessServer::start(&data_dir, S3_ACCESS_KEY, S3_SECRET_KEY)?;
         let port = server.addr.port();
         let s3 = S3Server::new(dir, port, bucket, Some(data_dir), Running::InProcess { _server: server })?;
         Ok(s3)
@@ -352,7 +352,7 @@ impl S3Server {
     }
 
     fn new(dir: TempDir, port: u16, bucket: &str, data_dir: Option<PathBuf>, running: Running) -> Result<S3Server> {
-        let (access_key, secret_key) = ("test".to_string(), "test".to_string());
+        let (access_key, secret_key) = (S3_ACCESS_KEY.to_string(), S3_SECRET_KEY.to_string());
         let credentials_file = dir.path().join("credentials");
         std::fs::write(
             &credentials_file,
@@ -529,6 +529,11 @@ impl Drop for InProcessServer {
 // ---------------------------------------------------------------------------------------------
 // Azure (azurite)
 // ---------------------------------------------------------------------------------------------
+
+/// The S3 servers' access key id (distinctive, so that a test can look for it in logs).
+pub const S3_ACCESS_KEY: &str = "AKIAMEDUSARS7TESTKEY";
+/// The S3 servers' secret access key (idem).
+pub const S3_SECRET_KEY: &str = "mRs+SecretKey/9f2c41d7e6b85a03c1e4d7f2a9b6c3e8";
 
 /// azurite's built-in storage account.
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";

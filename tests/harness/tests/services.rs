@@ -168,7 +168,14 @@ async fn medusa_ini_storage_sections_name_each_server() {
     assert_eq!(keys["region"], "us-east-1");
     assert_eq!(keys["prefix"], "demo");
     let creds = std::fs::read_to_string(&keys["key_file"]).unwrap();
-    assert_eq!(creds, "[default]\naws_access_key_id = test\naws_secret_access_key = test\n");
+    assert_eq!(
+        creds,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            harness::services::S3_ACCESS_KEY,
+            harness::services::S3_SECRET_KEY
+        )
+    );
     assert!(!ini_keys(&s3.medusa_ini_storage(None)).contains_key("prefix"));
 
     let local = LocalStorage::new("lb").unwrap();
