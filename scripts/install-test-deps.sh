@@ -4,6 +4,7 @@
 #                gRPC stubs), grpcio + grpcio-health-checking + protobuf, grpcurl, boto3
 #   .tools/npm   azurite 3.35.0 (Azure Blob emulator)
 #   Debian       podman, runc, debootstrap (the image test builds and runs the image)
+#   cargo        cargo-fuzz 0.13.2 (scripts/fuzz-smoke.sh)
 # Versions are pinned in scripts/test-deps/. Everything comes from the package registries
 # (PyPI, npm, Debian); nothing else is downloaded.
 #
@@ -97,6 +98,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
     log "podman, runc, debootstrap ready in $((SECONDS - t0)) s"
 else
     log "podman, runc, debootstrap present"
+fi
+
+# --- cargo-fuzz (scripts/fuzz-smoke.sh; the fuzz targets build with the nightly toolchain) ---
+CARGO_FUZZ_VERSION="0.13.2"
+if cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+    log "cargo-fuzz $CARGO_FUZZ_VERSION present"
+else
+    t0=$SECONDS
+    log "cargo install cargo-fuzz $CARGO_FUZZ_VERSION"
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --quiet
+    log "cargo-fuzz ready in $((SECONDS - t0)) s"
 fi
 
 log "tools in $TOOLS ($((SECONDS - start_all)) s)"

@@ -227,3 +227,22 @@ async fn damaged_downloads_are_retried_then_fail_with_the_key() {
     assert!(p.requests().get(&Req::Get).copied().unwrap_or(0) > gets);
     assert!(live(&env).await == before, "the data directory was touched");
 }
+
+/// The same random faults in front of azurite: Azure's requests (blocks, block lists, listings)
+/// go through the proxy too, and backup and restore still come out exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_backups_and_restores_succeed_through_flaky_storage() {
+    let mut o = EnvOptions::new(Kind::Azurite);
+    o.faults = true;
+    let env = Env::new(o).await.unwrap();
+    let p = proxy(&env);
+    p.set_rates(Rates { slow_down: 0.10, reset_before: 0.025, lost_answer: 0.025, ..Rates::default() });
+    let node = env.node().unwrap();
+    let r = medusa_tests::backup(&node, "azure-1", Mode::Full).await;
+    assert!(r.is_ok(), "{r:?}");
+    let want = live(&env).await;
+    change_one_data_file(&env).await;
+    restores_exactly(&env, "azure-1", "key-1", &want).await;
+    report(p, "azure");
+    assert!(p.total_injected() > 10, "faults were injected");
+}

@@ -38,11 +38,17 @@ impl NodePaths {
 
     /// Reads `path`.
     pub fn load(path: &Path) -> Result<NodePaths, ConfigError> {
-        let err = |message: String| ConfigError::CassandraYaml { path: path.to_path_buf(), message };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            err(format!("cannot read it ({e}); set [cassandra] config_file to the node's cassandra.yaml"))
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::CassandraYaml {
+            path: path.to_path_buf(),
+            message: format!("cannot read it ({e}); set [cassandra] config_file to the node's cassandra.yaml"),
         })?;
-        let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| err(format!("not valid YAML: {e}")))?;
+        NodePaths::parse(&text, path)
+    }
+
+    /// Reads the paths from the text of `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<NodePaths, ConfigError> {
+        let err = |message: String| ConfigError::CassandraYaml { path: path.to_path_buf(), message };
+        let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| err(format!("not valid YAML: {e}")))?;
         let get = |key: &str| doc.get(key).and_then(|v| v.as_str()).map(PathBuf::from);
         let data_dir = match doc.get("data_file_directories") {
             None | Some(serde_yaml::Value::Null) => PathBuf::from("/var/lib/cassandra/data"),
