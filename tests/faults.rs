@@ -154,7 +154,7 @@ async fn a_black_holed_store_fails_the_backup_within_the_retry_budget() {
     };
     let took = t0.elapsed();
     println!(
-        "black-holed store: backup FAILED after {:.1} s (budget: retry_timeout 20 s + one 5 s read timeout)",
+        "black-holed store: backup FAILED after {:.1} s (budget: retry_timeout 20 s, one 5 s read timeout, AsyncBackup's 2 s check)",
         took.as_secs_f64()
     );
     // The budget: retry_timeout (20 s) plus one attempt's read timeout (20 / 4 = 5 s), and a

@@ -15,6 +15,20 @@ fn state(s: ClusterState) -> &'static str {
     }
 }
 
+/// The fields both `list-backups` and `status` report for a backup, as JSON.
+fn summary(b: &ClusterBackup) -> serde_json::Value {
+    json!({
+        "name": b.name,
+        "type": b.backup_type,
+        "status": state(b.status),
+        "complete": b.finished.is_some(),
+        "started": b.started,
+        "finished": b.finished,
+        "objects": b.total_objects,
+        "bytes": b.total_size,
+    })
+}
+
 pub(super) async fn cluster_backups(
     ctx: &Ctx,
     name: Option<&crate::format::names::BackupName>,
@@ -30,18 +44,10 @@ pub(super) async fn list_backups(ctx: &Ctx) -> Result<u8, Failure> {
         let list: Vec<_> = backups
             .iter()
             .map(|b| {
-                json!({
-                    "name": b.name,
-                    "type": b.backup_type,
-                    "status": state(b.status),
-                    "complete": b.finished.is_some(),
-                    "started": b.started,
-                    "finished": b.finished,
-                    "nodes": b.tokenmap.0.len(),
-                    "finished_nodes": b.finished_nodes,
-                    "objects": b.total_objects,
-                    "bytes": b.total_size,
-                })
+                let mut v = summary(b);
+                v["nodes"] = json!(b.tokenmap.0.len());
+                v["finished_nodes"] = json!(b.finished_nodes);
+                v
             })
             .collect();
         ctx.print_json(&json!({ "backups": list }));
@@ -146,18 +152,10 @@ pub(super) async fn status(ctx: &Ctx, name: &str) -> Result<u8, Failure> {
                 })
             })
             .collect();
-        ctx.print_json(&json!({
-            "name": b.name,
-            "type": b.backup_type,
-            "status": state(b.status),
-            "complete": b.finished.is_some(),
-            "started": b.started,
-            "finished": b.finished,
-            "objects": b.total_objects,
-            "bytes": b.total_size,
-            "nodes": nodes,
-            "missing_nodes": missing,
-        }));
+        let mut v = summary(&b);
+        v["nodes"] = json!(nodes);
+        v["missing_nodes"] = json!(missing);
+        ctx.print_json(&v);
         return Ok(code);
     }
     println!("{} ({}): {}", b.name, b.backup_type, state(b.status));

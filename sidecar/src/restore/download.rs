@@ -156,9 +156,9 @@ async fn fetch_retrying(
             Err(e) if worth_retrying(&e) && attempt < max => {
                 attempt += 1;
                 // What verified was renamed into place: only the rest is fetched again.
-                let before = left.len();
-                left.retain(|(dest, _)| !dest.exists());
-                verdicts.extend(std::iter::repeat_n(Verdict::Verified, before - left.len()));
+                let (placed, rest): (Vec<_>, Vec<_>) = left.into_iter().partition(|(dest, _)| dest.exists());
+                verdicts.extend(placed.iter().map(|(_, f)| verify::verdict_of_a_match(f.md5.as_deref())));
+                left = rest;
                 tracing::warn!(error = %e, attempt, files = left.len(), "download failed; fetching again");
                 tokio::time::sleep(crate::store::Retries::backoff(attempt)).await;
             }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backup::{BackupError, BackupReport, Engine};
 
 /// How long AsyncBackup waits for storage to tell whether the name is already taken.
-const ACCEPT_CHECK: Duration = Duration::from_secs(5);
+const ACCEPT_CHECK: Duration = Duration::from_secs(2);
 /// How long a restarted sidecar waits for storage to settle a backup it was running.
 const RECOVERY_CHECK: Duration = Duration::from_secs(10);
 use crate::bucket::node_backup::{self, State};
