@@ -235,9 +235,10 @@ fn client_options(cfg: &StorageConfig, endpoint: Option<&str>) -> ClientOptions 
         o = o.with_allow_invalid_certificates(true);
     }
     o.with_read_timeout(read_timeout(cfg))
-        // A backstop only: a large part on a slow link may take long; stalls are caught by the
-        // read timeout.
-        .with_timeout(Duration::from_secs(15 * 60))
+        // No limit on a whole request: the HTTP client's default (30 s from connecting until the
+        // body is read) failed every GET of an SSTable that takes longer to stream, however
+        // healthy the connection. Stalls are caught by the read timeout.
+        .with_timeout_disabled()
         .with_connect_timeout(Duration::from_secs(10).min(read_timeout(cfg)))
 }
 
