@@ -246,3 +246,23 @@ async fn azure_backups_and_restores_succeed_through_flaky_storage() {
     report(p, "azure");
     assert!(p.total_injected() > 10, "faults were injected");
 }
+
+/// A download that takes longer than the HTTP client's default whole-request timeout (30 s) on a
+/// healthy, slow link completes: only stalls time out. Without retries of our own, so that the
+/// one slow answer is the one that counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_download_is_not_cut_by_a_request_timeout() {
+    let env = flaky_env().await;
+    let p = proxy(&env);
+    let node = env.node().unwrap();
+    medusa_tests::backup(&node, "slow", Mode::Full).await.unwrap();
+    let want = live(&env).await;
+    change_one_data_file(&env).await;
+    let ini = std::fs::read_to_string(&env.ini_path).unwrap().replace("max_retries = 2\n", "max_retries = 0\n");
+    std::fs::write(&env.ini_path, ini).unwrap();
+    p.once(Req::Get, Fault::SlowBody);
+    let t0 = Instant::now();
+    restores_exactly(&env, "slow", "key-1", &want).await;
+    assert!(t0.elapsed() >= harness::fault_proxy::SLOW_BODY, "the slow answer was part of the restore");
+    assert_eq!(p.injected().get(&(Req::Get, Fault::SlowBody)), Some(&1));
+}

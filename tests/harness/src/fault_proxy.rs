@@ -112,7 +112,13 @@ pub enum Fault {
     CutBody,
     /// Read and never answered.
     BlackHole,
+    /// Forwarded; the answer's body is sent in small pieces spread over [`SLOW_BODY`] (a slow
+    /// link: the connection never stalls, the transfer just takes long).
+    SlowBody,
 }
+
+/// How long a [`Fault::SlowBody`] answer takes to send its body.
+pub const SLOW_BODY: Duration = Duration::from_secs(35);
 
 /// Fractions of requests (0..=1) that get each random fault.
 #[derive(Debug, Clone, Copy, Default)]
@@ -367,7 +373,17 @@ async fn handle(
     if !head {
         out = out.header(hyper::header::CONTENT_LENGTH, bytes.len());
     }
-    let body: Body = if fault == Some(Fault::CutBody) {
+    let body: Body = if fault == Some(Fault::SlowBody) {
+        // Twenty pieces, one every 1/20 of the time: never a pause long enough to look stalled.
+        let piece = bytes.len().div_ceil(20).max(1);
+        let pieces: Vec<Bytes> = bytes.chunks(piece).map(Bytes::copy_from_slice).collect();
+        let gap = SLOW_BODY / pieces.len().max(1) as u32;
+        let frames = futures::StreamExt::then(futures::stream::iter(pieces), move |p| async move {
+            tokio::time::sleep(gap).await;
+            Ok::<_, std::io::Error>(Frame::data(p))
+        });
+        StreamBody::new(frames).boxed()
+    } else if fault == Some(Fault::CutBody) {
         // The full length is announced, half is sent, then the stream fails: hyper closes the
         // connection, and the client sees a body shorter than its Content-Length.
         let half = bytes.slice(..bytes.len() / 2);
