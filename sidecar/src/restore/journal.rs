@@ -65,7 +65,9 @@ fn remove_stale_staging(base: &Path, ours: &Path) {
             && read(&Staging { root: p.clone() }).is_some();
         if stale {
             tracing::info!(dir = %p.display(), "removing the staging directory of an older restore");
-            let _ = std::fs::remove_dir_all(&p);
+            if let Err(e) = remove(&Staging { root: p.clone() }) {
+                tracing::warn!(dir = %p.display(), error = %e, "could not remove the staging directory");
+            }
         }
     }
 }
@@ -80,11 +82,32 @@ pub fn remove_finished(key: &RestoreKey, tmp_dir: Option<&Path>, root: &Path) {
         let s = Staging { root: dir.join(format!("medusa-restore-{key}")) };
         if read(&s).is_some() {
             tracing::info!(dir = %s.root.display(), "removing the staging directory of the finished restore");
-            if let Err(e) = std::fs::remove_dir_all(&s.root) {
+            if let Err(e) = remove(&s) {
                 tracing::warn!(dir = %s.root.display(), error = %e, "could not remove the staging directory");
             }
+        } else {
+            // A run killed between removing the journal (last file) and the directory left it
+            // empty; `remove_dir` removes only an empty directory, so nothing else is at risk.
+            let _ = std::fs::remove_dir(&s.root);
         }
     }
+}
+
+/// Removes a staging directory with its journal last, so that a kill part-way leaves either a
+/// directory still recognisable by its journal or an empty one, never an unrecognisable tree.
+pub fn remove(s: &Staging) -> std::io::Result<()> {
+    for e in std::fs::read_dir(&s.root)?.flatten() {
+        let p = e.path();
+        if p == s.journal() {
+            continue;
+        }
+        if e.file_type()?.is_dir() { std::fs::remove_dir_all(&p)? } else { std::fs::remove_file(&p)? }
+    }
+    match std::fs::remove_file(s.journal()) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::remove_dir(&s.root)
 }
 
 /// The journal in `s`, if there is a readable one.
@@ -96,4 +119,38 @@ pub fn read(s: &Staging) -> Option<Journal> {
 pub fn write(s: &Staging, j: &Journal) -> Result<(), RestoreError> {
     crate::fsutil::write_atomic(&s.journal(), &serde_json::to_vec(j).expect("json"))
         .map_err(io("writing the restore journal"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(s: &Staging) {
+        let j = Journal { key: "k1".into(), backup: "b".into(), source: "n".into(), phase: Phase::Placing };
+        write(s, &j).unwrap();
+    }
+
+    #[test]
+    fn a_finished_staging_is_removed_whatever_moment_the_last_removal_was_killed_at() {
+        let tmp = std::env::temp_dir().join(format!("medusa-journal-{}", uuid::Uuid::new_v4()));
+        let root = tmp.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let key = RestoreKey::new("k1".to_string()).unwrap();
+        let s = Staging { root: tmp.join("medusa-restore-k1") };
+        // Killed part-way through `remove`: some tables gone, the journal still there.
+        std::fs::create_dir_all(s.table("ks", "t-1")).unwrap();
+        std::fs::write(s.table("ks", "t-1").join("a-Data.db"), b"x").unwrap();
+        journal(&s);
+        remove_finished(&key, Some(&tmp), &root);
+        assert!(!s.root.exists());
+        // Killed after the journal (removed last) and before the directory: left empty.
+        std::fs::create_dir_all(&s.root).unwrap();
+        remove_finished(&key, Some(&tmp), &root);
+        assert!(!s.root.exists());
+        // A directory of that name that is not ours (no journal, not empty) is left alone.
+        std::fs::create_dir_all(s.root.join("someone-else")).unwrap();
+        remove_finished(&key, Some(&tmp), &root);
+        assert!(s.root.join("someone-else").exists());
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 }

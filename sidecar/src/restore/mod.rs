@@ -297,7 +297,7 @@ async fn finish(req: &Request, source: &Source, staging: &Staging) -> Result<(),
     let last = paths.root().join(".last-restore");
     crate::fsutil::write_atomic(&last, format!("{}\n", req.key).as_bytes())
         .map_err(io(format!("writing {}", last.display())))?;
-    if let Err(e) = std::fs::remove_dir_all(&staging.root) {
+    if let Err(e) = journal::remove(staging) {
         tracing::warn!(dir = %staging.root.display(), error = %e, "could not remove the staging directory");
     }
     Ok(())
