@@ -345,7 +345,15 @@ async fn reads_medusa_rs_backups_on_s3() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let v = out.json();
     let list = v["backups"].as_array().unwrap();
-    assert_eq!(list.iter().map(|b| b["name"].as_str().unwrap()).collect::<Vec<_>>(), ["full-a", "diff-b"]);
+    // Oldest first; two backups started in the same second come in name order, as in Medusa.
+    let order: Vec<(i64, &str)> =
+        list.iter().map(|b| (b["started"].as_i64().unwrap(), b["name"].as_str().unwrap())).collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted);
+    let mut names: Vec<&str> = order.iter().map(|(_, n)| *n).collect();
+    names.sort();
+    assert_eq!(names, ["diff-b", "full-a"]);
     for b in list {
         let (objects, bytes, _) = manifest_totals(&manifest(b["name"].as_str().unwrap()).await);
         assert_eq!((b["objects"].as_u64(), b["bytes"].as_u64()), (Some(objects), Some(bytes)));
