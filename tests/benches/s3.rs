@@ -231,10 +231,7 @@ async fn run_set(a: &Args, server: Server, set: &Set, rclone: bool) -> Result<()
     o.spec = SimSpec::sized(set.bytes, set.files, 1);
     o.storage_extra = MULTIPART.into();
     let env = Env::new(o).await?;
-    let ini = std::fs::read_to_string(&env.ini_path)?;
-    ensure!(ini.contains("concurrent_transfers = 2\n"), "the env's medusa.ini changed: {ini}");
-    let ini = ini.replace("concurrent_transfers = 2\n", &format!("concurrent_transfers = {}\n", a.transfers));
-    std::fs::write(&env.ini_path, ini)?;
+    operator_settings(&env, a.transfers)?;
     let data_dir = env.with_sim(|s| s.data_dir.clone()).await;
     plant(&data_dir, &set.planted).await?;
     let expected = live(&env).await;
@@ -277,6 +274,18 @@ async fn run_set(a: &Args, server: Server, set: &Set, rclone: bool) -> Result<()
     }
     print_set(&b, &samples, &load_before);
     Ok(())
+}
+
+/// The env's `medusa.ini` as the operator writes it: `--transfers` transfers, and Medusa's
+/// retry defaults (7 retries within 180 s, so a 22 s read timeout) instead of the test env's
+/// quick-failing 2 within 10 s (a 5 s read timeout, shorter than s3s-fs takes to complete a
+/// 1 GiB multipart upload).
+fn operator_settings(env: &Env, transfers: usize) -> Result<()> {
+    let ini = std::fs::read_to_string(&env.ini_path)?;
+    let test_env = "max_retries = 2\nretry_timeout = 10\nconcurrent_transfers = 2\n";
+    ensure!(ini.contains(test_env), "the env's medusa.ini changed: {ini}");
+    let ini = ini.replace(test_env, &format!("concurrent_transfers = {transfers}\n"));
+    Ok(std::fs::write(&env.ini_path, ini)?)
 }
 
 /// Makes the largest `Data.db` files of the user tables `sizes` long (new random content,
@@ -395,7 +404,9 @@ impl Bench<'_> {
             if s.status == pb::StatusType::Success as i32 {
                 break s;
             }
-            ensure!(s.status != pb::StatusType::Failed as i32, "backup {name} failed: {}", s.error);
+            if s.status == pb::StatusType::Failed as i32 {
+                bail!("backup {name} failed: {}\nthe sidecar's log ends:\n{}", s.error, tail(&self.sidecar.log_text()));
+            }
             ensure!(t0.elapsed() < self.limit, "backup {name} not done after {:?}", self.limit);
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
@@ -783,7 +794,8 @@ fn print_conditions(a: &Args, rclone: Option<&str>) {
     }
     println!(
         "settings: medusa.ini multi_part_upload_threshold = 104857600, multipart_chunksize = 52428800, \
-         concurrent_transfers = {t}, no bandwidth limit; rclone copy --transfers {t}, no bandwidth limit; \
+         concurrent_transfers = {t}, max_retries and retry_timeout unset (7, 180 s), no bandwidth limit; \
+         rclone copy --transfers {t}, no bandwidth limit; \
          {} rounds, size scale {}",
         a.rounds,
         a.scale,
