@@ -52,6 +52,7 @@ pub mod transfer;
 pub mod pb {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("_");
+    pub use crate::service::reply::GetBackupsResponse;
     /// Encoded descriptor set of `medusa.proto`, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("medusa_descriptor");
 }

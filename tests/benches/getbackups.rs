@@ -10,13 +10,13 @@
 //! server version, marker) are hard links to one copy; manifests are written one by one. No
 //! data files: listing never reads them.
 //!
-//! The sidecar then runs in this process (`medusa::service::daemon::run` on a loopback port, a fresh
-//! state directory) and a generated tonic client calls GetBackups: once cold (the sidecar has
-//! never seen these backups: it reads every manifest once; the page cache is warm), then
-//! `--warm` times more (served from the sidecar's summary cache). Every reply is checked
-//! (backups, nodes, finished nodes, objects and bytes per backup), so the bench cannot time an
-//! empty answer. Peak RSS is this process' VmHWM, reset via `/proc/self/clear_refs` before the
-//! sidecar starts: it covers the sidecar and the client decoding the reply.
+//! The sidecar then runs as its own process (the real `medusa-sidecar` binary on a loopback
+//! port, a fresh state directory) and a generated tonic client in this process calls GetBackups:
+//! once cold (the sidecar has never seen these backups: it reads every manifest once; the page
+//! cache is warm), then `--warm` times more (served from the sidecar's summary cache). Every
+//! reply is checked (backups, nodes, finished nodes, objects and bytes per backup), so the bench
+//! cannot time an empty answer. Memory is the sidecar process's own: VmRSS once it listens,
+//! VmHWM (peak) after the cold call and after the warm calls, from `/proc/<pid>/status`.
 //!
 //! The datacenter rows ask every node's sidecar in turn (100 backups of 1 node, then of 3 nodes,
 //! one sidecar per node over one bucket), as k8ssandra-operator asks the pods of a datacenter:
@@ -147,13 +147,14 @@ async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
     let send_limit = cfg.grpc.max_send_message_length as u64;
     let storage = medusa::store::Storage::from_config(&cfg.storage)?;
 
-    let rss_before = status_kib("VmRSS:")?;
-    std::fs::write("/proc/self/clear_refs", "5").context("resetting VmHWM via /proc/self/clear_refs")?;
-    let Sidecar { mut client, stop, daemon } = start_sidecar(cfg, ini).await?;
+    let mut sidecar = SidecarProcess::start(&ini).await?;
+    let mut client = sidecar.client().await?;
+    let pid = sidecar.pid();
+    let rss_before = status_kib(pid, "VmRSS:")?;
 
     let t = Instant::now();
     let reply = client.get_backups(pb::GetBackupsRequest {}).await.context("cold GetBackups")?.into_inner();
-    let (cold, cold_peak) = (t.elapsed(), status_kib("VmHWM:")?);
+    let (cold, cold_peak) = (t.elapsed(), status_kib(pid, "VmHWM:")?);
     check(&reply, case, &expected)?;
     let size = reply.encoded_len() as u64;
     drop(reply);
@@ -168,7 +169,7 @@ async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
         warm.push(t.elapsed());
         check(&reply, case, &expected)?;
     }
-    let (peak, rss_after) = (status_kib("VmHWM:")?, status_kib("VmRSS:")?);
+    let (peak, rss_after) = (status_kib(pid, "VmHWM:")?, status_kib(pid, "VmRSS:")?);
     // The part of a warm call that is the index listing (§4.3: one listing per call).
     let mut list = Vec::with_capacity(warm_calls);
     for _ in 0..warm_calls {
@@ -178,10 +179,64 @@ async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
         ensure!(nbs.len() == case.backups * case.nodes, "{} node backups listed", nbs.len());
     }
     drop(client);
-    let _ = stop.send(());
-    daemon.await?.map_err(|e| anyhow::anyhow!("sidecar: {e}"))?;
+    sidecar.stop();
     ensure!(size <= send_limit, "the reply ({size} bytes) exceeds max_send_message_length ({send_limit})");
     Ok(Row { case, generate, cold, warm, list, reply: size, rss_before, cold_peak, peak, rss_after })
+}
+
+/// The `medusa-sidecar` binary on a loopback port, killed on drop.
+struct SidecarProcess {
+    child: std::process::Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl SidecarProcess {
+    async fn start(ini: &Path) -> Result<SidecarProcess> {
+        let port = harness::services::free_port();
+        let log = ini.with_extension("log");
+        let file = std::fs::File::create(&log)?;
+        let child = std::process::Command::new(medusa_tests::binary("medusa-sidecar"))
+            .arg("--config")
+            .arg(ini)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()?;
+        let s = SidecarProcess { child, port, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+            ensure!(Instant::now() < deadline, "the sidecar did not listen within 20 s; log:\n{log}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(s)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn client(&self) -> Result<pb::medusa_client::MedusaClient<tonic::transport::Channel>> {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.port))?
+            .timeout(Duration::from_secs(600))
+            .connect()
+            .await?;
+        Ok(pb::medusa_client::MedusaClient::new(ch).max_decoding_message_size(OPERATOR_RECEIVE_LIMIT as usize))
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SidecarProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// A sidecar running in this process, and a client of it.
@@ -471,10 +526,10 @@ fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// A `kB` field of `/proc/self/status`, in bytes.
-fn status_kib(key: &str) -> Result<u64> {
-    let text = std::fs::read_to_string("/proc/self/status")?;
-    let v = text.lines().find_map(|l| l.strip_prefix(key)).with_context(|| format!("no {key} in /proc/self/status"))?;
+/// A `kB` field of `/proc/<pid>/status`, in bytes.
+fn status_kib(pid: u32, key: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let v = text.lines().find_map(|l| l.strip_prefix(key)).with_context(|| format!("no {key} in /proc/{pid}/status"))?;
     Ok(v.trim().trim_end_matches("kB").trim().parse::<u64>()? * 1024)
 }
 
@@ -521,7 +576,7 @@ fn print_table(rows: &[Row], warm: usize) {
         "(cold = first call of a fresh sidecar: reads every manifest once, page cache warm; median/p95 of {warm} warm \
          calls (nearest rank); list = median of {warm} direct calls of bucket::index::node_backups, the index listing each \
          call starts with. reply = encoded GetBackupsResponse; % limit = of 512 MiB, the operator's receive limit and \
-         medusa-rs' default max_send_message_length. RSS0 = this process before the sidecar started; cold/peak = its \
-         VmHWM after the cold call / after the warm calls (sidecar + client); after = VmRSS after the warm calls.)"
+         medusa-rs' default max_send_message_length. Memory is the sidecar process's: RSS0 = VmRSS once it listens; \
+         cold/peak = its VmHWM after the cold call / after the warm calls; after = VmRSS after the warm calls.)"
     );
 }

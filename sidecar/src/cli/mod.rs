@@ -35,7 +35,34 @@ pub const EXIT_NOT_FOUND: u8 = 3;
 pub const EXIT_NOT_SOUND: u8 = 4;
 
 /// Runs the role `argv[0]` names, or the command of the first argument.
+/// At most two glibc malloc arenas unless `MALLOC_ARENA_MAX` says otherwise. glibc gives each
+/// thread that allocates an arena of its own, up to 8 per core, and memory freed into one is
+/// rarely given back, so every blocking-pool thread that once parsed a manifest or read a file
+/// kept its own high-water mark. Measured on GetBackups of 1,000 backups x 12 nodes x 256
+/// tokens: peak RSS 66 MiB with glibc's default, 54 MiB with two arenas, no slower.
+///
+/// glibc reads the setting when it starts, and `mallopt` would need `unsafe` (forbidden in
+/// this workspace), so the process executes itself again once with the variable set (same pid,
+/// same arguments, so the same role); if that fails it goes on with glibc's default.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+            return;
+        }
+        let args: Vec<CString> = std::env::args_os().filter_map(|a| CString::new(a.as_bytes()).ok()).collect();
+        let mut env: Vec<CString> = std::env::vars_os()
+            .filter_map(|(k, v)| CString::new([k.as_bytes(), b"=", v.as_bytes()].concat()).ok())
+            .collect();
+        env.push(c"MALLOC_ARENA_MAX=2".to_owned());
+        let _ = nix::unistd::execve(c"/proc/self/exe", &args, &env);
+    }
+}
+
 pub fn main() -> ExitCode {
+    limit_malloc_arenas();
     let args: Vec<OsString> = std::env::args_os().collect();
     let program = args
         .first()

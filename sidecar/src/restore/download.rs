@@ -1,6 +1,9 @@
-//! Downloading a restore's files into staging: each object to a `.part` file beside its
-//! place, checked against the manifest, and only then renamed to its final name; staged files of
-//! an interrupted run are checked again instead of fetched again. Progress is logged every 5 s.
+//! Downloading a restore's files into staging: each object straight to its place in staging
+//! (which nothing else reads), hashed on the way and checked against the manifest; a file that
+//! does not verify is removed. Files an interrupted run left in staging are hashed again
+//! instead of fetched again, so a file cut by a crash is fetched again. (Downloading to a
+//! `.part` name and renaming each verified file cost a rename per file: a tenth of a restore of
+//! 32,000 small files.) Progress is logged every 5 s.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,8 +75,8 @@ pub async fn download_all(
     Ok(())
 }
 
-/// The files of `plan` to fetch, and those an interrupted run already staged under their final
-/// name (only verified files carry it), which are checked again instead of fetched again.
+/// The files of `plan` to fetch, and those an interrupted run already staged whole (their size
+/// is right), which are checked again instead of fetched again.
 fn split_staged<'a>(plan: &'a plan::RestorePlan, staging: &Staging) -> (Vec<Fetch<'a>>, Vec<Fetch<'a>>) {
     let mut todo = Vec::with_capacity(plan.files as usize);
     let mut staged = Vec::new();
@@ -134,9 +137,10 @@ fn worth_retrying(e: &RestoreError) -> bool {
     }
 }
 
-/// [`fetch_batch`], with the files that failed fetched again up to `[storage] max_retries`
-/// times (however long each takes: a large file's download may outlast `retry_timeout`) before
-/// the restore fails with the object's key. Files that verified keep their place.
+/// [`fetch_batch`], fetched again when it failed, up to `[storage] max_retries` times (however
+/// long each takes: a large file's download may outlast `retry_timeout`) before the restore
+/// fails with the object's key. A batch is fetched again whole: it holds one large file or a
+/// few small ones, and its files are all written before any is checked.
 async fn fetch_retrying(
     transfers: &Transfers,
     batch: &[Fetch<'_>],
@@ -144,22 +148,16 @@ async fn fetch_retrying(
     progress: &Arc<Progress>,
 ) -> Result<Vec<Verdict>, RestoreError> {
     let max = transfers.retries().max;
-    let mut verdicts = Vec::with_capacity(batch.len());
-    let mut left: Vec<Fetch<'_>> = batch.to_vec();
     let mut attempt = 0;
     loop {
-        match fetch_batch(transfers, &left, chunk, progress).await {
+        match fetch_batch(transfers, batch, chunk, progress).await {
             Ok(v) => {
-                verdicts.extend(v);
-                return Ok(verdicts);
+                progress.files_done.fetch_add(v.len() as u64, Ordering::Relaxed);
+                return Ok(v);
             }
             Err(e) if worth_retrying(&e) && attempt < max => {
                 attempt += 1;
-                // What verified was renamed into place: only the rest is fetched again.
-                let (placed, rest): (Vec<_>, Vec<_>) = left.into_iter().partition(|(dest, _)| dest.exists());
-                verdicts.extend(placed.iter().map(|(_, f)| verify::verdict_of_a_match(f.md5.as_deref())));
-                left = rest;
-                tracing::warn!(error = %e, attempt, files = left.len(), "download failed; fetching again");
+                tracing::warn!(error = %e, attempt, files = batch.len(), "download failed; fetching again");
                 tokio::time::sleep(crate::store::Retries::backoff(attempt)).await;
             }
             Err(e) => return Err(e),
@@ -167,23 +165,19 @@ async fn fetch_retrying(
     }
 }
 
-/// Fetches a batch of files: each is downloaded to a `.part` file beside its place, checked
-/// against the manifest, and only then renamed to its final name.
+/// Fetches a batch of files, each to its place in staging, and checks each against the
+/// manifest; one that does not verify is removed and fails the batch.
 async fn fetch_batch(
     transfers: &Transfers,
     batch: &[Fetch<'_>],
     chunk: u64,
     progress: &Arc<Progress>,
 ) -> Result<Vec<Verdict>, RestoreError> {
-    let part_of = |dest: &Path| {
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        dest.with_file_name(format!(".{name}.part"))
-    };
     let downloads = batch
         .iter()
         .map(|(dest, f)| Download {
             key: f.key.clone(),
-            dest: part_of(dest),
+            dest: dest.clone(),
             part: verify::part_size_for(f.md5.as_deref(), chunk),
         })
         .collect();
@@ -192,20 +186,16 @@ async fn fetch_batch(
         Err(TransferError::Storage(StorageError::NotFound { key })) => return Err(RestoreError::Missing { key }),
         Err(e) => return Err(e.into()),
     };
-    let files: Vec<_> =
-        batch.iter().map(|(dest, f)| (dest.clone(), part_of(dest), f.key.clone(), f.size, f.md5.clone())).collect();
-    let prog = progress.clone();
+    let files: Vec<_> = batch.iter().map(|(dest, f)| (dest.clone(), f.key.clone(), f.size, f.md5.clone())).collect();
     let checked = crate::fsutil::blocking(move || {
         let mut verdicts = Vec::with_capacity(files.len());
-        for ((dest, part, key, size, md5), digest) in files.into_iter().zip(digests) {
-            let verdict = verify::judge(md5.as_deref(), size, &digest, &part)?;
+        for ((dest, key, size, md5), digest) in files.into_iter().zip(digests) {
+            let verdict = verify::judge(md5.as_deref(), size, &digest, &dest)?;
             if let Verdict::Mismatch { expected, actual } = verdict {
-                let _ = std::fs::remove_file(&part);
+                let _ = std::fs::remove_file(&dest);
                 return Ok(Err(RestoreError::Corrupt { key, expected, actual }));
             }
-            std::fs::rename(&part, &dest)?;
             verdicts.push(verdict);
-            prog.files_done.fetch_add(1, Ordering::Relaxed);
         }
         Ok(Ok(verdicts))
     });

@@ -71,17 +71,6 @@ fn candidate_part_sizes(size: u64, parts: u64) -> Vec<u64> {
     out
 }
 
-/// The verdict a file that verified got, from the form of its recorded hash alone: `SizeOnly`
-/// where [`judge`] checks the size only (no usable hash), `Verified` elsewhere.
-pub fn verdict_of_a_match(recorded: Option<&str>) -> Verdict {
-    let Some(r) = recorded.map(|r| r.trim_matches('"')).filter(|r| !r.is_empty() && *r != "no-md5-hash") else {
-        return Verdict::SizeOnly;
-    };
-    let multipart = r.rsplit_once('-').is_some_and(|(_, n)| n.parse::<u64>().is_ok_and(|n| n > 0));
-    let md5 = r.len() == 32 && r.bytes().all(|b| b.is_ascii_hexdigit()) || r.len() == 24;
-    if multipart || md5 { Verdict::Verified } else { Verdict::SizeOnly }
-}
-
 /// Hashes and judges a file already on disk (a staged file found on resume).
 pub fn check_file(recorded: Option<&str>, size: u64, part: Option<u64>, path: &Path) -> std::io::Result<Verdict> {
     let d = hash_path(path, part)?;
@@ -91,16 +80,6 @@ pub fn check_file(recorded: Option<&str>, size: u64, part: Option<u64>, path: &P
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_verdict_of_a_match_follows_the_recorded_form() {
-        assert_eq!(verdict_of_a_match(None), Verdict::SizeOnly);
-        assert_eq!(verdict_of_a_match(Some("no-md5-hash")), Verdict::SizeOnly);
-        assert_eq!(verdict_of_a_match(Some("\"0123456789abcdef0123456789abcdef\"")), Verdict::Verified);
-        assert_eq!(verdict_of_a_match(Some("0123456789abcdef0123456789abcdef-3")), Verdict::Verified);
-        assert_eq!(verdict_of_a_match(Some("1B2M2Y8AsgTpgAmY7PhCfg==")), Verdict::Verified);
-        assert_eq!(verdict_of_a_match(Some("something-else")), Verdict::SizeOnly);
-    }
 
     #[test]
     fn infers_foreign_part_sizes() {

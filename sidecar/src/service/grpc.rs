@@ -17,7 +17,7 @@ use crate::format::tokenmap::TokenMap;
 use crate::pb;
 use crate::pb::medusa_server::Medusa;
 use crate::service::jobs::{JobState, Jobs};
-use crate::service::listing::{Cache, ClusterBackup, ClusterState};
+use crate::service::listing::{Cache, ClusterBackup};
 use crate::service::status::{BackupFailure, RpcError};
 
 /// The service state.
@@ -62,37 +62,6 @@ fn status_of(state: JobState) -> pb::StatusType {
     }
 }
 
-fn summary(c: &ClusterBackup) -> pb::BackupSummary {
-    let nodes = c
-        .tokenmap
-        .0
-        .iter()
-        .map(|n| pb::BackupNode {
-            host: n.host.clone(),
-            // Tokens beyond int64 (RandomPartitioner) cannot travel in this field (§10.34).
-            tokens: n.tokens.iter().filter_map(|t| t.parse::<i64>().ok()).collect(),
-            datacenter: n.dc.clone().unwrap_or_default(),
-            rack: n.rack.clone().unwrap_or_default(),
-        })
-        .collect();
-    pb::BackupSummary {
-        backup_name: c.name.clone(),
-        start_time: c.started,
-        finish_time: c.finished.unwrap_or(0),
-        total_nodes: c.tokenmap.0.len() as i32,
-        finished_nodes: c.finished_nodes as i32,
-        nodes,
-        status: match c.status {
-            ClusterState::InProgress => pb::StatusType::InProgress,
-            ClusterState::Success => pb::StatusType::Success,
-            ClusterState::Failed => pb::StatusType::Failed,
-        } as i32,
-        backup_type: c.backup_type.to_string(),
-        total_size: c.total_size as i64,
-        total_objects: c.total_objects as i64,
-    }
-}
-
 /// The nodes of `backup` to restore here. k8ssandra-operator sends the CassandraDatacenter
 /// object's name as `datacenter`, which differs from Cassandra's datacenter name whenever
 /// `datacenterName` overrides it (Medusa ignores the field): a name that is a datacenter of the
@@ -112,23 +81,6 @@ fn ring_of_datacenter(backup: &TokenMap, datacenter: &str, local_ring: &TokenMap
             in_dc(&dc)
         }
         _ => backup.clone(),
-    }
-}
-
-/// Medusa's `overallStatus` (§1.6): UNKNOWN when empty; then, later rules winning, all SUCCESS
-/// → SUCCESS, any IN_PROGRESS → IN_PROGRESS, any FAILED → FAILED.
-pub fn overall(backups: &[pb::BackupSummary]) -> pb::StatusType {
-    let has = |s: pb::StatusType| backups.iter().any(|b| b.status == s as i32);
-    if backups.is_empty() {
-        pb::StatusType::Unknown
-    } else if has(pb::StatusType::Failed) {
-        pb::StatusType::Failed
-    } else if has(pb::StatusType::InProgress) {
-        pb::StatusType::InProgress
-    } else if backups.iter().all(|b| b.status == pb::StatusType::Success as i32) {
-        pb::StatusType::Success
-    } else {
-        pb::StatusType::Unknown
     }
 }
 
@@ -296,7 +248,7 @@ impl Medusa for MedusaService {
 
     async fn get_backup(&self, req: Request<pb::GetBackupRequest>) -> Result<Response<pb::GetBackupResponse>, Status> {
         let name = BackupName::new(req.into_inner().backup_name).map_err(RpcError::from)?;
-        let s = summary(&self.cluster_backup(&name).await?);
+        let s = crate::service::reply::summary(&self.cluster_backup(&name).await?);
         Ok(Response::new(pb::GetBackupResponse { status: s.status, backup: Some(s) }))
     }
 
@@ -304,9 +256,8 @@ impl Medusa for MedusaService {
         &self,
         _req: Request<pb::GetBackupsRequest>,
     ) -> Result<Response<pb::GetBackupsResponse>, Status> {
-        let all = self.cluster_backups(None).await?;
-        let backups: Vec<pb::BackupSummary> = all.iter().map(summary).collect();
-        Ok(Response::new(pb::GetBackupsResponse { overall_status: overall(&backups) as i32, backups }))
+        // Summarised one backup at a time while tonic encodes the reply (see `reply`).
+        Ok(Response::new(pb::GetBackupsResponse::of(self.cluster_backups(None).await?)))
     }
 
     async fn purge_backups(

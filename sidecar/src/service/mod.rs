@@ -4,5 +4,6 @@ pub mod grpc;
 pub mod jobs;
 pub mod listing;
 pub mod metrics;
+pub mod reply;
 pub mod status;
 pub mod tls;

@@ -2,6 +2,7 @@
 //! whole-object helpers the bucket layout needs. Backend choice happens here and nowhere else.
 
 pub mod local;
+pub mod s3stream;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -127,6 +128,8 @@ pub struct Storage {
     local: Option<LocalBucket>,
     /// medusa-rs' own retries of whole operations, on top of the store's.
     pub retries: Retries,
+    /// S3: uploads streamed from the file (see [`s3stream`]).
+    stream: Option<Arc<s3stream::S3Stream>>,
 }
 
 /// medusa-rs' retries of a whole storage operation, for what the store's client does not retry:
@@ -277,7 +280,7 @@ fn read_key_file(path: &Path) -> Result<String, StorageError> {
 impl Storage {
     /// Builds the store for `cfg`. No request is sent.
     pub fn from_config(cfg: &StorageConfig) -> Result<Storage, StorageError> {
-        let mut local = None;
+        let (mut local, mut stream) = (None, None);
         let store: Arc<dyn ObjectStore> = match &cfg.provider {
             Provider::Local => {
                 let bucket = local_bucket(cfg)?;
@@ -285,7 +288,13 @@ impl Storage {
                 local = Some(bucket);
                 store
             }
-            p if p.is_s3() => Arc::new(s3_store(cfg, p)?),
+            p if p.is_s3() => {
+                let (s3, region) = s3_store(cfg, p)?;
+                let s3 = Arc::new(s3);
+                let attributes = storage_class_attributes(cfg.storage_class.as_deref());
+                stream = s3stream::S3Stream::for_config(s3.clone(), cfg, &region, attributes)?.map(Arc::new);
+                s3
+            }
             Provider::AzureBlobs => Arc::new(azure_store(cfg)?),
             Provider::GoogleStorage => Arc::new(gcs_store(cfg)?),
             _ => unreachable!("every provider is handled above"),
@@ -298,6 +307,7 @@ impl Storage {
             storage_class: cfg.storage_class.clone(),
             local,
             retries: Retries::from_config(cfg),
+            stream,
         })
     }
 
@@ -305,7 +315,21 @@ impl Storage {
     /// storage class or retries of our own: for wrappers around a store (tests inject faults or
     /// a simulated clock, and see each one).
     pub fn over(store: Arc<dyn ObjectStore>, layout: Layout, provider: Provider) -> Storage {
-        Storage { store, layout, provider, encrypted: false, storage_class: None, local: None, retries: Retries::NONE }
+        Storage {
+            store,
+            layout,
+            provider,
+            encrypted: false,
+            storage_class: None,
+            local: None,
+            retries: Retries::NONE,
+            stream: None,
+        }
+    }
+
+    /// S3's streamed uploads, when this store has them.
+    pub fn streamed_uploads(&self) -> Option<&Arc<s3stream::S3Stream>> {
+        self.stream.as_ref()
     }
 
     /// The `local` provider's bucket directory, where transfers copy files directly; `None`
@@ -338,11 +362,7 @@ impl Storage {
 
     /// Options for every upload (storage class).
     pub fn put_options(&self) -> PutOptions {
-        let mut attrs = Attributes::new();
-        if let Some(c) = &self.storage_class {
-            attrs.insert(Attribute::StorageClass, c.clone().into());
-        }
-        PutOptions { attributes: attrs, ..Default::default() }
+        PutOptions { attributes: storage_class_attributes(self.storage_class.as_deref()), ..Default::default() }
     }
 
     /// Writes a small object in one request (retried as a whole: a PUT of the same bytes is
@@ -476,6 +496,14 @@ impl Storage {
     }
 }
 
+fn storage_class_attributes(class: Option<&str>) -> Attributes {
+    let mut attrs = Attributes::new();
+    if let Some(c) = class {
+        attrs.insert(Attribute::StorageClass, c.to_string().into());
+    }
+    attrs
+}
+
 fn local_bucket(cfg: &StorageConfig) -> Result<LocalBucket, StorageError> {
     let base = cfg.base_path.as_ref().ok_or_else(|| StorageError::Config("base_path is required".into()))?;
     let root = base.join(&cfg.bucket_name);
@@ -489,7 +517,8 @@ fn config_error(e: object_store::Error) -> StorageError {
     StorageError::Config(e.to_string())
 }
 
-fn s3_store(cfg: &StorageConfig, provider: &Provider) -> Result<object_store::aws::AmazonS3, StorageError> {
+/// The S3 store and its region.
+fn s3_store(cfg: &StorageConfig, provider: &Provider) -> Result<(object_store::aws::AmazonS3, String), StorageError> {
     let endpoint = s3_endpoint(cfg);
     let mut b = match &cfg.key_file {
         // Explicit credentials: do not let the environment add or override anything.
@@ -517,7 +546,7 @@ fn s3_store(cfg: &StorageConfig, provider: &Provider) -> Result<object_store::aw
     };
     b = b
         .with_bucket_name(&cfg.bucket_name)
-        .with_region(region)
+        .with_region(region.clone())
         .with_virtual_hosted_style_request(cfg.s3_addressing_style == "virtual")
         .with_retry(retry(cfg))
         .with_client_options(client_options(cfg, endpoint.as_deref()));
@@ -530,7 +559,7 @@ fn s3_store(cfg: &StorageConfig, provider: &Provider) -> Result<object_store::aw
     if let Some(k) = &cfg.sse_c_key {
         b = b.with_ssec_encryption(k);
     }
-    b.build().map_err(config_error)
+    Ok((b.build().map_err(config_error)?, region))
 }
 
 fn azure_store(cfg: &StorageConfig) -> Result<object_store::azure::MicrosoftAzure, StorageError> {

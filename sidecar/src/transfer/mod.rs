@@ -1,10 +1,14 @@
 //! Moving bytes: each file is read once, on the blocking pool, hashed in the same pass and
 //! streamed to the store; uploads are bounded by `concurrent_transfers`; S3 transfers share one
-//! bandwidth cap of `transfer_max_bandwidth` per transfer (Medusa's meaning). Memory per upload is bounded by the part size times the parts in flight.
+//! bandwidth cap of `transfer_max_bandwidth` per transfer (Medusa's meaning). On S3 the bytes
+//! are streamed from the file into the requests ([`crate::store::s3stream`]), within one memory
+//! budget ([`budget`]) whatever the SSTable sizes and multipart settings; other object stores
+//! buffer one part (8 MiB) per transfer.
 //! For `local`, data files bypass the store's streaming API: [`crate::store::local`] copies them
 //! within the kernel to exactly the files the store would write (everything else, listings,
 //! metadata and deletes, goes through the store).
 
+pub mod budget;
 pub mod progress;
 pub mod rate;
 
@@ -23,9 +27,20 @@ use rate::RateLimiter;
 use crate::config::StorageConfig;
 use crate::format::digest::{ContentDigest, Hasher};
 use crate::store::local::{self, CopyError, Publish};
+use crate::store::s3stream::{BodyStream, S3Stream};
 use crate::store::{LocalBucket, Storage, StorageError, object_path};
 
 const READ_CHUNK: usize = 1 << 20;
+/// Chunk of a streamed S3 upload: small enough that many streams fit in [`UPLOAD_BUDGET`].
+const STREAM_CHUNK: usize = 256 << 10;
+/// File bytes that the streamed uploads of one [`Transfers`] hold in memory at most (see
+/// [`budget`]), whatever the SSTable sizes: what each transfer can hold at once, so that none
+/// waits for another's share. A transfer's reader and its channel hold up to 4 chunks and each
+/// request in flight up to 3 (its channel and the one being written): with the operator's 4
+/// transfers of 4 parts in flight, 16 MiB.
+pub fn upload_budget(transfers: usize, parts_in_flight: usize) -> usize {
+    transfers.max(1) * (4 + 3 * parts_in_flight.max(1)) * STREAM_CHUNK
+}
 /// Physical part size for stores where parts carry no meaning (Azure, GCS: at least 5 MiB;
 /// `local` data files do not stream, see `upload_local`).
 const PLAIN_PART: u64 = 8 << 20;
@@ -163,6 +178,8 @@ pub struct Transfers {
     check_etags: bool,
     /// Early write-back of what this process writes to local files (bucket or staging).
     writeback: local::WriteBack,
+    /// Memory for the file bytes of streamed uploads.
+    budget: budget::Budget,
 }
 
 impl Transfers {
@@ -184,6 +201,7 @@ impl Transfers {
             local: storage.local_fast_path().cloned(),
             multipart: s3,
             check_etags: storage.checksum_etags(),
+            budget: budget::Budget::new(upload_budget(cfg.concurrent_transfers, cfg.multipart_max_concurrency)),
             storage,
         }
     }
@@ -293,19 +311,22 @@ impl Transfers {
         path: &std::path::Path,
         size: u64,
         key: &str,
-        progress: &Progress,
+        progress: &Arc<Progress>,
     ) -> Result<(ContentDigest, Option<String>), TransferError> {
         let retries = self.storage.retries;
         let started = std::time::Instant::now();
         let mut attempt = 0;
         loop {
             let location = object_path(key)?;
-            let (rx, reader) = read_hashing(path.to_path_buf(), size, self.etag_part_size(size));
+            let streamed = self.storage.streamed_uploads();
+            let budget = streamed.map(|_| self.budget.clone());
+            let (rx, reader) = read_hashing(path.to_path_buf(), size, self.etag_part_size(size), budget);
             let read = (rx, reader, path, size);
-            let result = if size < self.threshold {
-                self.put_whole((location, key), read, progress).await
-            } else {
-                self.put_multipart((location, key), read, progress).await
+            let result = match (streamed, size < self.threshold) {
+                (Some(s3), true) => self.stream_whole(s3, key, read, progress).await,
+                (Some(s3), false) => self.stream_multipart(s3, key, read, progress).await,
+                (None, true) => self.put_whole((location, key), read, progress).await,
+                (None, false) => self.put_multipart((location, key), read, progress).await,
             };
             let (error, digest) = match result {
                 Ok((digest, etag)) => match self.check_etag(key, size, &digest, etag.as_deref()) {
@@ -439,6 +460,163 @@ impl Transfers {
         Err(step)
     }
 
+    /// The request body of a streamed upload: `rx`'s chunks, under the bandwidth cap.
+    fn body(&self, rx: mpsc::Receiver<Bytes>) -> BodyStream {
+        limited(rx, self.limiter.clone())
+    }
+
+    /// One streamed PutObject of a file below the multipart threshold: the body is read from
+    /// the file as it is sent. A failure comes with the digest when the whole file was read.
+    async fn stream_whole(
+        &self,
+        s3: &Arc<S3Stream>,
+        key: &str,
+        (rx, reader, path, size): Read<'_>,
+        progress: &Progress,
+    ) -> Result<(ContentDigest, Option<String>), Failed> {
+        let job = self.segment_job(s3, key, path, Segment::Whole);
+        let sent = self.send_segments(&job, rx, size, size.max(1), 1).await;
+        let read = read_digest(reader.await, path, size);
+        match (sent.failed, read) {
+            (_, Err(e)) if !abandoned(&e) => Err((e, None)),
+            (Some(e), Ok(d)) => Err((e.into(), Some(d))),
+            (Some(e), Err(_)) => Err((e.into(), None)),
+            (None, Err(e)) => Err((e, None)),
+            (None, Ok(d)) => {
+                progress.bytes_done.fetch_add(size, Ordering::Relaxed);
+                Ok((d, sent.etags.into_iter().flatten().next()))
+            }
+        }
+    }
+
+    /// A streamed multipart upload of `chunk`-byte parts (exactly: the manifest's multipart
+    /// ETag is computed with that part size), aborted (never completed partial) when a part
+    /// fails for good or reading fails.
+    async fn stream_multipart(
+        &self,
+        s3: &Arc<S3Stream>,
+        key: &str,
+        (rx, reader, path, size): Read<'_>,
+        progress: &Progress,
+    ) -> Result<(ContentDigest, Option<String>), Failed> {
+        let id = match s3.create_multipart(key).await {
+            Ok(id) => id,
+            Err(e) => {
+                drop(rx);
+                let _ = reader.await;
+                return Err((e.into(), None));
+            }
+        };
+        let job = self.segment_job(s3, key, path, Segment::Part { upload: id.clone() });
+        let sent = self.send_segments(&job, rx, size, self.chunk, self.parts_in_flight).await;
+        progress.bytes_done.fetch_add(sent.bytes, Ordering::Relaxed);
+        let read = read_digest(reader.await, path, size);
+        let step = match (sent.failed, read) {
+            (_, Err(e)) if !abandoned(&e) => (e, None),
+            (Some(e), _) => (e.into(), None),
+            (None, Ok(d)) => {
+                let etags: Vec<String> = sent.etags.into_iter().flatten().collect();
+                match s3.complete(key, &id, etags).await {
+                    Ok(etag) => return Ok((d, etag)),
+                    Err(e) => (e.into(), Some(d)),
+                }
+            }
+            (None, Err(e)) => (e, None),
+        };
+        if let Err(e) = s3.abort(key, &id).await {
+            tracing::debug!(key, error = %e, "aborting the multipart upload failed too");
+        }
+        progress.bytes_done.fetch_sub(sent.bytes, Ordering::Relaxed);
+        Err(step)
+    }
+
+    fn segment_job(&self, s3: &Arc<S3Stream>, key: &str, path: &std::path::Path, segment: Segment) -> SegmentJob {
+        SegmentJob {
+            s3: s3.clone(),
+            key: key.to_string(),
+            segment,
+            path: path.to_path_buf(),
+            retries: self.storage.retries,
+            budget: self.budget.clone(),
+            limiter: self.limiter.clone(),
+        }
+    }
+
+    /// Sends a file's bytes as its reader yields them (`rx`, in order, hashed by the reader)
+    /// in requests of `segment` bytes each (the last one shorter), up to `in_flight` requests
+    /// at once: each request's body is fed straight from the reader while the earlier ones wait
+    /// for their answers. A request that fails is sent again on its own, its bytes read again
+    /// from the file, within the retry budget, while the reader goes on. Stops starting
+    /// requests at the first one that fails for good.
+    async fn send_segments(
+        &self,
+        job: &SegmentJob,
+        mut rx: mpsc::Receiver<Bytes>,
+        size: u64,
+        segment: u64,
+        in_flight: usize,
+    ) -> Segments {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut out = Segments { etags: Vec::new(), bytes: 0, failed: None };
+        let (mut offset, in_flight, segment) = (0u64, in_flight.max(1), segment.max(1));
+        if size == 0 {
+            // An empty object is one request with an empty body.
+            let (tx, first) = mpsc::channel::<Bytes>(1);
+            drop(tx);
+            out.etags.push(None);
+            tasks.spawn(job.clone().run(1, 0, 0, limited(first, None)));
+        }
+        // The segment being fed: where its chunks go (none once its first request failed: it
+        // then reads its range again itself) and how many bytes it still takes.
+        let mut current: Option<(Option<mpsc::Sender<Bytes>>, u64)> = None;
+        'read: while let Some(mut b) = rx.recv().await {
+            while !b.is_empty() {
+                if current.is_none() {
+                    while tasks.len() >= in_flight {
+                        if let Err(e) = out.record(tasks.join_next().await) {
+                            out.failed = Some(e);
+                            break 'read;
+                        }
+                    }
+                    let len = segment.min(size.saturating_sub(offset));
+                    if len == 0 {
+                        break 'read; // more bytes than scanned: the reader reports the change
+                    }
+                    let (tx, first) = mpsc::channel::<Bytes>(2);
+                    out.etags.push(None);
+                    tasks.spawn(job.clone().run(out.etags.len(), offset, len, self.body(first)));
+                    current = Some((Some(tx), len));
+                    offset += len;
+                }
+                let (tx, left) = current.as_mut().expect("a segment is open");
+                let piece = if b.len() as u64 > *left { b.split_to(*left as usize) } else { std::mem::take(&mut b) };
+                *left -= piece.len() as u64;
+                if let Some(t) = tx
+                    && t.send(piece).await.is_err()
+                {
+                    *tx = None;
+                }
+                if *left == 0 {
+                    current = None;
+                }
+            }
+        }
+        let complete = current.is_none() && offset == size;
+        drop(current);
+        drop(rx);
+        if out.failed.is_none() && complete {
+            while let Some(r) = tasks.join_next().await {
+                if let Err(e) = out.record(Some(r)) {
+                    out.failed = Some(e);
+                    break;
+                }
+            }
+        }
+        // Requests of a failed or cut-short upload are dropped, not completed.
+        tasks.shutdown().await;
+        out
+    }
+
     /// Checks the ETag the store reported against the bytes sent, where ETags are checksums.
     fn check_etag(
         &self,
@@ -459,6 +637,108 @@ impl Transfers {
         Err(TransferError::Corrupted { key: key.to_string(), reported: reported.to_string(), expected })
     }
 }
+
+/// What a streamed request sends: a whole object, or a part of a multipart upload.
+#[derive(Clone)]
+enum Segment {
+    Whole,
+    Part { upload: String },
+}
+
+/// What every request of one streamed upload shares.
+#[derive(Clone)]
+struct SegmentJob {
+    s3: Arc<S3Stream>,
+    key: String,
+    segment: Segment,
+    path: PathBuf,
+    retries: crate::store::Retries,
+    budget: budget::Budget,
+    limiter: Option<Arc<RateLimiter>>,
+}
+
+/// A request's outcome: its number (from 1), its bytes and the ETag the store gave it.
+type SegmentDone = (usize, u64, Result<Option<String>, StorageError>);
+
+/// What [`Transfers::send_segments`] achieved.
+struct Segments {
+    /// ETags by segment (`None` where none came back).
+    etags: Vec<Option<String>>,
+    /// Bytes of the segments the store accepted.
+    bytes: u64,
+    /// The first request that failed for good.
+    failed: Option<StorageError>,
+}
+
+impl Segments {
+    /// Records a finished request; the error of one that failed for good.
+    fn record(&mut self, joined: Option<Result<SegmentDone, tokio::task::JoinError>>) -> Result<(), StorageError> {
+        match joined {
+            None => Ok(()),
+            Some(Ok((number, len, Ok(etag)))) => {
+                self.etags[number - 1] = etag;
+                self.bytes += len;
+                Ok(())
+            }
+            Some(Ok((_, _, Err(e)))) => Err(e),
+            Some(Err(e)) => Err(StorageError::Config(format!("an upload request task failed: {e}"))),
+        }
+    }
+}
+
+impl SegmentJob {
+    /// Sends segment `number` (`len` bytes from `offset`): first with `first` (the bytes as
+    /// the file is read in order), then, after a failure another try can mend, read again from
+    /// the file, within the retry budget (as object_store retries its own requests).
+    fn run(
+        self,
+        number: usize,
+        offset: u64,
+        len: u64,
+        first: BodyStream,
+    ) -> impl std::future::Future<Output = SegmentDone> + Send + 'static {
+        async move {
+            let started = std::time::Instant::now();
+            let (mut body, mut attempt) = (Some(first), 0);
+            loop {
+                let b = match body.take() {
+                    Some(b) => b,
+                    None => limited(read_range(self.path.clone(), offset, len, self.budget.clone()), self.limiter.clone()),
+                };
+                let sent = match &self.segment {
+                    Segment::Whole => self.s3.put_object(&self.key, len, b).await,
+                    Segment::Part { upload } => self.s3.put_part(&self.key, upload, number, len, b).await.map(Some),
+                };
+                match sent {
+                    Ok(etag) => return (number, len, Ok(etag)),
+                    Err(e) if e.is_retryable() && self.retries.allows(attempt + 1, started) => {
+                        attempt += 1;
+                        tracing::debug!(key = self.key, number, attempt, error = %e, "sending again");
+                        tokio::time::sleep(crate::store::Retries::backoff(attempt)).await;
+                    }
+                    Err(e) => return (number, len, Err(e)),
+                }
+            }
+        }
+    }
+}
+
+/// `rx`'s chunks as a request body, under the bandwidth cap `limiter`.
+fn limited(rx: mpsc::Receiver<Bytes>, limiter: Option<Arc<RateLimiter>>) -> BodyStream {
+    use futures::StreamExt;
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+        .then(move |b| {
+            let limiter = limiter.clone();
+            async move {
+                if let Some(l) = &limiter {
+                    l.acquire(b.len()).await;
+                }
+                Ok(b)
+            }
+        })
+        .boxed()
+}
+
 
 /// A failed upload attempt: the error, and the digest of the file when it was read whole.
 type Failed = (TransferError, Option<ContentDigest>);
@@ -533,16 +813,23 @@ fn read_digest(
 /// Reads `path` (expected `size` bytes) on the blocking pool, hashing each chunk (with the
 /// multipart ETag of `part`) and sending it on; a file that grew since the scan must not be
 /// uploaded truncated, so one more byte is hashed, and the size check fails.
-fn read_hashing(path: PathBuf, size: u64, part: Option<u64>) -> (mpsc::Receiver<Bytes>, Reader) {
-    let (tx, rx) = mpsc::channel::<Bytes>(4);
+fn read_hashing(
+    path: PathBuf,
+    size: u64,
+    part: Option<u64>,
+    budget: Option<budget::Budget>,
+) -> (mpsc::Receiver<Bytes>, Reader) {
+    let (tx, rx) = mpsc::channel::<Bytes>(if budget.is_some() { 2 } else { 4 });
     let reader = tokio::task::spawn_blocking(move || -> std::io::Result<ContentDigest> {
         use std::io::Read;
         let mut f = std::fs::File::open(&path)?;
         let mut h = Hasher::new(part);
         let mut left = size;
+        let chunk = if budget.is_some() { STREAM_CHUNK } else { READ_CHUNK };
         // Chunks sized to what is left, read into fresh (not zero-filled) capacity.
         while left > 0 {
-            let want = left.min(READ_CHUNK as u64);
+            let want = left.min(chunk as u64);
+            let permit = budget.as_ref().map(|b| b.take_blocking(want as usize));
             let mut buf = Vec::with_capacity(want as usize);
             let n = (&mut f).take(want).read_to_end(&mut buf)?;
             if n == 0 {
@@ -550,8 +837,13 @@ fn read_hashing(path: PathBuf, size: u64, part: Option<u64>) -> (mpsc::Receiver<
             }
             left -= n as u64;
             h.update(&buf);
-            if tx.blocking_send(Bytes::from(buf)).is_err() {
-                return Ok(h.finish()); // the uploader gave up; its error is reported
+            let bytes = match permit {
+                Some(p) => budget::Budget::wrap(buf, p),
+                None => Bytes::from(buf),
+            };
+            if tx.blocking_send(bytes).is_err() {
+                // The uploader gave up; its own error is what to report.
+                return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, ABANDONED));
             }
         }
         if left == 0 && f.read(&mut [0u8; 1])? > 0 {
@@ -560,6 +852,42 @@ fn read_hashing(path: PathBuf, size: u64, part: Option<u64>) -> (mpsc::Receiver<
         Ok(h.finish())
     });
     (rx, reader)
+}
+
+/// The reader's error when the upload stopped taking its chunks.
+const ABANDONED: &str = "the upload stopped reading the file";
+
+/// Whether `e` is only the reader noticing that the upload gave up (the upload's own error is
+/// the one to report).
+fn abandoned(e: &TransferError) -> bool {
+    matches!(e, TransferError::Read { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe && source.to_string() == ABANDONED)
+}
+
+/// Reads `len` bytes of `path` from `offset` on the blocking pool, in budgeted chunks, for a
+/// part sent again; a shorter file ends the body early (and fails the request on its length).
+fn read_range(path: PathBuf, offset: u64, len: u64, budget: budget::Budget) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        use std::io::{Read, Seek};
+        let mut f = std::fs::File::open(&path)?;
+        f.seek(std::io::SeekFrom::Start(offset))?;
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(STREAM_CHUNK as u64);
+            let permit = budget.take_blocking(want as usize);
+            let mut buf = Vec::with_capacity(want as usize);
+            let n = (&mut f).take(want).read_to_end(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            left -= n as u64;
+            if tx.blocking_send(budget::Budget::wrap(buf, permit)).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    });
+    rx
 }
 
 /// Writes the chunks it receives to `dest` (created or truncated, parent directories too) on
