@@ -336,3 +336,66 @@ async fn multipart_etags_on_moto() {
 async fn multipart_etags_on_s3s_fs() {
     multipart(Kind::S3sFs).await;
 }
+
+/// Peak RSS of a process (`VmHWM`), in MiB.
+fn peak_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
+    kib as f64 / 1024.0
+}
+
+/// With the operator's multipart settings (threshold 100 MiB, parts of 50 MiB), files just
+/// below the threshold (one PUT) and above it (multipart) stream from disk: the real sidecar's
+/// peak RSS stays far below the files' sizes (it held a whole file below the threshold, and
+/// parts times parts in flight above it, before uploads were streamed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_uploads_stream_in_bounded_memory_with_the_operators_multipart_settings() {
+    use medusa::pb;
+    let mut o = EnvOptions::new(Kind::S3sFs);
+    o.storage_extra = "multi_part_upload_threshold = 104857600\nmultipart_chunksize = 52428800\n".into();
+    let env = Env::new(o).await.unwrap();
+    let sizes = [95u64 << 20, 160 << 20];
+    env.with_sim(move |s| {
+        use std::io::Write;
+        let tables = s.user_tables();
+        for (i, size) in sizes.into_iter().enumerate() {
+            let p = s.table_dir(&tables[i % tables.len()]).join(format!("nb-{}-big-Data.db", 900 + i));
+            let mut f = std::io::BufWriter::new(std::fs::File::create(p).unwrap());
+            let mut block = vec![0u8; 1 << 20];
+            for m in 0..size >> 20 {
+                block.iter_mut().enumerate().for_each(|(j, b)| *b = (j as u64 * 31 + m * 7 + i as u64) as u8);
+                f.write_all(&block).unwrap();
+            }
+        }
+    })
+    .await;
+    let sidecar = medusa_tests::Sidecar::start(&env).await.unwrap();
+    let pid = sidecar.child.as_ref().unwrap().id();
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let mut c = sidecar.client().await.unwrap();
+    c.async_backup(pb::BackupRequest { name: "big".into(), mode: pb::backup_request::Mode::Full as i32 }).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let s = c.backup_status(pb::BackupStatusRequest { backup_name: "big".into() }).await.unwrap().into_inner();
+        if s.status == pb::StatusType::Success as i32 {
+            break;
+        }
+        assert_ne!(s.status, pb::StatusType::Failed as i32, "the backup failed: {}", sidecar.log_text());
+        assert!(std::time::Instant::now() < deadline, "the backup did not finish within 300 s");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let peak = peak_mib(pid);
+    println!("sidecar peak RSS during a backup with 95 and 160 MiB SSTables: {peak:.1} MiB");
+    assert!(peak < 64.0, "peak RSS {peak:.1} MiB during the backup");
+    let node = env.node().unwrap();
+    let m = manifest(&node, "big").await;
+    let hash = |size: u64| m.iter().flat_map(|s| &s.objects).find(|o| o.size == size).unwrap().md5.clone().unwrap();
+    assert!(!hash(sizes[0]).contains('-'), "below the threshold: a plain MD5");
+    assert!(hash(sizes[1]).ends_with("-4"), "above: 4 parts of 50 MiB");
+    // What the store holds is what the node has: every object, by the restore's own checks.
+    let before = live(&env).await;
+    env.with_sim(|s| s.wipe().unwrap()).await;
+    let out = medusa_tests::restore_in_place(&env, "big", "k");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(live(&env).await == before);
+}
