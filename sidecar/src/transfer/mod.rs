@@ -890,20 +890,31 @@ fn read_range(path: PathBuf, offset: u64, len: u64, budget: budget::Budget) -> m
     rx
 }
 
+/// Bytes of a download's body handed to its writer at once: the body comes in chunks of a few
+/// KiB, and waking the writer thread for each cost more CPU than hashing them.
+const WRITE_BATCH: usize = 256 << 10;
+
 /// Writes the chunks it receives to `dest` (created or truncated, parent directories too) on
-/// the blocking pool, hashing them (with the multipart ETag of `part`).
-fn write_hashing(dest: PathBuf, part: Option<u64>) -> (mpsc::Sender<Bytes>, Reader) {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+/// the blocking pool, hashing them: the whole MD5, or with `part` the multipart ETag of that
+/// part size alone (a download is checked against the hash its manifest records, and a
+/// recorded multipart ETag needs nothing else: half the hashing of a large file).
+fn write_hashing(dest: PathBuf, part: Option<u64>) -> (mpsc::Sender<Vec<Bytes>>, Reader) {
+    let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(4);
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<ContentDigest> {
         use std::io::Write;
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)?;
         }
         let mut f = std::io::BufWriter::with_capacity(READ_CHUNK, std::fs::File::create(&dest)?);
-        let mut h = Hasher::new(part);
-        while let Some(b) = rx.blocking_recv() {
-            h.update(&b);
-            f.write_all(&b)?;
+        let mut h = match part {
+            Some(p) => Hasher::parts_only(p),
+            None => Hasher::new(None),
+        };
+        while let Some(batch) = rx.blocking_recv() {
+            for b in batch {
+                h.update(&b);
+                f.write_all(&b)?;
+            }
         }
         f.flush()?;
         Ok(h.finish())
@@ -992,10 +1003,10 @@ impl Transfers {
         result.map(|()| digests)
     }
 
-    /// Downloads `key` into `dest` (created or truncated), hashing on the way; `part` turns on
-    /// the multipart ETag for that part size. `dest` is not fsynced: the caller flushes its
-    /// filesystem once for all files. The caller renames `dest` into place only after checking
-    /// the digest.
+    /// Downloads `key` into `dest` (created or truncated), hashing on the way; `part` asks for
+    /// the multipart ETag of that part size instead of the whole MD5 (object stores; `local`
+    /// gives both). `dest` is not fsynced: the caller flushes its filesystem once for all
+    /// files, and checks the digest before trusting `dest`.
     pub async fn download_file(
         &self,
         key: &str,
@@ -1032,25 +1043,36 @@ impl Transfers {
         &self,
         key: &str,
         mut body: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
-        tx: mpsc::Sender<Bytes>,
+        tx: mpsc::Sender<Vec<Bytes>>,
         progress: &Progress,
     ) -> Option<StorageError> {
         use futures::StreamExt;
-        while let Some(chunk) = body.next().await {
+        let (mut batch, mut held) = (Vec::new(), 0usize);
+        loop {
+            let chunk = body.next().await;
+            let end = chunk.is_none();
             match chunk {
-                Ok(b) => {
+                Some(Ok(b)) => {
                     if let Some(l) = &self.limiter {
                         l.acquire(b.len()).await;
                     }
                     progress.bytes_done.fetch_add(b.len() as u64, Ordering::Relaxed);
-                    if tx.send(b).await.is_err() {
-                        return None; // the writer failed: its error is reported
-                    }
+                    held += b.len();
+                    batch.push(b);
                 }
-                Err(e) => return Some(StorageError::from_store("get", key, e)),
+                Some(Err(e)) => return Some(StorageError::from_store("get", key, e)),
+                None => {}
+            }
+            if (held >= WRITE_BATCH || end) && !batch.is_empty() {
+                held = 0;
+                if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                    return None; // the writer failed: its error is reported
+                }
+            }
+            if end {
+                return None;
             }
         }
-        None
     }
 
     /// Downloads files in order ([`Transfers::download_file`] for each), as one blocking task
