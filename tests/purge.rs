@@ -193,7 +193,8 @@ async fn purge_during_a_running_differential_backup_keeps_it_restorable() {
     assert_eq!(r.nb_backups_purged, 0, "d1 is the only complete backup; d2 runs and is kept");
     assert_eq!(r.nb_objects_purged, 0, "nothing is deleted while d2 runs");
     wait(&mut c, "d2").await;
-    assert_eq!(names(&mut c).await, ["d1", "d2"]);
+    let listed = names(&mut c).await;
+    assert_eq!(listed, ["d1", "d2"], "GetBackups after d2 finished; sidecar log:\n{}", sidecar.log_text());
     // d2 restores exactly.
     env.with_sim(|s| s.wipe().unwrap()).await;
     let out = medusa_tests::restore_in_place(&env, "d2", "k");

@@ -690,34 +690,26 @@ impl SegmentJob {
     /// Sends segment `number` (`len` bytes from `offset`): first with `first` (the bytes as
     /// the file is read in order), then, after a failure another try can mend, read again from
     /// the file, within the retry budget (as object_store retries its own requests).
-    fn run(
-        self,
-        number: usize,
-        offset: u64,
-        len: u64,
-        first: BodyStream,
-    ) -> impl std::future::Future<Output = SegmentDone> + Send + 'static {
-        async move {
-            let started = std::time::Instant::now();
-            let (mut body, mut attempt) = (Some(first), 0);
-            loop {
-                let b = match body.take() {
-                    Some(b) => b,
-                    None => limited(read_range(self.path.clone(), offset, len, self.budget.clone()), self.limiter.clone()),
-                };
-                let sent = match &self.segment {
-                    Segment::Whole => self.s3.put_object(&self.key, len, b).await,
-                    Segment::Part { upload } => self.s3.put_part(&self.key, upload, number, len, b).await.map(Some),
-                };
-                match sent {
-                    Ok(etag) => return (number, len, Ok(etag)),
-                    Err(e) if e.is_retryable() && self.retries.allows(attempt + 1, started) => {
-                        attempt += 1;
-                        tracing::debug!(key = self.key, number, attempt, error = %e, "sending again");
-                        tokio::time::sleep(crate::store::Retries::backoff(attempt)).await;
-                    }
-                    Err(e) => return (number, len, Err(e)),
+    async fn run(self, number: usize, offset: u64, len: u64, first: BodyStream) -> SegmentDone {
+        let started = std::time::Instant::now();
+        let (mut body, mut attempt) = (Some(first), 0);
+        loop {
+            let b = match body.take() {
+                Some(b) => b,
+                None => limited(read_range(self.path.clone(), offset, len, self.budget.clone()), self.limiter.clone()),
+            };
+            let sent = match &self.segment {
+                Segment::Whole => self.s3.put_object(&self.key, len, b).await,
+                Segment::Part { upload } => self.s3.put_part(&self.key, upload, number, len, b).await.map(Some),
+            };
+            match sent {
+                Ok(etag) => return (number, len, Ok(etag)),
+                Err(e) if e.is_retryable() && self.retries.allows(attempt + 1, started) => {
+                    attempt += 1;
+                    tracing::debug!(key = self.key, number, attempt, error = %e, "sending again");
+                    tokio::time::sleep(crate::store::Retries::backoff(attempt)).await;
                 }
+                Err(e) => return (number, len, Err(e)),
             }
         }
     }
