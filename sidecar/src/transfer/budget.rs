@@ -52,8 +52,9 @@ impl Budget {
         Bytes::from_owner(Held { buf, _permit: permit })
     }
 
-    /// Bytes currently free (for tests and figures).
-    pub fn available(&self) -> usize {
+    /// Bytes currently free.
+    #[cfg(test)]
+    fn available(&self) -> usize {
         self.sem.available_permits() * UNIT
     }
 }
