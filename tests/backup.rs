@@ -340,7 +340,15 @@ async fn multipart_etags_on_s3s_fs() {
 /// Peak RSS of a process (`VmHWM`), in MiB.
 fn peak_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
     kib as f64 / 1024.0
 }
 
@@ -373,7 +381,9 @@ async fn s3_uploads_stream_in_bounded_memory_with_the_operators_multipart_settin
     let pid = sidecar.child.as_ref().unwrap().id();
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
     let mut c = sidecar.client().await.unwrap();
-    c.async_backup(pb::BackupRequest { name: "big".into(), mode: pb::backup_request::Mode::Full as i32 }).await.unwrap();
+    c.async_backup(pb::BackupRequest { name: "big".into(), mode: pb::backup_request::Mode::Full as i32 })
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     loop {
         let s = c.backup_status(pb::BackupStatusRequest { backup_name: "big".into() }).await.unwrap().into_inner();

@@ -78,6 +78,17 @@ async fn operator_flow_backup_status_and_summaries() {
     // Repeating AsyncBackup for a finished name changes nothing.
     let r = start_backup(&mut c, "medusa-backup-1", Mode::Full).await;
     assert_eq!(r.status, StatusType::Success as i32);
+    // The synchronous Backup of a job this sidecar finished answers at once (it once waited
+    // for ever: the job's end was announced to nobody and so never stored).
+    let sync = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.backup(pb::BackupRequest { name: "medusa-backup-1".into(), mode: Mode::Full as i32 }),
+    )
+    .await
+    .expect("Backup of a finished job answers at once")
+    .unwrap()
+    .into_inner();
+    assert_eq!((sync.backup_name.as_str(), sync.status), ("medusa-backup-1", StatusType::Success as i32));
     // GetBackup for one name; a differential next.
     let one = c.get_backup(pb::GetBackupRequest { backup_name: "medusa-backup-1".into() }).await.unwrap().into_inner();
     assert_eq!(one.backup.unwrap().total_objects as u64, live.files);
@@ -86,6 +97,17 @@ async fn operator_flow_backup_status_and_summaries() {
     let all = summaries(&mut c).await;
     let names: Vec<_> = all.backups.iter().map(|b| (b.backup_name.as_str(), b.backup_type.as_str())).collect();
     assert_eq!(names, [("medusa-backup-1", "full"), ("medusa-backup-2", "differential")]);
+    // The synchronous Backup runs a new one to its end.
+    let sync = tokio::time::timeout(
+        LIMIT,
+        c.backup(pb::BackupRequest { name: "medusa-backup-3".into(), mode: Mode::Differential as i32 }),
+    )
+    .await
+    .expect("Backup within the limit")
+    .unwrap()
+    .into_inner();
+    assert_eq!(sync.status, StatusType::Success as i32);
+    assert_eq!(status(&mut c, "medusa-backup-3").await.unwrap().status, StatusType::Success as i32);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,6 +226,14 @@ async fn error_codes_say_what_to_fix() {
     assert_eq!(e.code(), Code::NotFound);
     let e = c.delete_backup(pb::DeleteBackupRequest { name: "nope".into() }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
+    // PrepareRestore's datacenter is bounded and printable (checked before the backup is looked up).
+    for (dc, why) in [("x".repeat(300), "at most 255 bytes"), ("dc\n1".into(), "control characters")] {
+        let req = pb::PrepareRestoreRequest { backup_name: "nope".into(), datacenter: dc, restore_key: "k".into() };
+        let e = c.prepare_restore(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+        assert!(e.message().contains("datacenter") && e.message().contains(why), "{e}");
+        assert!(e.message().len() < 400, "{e}");
+    }
     let all = summaries(&mut c).await;
     assert_eq!((all.backups.len(), all.overall_status), (0, StatusType::Unknown as i32));
 }

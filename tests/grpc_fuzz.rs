@@ -60,8 +60,13 @@ fn any_i32(rng: &mut StdRng) -> i32 {
 }
 
 /// What a call answered: fine, or a status that says what kind of problem it is.
-fn check<T: std::fmt::Debug>(what: &str, r: Result<tonic::Response<T>, tonic::Status>) {
+fn check<T: std::fmt::Debug>(sidecar: &Sidecar, what: &str, r: Result<tonic::Response<T>, tonic::Status>) {
     if let Err(s) = r {
+        let log = || {
+            let log = sidecar.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        };
         assert!(
             matches!(
                 s.code(),
@@ -72,9 +77,10 @@ fn check<T: std::fmt::Debug>(what: &str, r: Result<tonic::Response<T>, tonic::St
                     | Code::ResourceExhausted
                     | Code::Unavailable
             ),
-            "{what}: {:?} {}",
+            "{what}: {:?} {}\nthe sidecar's log ends:\n{}",
             s.code(),
-            s.message()
+            s.message(),
+            log()
         );
         assert!(!s.message().trim().is_empty(), "{what}: {:?} without a message", s.code());
     }
@@ -96,22 +102,23 @@ async fn every_request_field_answers_with_a_clear_status() {
             0 => {
                 let req = pb::BackupRequest { name: backup_name(&mut rng), mode: any_i32(&mut rng) };
                 check(
+                    &sidecar,
                     &format!("{what} AsyncBackup {:?}", req.name.chars().take(80).collect::<String>()),
                     c.async_backup(req).await,
                 );
             }
             1 => {
                 let req = pb::BackupStatusRequest { backup_name: hostile(&mut rng) };
-                check(&format!("{what} BackupStatus"), c.backup_status(req).await);
+                check(&sidecar, &format!("{what} BackupStatus"), c.backup_status(req).await);
             }
             2 => {
                 let req = pb::GetBackupRequest { backup_name: hostile(&mut rng) };
-                check(&format!("{what} GetBackup"), c.get_backup(req).await);
+                check(&sidecar, &format!("{what} GetBackup"), c.get_backup(req).await);
             }
-            3 => check(&format!("{what} GetBackups"), c.get_backups(pb::GetBackupsRequest {}).await),
+            3 => check(&sidecar, &format!("{what} GetBackups"), c.get_backups(pb::GetBackupsRequest {}).await),
             4 => {
                 let req = pb::DeleteBackupRequest { name: hostile(&mut rng) };
-                check(&format!("{what} DeleteBackup"), c.delete_backup(req).await);
+                check(&sidecar, &format!("{what} DeleteBackup"), c.delete_backup(req).await);
             }
             5 => {
                 let req = pb::PrepareRestoreRequest {
@@ -119,13 +126,14 @@ async fn every_request_field_answers_with_a_clear_status() {
                     datacenter: hostile(&mut rng),
                     restore_key: hostile(&mut rng),
                 };
-                check(&format!("{what} PrepareRestore"), c.prepare_restore(req).await);
+                check(&sidecar, &format!("{what} PrepareRestore"), c.prepare_restore(req).await);
             }
-            6 => check(&format!("{what} PurgeBackups"), c.purge_backups(pb::PurgeBackupsRequest {}).await),
+            6 => check(&sidecar, &format!("{what} PurgeBackups"), c.purge_backups(pb::PurgeBackupsRequest {}).await),
             _ => {
                 let req = pb::BackupRequest { name: backup_name(&mut rng), mode: any_i32(&mut rng) };
                 check(
-                    &format!("{what} Backup"),
+                    &sidecar,
+                    &format!("{what} Backup {:?} mode {}", req.name.chars().take(80).collect::<String>(), req.mode),
                     tokio::time::timeout(Duration::from_secs(120), c.backup(req)).await.unwrap(),
                 );
             }

@@ -529,7 +529,8 @@ fn now() -> i64 {
 /// A `kB` field of `/proc/<pid>/status`, in bytes.
 fn status_kib(pid: u32, key: &str) -> Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let v = text.lines().find_map(|l| l.strip_prefix(key)).with_context(|| format!("no {key} in /proc/{pid}/status"))?;
+    let v =
+        text.lines().find_map(|l| l.strip_prefix(key)).with_context(|| format!("no {key} in /proc/{pid}/status"))?;
     Ok(v.trim().trim_end_matches("kB").trim().parse::<u64>()? * 1024)
 }
 

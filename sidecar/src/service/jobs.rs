@@ -440,14 +440,14 @@ impl Jobs {
                 crate::service::metrics::global().backup_failed(mode.as_str());
                 h.view.lock().expect("job lock").retryable = e.is_retryable();
                 self.set(&h, JobState::Failed, Some(reason.clone()));
-                let _ = h.done.send(true);
+                h.done.send_replace(true);
                 if !matches!(e, BackupError::AlreadyExists(_)) {
                     self.mark_failed_in_storage(&name, &reason).await;
                 }
                 return;
             }
         }
-        let _ = h.done.send(true);
+        h.done.send_replace(true);
     }
 
     /// Runs the backup while holding the node's backup slot. After a cancel, the backup gets

@@ -202,8 +202,10 @@ mod tests {
         ] {
             let ours = GetBackupsResponse::of(list.clone());
             let states: Vec<pb::StatusType> = list.iter().map(|c| state_of(c.status)).collect();
-            let generated =
-                Generated { backups: list.iter().map(summary).collect(), overall_status: overall_of(states.into_iter()) as i32 };
+            let generated = Generated {
+                backups: list.iter().map(summary).collect(),
+                overall_status: overall_of(states.into_iter()) as i32,
+            };
             let bytes = ours.encode_to_vec();
             assert_eq!(bytes, generated.encode_to_vec());
             assert_eq!(ours.encoded_len(), bytes.len());

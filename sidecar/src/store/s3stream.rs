@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use object_store::PutMultipartOptions;
 use object_store::aws::{AmazonS3, AwsAuthorizer};
 use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer;
-use object_store::PutMultipartOptions;
 
 use super::{StorageError, object_path};
 use crate::config::StorageConfig;
@@ -169,7 +169,12 @@ impl S3Stream {
     }
 
     /// Completes a multipart upload from its parts' ETags, in order; the object's ETag.
-    pub async fn complete(&self, key: &str, upload_id: &str, etags: Vec<String>) -> Result<Option<String>, StorageError> {
+    pub async fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        etags: Vec<String>,
+    ) -> Result<Option<String>, StorageError> {
         let location = object_path(key)?;
         let parts = etags.into_iter().map(|content_id| PartId { content_id }).collect();
         let r = self

@@ -731,7 +731,6 @@ fn limited(rx: mpsc::Receiver<Bytes>, limiter: Option<Arc<RateLimiter>>) -> Body
         .boxed()
 }
 
-
 /// A failed upload attempt: the error, and the digest of the file when it was read whole.
 type Failed = (TransferError, Option<ContentDigest>);
 
