@@ -43,6 +43,9 @@ async fn operator_flow_backup_status_and_summaries() {
     let env = Env::new(EnvOptions::new(Kind::S3sFs)).await.unwrap();
     let sidecar = Sidecar::start(&env).await.unwrap();
     let mut c = sidecar.client().await.unwrap();
+    // ps and top show its name, not "exe" (it executes itself again once to limit malloc arenas).
+    let pid = sidecar.child.as_ref().unwrap().id();
+    assert_eq!(std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap(), "medusa-sidecar\n");
 
     let r = start_backup(&mut c, "medusa-backup-1", Mode::Full).await;
     assert_eq!(r.backup_name, "medusa-backup-1");

@@ -69,6 +69,12 @@ pub fn main() -> ExitCode {
         .and_then(|a| Path::new(a).file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // The re-execution through /proc/self/exe named the process "exe" (what ps and top show):
+    // it gets its program's name back.
+    #[cfg(target_os = "linux")]
+    if let Ok(name) = std::ffi::CString::new(program.as_bytes()) {
+        let _ = nix::sys::prctl::set_name(&name);
+    }
     match program.as_str() {
         "medusa-sidecar" => daemons::sidecar(args),
         "medusa-restore-init" => daemons::restore_init(args),
