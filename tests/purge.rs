@@ -179,14 +179,15 @@ async fn purge_during_a_running_differential_backup_keeps_it_restorable() {
     let sidecar = Sidecar::start(&env).await.unwrap();
     let mut c = sidecar.client().await.unwrap();
     c.async_backup(pb::BackupRequest { name: "d2".into(), mode: Mode::Differential as i32 }).await.unwrap();
-    eventually(LIMIT, "d2 to upload", || {
+    let s = eventually(LIMIT, "d2 to upload", || {
         let mut c = c.clone();
         async move {
             let s = c.backup_status(pb::BackupStatusRequest { backup_name: "d2".into() }).await.ok()?.into_inner();
-            (s.bytes_done > 0 && s.status == StatusType::InProgress as i32).then_some(())
+            (s.bytes_done > 0 || s.status != StatusType::InProgress as i32).then_some(s)
         }
     })
     .await;
+    assert_eq!(s.status, StatusType::InProgress as i32, "d2 ended before the purge: {s:?}\n{}", sidecar.log_text());
     let r = purge(&mut c).await.unwrap();
     // d1 is the only complete backup: the count (complete backups only, Medusa #607 fixed)
     // keeps it while d2 runs, and nothing is deleted under the running backup.

@@ -4,8 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use futures::TryStreamExt;
-
 use crate::bucket::node_backup;
 use crate::format::layout::{IndexEntry, parse_index_key};
 use crate::format::names::{BackupName, Fqdn};
@@ -51,21 +49,20 @@ pub async fn node_backups(storage: &Storage, name: Option<&BackupName>) -> Resul
         finished: Option<i64>,
         differential: bool,
     }
-    let mut acc: BTreeMap<(String, String), Acc> = BTreeMap::new();
-    let mut listing = std::pin::pin!(storage.list(&prefix));
-    while let Some(meta) = listing.try_next().await? {
-        let Some((backup, fqdn, entry)) = parse_index_key(l, meta.location.as_ref()) else {
-            continue;
-        };
-        let a = acc.entry((backup, fqdn)).or_default();
-        match entry {
-            IndexEntry::Tokenmap => a.tokenmap = true,
-            IndexEntry::Started(t) => a.started = Some(t),
-            IndexEntry::Finished(t) => a.finished = Some(t),
-            IndexEntry::Differential => a.differential = true,
-            IndexEntry::Schema | IndexEntry::Manifest => {}
-        }
-    }
+    let layout = l.clone();
+    let acc = storage
+        .fold_keys(&prefix, BTreeMap::new(), move |acc: &mut BTreeMap<(String, String), Acc>, key| {
+            let Some((backup, fqdn, entry)) = parse_index_key(&layout, key) else { return };
+            let a = acc.entry((backup, fqdn)).or_default();
+            match entry {
+                IndexEntry::Tokenmap => a.tokenmap = true,
+                IndexEntry::Started(t) => a.started = Some(t),
+                IndexEntry::Finished(t) => a.finished = Some(t),
+                IndexEntry::Differential => a.differential = true,
+                IndexEntry::Schema | IndexEntry::Manifest => {}
+            }
+        })
+        .await?;
     let mut out = Vec::with_capacity(acc.len());
     for ((name, fqdn), a) in acc {
         // A node backup exists in the index iff its tokenmap entry does (§4.1).

@@ -84,6 +84,24 @@ impl<'de, F: FnMut(&str, Option<&str>, u64)> serde::de::Visitor<'de> for EachSec
     }
 }
 
+/// (objects, bytes) of a manifest, from its `size` fields alone: the other fields are skipped
+/// without being decoded (which halves the time a fresh sidecar's first GetBackups spends on
+/// every manifest of the bucket). Checks only what counting needs: a list of sections whose
+/// `objects` each have a `size`.
+pub fn count_objects(bytes: &[u8]) -> Result<(u64, u64), serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Sized {
+        size: u64,
+    }
+    #[derive(Deserialize)]
+    struct Section {
+        objects: Vec<Sized>,
+    }
+    let sections: Vec<Section> = serde_json::from_slice(bytes)?;
+    let objects = sections.iter().flat_map(|s| &s.objects);
+    Ok(objects.fold((0, 0), |(n, b), o| (n + 1, b + o.size)))
+}
+
 /// Serialises a manifest exactly as Medusa does (one line, Python separators).
 pub fn to_bytes(m: &[ManifestSection]) -> Vec<u8> {
     crate::format::pyjson::to_vec(m).expect("manifest serialisation cannot fail")
@@ -136,6 +154,13 @@ mod tests {
         assert_eq!(seen[1].0, "d/\u{e9}/x");
         for bad in ["", "{}", "[1]", "[{\"objects\": [{\"path\": 1}]}]", "[] x"] {
             assert!(for_each_object(bad.as_bytes(), |_, _, _| ()).is_err(), "{bad}");
+        }
+        let totals = (seen.len() as u64, seen.iter().map(|s| s.2).sum());
+        assert_eq!(count_objects(text.as_bytes()).unwrap(), totals);
+        for bad in
+            ["", "{}", "[1]", "[{\"objects\": [{\"path\": \"a\"}]}]", "[{\"objects\": [{\"size\": -1}]}]", "[] x"]
+        {
+            assert!(count_objects(bad.as_bytes()).is_err(), "{bad}");
         }
     }
 

@@ -120,13 +120,8 @@ impl Cache {
         // Counted while parsing, without building the manifest (and off the runtime: a cold
         // cache reads every manifest of the bucket).
         let counted = crate::fsutil::blocking(move || {
-            let (mut objects, mut size) = (0u64, 0u64);
-            crate::format::manifest::for_each_object(&bytes, |_, _, s| {
-                objects += 1;
-                size += s;
-            })
-            .map(|()| NodeTotals { objects, bytes: size })
-            .map_err(std::io::Error::other)
+            let (objects, bytes) = crate::format::manifest::count_objects(&bytes).map_err(std::io::Error::other)?;
+            Ok(NodeTotals { objects, bytes })
         })
         .await;
         let Ok(t) = counted else {

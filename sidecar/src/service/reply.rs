@@ -10,6 +10,7 @@ use std::sync::Arc;
 use prost::bytes::{Buf, BufMut};
 use prost::encoding::{self, DecodeContext, WireType};
 
+use crate::format::tokenmap::RingNode;
 use crate::pb;
 use crate::service::listing::{ClusterBackup, ClusterState};
 
@@ -21,14 +22,35 @@ pub struct GetBackupsResponse {
     /// `overallStatus = 2` (a [`pb::StatusType`]).
     pub overall_status: i32,
     /// Server side: the cluster backups whose summaries are encoded one at a time.
-    from: Option<Arc<Vec<ClusterBackup>>>,
+    from: Option<Arc<Served>>,
 }
+
+/// The cluster backups of a reply, and the encoded `nodes` field of each distinct ring they
+/// share (by `Arc`): backups of one cluster mostly share one ring, and its tokens, parsed from
+/// decimal text and encoded once instead of twice per backup, were a fifth of a warm
+/// GetBackups of 1,000 backups x 12 nodes x 256 tokens.
+struct Served {
+    list: Vec<ClusterBackup>,
+    rings: std::collections::HashMap<usize, Vec<u8>>,
+}
+
+/// At most this many rings are kept encoded (each up to tens of KiB); backups of others are
+/// encoded from their tokenmap.
+const RINGS_KEPT: usize = 64;
 
 impl GetBackupsResponse {
     /// The reply for `backups`, summarised lazily while encoding.
     pub fn of(backups: Vec<ClusterBackup>) -> GetBackupsResponse {
         let overall = overall_of(backups.iter().map(|c| state_of(c.status)));
-        GetBackupsResponse { backups: Vec::new(), overall_status: overall as i32, from: Some(Arc::new(backups)) }
+        let mut rings = std::collections::HashMap::new();
+        for c in &backups {
+            let id = Arc::as_ptr(&c.tokenmap) as usize;
+            if rings.len() < RINGS_KEPT && !rings.contains_key(&id) {
+                rings.insert(id, encoded_nodes(c));
+            }
+        }
+        let from = Some(Arc::new(Served { list: backups, rings }));
+        GetBackupsResponse { backups: Vec::new(), overall_status: overall as i32, from }
     }
 
     /// `overallStatus`, as the generated getter gives it.
@@ -38,8 +60,84 @@ impl GetBackupsResponse {
 
     fn for_each_summary(&self, mut f: impl FnMut(&pb::BackupSummary)) {
         match &self.from {
-            Some(list) => list.iter().for_each(|c| f(&summary(c))),
+            Some(served) => served.list.iter().for_each(|c| f(&summary(c))),
             None => self.backups.iter().for_each(f),
+        }
+    }
+
+    /// Each summary as `backups = 1` would encode it, with its `nodes` field already encoded.
+    fn for_each_served(&self, mut f: impl FnMut(&ClusterBackup, &[u8])) {
+        let Some(served) = &self.from else { return };
+        for c in &served.list {
+            match served.rings.get(&(Arc::as_ptr(&c.tokenmap) as usize)) {
+                Some(nodes) => f(c, nodes),
+                None => f(c, &encoded_nodes(c)),
+            }
+        }
+    }
+}
+
+/// The `nodes = 6` fields of `c`'s summary, encoded.
+fn encoded_nodes(c: &ClusterBackup) -> Vec<u8> {
+    let mut out = Vec::new();
+    for n in &c.tokenmap.0 {
+        encoding::message::encode(6, &node(n), &mut out);
+    }
+    out
+}
+
+/// The fields of `c`'s summary in tag order, as prost encodes them (defaults left out), with
+/// `nodes` already encoded; returns the body's length, writing it to `buf` when given one.
+fn summary_fields<B: BufMut>(c: &ClusterBackup, nodes: &[u8], buf: Option<&mut B>) -> usize {
+    let mut f = Fields { len: 0, buf };
+    f.text(1, &c.name);
+    f.int(2, c.started);
+    f.int(3, c.finished.unwrap_or(0));
+    f.int(4, i64::from(c.tokenmap.0.len() as i32));
+    f.int(5, i64::from(c.finished_nodes as i32));
+    f.raw(nodes);
+    f.int(7, i64::from(state_of(c.status) as i32));
+    f.text(8, c.backup_type);
+    f.int(9, c.total_size as i64);
+    f.int(10, c.total_objects as i64);
+    f.len
+}
+
+/// Counts, and writes when it has a buffer, fields as prost encodes them.
+struct Fields<'a, B> {
+    len: usize,
+    buf: Option<&'a mut B>,
+}
+
+impl<B: BufMut> Fields<'_, B> {
+    fn text(&mut self, tag: u32, v: &str) {
+        if v.is_empty() {
+            return;
+        }
+        self.len += encoding::key_len(tag) + encoding::encoded_len_varint(v.len() as u64) + v.len();
+        if let Some(b) = &mut self.buf {
+            encoding::encode_key(tag, WireType::LengthDelimited, *b);
+            encoding::encode_varint(v.len() as u64, *b);
+            b.put_slice(v.as_bytes());
+        }
+    }
+
+    /// An int64, int32 or enum field: all are the varint of the sign-extended value.
+    fn int(&mut self, tag: u32, v: i64) {
+        if v == 0 {
+            return;
+        }
+        self.len += encoding::key_len(tag) + encoding::encoded_len_varint(v as u64);
+        if let Some(b) = &mut self.buf {
+            encoding::encode_key(tag, WireType::Varint, *b);
+            encoding::encode_varint(v as u64, *b);
+        }
+    }
+
+    fn raw(&mut self, bytes: &[u8]) {
+        self.len += bytes.len();
+        if let Some(b) = &mut self.buf {
+            b.put_slice(bytes);
         }
     }
 }
@@ -49,7 +147,7 @@ impl std::fmt::Debug for GetBackupsResponse {
         f.debug_struct("GetBackupsResponse")
             .field("backups", &self.backups)
             .field("overall_status", &self.overall_status())
-            .field("summarised_on_encoding", &self.from.as_ref().map(|l| l.len()))
+            .field("summarised_on_encoding", &self.from.as_ref().map(|l| l.list.len()))
             .finish()
     }
 }
@@ -67,7 +165,16 @@ impl PartialEq for GetBackupsResponse {
 
 impl prost::Message for GetBackupsResponse {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        self.for_each_summary(|s| encoding::message::encode(1, s, buf));
+        if self.from.is_some() {
+            self.for_each_served(|c, nodes| {
+                let len = summary_fields::<Vec<u8>>(c, nodes, None);
+                encoding::encode_key(1, WireType::LengthDelimited, buf);
+                encoding::encode_varint(len as u64, buf);
+                summary_fields(c, nodes, Some(&mut *buf));
+            });
+        } else {
+            self.backups.iter().for_each(|s| encoding::message::encode(1, s, buf));
+        }
         if self.overall_status != 0 {
             encoding::int32::encode(2, &self.overall_status, buf);
         }
@@ -89,7 +196,14 @@ impl prost::Message for GetBackupsResponse {
 
     fn encoded_len(&self) -> usize {
         let mut len = 0;
-        self.for_each_summary(|s| len += encoding::message::encoded_len(1, s));
+        if self.from.is_some() {
+            self.for_each_served(|c, nodes| {
+                let body = summary_fields::<Vec<u8>>(c, nodes, None);
+                len += encoding::key_len(1) + encoding::encoded_len_varint(body as u64) + body;
+            });
+        } else {
+            self.backups.iter().for_each(|s| len += encoding::message::encoded_len(1, s));
+        }
         if self.overall_status != 0 {
             len += encoding::int32::encoded_len(2, &self.overall_status);
         }
@@ -111,18 +225,7 @@ fn state_of(s: ClusterState) -> pb::StatusType {
 
 /// One cluster backup as GetBackups shows it (§1.6).
 pub fn summary(c: &ClusterBackup) -> pb::BackupSummary {
-    let nodes = c
-        .tokenmap
-        .0
-        .iter()
-        .map(|n| pb::BackupNode {
-            host: n.host.clone(),
-            // Tokens beyond int64 (RandomPartitioner) cannot travel in this field (§10.34).
-            tokens: n.tokens.iter().filter_map(|t| t.parse::<i64>().ok()).collect(),
-            datacenter: n.dc.clone().unwrap_or_default(),
-            rack: n.rack.clone().unwrap_or_default(),
-        })
-        .collect();
+    let nodes = c.tokenmap.0.iter().map(node).collect();
     pb::BackupSummary {
         backup_name: c.name.clone(),
         start_time: c.started,
@@ -134,6 +237,17 @@ pub fn summary(c: &ClusterBackup) -> pb::BackupSummary {
         backup_type: c.backup_type.to_string(),
         total_size: c.total_size as i64,
         total_objects: c.total_objects as i64,
+    }
+}
+
+/// One node of a ring as a summary shows it.
+fn node(n: &RingNode) -> pb::BackupNode {
+    pb::BackupNode {
+        host: n.host.clone(),
+        // Tokens beyond int64 (RandomPartitioner) cannot travel in this field (§10.34).
+        tokens: n.tokens.iter().filter_map(|t| t.parse::<i64>().ok()).collect(),
+        datacenter: n.dc.clone().unwrap_or_default(),
+        rack: n.rack.clone().unwrap_or_default(),
     }
 }
 
@@ -159,7 +273,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::format::tokenmap::{RingNode, TokenMap};
+    use crate::format::tokenmap::TokenMap;
 
     /// What prost generates for `GetBackupsResponse`, to compare the encodings with.
     #[derive(Clone, PartialEq, prost::Message)]
@@ -192,6 +306,18 @@ mod tests {
         }
     }
 
+    /// `n` backups sharing one ring, but every other one of the second half, which has its own.
+    fn shared_ring(n: usize) -> Vec<ClusterBackup> {
+        let first = backup("r0", ClusterState::Success, 3);
+        let mut list: Vec<ClusterBackup> = (0..n)
+            .map(|i| ClusterBackup { name: format!("r{i}"), tokenmap: first.tokenmap.clone(), ..first.clone() })
+            .collect();
+        for i in (n / 2..n).step_by(2) {
+            list[i].tokenmap = backup("x", ClusterState::Success, 1 + i % 4).tokenmap;
+        }
+        list
+    }
+
     #[test]
     fn encodes_as_the_generated_message_and_decodes_back() {
         for list in [
@@ -199,6 +325,8 @@ mod tests {
             vec![backup("a", ClusterState::Success, 3)],
             vec![backup("a", ClusterState::Success, 3), backup("b", ClusterState::InProgress, 0)],
             vec![backup("a", ClusterState::Failed, 1), backup("b", ClusterState::Success, 2)],
+            shared_ring(3),
+            shared_ring(RINGS_KEPT * 5), // more rings than are kept encoded
         ] {
             let ours = GetBackupsResponse::of(list.clone());
             let states: Vec<pb::StatusType> = list.iter().map(|c| state_of(c.status)).collect();

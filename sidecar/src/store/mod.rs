@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
@@ -467,6 +467,68 @@ impl Storage {
         })
     }
 
+    /// Folds the key of every object below `prefix` (which should end with `/`), in no order,
+    /// into `init` with `f`. For `local` the bucket directory is walked on the blocking pool
+    /// without a `stat` per file: object_store's listing takes two per file for sizes and times
+    /// that a caller of this does not need (three quarters of a warm GetBackups over 72,000
+    /// index entries); and keys are folded as they are found, not collected (a list of every
+    /// key, allocated on a blocking thread, left 40 MiB of fragmented heap behind). The same
+    /// files are listed: symlinks followed, broken ones and staging names (`name#<digits>`)
+    /// left out; names that are no valid key are skipped instead of failing the listing.
+    pub async fn fold_keys<T, F>(&self, prefix: &str, init: T, mut f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut T, &str) + Send + 'static,
+    {
+        let Some(local) = &self.local else {
+            let mut acc = init;
+            let mut listing = std::pin::pin!(self.list(prefix));
+            while let Some(meta) = listing.try_next().await? {
+                f(&mut acc, meta.location.as_ref());
+            }
+            return Ok(acc);
+        };
+        let root = local.root.clone();
+        let (key_prefix, dir) = (prefix.to_string(), root.join(prefix.trim_end_matches('/')));
+        let walked = crate::fsutil::blocking(move || {
+            let mut acc = init;
+            let mut key = String::new();
+            for entry in walkdir::WalkDir::new(&dir).follow_links(true) {
+                let entry = match entry {
+                    Ok(e) => e,
+                    // A missing prefix, a broken symlink, a file removed meanwhile: not listed.
+                    Err(e) if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) => continue,
+                    Err(e) => return Err(std::io::Error::other(e)),
+                };
+                if entry.file_type().is_dir() {
+                    continue;
+                }
+                let Ok(rel) = entry.path().strip_prefix(&root) else { continue };
+                key.clear();
+                for (i, part) in rel.components().enumerate() {
+                    let Some(part) = part.as_os_str().to_str() else {
+                        key.clear();
+                        break;
+                    };
+                    if i > 0 {
+                        key.push('/');
+                    }
+                    key.push_str(part);
+                }
+                let name = key.rsplit('/').next().unwrap_or_default();
+                let staged = name
+                    .split_once('#')
+                    .is_some_and(|(_, suffix)| !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()));
+                if !key.is_empty() && !staged && ObjectPath::parse(&key).is_ok() {
+                    f(&mut acc, &key);
+                }
+            }
+            Ok(acc)
+        })
+        .await;
+        walked.map_err(|e| StorageError::local_io("list", &key_prefix, &local.root, e))
+    }
+
     /// Deletes an object; a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = object_path(key)?;
@@ -652,6 +714,36 @@ mod tests {
         assert_eq!(read_aws_credentials(text, "default"), Some(("A".into(), "S".into(), None)));
         assert_eq!(read_aws_credentials(text, "other"), Some(("B".into(), "T".into(), Some("X".into()))));
         assert_eq!(read_aws_credentials(text, "missing"), None);
+    }
+
+    /// `fold_keys` on `local` lists what object_store's own listing lists, without its stats.
+    #[tokio::test]
+    async fn local_list_keys_matches_the_store_listing() {
+        let base = std::env::temp_dir().join(format!("medusa-list-{}", uuid::Uuid::new_v4()));
+        let text = format!("[storage]\nstorage_provider = local\nbucket_name = b\nbase_path = {}\n", base.display());
+        let s = Storage::from_config(&cfg(&text)).unwrap();
+        let root = base.join("b");
+        for f in ["p/index/a/tokenmap_n1.json", "p/index/a/x#12", "p/index/a/y#ab", "p/index/b/c/d", "p/other/e"] {
+            let path = root.join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, b"x").unwrap();
+        }
+        std::fs::create_dir_all(root.join("p/index/empty")).unwrap();
+        std::os::unix::fs::symlink(root.join("p/other/e"), root.join("p/index/a/link")).unwrap();
+        std::os::unix::fs::symlink(root.join("p/nowhere"), root.join("p/index/a/broken")).unwrap();
+        std::os::unix::fs::symlink(root.join("p/other"), root.join("p/index/dirlink")).unwrap();
+        let keys = |prefix: &'static str| s.fold_keys(prefix, Vec::new(), |v: &mut Vec<String>, k| v.push(k.into()));
+        let mut fast = keys("p/index/").await.unwrap();
+        fast.sort();
+        let mut slow: Vec<String> = s.list("p/index/").map_ok(|m| m.location.to_string()).try_collect().await.unwrap();
+        slow.sort();
+        assert_eq!(fast, slow);
+        assert_eq!(
+            fast,
+            ["p/index/a/link", "p/index/a/tokenmap_n1.json", "p/index/a/y#ab", "p/index/b/c/d", "p/index/dirlink/e"]
+        );
+        assert!(keys("p/absent/").await.unwrap().is_empty());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
