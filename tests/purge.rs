@@ -165,10 +165,12 @@ async fn purge_during_a_running_differential_backup_keeps_it_restorable() {
     drop(c);
     sidecar.signal(nix::sys::signal::Signal::SIGTERM);
     sidecar.wait_exit(Duration::from_secs(30)).await.unwrap();
-    // Slow uploads from now on, so that the purge lands while d2 runs.
+    // Slow uploads from now on, so that the purge lands while d2 runs: d2 uploads about 1 MB
+    // of new SSTables, for seconds at this rate (at 256 KB/s it sometimes ended before the
+    // purge began).
     let ini = std::fs::read_to_string(&env.ini_path)
         .unwrap()
-        .replace("[storage]\n", "[storage]\ntransfer_max_bandwidth = 256KB/s\n");
+        .replace("[storage]\n", "[storage]\ntransfer_max_bandwidth = 64KB/s\n");
     std::fs::write(&env.ini_path, ini).unwrap();
     env.with_sim(|s| {
         s.flush(5, 0.15).unwrap();
@@ -189,6 +191,8 @@ async fn purge_during_a_running_differential_backup_keeps_it_restorable() {
     .await;
     assert_eq!(s.status, StatusType::InProgress as i32, "d2 ended before the purge: {s:?}\n{}", sidecar.log_text());
     let r = purge(&mut c).await.unwrap();
+    let s = c.backup_status(pb::BackupStatusRequest { backup_name: "d2".into() }).await.unwrap().into_inner();
+    assert_eq!(s.status, StatusType::InProgress as i32, "d2 still runs after the purge: {s:?}");
     // d1 is the only complete backup: the count (complete backups only, Medusa #607 fixed)
     // keeps it while d2 runs, and nothing is deleted under the running backup.
     assert_eq!(r.nb_backups_purged, 0, "d1 is the only complete backup; d2 runs and is kept");

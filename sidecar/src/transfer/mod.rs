@@ -896,18 +896,29 @@ fn write_hashing(dest: PathBuf, part: Option<u64>) -> (mpsc::Sender<Vec<Bytes>>,
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let mut f = std::io::BufWriter::with_capacity(READ_CHUNK, std::fs::File::create(&dest)?);
+        let mut f = std::fs::File::create(&dest)?;
         let mut h = match part {
             Some(p) => Hasher::parts_only(p),
             None => Hasher::new(None),
         };
+        // Each batch (up to 256 KiB of response chunks) goes to the file with one writev,
+        // without first being copied into a buffer.
         while let Some(batch) = rx.blocking_recv() {
-            for b in batch {
-                h.update(&b);
-                f.write_all(&b)?;
+            let mut slices = Vec::with_capacity(batch.len());
+            for b in &batch {
+                h.update(b);
+                slices.push(std::io::IoSlice::new(b));
+            }
+            let mut rest = &mut slices[..];
+            while !rest.is_empty() {
+                match f.write_vectored(rest) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => std::io::IoSlice::advance_slices(&mut rest, n),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
-        f.flush()?;
         Ok(h.finish())
     });
     (tx, writer)
