@@ -18,22 +18,31 @@ pub struct InvalidName {
     pub reason: &'static str,
 }
 
+/// Checks what every name from outside must be to be logged and answered readably: at most
+/// 255 bytes, no control characters. (Also used for request fields that never reach a key or a
+/// path, such as PrepareRestore's datacenter.)
+pub fn check_printable(kind: &'static str, value: &str) -> Result<(), InvalidName> {
+    let fail = |reason| Err(InvalidName { kind, value: value.chars().take(200).collect(), reason });
+    if value.len() > 255 {
+        return fail("it must be at most 255 bytes long");
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return fail("it must not contain control characters");
+    }
+    Ok(())
+}
+
 fn check(kind: &'static str, value: &str) -> Result<(), InvalidName> {
     let fail = |reason| Err(InvalidName { kind, value: value.chars().take(200).collect(), reason });
     if value.is_empty() {
         return fail("it must not be empty");
     }
-    if value.len() > 255 {
-        return fail("it must be at most 255 bytes long");
-    }
+    check_printable(kind, value)?;
     if value.contains('/') || value.contains('\\') {
         return fail("it must not contain '/' or '\\'");
     }
     if value.contains("..") || value == "." {
         return fail("it must not be '.' or contain '..'");
-    }
-    if value.chars().any(|c| c.is_control()) {
-        return fail("it must not contain control characters");
     }
     if value.trim() != value {
         return fail("it must not start or end with white space");

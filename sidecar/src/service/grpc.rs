@@ -12,7 +12,7 @@ use crate::backup::Engine;
 use crate::bucket::index::{self, NodeBackup};
 use crate::bucket::node_backup::{self, State};
 use crate::format::layout::Mode;
-use crate::format::names::{BackupName, Fqdn, InvalidName, RestoreKey};
+use crate::format::names::{BackupName, Fqdn, RestoreKey, check_printable};
 use crate::format::tokenmap::TokenMap;
 use crate::pb;
 use crate::pb::medusa_server::Medusa;
@@ -205,14 +205,7 @@ impl MedusaService {
         let key = RestoreKey::new(r.restore_key)?;
         // Matched against datacenter names, never used in a path; bounded so that what is logged
         // and answered stays readable. (Kubernetes object names are at most 253 bytes.)
-        let refuse =
-            |reason| InvalidName { kind: "datacenter", value: r.datacenter.chars().take(200).collect(), reason };
-        if r.datacenter.len() > 255 {
-            return Err(refuse("it must be at most 255 bytes long").into());
-        }
-        if r.datacenter.chars().any(char::is_control) {
-            return Err(refuse("it must not contain control characters").into());
-        }
+        check_printable("datacenter", &r.datacenter)?;
         let c = self.cluster_backup(&name).await?;
         let facts = self.engine.cassandra.facts(&self.engine.fqdn, &[]).await?;
         let backup_ring = ring_of_datacenter(&c.tokenmap, &r.datacenter, &facts.tokenmap, &self.engine.fqdn);
