@@ -367,7 +367,7 @@ async fn s3_uploads_stream_in_bounded_memory_with_the_operators_multipart_settin
         use std::io::Write;
         let tables = s.user_tables();
         for (i, size) in sizes.into_iter().enumerate() {
-            let p = s.table_dir(&tables[i % tables.len()]).join(format!("nb-{}-big-Data.db", 900 + i));
+            let p = s.table_dir(tables[i % tables.len()]).join(format!("nb-{}-big-Data.db", 900 + i));
             let mut f = std::io::BufWriter::new(std::fs::File::create(p).unwrap());
             let mut block = vec![0u8; 1 << 20];
             for m in 0..size >> 20 {

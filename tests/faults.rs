@@ -228,6 +228,79 @@ async fn damaged_downloads_are_retried_then_fail_with_the_key() {
     assert!(live(&env).await == before, "the data directory was touched");
 }
 
+/// An object whose manifest records a multipart ETag of several parts is fetched by ranged GETs
+/// of whole parts, several at once, each hashing its own parts; the file comes out exact. A
+/// range cut midway fails its file's attempt, which is fetched again into a new file (the
+/// cut attempt's writers cannot write into it) and still comes out exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_objects_are_fetched_by_ranges_of_whole_parts() {
+    let mut o = EnvOptions::new(Kind::S3sFs);
+    o.faults = true;
+    o.storage_extra = "multi_part_upload_threshold = 5MB\nmultipart_chunksize = 5MB\n".into();
+    let env = Env::new(o).await.unwrap();
+    let p = proxy(&env);
+    // 21 MiB in parts of 5 MiB: ranges of two parts (the smallest whole number of parts of at
+    // least 8 MiB), the last one a single short part.
+    const MIB: u64 = 1 << 20;
+    let size = 21 * MIB;
+    let name = env
+        .with_sim(move |s| {
+            let t = s.user_tables()[0].clone();
+            let path = s.table_dir(&t).join("nb-999-big-Data.db");
+            let data: Vec<u8> = (0..size as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+            std::fs::write(&path, data).unwrap();
+            path.file_name().unwrap().to_str().unwrap().to_string()
+        })
+        .await;
+    medusa_tests::backup(&env.node().unwrap(), "b1", Mode::Full).await.unwrap();
+    let want = live(&env).await;
+    let ranges_of_big = || -> Vec<String> {
+        let mut r: Vec<String> =
+            p.ranged_gets().into_iter().filter(|(path, _)| path.ends_with(&name)).map(|(_, r)| r).collect();
+        r.sort();
+        r
+    };
+    assert!(ranges_of_big().is_empty(), "the backup fetched nothing by ranges");
+
+    env.with_sim(|s| s.wipe().unwrap()).await;
+    restores_exactly(&env, "b1", "key-1", &want).await;
+    let expected = [(0, 10 * MIB), (10 * MIB, 20 * MIB), (20 * MIB, size)]
+        .map(|(a, b): (u64, u64)| format!("bytes={a}-{}", b - 1));
+    assert_eq!(ranges_of_big(), expected, "one GET per range of whole parts");
+    assert_eq!(p.ranged_gets().len(), 3, "small objects are fetched whole");
+
+    env.with_sim(|s| s.wipe().unwrap()).await;
+    p.once_for(Req::Get, &name, Fault::CutBody);
+    let (code, log) = restore(&env, "b1", "key-2").await;
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(p.pending_one_shots(), 0, "the cut was injected");
+    let root = env.sim.lock().unwrap().data_dir.clone();
+    let got = digest_data_dir(&root);
+    assert!(got == want, "restored through a cut range differs:\n{}", want.diff(&got));
+    // The store client fetches the rest of the cut range with one more ranged GET.
+    let again = ranges_of_big();
+    let extra: Vec<_> = again.iter().filter(|r| !expected.contains(*r)).collect();
+    assert_eq!((again.len(), extra.len()), (7, 1), "{again:?}");
+    assert!(expected.iter().any(|e| e.rsplit('-').next() == extra[0].rsplit('-').next()), "{again:?}");
+
+    // The object damaged in the bucket: every attempt fails to verify, is fetched again by
+    // ranges into a new file, and the restore fails naming the object.
+    let storage = medusa::store::Storage::from_config(&env.config().unwrap().storage).unwrap();
+    let manifest = storage.get_bytes(&format!("demo/{}/b1/meta/manifest.json", env.fqdn)).await.unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let obj = m.as_array().unwrap().iter().flat_map(|s| s["objects"].as_array().unwrap());
+    let key = obj.map(|o| o["path"].as_str().unwrap()).find(|k| k.ends_with(&name)).unwrap().to_string();
+    let mut bytes = storage.get_bytes(&key).await.unwrap().to_vec();
+    bytes[(20 * MIB) as usize + 10] ^= 0xff;
+    storage.put_bytes(&key, bytes).await.unwrap();
+    let before = ranges_of_big().len();
+    let (code, log) = restore(&env, "b1", "key-3").await;
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains(&key) && log.contains("corrupt"), "the failure names the object: {log}");
+    assert!(log.contains("fetching again"), "it was fetched again first: {log}");
+    assert!(ranges_of_big().len() >= before + 6, "each attempt fetched it by ranges");
+}
+
 /// The same random faults in front of azurite: Azure's requests (blocks, block lists, listings)
 /// go through the proxy too, and backup and restore still come out exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,7 +38,7 @@ use medusa::format::digest::Hasher;
 use medusa::format::layout::Mode;
 use medusa::format::names::BackupName;
 use medusa::restore::{Outcome, RestoreEnv};
-use medusa::transfer::{Progress, Transfers};
+use medusa::transfer::{Download, Progress, Transfers};
 use medusa_tests::{Backend, Env, EnvOptions, Kind, binary};
 use object_store::ObjectStoreExt;
 use tokio_util::sync::CancellationToken;
@@ -258,11 +258,10 @@ async fn measure(c: &Ctx, phase: Phase, run: usize) -> Result<Row> {
                 let transfers =
                     Transfers::new(storage.clone(), &StorageConfig { concurrent_transfers: n, ..cfg.storage.clone() });
                 let progress = Arc::new(Progress::default());
-                let fetch = c
-                    .keys
-                    .iter()
-                    .enumerate()
-                    .map(|(i, k)| transfers.download_file(k, scratch.join(i.to_string()), None, &progress));
+                let fetch = c.keys.iter().enumerate().zip(&c.files).map(|((i, k), (_, size))| {
+                    let file = Download { key: k.clone(), dest: scratch.join(i.to_string()), part: None, size: *size };
+                    transfers.download_file(file, &progress)
+                });
                 futures::stream::iter(fetch).buffer_unordered(n * 2).try_collect::<Vec<_>>().await?;
                 probe.finish(format!("engine download_file, {n} transfers"), bytes)?
             }

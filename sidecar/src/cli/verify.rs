@@ -15,7 +15,7 @@ use crate::bucket::node_backup;
 use crate::format::layout::Mode;
 use crate::format::names::{BackupName, Fqdn};
 use crate::restore::verify::{Verdict, judge, part_size_for};
-use crate::transfer::{Progress, Transfers};
+use crate::transfer::{Download, Progress, Transfers};
 
 /// Something wrong with a backup.
 struct Problem {
@@ -210,8 +210,9 @@ async fn rehash<'a>(
         let (transfers, progress) = (transfers.clone(), progress.clone());
         let dest = scratch.0.join(i.to_string());
         async move {
-            let part = part_size_for(o.md5.as_deref(), chunk);
-            let verdict = match transfers.download_file(&o.key, dest.clone(), part, &progress).await {
+            let part = part_size_for(o.md5.as_deref(), o.size, chunk);
+            let file = Download { key: o.key.clone(), dest: dest.clone(), part, size: o.size };
+            let verdict = match transfers.download_file(file, &progress).await {
                 Ok(digest) => {
                     let (md5, size, path) = (o.md5.clone(), o.size, dest.clone());
                     crate::fsutil::blocking(move || judge(md5.as_deref(), size, &digest, &path))

@@ -43,8 +43,8 @@ pub struct Hasher {
     part: Md5,
     part_filled: u64,
     part_size: Option<u64>,
-    parts: Md5,
-    part_count: u64,
+    /// MD5 of each part closed so far.
+    parts: Vec<[u8; 16]>,
     size: u64,
 }
 
@@ -56,8 +56,7 @@ impl Hasher {
             part: Md5::new(),
             part_filled: 0,
             part_size: part_size.map(|p| p.max(1)),
-            parts: Md5::new(),
-            part_count: 0,
+            parts: Vec::new(),
             size: 0,
         }
     }
@@ -89,23 +88,47 @@ impl Hasher {
 
     fn close_part(&mut self) {
         let digest = std::mem::replace(&mut self.part, Md5::new()).finalize();
-        self.parts.update(digest);
-        self.part_count += 1;
+        self.parts.push(digest.into());
         self.part_filled = 0;
+    }
+
+    /// Closes the last part, the only one that may be short (an empty content has one empty
+    /// part).
+    fn close_last_part(&mut self) {
+        if self.part_filled > 0 || self.parts.is_empty() {
+            self.close_part();
+        }
     }
 
     /// The digest of everything fed.
     pub fn finish(mut self) -> ContentDigest {
         let multipart = self.part_size.map(|part_size| {
-            if self.part_filled > 0 || self.part_count == 0 {
-                self.close_part();
-            }
-            let parts = std::mem::replace(&mut self.parts, Md5::new());
-            (part_size, format!("{}-{}", hex::encode(parts.finalize()), self.part_count))
+            self.close_last_part();
+            (part_size, multipart_etag(&self.parts))
         });
         let md5 = self.whole.map(|w| w.finalize().into()).unwrap_or_default();
         ContentDigest { md5, size: self.size, multipart }
     }
+
+    /// The MD5 of each part fed (a hasher with a part size): the bytes of a ranged download
+    /// that starts on a part boundary, whose parts join those of the other ranges in
+    /// [`multipart_etag`].
+    pub fn finish_parts(mut self) -> Vec<[u8; 16]> {
+        if self.part_size.is_some() {
+            self.close_last_part();
+        }
+        self.parts
+    }
+}
+
+/// The S3 multipart ETag of the parts whose MD5s are `parts`, in order: the MD5 of their MD5s
+/// and the part count.
+pub fn multipart_etag(parts: &[[u8; 16]]) -> String {
+    let mut all = Md5::new();
+    for p in parts {
+        all.update(p);
+    }
+    format!("{}-{}", hex::encode(all.finalize()), parts.len())
 }
 
 /// True when `recorded` (any of Medusa's hash forms) describes content with digest `d`.
@@ -169,6 +192,28 @@ mod tests {
             h.update(chunk);
         }
         h.finish()
+    }
+
+    #[test]
+    fn ranges_on_part_boundaries_join_into_the_etag() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let whole = digest(&data, 64).multipart.unwrap().1;
+        // Ranges of 3 parts (192 bytes), the last one short, each hashed on its own.
+        let parts: Vec<[u8; 16]> = data
+            .chunks(192)
+            .flat_map(|range| {
+                let mut h = Hasher::parts_only(64);
+                range.chunks(5).for_each(|c| h.update(c));
+                h.finish_parts()
+            })
+            .collect();
+        assert_eq!(parts.len(), 16);
+        assert_eq!(multipart_etag(&parts), whole);
+        // A range missing or out of order gives another ETag.
+        assert_ne!(multipart_etag(&parts[..15]), whole);
+        let mut swapped = parts.clone();
+        swapped.swap(0, 3);
+        assert_ne!(multipart_etag(&swapped), whole);
     }
 
     #[test]

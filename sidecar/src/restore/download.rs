@@ -107,7 +107,7 @@ async fn recheck_staged<'a>(
 ) -> Vec<Fetch<'a>> {
     let checks = staged.iter().map(|(dest, f)| {
         let (d, md5, size, part) =
-            (dest.clone(), f.md5.clone(), f.size, verify::part_size_for(f.md5.as_deref(), chunk));
+            (dest.clone(), f.md5.clone(), f.size, verify::part_size_for(f.md5.as_deref(), f.size, chunk));
         crate::fsutil::blocking(move || verify::check_file(md5.as_deref(), size, part, &d))
     });
     let verdicts: Vec<_> = futures::stream::iter(checks).buffered(concurrency.max(1)).collect().await;
@@ -178,7 +178,8 @@ async fn fetch_batch(
         .map(|(dest, f)| Download {
             key: f.key.clone(),
             dest: dest.clone(),
-            part: verify::part_size_for(f.md5.as_deref(), chunk),
+            part: verify::part_size_for(f.md5.as_deref(), f.size, chunk),
+            size: f.size,
         })
         .collect();
     let digests = match transfers.download_files(downloads, progress).await {

@@ -20,9 +20,17 @@ pub enum Verdict {
     },
 }
 
-/// The part size to hash with while downloading, for a recorded multipart ETag.
-pub fn part_size_for(recorded: Option<&str>, chunk: u64) -> Option<u64> {
-    recorded.filter(|r| r.contains('-')).map(|_| chunk)
+/// The part size to hash with while downloading `size` bytes, for a recorded multipart ETag:
+/// `chunk` (ours) when it gives the ETag's part count, else the most common part size that
+/// does (a backup made with other settings).
+pub fn part_size_for(recorded: Option<&str>, size: u64, chunk: u64) -> Option<u64> {
+    let r = recorded?.trim().trim_matches('"');
+    let (_, parts) = r.rsplit_once('-')?;
+    let Ok(parts) = parts.parse::<u64>() else { return Some(chunk) };
+    if parts == 0 || size.div_ceil(chunk.max(1)).max(1) == parts {
+        return Some(chunk);
+    }
+    Some(candidate_part_sizes(size, parts).first().copied().unwrap_or(chunk))
 }
 
 /// Judges `d` (the bytes of `path`) against `recorded`. A multipart ETag made with another part
@@ -98,6 +106,14 @@ mod tests {
             Verdict::Mismatch { .. }
         ));
         assert_eq!(judge(None, data.len() as u64, &ours, &path).unwrap(), Verdict::SizeOnly);
+        // The part size to hash with: ours when it gives the ETag's part count, else the
+        // foreign one.
+        let size = data.len() as u64;
+        assert_eq!(part_size_for(Some(&etag), size, 5 << 20), Some(5 << 20));
+        assert_eq!(part_size_for(Some(&etag), size, 8 << 20), Some(5 << 20));
+        assert_eq!(part_size_for(Some(&ours.multipart.clone().unwrap().1), size, 8 << 20), Some(8 << 20));
+        assert_eq!(part_size_for(Some(&ours.md5_hex()), size, 8 << 20), None);
+        assert_eq!(part_size_for(None, size, 8 << 20), None);
         assert_eq!(judge(Some(&ours.md5_hex()), data.len() as u64, &ours, &path).unwrap(), Verdict::Verified);
         assert!(matches!(judge(Some(&ours.md5_hex()), 5, &ours, &path).unwrap(), Verdict::Mismatch { .. }));
         std::fs::remove_dir_all(&dir).unwrap();

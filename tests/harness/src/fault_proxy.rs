@@ -140,6 +140,10 @@ struct State {
     rates: Rates,
     delay: Duration,
     one_shots: HashMap<Kind, Vec<Fault>>,
+    /// One-shots for the next request of a kind whose path ends with a suffix.
+    targeted: Vec<(Kind, String, Fault)>,
+    /// Path and `Range` header of each ranged GET.
+    ranged_gets: Vec<(String, String)>,
     requests: HashMap<Kind, u64>,
     injected: HashMap<(Kind, Fault), u64>,
 }
@@ -206,9 +210,21 @@ impl FaultProxy {
         self.state.lock().unwrap().one_shots.entry(kind).or_default().push(fault);
     }
 
+    /// Injects `fault` into the next request of `kind` whose path ends with `suffix` (before
+    /// the one-shots of [`FaultProxy::once`]).
+    pub fn once_for(&self, kind: Kind, suffix: &str, fault: Fault) {
+        self.state.lock().unwrap().targeted.push((kind, suffix.to_string(), fault));
+    }
+
     /// One-shot faults not yet used.
     pub fn pending_one_shots(&self) -> usize {
-        self.state.lock().unwrap().one_shots.values().map(Vec::len).sum()
+        let s = self.state.lock().unwrap();
+        s.one_shots.values().map(Vec::len).sum::<usize>() + s.targeted.len()
+    }
+
+    /// The path and `Range` header of every ranged GET so far, in order.
+    pub fn ranged_gets(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().ranged_gets.clone()
     }
 
     /// Requests seen, per kind.
@@ -242,6 +258,7 @@ impl FaultProxy {
         s.rates = Rates::default();
         s.delay = Duration::ZERO;
         s.one_shots.clear();
+        s.targeted.clear();
         drop(s);
         self.set_black_hole(false);
     }
@@ -254,11 +271,14 @@ impl Drop for FaultProxy {
 }
 
 /// The fault for this request, if any (one-shots first), counted.
-fn pick(st: &Mutex<State>, kind: Kind) -> (Option<Fault>, Duration) {
+fn pick(st: &Mutex<State>, kind: Kind, path: &str) -> (Option<Fault>, Duration) {
     let mut s = st.lock().unwrap();
     *s.requests.entry(kind).or_default() += 1;
     let delay = s.delay;
-    let one = s.one_shots.get_mut(&kind).and_then(|v| (!v.is_empty()).then(|| v.remove(0)));
+    let targeted = s.targeted.iter().position(|(k, suffix, _)| *k == kind && path.ends_with(suffix.as_str()));
+    let one = targeted
+        .map(|i| s.targeted.remove(i).2)
+        .or_else(|| s.one_shots.get_mut(&kind).and_then(|v| (!v.is_empty()).then(|| v.remove(0))));
     let fault = one.or_else(|| {
         let r = s.rates;
         let x: f64 = rand::rng().random();
@@ -311,7 +331,12 @@ async fn handle(
     client: &reqwest::Client,
 ) -> Result<Response<Body>, Reset> {
     let kind = Kind::of(req.method(), req.uri().path(), req.uri().query().unwrap_or(""));
-    let (fault, delay) = pick(st, kind);
+    let (fault, delay) = pick(st, kind, req.uri().path());
+    if let Some(range) = req.headers().get(hyper::header::RANGE).and_then(|r| r.to_str().ok())
+        && kind == Kind::Get
+    {
+        st.lock().unwrap().ranged_gets.push((req.uri().path().to_string(), range.to_string()));
+    }
     // The request is read whole first, as a server would before it acts.
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map_err(|_| Reset)?.to_bytes();
