@@ -887,7 +887,8 @@ fn print_set(b: &Bench, samples: &BTreeMap<Op, Vec<Sample>>, load_before: &str) 
     }
     for (op, s) in samples {
         let v: Vec<String> = s.iter().map(|s| format!("{:.2}", s.secs)).collect();
-        println!("  {op:?} per round (s): {}", v.join(" "));
+        let server: Vec<String> = s.iter().map(|s| format!("{:.1}", s.server_cpu)).collect();
+        println!("  {op:?} per round (s): {}; server CPU s: {}", v.join(" "), server.join(" "));
     }
     if let Some(why) = &b.rclone_failed {
         println!("  rclone did not work against {server}: {why}");
