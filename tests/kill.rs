@@ -37,12 +37,17 @@ pub struct Figures {
     pub completed: usize,
     /// Requests seen by the proxy and faults injected.
     pub requests: u64,
+    /// Ranged GETs seen by the proxy (restores of multipart objects).
+    pub ranged_gets: usize,
 }
 
-async fn slow_env() -> Result<Env> {
+/// Multipart uploads from 64 KiB on, so kills land in them too.
+const MULTIPART: &str = "multi_part_upload_threshold = 64KB\n";
+
+async fn slow_env(storage_extra: &str) -> Result<Env> {
     let mut o = EnvOptions::new(Kind::S3sFs);
     o.faults = true;
-    o.storage_extra = "multi_part_upload_threshold = 64KB\n".into();
+    o.storage_extra = storage_extra.into();
     let env = Env::new(o).await?;
     env.faults.as_ref().expect("proxy").set_delay(DELAY);
     Ok(env)
@@ -74,7 +79,7 @@ async fn medusa_snapshots(env: &Env) -> usize {
 /// succeed, and GetBackups must never show IN_PROGRESS afterwards. Finally every backup that
 /// GetBackups lists as SUCCESS is restored and compared with the data it was taken from.
 pub async fn sidecar_loop(trials: usize) -> Result<Figures> {
-    let env = slow_env().await?;
+    let env = slow_env(MULTIPART).await?;
     let mut fig = Figures { trials, ..Figures::default() };
     let mut taken: Vec<(String, DataDigest)> = Vec::new();
     let mut sidecar = Sidecar::start(&env).await?;
@@ -143,6 +148,7 @@ pub async fn sidecar_loop(trials: usize) -> Result<Figures> {
         fig.completed += 1;
     }
     fig.requests = env.faults.as_ref().map(|p| p.total_requests()).unwrap_or(0);
+    fig.ranged_gets = env.faults.as_ref().map(|p| p.ranged_gets().len()).unwrap_or(0);
     Ok(fig)
 }
 
@@ -151,8 +157,16 @@ pub async fn sidecar_loop(trials: usize) -> Result<Figures> {
 /// if the data already equals the backup. A rerun then completes: the data equals the backup,
 /// `.last-restore` holds the key, no staging directory is left.
 pub async fn restore_loop(trials: usize) -> Result<Figures> {
-    let env = slow_env().await?;
+    let env = slow_env(&format!("{MULTIPART}multipart_chunksize = 5MB\n")).await?;
     let mut fig = Figures { trials, ..Figures::default() };
+    // A 21 MiB SSTable in 5 MiB parts: restored by three ranged GETs of whole parts, so kills
+    // land in them too and the rerun finds the file at its full size with holes.
+    env.with_sim(|s| {
+        let t = s.user_tables()[0].clone();
+        let data: Vec<u8> = (0..(21u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+        std::fs::write(s.table_dir(&t).join("nb-999-big-Data.db"), data)
+    })
+    .await?;
     let node = env.node()?;
     crate::backup(&node, "base", medusa::format::layout::Mode::Full).await?;
     let want = live(&env).await;
@@ -201,5 +215,6 @@ pub async fn restore_loop(trials: usize) -> Result<Figures> {
         fig.completed += 1;
     }
     fig.requests = env.faults.as_ref().map(|p| p.total_requests()).unwrap_or(0);
+    fig.ranged_gets = env.faults.as_ref().map(|p| p.ranged_gets().len()).unwrap_or(0);
     Ok(fig)
 }

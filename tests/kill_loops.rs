@@ -20,4 +20,5 @@ async fn restore_init_killed_at_random_moments_of_restores() {
     println!("restore kill loop: {f:?}");
     assert_eq!(f.completed, TRIALS);
     assert!(f.killed_mid_way > 0, "no kill landed during a restore: {f:?}");
+    assert!(f.ranged_gets >= 3, "the multipart SSTable was fetched by ranges: {f:?}");
 }
