@@ -291,16 +291,7 @@ async fn multipart(kind: Kind) {
     let mut o = EnvOptions::new(kind);
     o.storage_extra = "multi_part_upload_threshold = 5MB\nmultipart_chunksize = 5MB\n".into();
     let env = Env::new(o).await.unwrap();
-    let big = env
-        .with_sim(|s| {
-            let t = s.user_tables()[0].clone();
-            let p = s.table_dir(&t).join("nb-999-big-Data.db");
-            let data: Vec<u8> = (0..(11u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-            std::fs::write(&p, data).unwrap();
-            p
-        })
-        .await;
-    let name = big.file_name().unwrap().to_str().unwrap().to_string();
+    let name = medusa_tests::plant_big_sstable(&env, 11 << 20).await;
     let node = env.node().unwrap();
     let recorded = |m: &Manifest| {
         m.iter().flat_map(|s| &s.objects).find(|o| o.path.ends_with(&name)).unwrap().md5.clone().unwrap()

@@ -43,6 +43,20 @@ async fn restores_exactly(env: &Env, backup: &str, key: &str, want: &DataDigest)
     assert!(got == *want, "{backup} restored through faults differs:\n{}", want.diff(&got));
 }
 
+/// Flips the byte at `offset` of the first data object of `backup`'s manifest that `pick`
+/// chooses, in the bucket itself (same size: only the hash can tell); returns its key.
+async fn damage_object(env: &Env, backup: &str, pick: impl Fn(&serde_json::Value) -> bool, offset: usize) -> String {
+    let storage = medusa::store::Storage::from_config(&env.config().unwrap().storage).unwrap();
+    let manifest = storage.get_bytes(&format!("demo/{}/{backup}/meta/manifest.json", env.fqdn)).await.unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let mut objects = m.as_array().unwrap().iter().flat_map(|s| s["objects"].as_array().unwrap());
+    let key = objects.find(|o| pick(o)).unwrap()["path"].as_str().unwrap().to_string();
+    let mut bytes = storage.get_bytes(&key).await.unwrap().to_vec();
+    bytes[offset] ^= 0xff;
+    storage.put_bytes(&key, bytes).await.unwrap();
+    key
+}
+
 fn report(p: &FaultProxy, what: &str) {
     let mut injected: Vec<_> = p.injected().into_iter().collect();
     injected.sort();
@@ -203,20 +217,7 @@ async fn damaged_downloads_are_retried_then_fail_with_the_key() {
     assert_eq!(p.pending_one_shots(), 0);
 
     // Damage one data object in the bucket (same size): every fetch of it fails to verify.
-    let storage = medusa::store::Storage::from_config(&env.config().unwrap().storage).unwrap();
-    let manifest = storage.get_bytes(&format!("demo/{}/b1/meta/manifest.json", env.fqdn)).await.unwrap();
-    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
-    let obj = m
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|s| s["objects"].as_array().unwrap())
-        .find(|o| o["size"].as_u64().unwrap() > 100)
-        .unwrap();
-    let key = obj["path"].as_str().unwrap().to_string();
-    let mut bytes = storage.get_bytes(&key).await.unwrap().to_vec();
-    bytes[10] ^= 0xff;
-    storage.put_bytes(&key, bytes).await.unwrap();
+    let key = damage_object(&env, "b1", |o| o["size"].as_u64().unwrap() > 100, 10).await;
     change_one_data_file(&env).await;
     let before = live(&env).await;
     let gets = p.requests().get(&Req::Get).copied().unwrap_or(0);
@@ -243,15 +244,7 @@ async fn large_objects_are_fetched_by_ranges_of_whole_parts() {
     // least 8 MiB), the last one a single short part.
     const MIB: u64 = 1 << 20;
     let size = 21 * MIB;
-    let name = env
-        .with_sim(move |s| {
-            let t = s.user_tables()[0].clone();
-            let path = s.table_dir(&t).join("nb-999-big-Data.db");
-            let data: Vec<u8> = (0..size as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-            std::fs::write(&path, data).unwrap();
-            path.file_name().unwrap().to_str().unwrap().to_string()
-        })
-        .await;
+    let name = medusa_tests::plant_big_sstable(&env, size as u32).await;
     medusa_tests::backup(&env.node().unwrap(), "b1", Mode::Full).await.unwrap();
     let want = live(&env).await;
     let ranges_of_big = || -> Vec<String> {
@@ -285,14 +278,8 @@ async fn large_objects_are_fetched_by_ranges_of_whole_parts() {
 
     // The object damaged in the bucket: every attempt fails to verify, is fetched again by
     // ranges into a new file, and the restore fails naming the object.
-    let storage = medusa::store::Storage::from_config(&env.config().unwrap().storage).unwrap();
-    let manifest = storage.get_bytes(&format!("demo/{}/b1/meta/manifest.json", env.fqdn)).await.unwrap();
-    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
-    let obj = m.as_array().unwrap().iter().flat_map(|s| s["objects"].as_array().unwrap());
-    let key = obj.map(|o| o["path"].as_str().unwrap()).find(|k| k.ends_with(&name)).unwrap().to_string();
-    let mut bytes = storage.get_bytes(&key).await.unwrap().to_vec();
-    bytes[(20 * MIB) as usize + 10] ^= 0xff;
-    storage.put_bytes(&key, bytes).await.unwrap();
+    let big = |o: &serde_json::Value| o["path"].as_str().unwrap().ends_with(&name);
+    let key = damage_object(&env, "b1", big, (20 * MIB) as usize + 10).await;
     let before = ranges_of_big().len();
     let (code, log) = restore(&env, "b1", "key-3").await;
     assert_eq!(code, Some(1), "{log}");

@@ -161,12 +161,7 @@ pub async fn restore_loop(trials: usize) -> Result<Figures> {
     let mut fig = Figures { trials, ..Figures::default() };
     // A 21 MiB SSTable in 5 MiB parts: restored by three ranged GETs of whole parts, so kills
     // land in them too and the rerun finds the file at its full size with holes.
-    env.with_sim(|s| {
-        let t = s.user_tables()[0].clone();
-        let data: Vec<u8> = (0..(21u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-        std::fs::write(s.table_dir(&t).join("nb-999-big-Data.db"), data)
-    })
-    .await?;
+    crate::plant_big_sstable(&env, 21 << 20).await;
     let node = env.node()?;
     crate::backup(&node, "base", medusa::format::layout::Mode::Full).await?;
     let want = live(&env).await;

@@ -222,6 +222,19 @@ pub struct ChangedFile {
     pub new: Vec<u8>,
 }
 
+/// Writes `nb-999-big-Data.db` of `bytes` pseudo-random bytes into the node's first user
+/// table (an SSTable large enough for multipart uploads); returns its file name.
+pub async fn plant_big_sstable(env: &Env, bytes: u32) -> String {
+    const NAME: &str = "nb-999-big-Data.db";
+    env.with_sim(move |s| {
+        let t = s.user_tables()[0].clone();
+        let data: Vec<u8> = (0..bytes).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+        std::fs::write(s.table_dir(&t).join(NAME), data).unwrap();
+    })
+    .await;
+    NAME.to_string()
+}
+
 /// Changes the first byte of one non-empty `Data.db` file of keyspace `ks*` (a new file
 /// replaces it, as a compaction would).
 pub async fn change_one_data_file(env: &Env) -> ChangedFile {

@@ -952,10 +952,15 @@ fn write_batch(
 /// enough that a request's round trip is small beside its transfer.
 const RANGE_MIN: u64 = 8 << 20;
 
-/// The byte ranges, of whole `part`s and at least [`RANGE_MIN`] bytes each but the last, that
-/// an object of `size` bytes is fetched by.
+/// The bytes of one ranged GET: the fewest whole `part`s that make at least [`RANGE_MIN`].
+fn range_span(part: u64) -> u64 {
+    part.max(1) * RANGE_MIN.div_ceil(part.max(1))
+}
+
+/// The byte ranges of [`range_span`] bytes (the last one shorter) that an object of `size`
+/// bytes is fetched by.
 fn part_ranges(size: u64, part: u64) -> Vec<std::ops::Range<u64>> {
-    let span = part.max(1) * RANGE_MIN.div_ceil(part.max(1));
+    let span = range_span(part);
     (0..size.div_ceil(span)).map(|i| i * span..((i + 1) * span).min(size)).collect()
 }
 
@@ -1086,7 +1091,7 @@ impl Transfers {
     pub async fn download_file(&self, f: Download, progress: &Arc<Progress>) -> Result<ContentDigest, TransferError> {
         if self.local.is_none()
             && let Some(part) = f.part
-            && part_ranges(f.size, part).len() > 1
+            && f.size > range_span(part)
         {
             return self.download_ranged(&f.key, f.dest, part, f.size, progress).await;
         }
@@ -1097,20 +1102,9 @@ impl Transfers {
         let Download { key, dest, part, .. } = f;
         let location = object_path(&key)?;
         let got = self.storage.store.get(&location).await.map_err(|e| StorageError::from_store("get", &key, e))?;
-        let (tx, writer) = write_hashing(dest.clone(), part);
-        let failed = self.receive(&key, got.into_stream(), tx, progress).await;
-        let written = writer
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|r| r)
-            .map_err(|source| TransferError::Write { path: dest.clone(), source });
-        if let Some(e) = failed {
-            return Err(e.into());
-        }
-        if let Ok(d) = &written {
-            self.writeback.wrote(&dest, d.size);
-        }
-        written
+        let d = self.receive_into(&key, got.into_stream(), write_hashing(dest.clone(), part), &dest, progress).await?;
+        self.writeback.wrote(&dest, d.size);
+        Ok(d)
     }
 
     /// Downloads an object whose recorded hash is a multipart ETag of `part`-byte parts as
@@ -1157,17 +1151,7 @@ impl Transfers {
                     .get_opts(location, get)
                     .await
                     .map_err(|e| StorageError::from_store("get", key, e))?;
-                let (tx, writer) = write_range(file, range, part);
-                let failed = self.receive(key, got.into_stream(), tx, progress).await;
-                let written = writer
-                    .await
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-                    .and_then(|r| r)
-                    .map_err(|source| TransferError::Write { path: dest.clone(), source });
-                match failed {
-                    Some(e) => Err(e.into()),
-                    None => written,
-                }
+                self.receive_into(key, got.into_stream(), write_range(file, range, part), dest, progress).await
             }
         });
         let ranges: Vec<(u64, Vec<[u8; 16]>)> =
@@ -1177,6 +1161,28 @@ impl Transfers {
         self.writeback.wrote(&dest, received);
         let etag = crate::format::digest::multipart_etag(&parts);
         Ok(ContentDigest { md5: [0; 16], size: received, multipart: Some((part, etag)) })
+    }
+
+    /// Passes a GET's body to a writer task (its sender and handle) and waits for the writer's
+    /// result; the store's error comes first when the body failed.
+    async fn receive_into<T>(
+        &self,
+        key: &str,
+        body: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+        (tx, writer): (mpsc::Sender<Vec<Bytes>>, tokio::task::JoinHandle<std::io::Result<T>>),
+        dest: &std::path::Path,
+        progress: &Progress,
+    ) -> Result<T, TransferError> {
+        let failed = self.receive(key, body, tx, progress).await;
+        let written = writer
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r)
+            .map_err(|source| TransferError::Write { path: dest.to_path_buf(), source });
+        match failed {
+            Some(e) => Err(e.into()),
+            None => written,
+        }
     }
 
     /// Passes a GET's body on to the writer, under the bandwidth cap; returns the store's error
