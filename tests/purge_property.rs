@@ -781,8 +781,9 @@ impl World {
     async fn cleanup(&mut self, node: usize, grace: u32) -> R<()> {
         let now = self.now();
         let before = listing(&self.storage).await?;
-        let (objects, bytes, within) =
-            clean_orphans(&self.storage, &self.nodes[node], now, grace).await.ctx("clean_orphans")?;
+        let c = clean_orphans(&self.storage, &self.nodes[node], now, grace).await.ctx("clean_orphans")?;
+        ensure!(c.deferred.is_none(), "clean_orphans deferred: {:?}", c.deferred);
+        let (objects, bytes, within) = (c.objects, c.bytes, c.within_grace);
         let after = listing(&self.storage).await?;
         let cutoff = now - i64::from(grace) * DAY;
         self.check_no_old_orphans(node, &after, cutoff)?;
@@ -1080,7 +1081,7 @@ async fn interrupted_at(allowed: u64, clean: &CleanRun) -> R<()> {
     );
     let gone: Vec<&String> = clean.start.keys().filter(|k| !k.starts_with(INDEX) && !mid.contains_key(*k)).collect();
     let gone_bytes: u64 = gone.iter().map(|k| clean.start[*k].0).sum();
-    let ok = clean.report;
+    let ok = clean.report.clone();
     ensure!(
         gone.len() as u64 + second.objects == ok.objects,
         "objects: {} deleted before the failure + {} by the retry != {}",
@@ -1107,7 +1108,7 @@ async fn an_interrupted_purge_is_finished_by_the_next_one() {
     let report =
         purge(&w.storage, &w.nodes[0], INTERRUPT_LIMITS, w.now(), &|_| false, true).await.expect("clean purge");
     let deletes = w.sim.deletes() - deletes_before;
-    let clean = CleanRun { start, start_backups, report, end: listing(&w.storage).await.unwrap() };
+    let clean = CleanRun { start, start_backups, report: report.clone(), end: listing(&w.storage).await.unwrap() };
     // Nine complete backups and a newer abandoned one: the count keeps the newest three complete
     // ones (the abandoned backup neither counts nor is older than the newest complete one).
     assert_eq!(report.backups, 6, "{report:?}");

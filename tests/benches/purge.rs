@@ -264,6 +264,7 @@ fn run_child(root: &Path, size: Size) -> Result<Measured> {
         bytes: next()?.parse()?,
         within_grace: next()?.parse()?,
         deferred: next()?.parse()?,
+        cleanup_deferred: None,
     };
     Ok(Measured { report, secs: next()?.parse()?, rss_before: next()?.parse()?, peak: next()?.parse()? })
 }

@@ -25,6 +25,9 @@ pub struct NodeBackup {
     /// Only index entries remain and no start can be found: what an interrupted deletion left.
     /// Hidden from summaries; purges and deletes finish removing it.
     pub leftover: bool,
+    /// Why the part cannot be restored although the index says it finished (its manifest is
+    /// missing or unreadable): set by the summaries, which then count it as not finished.
+    pub damaged: Option<String>,
 }
 
 impl NodeBackup {
@@ -76,6 +79,7 @@ pub async fn node_backups(storage: &Storage, name: Option<&BackupName>) -> Resul
             finished: a.finished,
             differential: a.differential,
             leftover: false,
+            damaged: None,
         };
         // Older writers may lack the timestamp entries: fall back to the meta objects' times.
         if nb.started.is_none() || nb.finished.is_none() {
@@ -94,4 +98,43 @@ pub async fn node_backups(storage: &Storage, name: Option<&BackupName>) -> Resul
     }
     out.sort_by(|a, b| (&a.name, a.started).cmp(&(&b.name, b.started)));
     Ok(out)
+}
+
+/// Checks, for each node backup the index calls finished, that its manifest exists and can be
+/// read, as a restore needs it; those whose manifest is missing or unreadable are marked
+/// [`NodeBackup::damaged`] and no longer count as finished. Reads each manifest (several at
+/// once): for purges, which must not count a backup that cannot be restored as one to keep.
+pub async fn confirm_finished(storage: &Storage, nbs: &mut [NodeBackup]) -> Result<(), StorageError> {
+    use futures::{StreamExt, TryStreamExt};
+    let owned: Vec<NodeBackup> = nbs.to_vec();
+    let checks: Vec<Option<String>> = futures::stream::iter(owned)
+        .map(|nb: NodeBackup| async move {
+            let Some((b, n)) = nb.names() else { return Ok(None) };
+            if nb.finished.is_none() || nb.leftover {
+                return Ok(None);
+            }
+            let key = storage.layout.meta(&n, &b, crate::format::layout::Meta::Manifest);
+            let Some(bytes) = node_backup::manifest(storage, &n, &b).await? else {
+                tracing::warn!(key = %key, "the index says this node backup finished, but its manifest is missing");
+                return Ok(Some(format!("the index says it finished, but its manifest {key} is missing")));
+            };
+            let counted = crate::fsutil::blocking(move || {
+                crate::format::manifest::count_objects(&bytes).map_err(std::io::Error::other)
+            })
+            .await;
+            Ok::<_, StorageError>(counted.err().map(|e| {
+                tracing::warn!(key = %key, error = %e, "unreadable manifest");
+                format!("its manifest {key} is unreadable ({e})")
+            }))
+        })
+        .buffered(8)
+        .try_collect()
+        .await?;
+    for (nb, damage) in nbs.iter_mut().zip(checks) {
+        if let Some(why) = damage {
+            nb.finished = None;
+            nb.damaged = Some(why);
+        }
+    }
+    Ok(())
 }

@@ -99,6 +99,23 @@ pub async fn manifest(s: &Storage, n: &Fqdn, b: &BackupName) -> Result<Option<By
     s.get_opt(&s.layout.meta(n, b, Meta::Manifest)).await
 }
 
+/// Why a node backup that looks complete cannot be restored from, `None` when it can: its
+/// manifest must exist and be readable (what a restore needs first). Logs the key of a
+/// manifest that is not.
+pub async fn damage(s: &Storage, n: &Fqdn, b: &BackupName) -> Result<Option<String>, StorageError> {
+    let key = s.layout.meta(n, b, Meta::Manifest);
+    let Some(bytes) = manifest(s, n, b).await? else {
+        return Ok(Some(format!("damaged: its manifest {key} is missing")));
+    };
+    let counted =
+        crate::fsutil::blocking(move || crate::format::manifest::count_objects(&bytes).map_err(std::io::Error::other))
+            .await;
+    Ok(counted.err().map(|e| {
+        tracing::warn!(key = %key, error = %e, "unreadable manifest");
+        format!("damaged: its manifest {key} is unreadable ({e})")
+    }))
+}
+
 /// The node backup's own `tokenmap.json`.
 pub async fn tokenmap(s: &Storage, n: &Fqdn, b: &BackupName) -> Result<Bytes, StorageError> {
     s.get_bytes(&s.layout.meta(n, b, Meta::Tokenmap)).await

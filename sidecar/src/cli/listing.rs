@@ -108,11 +108,22 @@ async fn node_line(ctx: &Ctx, nb: &NodeBackup) -> Result<NodeLine, Failure> {
         line.state = "unreadable";
         return Ok(line);
     };
-    if nb.finished.is_some() {
-        if let Some(m) = node_backup::manifest(&ctx.storage, &n, &b).await? {
-            let m = crate::format::manifest::parse(&m)
-                .map_err(|e| Failure::error(format!("the manifest of {b} on {n} is unreadable: {e}")))?;
-            (line.objects, line.bytes) = crate::format::manifest::totals(&m);
+    if let Some(why) = &nb.damaged {
+        line.state = "damaged";
+        line.reason = Some(why.clone());
+    } else if nb.finished.is_some() {
+        match node_backup::manifest(&ctx.storage, &n, &b).await? {
+            Some(m) => match crate::format::manifest::parse(&m) {
+                Ok(m) => (line.objects, line.bytes) = crate::format::manifest::totals(&m),
+                Err(e) => {
+                    line.state = "damaged";
+                    line.reason = Some(format!("its manifest is unreadable ({e})"));
+                }
+            },
+            None => {
+                line.state = "damaged";
+                line.reason = Some("its manifest is missing".into());
+            }
         }
     } else if let Some(reason) = node_backup::failure(&ctx.storage, &n, &b).await? {
         line.state = "failed";

@@ -54,6 +54,10 @@ pub(super) async fn verify(ctx: &Ctx, name: &str, deep: bool, tmp_dir: &Path) ->
     let scratch = if deep { Some(Scratch::new(tmp_dir)?) } else { None };
     for nb in &b.nodes {
         let Some((bn, n)) = nb.names() else { continue };
+        if let Some(why) = &nb.damaged {
+            problems.push(Problem { node: nb.fqdn.clone(), key: None, problem: format!("damaged: {why}") });
+            continue;
+        }
         if nb.finished.is_none() {
             let why = node_backup::failure(&ctx.storage, &n, &bn).await?.map(|r| format!("failed: {r}"));
             let problem = why.unwrap_or_else(|| "incomplete: the node's backup never finished (no manifest)".into());
@@ -124,8 +128,9 @@ fn report(ctx: &Ctx, name: &str, complete: bool, deep: bool, t: &Tally, problems
     }
     println!("Validating {name} ...");
     println!("- Completion: {}", if complete { "OK!" } else { "Not complete!" });
-    let objects = problems.iter().filter(|p| p.key.is_some()).count();
-    println!("- Manifest validated: {}", if objects == 0 { "OK!!" } else { "Incomplete!!" });
+    // OK only when every manifest was read and every object it names is sound: a node whose
+    // manifest is missing or unreadable has problems without an object key.
+    println!("- Manifest validated: {}", if problems.is_empty() { "OK!!" } else { "Incomplete!!" });
     for p in problems {
         match &p.key {
             Some(k) => println!("  - [{}] {k}: {}", p.node, p.problem),

@@ -96,6 +96,11 @@ impl Layout {
         &self.root
     }
 
+    /// `P/N/` — every backup folder of one node and its shared data folder.
+    pub fn node_dir(&self, n: &Fqdn) -> String {
+        format!("{}{n}/", self.root)
+    }
+
     /// `P/N/B/` — everything of one node backup except shared differential data.
     pub fn node_backup_dir(&self, n: &Fqdn, b: &BackupName) -> String {
         format!("{}{n}/{b}/", self.root)

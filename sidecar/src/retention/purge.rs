@@ -5,9 +5,10 @@
 //! Safety rules that Medusa lacks (§10.7-9): keys are never matched by prefix; a backup running
 //! on this node is never selected; orphan cleanup runs only while no backup runs on this node
 //! (it holds the node's backup slot, so none starts meanwhile) and is otherwise deferred to the
-//! next purge; an object referenced by any finished manifest of the node is never deleted.
+//! next purge; an object referenced by any manifest below the node's folder is never deleted,
+//! and none is while some manifest there cannot be read.
 
-use crate::bucket::index::{NodeBackup, node_backups};
+use crate::bucket::index::{NodeBackup, confirm_finished, node_backups};
 use crate::bucket::node_backup;
 use crate::format::names::{BackupName, Fqdn};
 use crate::retention::orphans;
@@ -96,7 +97,7 @@ pub fn plan(
 }
 
 /// What a purge did (PurgeBackupsResponse).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PurgeReport {
     /// Node backups purged.
     pub backups: u64,
@@ -109,6 +110,9 @@ pub struct PurgeReport {
     pub within_grace: u64,
     /// The orphan cleanup was deferred because a backup runs on this node.
     pub deferred: bool,
+    /// The orphan cleanup deleted nothing because some manifest below the node's folder could
+    /// not be read (or a folder's name is not one medusa-rs accepts): the reason.
+    pub cleanup_deferred: Option<String>,
 }
 
 /// Runs a purge for node `n`. `exclusive` is true when the caller holds the node's backup slot
@@ -121,8 +125,11 @@ pub async fn purge(
     running: &(dyn Fn(&str) -> bool + Sync),
     exclusive: bool,
 ) -> Result<PurgeReport, StorageError> {
-    let (leftovers, mine): (Vec<NodeBackup>, Vec<NodeBackup>) =
+    let (leftovers, mut mine): (Vec<NodeBackup>, Vec<NodeBackup>) =
         node_backups(storage, None).await?.into_iter().filter(|b| b.fqdn == n.as_str()).partition(|b| b.leftover);
+    // A backup whose manifest is gone or unreadable cannot be restored: it is not one of the
+    // complete backups that the count keeps.
+    confirm_finished(storage, &mut mine).await?;
     let mut report = PurgeReport::default();
     // What an interrupted purge or delete left behind is finished first, whatever the limits.
     for b in &leftovers {
@@ -150,10 +157,11 @@ pub async fn purge(
         report.bytes += d.bytes;
     }
     if exclusive {
-        let (o, b, w) = orphans::clean(storage, n, now, limits.grace_days).await?;
-        report.objects += o;
-        report.bytes += b;
-        report.within_grace = w;
+        let c = orphans::clean(storage, n, now, limits.grace_days).await?;
+        report.objects += c.objects;
+        report.bytes += c.bytes;
+        report.within_grace = c.within_grace;
+        report.cleanup_deferred = c.deferred;
     } else {
         report.deferred = true;
         report.within_grace = orphans::count(storage, n).await?;
@@ -167,6 +175,7 @@ pub async fn purge(
         objects = report.objects,
         bytes = report.bytes,
         within_grace = report.within_grace,
+        cleanup_deferred = report.cleanup_deferred.as_deref().unwrap_or("no"),
         "purge done"
     );
     Ok(report)
@@ -184,6 +193,7 @@ mod tests {
             started: Some(started),
             finished: Some(started + 1),
             differential: true,
+            damaged: None,
         }
     }
 

@@ -121,24 +121,31 @@ impl MedusaService {
 
     async fn status(&self, r: pb::BackupStatusRequest) -> Result<pb::BackupStatusResponse, RpcError> {
         let name = BackupName::new(r.backup_name)?;
+        let (s, n) = (&self.engine.storage, &self.engine.fqdn);
         if let Some(v) = self.jobs.get(name.as_str()) {
             let (bd, bt, fd, ft) = v.progress;
+            // A job that succeeded here is SUCCESS only while storage still holds a readable
+            // manifest: the same notion of complete as GetBackups and restore.
+            let damage = if v.state == JobState::Success { node_backup::damage(s, n, &name).await? } else { None };
+            let state = if damage.is_some() { pb::StatusType::Failed } else { status_of(v.state) };
             return Ok(pb::BackupStatusResponse {
                 start_time: local_time(v.accepted),
                 finish_time: v.finished.map(local_time).unwrap_or_default(),
-                status: status_of(v.state) as i32,
+                status: state as i32,
                 bytes_done: bd as i64,
                 bytes_total: bt as i64,
                 files_done: fd as i64,
                 files_total: ft as i64,
-                error: v.error.unwrap_or_default(),
+                error: damage.or(v.error).unwrap_or_default(),
             });
         }
         // Not a job of this process: what storage says about this node's part.
-        let (s, n) = (&self.engine.storage, &self.engine.fqdn);
         let (status, started, finished, error) = match node_backup::state(s, n, &name).await? {
             State::Absent => return Err(RpcError::NoSuchBackup { name, node: Some(n.to_string()) }),
-            State::Complete { started, finished } => (pb::StatusType::Success, started, Some(finished), None),
+            State::Complete { started, finished } => match node_backup::damage(s, n, &name).await? {
+                None => (pb::StatusType::Success, started, Some(finished), None),
+                Some(why) => (pb::StatusType::Failed, started, None, Some(why)),
+            },
             State::Incomplete { started, failure } => {
                 let reason =
                     failure.unwrap_or_else(|| "incomplete: no backup of this name is running on this node".into());
@@ -160,13 +167,22 @@ impl MedusaService {
             return Err(RpcError::Running(name));
         }
         let storage = &self.engine.storage;
-        let nbs = index::node_backups(storage, Some(&name)).await?;
-        if nbs.is_empty() {
+        let mut nodes: Vec<Fqdn> = Vec::new();
+        for nb in index::node_backups(storage, Some(&name)).await? {
+            nodes.push(Fqdn::new(nb.fqdn).map_err(|e| RpcError::Internal(e.to_string()))?);
+        }
+        // This node's folder counts even when the index lost its entries: a restore reads the
+        // folder, so the backup exists for the user.
+        let here = &self.engine.fqdn;
+        if !nodes.contains(here) && node_backup::state(storage, here, &name).await? != State::Absent {
+            tracing::warn!(backup = %name, "this node's part has no index entries; deleting its folder all the same");
+            nodes.push(here.clone());
+        }
+        if nodes.is_empty() {
             return Err(RpcError::NoSuchBackup { name, node: None });
         }
-        for nb in &nbs {
-            let fqdn = Fqdn::new(nb.fqdn.clone()).map_err(|e| RpcError::Internal(e.to_string()))?;
-            let d = node_backup::delete(storage, &fqdn, &name).await?;
+        for fqdn in &nodes {
+            let d = node_backup::delete(storage, fqdn, &name).await?;
             tracing::info!(backup = %name, node = %fqdn, objects = d.objects, bytes = d.bytes, "node backup deleted");
         }
         self.cache.forget(name.as_str());
@@ -175,7 +191,13 @@ impl MedusaService {
         // as a purge (other nodes clean their own folders when they purge).
         if let Some(_slot) = self.jobs.try_exclusive() {
             let now = chrono::Utc::now().timestamp();
-            crate::retention::orphans::clean(storage, &self.engine.fqdn, now, self.limits.grace_days).await?;
+            let c = crate::retention::orphans::clean(storage, &self.engine.fqdn, now, self.limits.grace_days).await?;
+            tracing::info!(
+                objects = c.objects,
+                bytes = c.bytes,
+                deferred = c.deferred.as_deref().unwrap_or("no"),
+                "shared files no backup references cleaned"
+            );
         }
         Ok(pb::DeleteBackupResponse { name: name.to_string(), status: pb::StatusType::Success as i32 })
     }
@@ -197,6 +219,7 @@ impl MedusaService {
             nb_objects_purged: sat(r.objects),
             total_purged_size: r.bytes as i64,
             total_objects_within_gc_grace: sat(r.within_grace),
+            cleanup_deferred: r.cleanup_deferred.unwrap_or_default(),
         })
     }
 

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::bucket::index::NodeBackup;
@@ -60,6 +61,19 @@ pub struct NodeTotals {
     pub objects: u64,
     /// Bytes in the manifest.
     pub bytes: u64,
+    /// The manifest's own size: a cached entry counts only while the stored manifest still has
+    /// it (0 in caches written before it was recorded: read again).
+    #[serde(default)]
+    pub manifest_bytes: u64,
+}
+
+/// What the manifest of a node backup the index calls finished says: its totals, or why the
+/// node backup cannot be restored from (the notion of "complete" that restore uses: the
+/// manifest exists and can be read).
+#[derive(Debug, Clone)]
+enum Part {
+    Sound(NodeTotals),
+    Damaged(String),
 }
 
 /// Caches of immutable facts (tokenmaps, manifest totals), persisted in the state directory.
@@ -110,47 +124,83 @@ impl Cache {
         }
     }
 
-    async fn totals(&self, storage: &Storage, nb: &NodeBackup) -> Result<Option<NodeTotals>, StorageError> {
-        let key = (nb.name.clone(), nb.fqdn.clone());
-        if let Some(t) = self.totals.lock().expect("cache lock").get(&key) {
-            return Ok(Some(t.clone()));
-        }
-        let Some((b, n)) = nb.names() else { return Ok(None) };
-        let Some(bytes) = node_backup::manifest(storage, &n, &b).await? else { return Ok(None) };
-        // Counted while parsing, without building the manifest (and off the runtime: a cold
-        // cache reads every manifest of the bucket).
+    /// Reads one manifest and counts it (off the runtime: a cold cache reads every manifest of
+    /// the bucket), caching what it learns.
+    async fn read_part(&self, storage: &Storage, nb: &NodeBackup) -> Result<Part, StorageError> {
+        let Some((b, n)) = nb.names() else { return Ok(Part::Damaged("its names are not valid".into())) };
+        let key = storage.layout.meta(&n, &b, crate::format::layout::Meta::Manifest);
+        let Some(bytes) = node_backup::manifest(storage, &n, &b).await? else {
+            return Ok(Part::Damaged(missing_manifest(&key)));
+        };
+        let manifest_bytes = bytes.len() as u64;
         let counted = crate::fsutil::blocking(move || {
-            let (objects, bytes) = crate::format::manifest::count_objects(&bytes).map_err(std::io::Error::other)?;
-            Ok(NodeTotals { objects, bytes })
+            crate::format::manifest::count_objects(&bytes).map_err(std::io::Error::other)
         })
         .await;
-        let Ok(t) = counted else {
-            tracing::warn!(backup = %nb.name, node = %nb.fqdn, "unreadable manifest; counted as empty");
-            return Ok(None);
-        };
-        self.totals.lock().expect("cache lock").insert(key, t.clone());
-        Ok(Some(t))
+        match counted {
+            Ok((objects, bytes)) => {
+                let t = NodeTotals { objects, bytes, manifest_bytes };
+                self.totals.lock().expect("cache lock").insert((nb.name.clone(), nb.fqdn.clone()), t.clone());
+                Ok(Part::Sound(t))
+            }
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "unreadable manifest: the node backup cannot be restored and is reported FAILED");
+                Ok(Part::Damaged(format!("its manifest {key} is unreadable ({e})")))
+            }
+        }
     }
 
-    /// Reads the totals of the finished node backups not cached yet, several at once (a fresh
-    /// sidecar's first GetBackups reads every manifest of the bucket).
-    async fn prefetch_totals(&self, storage: &Storage, nbs: &[NodeBackup]) -> Result<bool, StorageError> {
+    /// The state of every node backup the index calls finished, by (name, node): cached totals
+    /// count only while the stored manifest still exists with the size they were read from
+    /// (one `stat` or HEAD each); the others are read, several at once. Returns whether the
+    /// cache learnt something.
+    async fn parts(
+        &self,
+        storage: &Storage,
+        nbs: &[NodeBackup],
+    ) -> Result<(HashMap<(String, String), Part>, bool), StorageError> {
         use futures::{StreamExt, TryStreamExt};
-        let missing: Vec<NodeBackup> = {
+        let finished: Vec<&NodeBackup> = nbs.iter().filter(|nb| nb.finished.is_some() && !nb.leftover).collect();
+        let mut keys = Vec::with_capacity(finished.len());
+        let mut named = Vec::with_capacity(finished.len());
+        for nb in &finished {
+            if let Some((b, n)) = nb.names() {
+                keys.push(storage.layout.meta(&n, &b, crate::format::layout::Meta::Manifest));
+                named.push(*nb);
+            }
+        }
+        let sizes = storage.sizes(keys.clone()).await?;
+        let mut out = HashMap::with_capacity(finished.len());
+        let mut to_read = Vec::new();
+        {
             let cached = self.totals.lock().expect("cache lock");
-            nbs.iter()
-                .filter(|nb| nb.finished.is_some() && !nb.leftover)
-                .filter(|nb| !cached.contains_key(&(nb.name.clone(), nb.fqdn.clone())))
-                .cloned()
-                .collect()
-        };
-        let learnt = !missing.is_empty();
-        futures::stream::iter(missing)
-            .map(|nb: NodeBackup| async move { self.totals(storage, &nb).await })
+            for ((nb, key), size) in named.iter().zip(&keys).zip(sizes) {
+                let id = (nb.name.clone(), nb.fqdn.clone());
+                match (size, cached.get(&id)) {
+                    (None, _) => {
+                        tracing::warn!(key = %key, "the index says this node backup finished, but its manifest is missing: reported FAILED");
+                        out.insert(id, Part::Damaged(missing_manifest(key)));
+                    }
+                    (Some(s), Some(t)) if t.manifest_bytes == s && s > 0 => {
+                        out.insert(id, Part::Sound(t.clone()));
+                    }
+                    (Some(_), _) => to_read.push((*nb).clone()),
+                }
+            }
+        }
+        let learnt = !to_read.is_empty();
+        let read: Vec<((String, String), Part)> = futures::stream::iter(to_read)
+            .map(|nb: NodeBackup| async move {
+                Ok::<_, StorageError>(((nb.name.clone(), nb.fqdn.clone()), self.read_part(storage, &nb).await?))
+            })
             .buffer_unordered(PREFETCH)
-            .try_for_each(|_| async { Ok(()) })
+            .try_collect()
             .await?;
-        Ok(learnt)
+        out.extend(read);
+        for nb in finished.iter().filter(|nb| nb.names().is_none()) {
+            out.insert((nb.name.clone(), nb.fqdn.clone()), Part::Damaged("its names are not valid".into()));
+        }
+        Ok((out, learnt))
     }
 
     async fn tokenmap(&self, storage: &Storage, nb: &NodeBackup) -> Result<Arc<TokenMap>, StorageError> {
@@ -159,7 +209,19 @@ impl Cache {
             return Ok(t.clone());
         }
         let Some((b, n)) = nb.names() else { return Ok(Arc::default()) };
-        let bytes = storage.get_opt(&storage.layout.index_tokenmap(&b, &n)).await?.unwrap_or_default();
+        let index_key = storage.layout.index_tokenmap(&b, &n);
+        let mut bytes = storage.get_opt(&index_key).await?.unwrap_or_default();
+        if let Err(e) = TokenMap::parse(&bytes) {
+            // The node's own copy in its folder says the same; an empty map (both unreadable)
+            // makes the backup FAILED rather than IN_PROGRESS forever.
+            let own = storage.layout.meta(&n, &b, crate::format::layout::Meta::Tokenmap);
+            tracing::warn!(key = %index_key, error = %e, fallback = %own, "unreadable tokenmap index entry; reading the node's own copy");
+            bytes = storage.get_opt(&own).await?.unwrap_or_default();
+            if let Err(e) = TokenMap::parse(&bytes) {
+                tracing::warn!(key = %own, error = %e, "unreadable tokenmap: the backup is reported FAILED");
+                bytes = Bytes::new();
+            }
+        }
         let id = blake3::hash(&bytes);
         let known = self.rings.lock().expect("cache lock").get(&id).cloned();
         let tm = match known {
@@ -208,9 +270,15 @@ pub async fn summarize(
     node_backups: Vec<NodeBackup>,
     local_failed: &(dyn Fn(&NodeBackup) -> Option<bool> + Sync),
 ) -> Result<Vec<ClusterBackup>, StorageError> {
-    let mut learnt = cache.prefetch_totals(storage, &node_backups).await?;
+    let (parts, learnt) = cache.parts(storage, &node_backups).await?;
     let mut groups: BTreeMap<String, Vec<NodeBackup>> = BTreeMap::new();
-    for nb in node_backups.into_iter().filter(|nb| !nb.leftover) {
+    for mut nb in node_backups.into_iter().filter(|nb| !nb.leftover) {
+        // A part the index calls finished whose manifest is gone or unreadable cannot be
+        // restored: it is damaged, not finished.
+        if let Some(Part::Damaged(why)) = parts.get(&(nb.name.clone(), nb.fqdn.clone())) {
+            nb.finished = None;
+            nb.damaged = Some(why.clone());
+        }
         groups.entry(nb.name.clone()).or_default().push(nb);
     }
     let mut out = Vec::with_capacity(groups.len());
@@ -228,8 +296,9 @@ pub async fn summarize(
         } else {
             None
         };
-        let mut failed = false;
-        for nb in nodes.iter().filter(|n| n.finished.is_none()) {
+        // No readable ring, or a damaged part: nothing will ever complete it.
+        let mut failed = tokenmap.0.is_empty() || nodes.iter().any(|n| n.damaged.is_some());
+        for nb in nodes.iter().filter(|n| n.finished.is_none() && !failed) {
             let f = match local_failed(nb) {
                 Some(f) => f,
                 None => is_failed(storage, nb).await?,
@@ -244,12 +313,10 @@ pub async fn summarize(
         }
         let (mut total_size, mut total_objects) = (0, 0);
         for nb in nodes.iter().filter(|n| n.finished.is_some()) {
-            let before = cache.totals.lock().expect("cache lock").len();
-            if let Some(t) = cache.totals(storage, nb).await? {
+            if let Some(Part::Sound(t)) = parts.get(&(nb.name.clone(), nb.fqdn.clone())) {
                 total_size += t.bytes;
                 total_objects += t.objects;
             }
-            learnt |= cache.totals.lock().expect("cache lock").len() != before;
         }
         out.push(ClusterBackup {
             started: nodes.iter().filter_map(|n| n.started).min().unwrap_or(0),
@@ -273,4 +340,8 @@ pub async fn summarize(
     }
     out.sort_by(|a, b| (a.started, &a.name).cmp(&(b.started, &b.name)));
     Ok(out)
+}
+
+fn missing_manifest(key: &str) -> String {
+    format!("the index says it finished, but its manifest {key} is missing")
 }

@@ -467,6 +467,50 @@ impl Storage {
         })
     }
 
+    /// The sizes of many objects (`None` for an absent one), in the order of `keys`: for
+    /// `local` one trip to the blocking pool (a `stat` each), else HEADs, 16 at once.
+    pub async fn sizes(&self, keys: Vec<String>) -> Result<Vec<Option<u64>>, StorageError> {
+        if let Some(local) = &self.local {
+            let local = local.clone();
+            return crate::fsutil::blocking(move || {
+                let mut out = Vec::with_capacity(keys.len());
+                for key in &keys {
+                    let file = local.file(key).map_err(std::io::Error::other)?;
+                    match std::fs::metadata(&file) {
+                        Ok(m) if m.is_file() => out.push(Some(m.len())),
+                        Ok(_) => out.push(None),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => out.push(None),
+                        Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", file.display()))),
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| StorageError::local_io("head", "many objects", &self.local.as_ref().expect("local").root, e));
+        }
+        futures::stream::iter(keys)
+            .map(|key| async move { Ok(self.head(&key).await?.map(|m| m.size)) })
+            .buffered(16)
+            .try_collect()
+            .await
+    }
+
+    /// The names of the folders directly below `prefix` (which should end with `/`): one
+    /// listing with a delimiter, asked for again within the retry budget. A missing prefix has
+    /// none.
+    pub async fn folders(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let at = ObjectPath::from(prefix.trim_end_matches('/'));
+        self.retries
+            .run("list", || async {
+                match self.store.list_with_delimiter(Some(&at)).await {
+                    Ok(r) => Ok(r.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect()),
+                    Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+                    Err(e) => Err(StorageError::from_store("list", prefix, e)),
+                }
+            })
+            .await
+    }
+
     /// Folds the key of every object below `prefix` (which should end with `/`), in no order,
     /// into `init` with `f`. For `local` the bucket directory is walked on the blocking pool
     /// without a `stat` per file: object_store's listing takes two per file for sizes and times
