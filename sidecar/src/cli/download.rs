@@ -41,7 +41,7 @@ pub(super) async fn download(ctx: &Ctx, name: &str, dest: &Path, fqdn: Option<&s
     let manifest = crate::format::manifest::parse(&manifest)
         .map_err(|e| Failure::error(format!("the manifest of {b} on {n} is unreadable: {e}")))?;
     let plan = crate::restore::plan::plan(&manifest, true).map_err(Failure::error)?;
-    let staging = Staging { root: dest.join(PARTIAL) };
+    let staging = Staging::new(dest.join(PARTIAL));
     std::fs::create_dir_all(&staging.root)
         .map_err(|e| Failure::error(format!("cannot create {}: {e}", staging.root.display())))?;
     let transfers = Arc::new(Transfers::new(ctx.storage.clone(), &ctx.cfg.storage));

@@ -48,7 +48,7 @@ pub fn staging(
 ) -> Result<Staging, RestoreError> {
     let base = tmp_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/tmp"));
     let base = if device(&base).is_some() && device(&base) == device(data_dir) { base } else { root.to_path_buf() };
-    let staging = Staging { root: base.join(format!("medusa-restore-{key}")) };
+    let staging = Staging::new(base.join(format!("medusa-restore-{key}")));
     remove_stale_staging(&base, &staging.root);
     std::fs::create_dir_all(&staging.root).map_err(io(format!("creating {}", staging.root.display())))?;
     Ok(staging)
@@ -62,10 +62,10 @@ fn remove_stale_staging(base: &Path, ours: &Path) {
         let p = e.path();
         let stale = p != ours
             && e.file_name().to_string_lossy().starts_with("medusa-restore-")
-            && read(&Staging { root: p.clone() }).is_some();
+            && read(&Staging::new(p.clone())).is_some();
         if stale {
             tracing::info!(dir = %p.display(), "removing the staging directory of an older restore");
-            if let Err(e) = remove(&Staging { root: p.clone() }) {
+            if let Err(e) = remove(&Staging::new(p.clone())) {
                 tracing::warn!(dir = %p.display(), error = %e, "could not remove the staging directory");
             }
         }
@@ -79,7 +79,7 @@ fn remove_stale_staging(base: &Path, ours: &Path) {
 pub fn remove_finished(key: &RestoreKey, tmp_dir: Option<&Path>, root: &Path) {
     let base = tmp_dir.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/tmp"));
     for dir in [base, root.to_path_buf()] {
-        let s = Staging { root: dir.join(format!("medusa-restore-{key}")) };
+        let s = Staging::new(dir.join(format!("medusa-restore-{key}")));
         if read(&s).is_some() {
             tracing::info!(dir = %s.root.display(), "removing the staging directory of the finished restore");
             if let Err(e) = remove(&s) {
@@ -136,7 +136,7 @@ mod tests {
         let root = tmp.join("root");
         std::fs::create_dir_all(&root).unwrap();
         let key = RestoreKey::new("k1".to_string()).unwrap();
-        let s = Staging { root: tmp.join("medusa-restore-k1") };
+        let s = Staging::new(tmp.join("medusa-restore-k1"));
         // Killed part-way through `remove`: some tables gone, the journal still there.
         std::fs::create_dir_all(s.table("ks", "t-1")).unwrap();
         std::fs::write(s.table("ks", "t-1").join("a-Data.db"), b"x").unwrap();

@@ -15,6 +15,7 @@ pub mod journal;
 pub mod mapping;
 pub mod place;
 pub mod plan;
+pub mod targets;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -173,12 +174,11 @@ pub async fn run(cfg: &Config, env: RestoreEnv) -> Result<Outcome, RestoreError>
              and [storage] bucket_name and prefix in medusa.ini; nothing was touched"
         )));
     };
-    let (root, data_dir) = (req.paths.root(), req.paths.data_dir.clone());
-    let staging = journal::staging(&req.key, env.tmp_dir.as_deref(), &data_dir, &root)?;
+    let (staging, targets) = choose_staging(&req, &source.plan, env.tmp_dir.clone()).await?;
     let (backup, key, plan) = (&req.backup, &req.key, &source.plan);
     tracing::info!(%backup, %key, source = %req.source, target = %req.target, in_place = req.in_place, files = plan.files, bytes = plan.bytes, "restore starting");
     let report = stage(cfg, &storage, &req, &source, &staging).await?;
-    finish(&req, &source, &staging).await?;
+    finish(&req, &source, &staging, &targets).await?;
     let seconds = started.elapsed().as_secs_f64();
     let figures = figures(report.files, report.bytes, seconds, chrono::Utc::now().timestamp());
     if let Err(e) = crate::fsutil::write_atomic(&req.paths.state_dir().join("restore.prom"), figures.as_bytes()) {
@@ -252,6 +252,35 @@ async fn read_source(storage: &Storage, req: &Request) -> Result<Option<Source>,
     Ok(Some(Source { plan, tokens }))
 }
 
+/// Creates the data directory of a fresh volume, then picks the staging directory (the journal's
+/// home) and a staging area on the filesystem of every table's destination, so that placing is
+/// a rename everywhere; a layout that cannot be placed is refused here, before any download.
+async fn choose_staging(
+    req: &Request,
+    plan: &plan::RestorePlan,
+    tmp_dir: Option<PathBuf>,
+) -> Result<(Staging, targets::Targets), RestoreError> {
+    let (root, data_dir, key, plan) = (req.paths.root(), req.paths.data_dir.clone(), req.key.clone(), plan.clone());
+    let chosen = crate::fsutil::blocking(move || {
+        if let Err(e) = targets::ensure_dir(&data_dir) {
+            return Ok(Err(io("creating the data directory")(e)));
+        }
+        let staging = match journal::staging(&key, tmp_dir.as_deref(), &data_dir, &root) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        let root = staging.root.clone();
+        let chosen = targets::prepare(&plan, &data_dir, staging, &key);
+        if chosen.is_err() {
+            // Refused: leave no staging directory behind (one holding an earlier run's journal
+            // is not empty and stays).
+            let _ = std::fs::remove_dir(&root);
+        }
+        Ok(chosen)
+    });
+    chosen.await.map_err(io("choosing the staging directory"))?
+}
+
 /// Downloads and verifies everything into staging, unless an interrupted run got as far as
 /// placing; the journal records each phase.
 async fn stage(
@@ -271,29 +300,66 @@ async fn stage(
         tracing::info!("resuming an interrupted placement");
         return Ok(report);
     }
+    let (p, s) = (plan.clone(), staging.clone());
+    crate::fsutil::blocking(move || {
+        let checked = targets::check_space(&p, &s);
+        if checked.is_err() {
+            let _ = std::fs::remove_dir(&s.root);
+        }
+        Ok(checked)
+    })
+    .await
+    .map_err(io("checking the free space of the staging areas"))??;
     enter(Phase::Downloading)?;
     let transfers = Arc::new(Transfers::new(storage.clone(), &cfg.storage));
     let (chunk, concurrency) = (cfg.storage.multipart_chunksize, cfg.storage.concurrent_transfers);
     download::download_all(plan, staging, &transfers, chunk, concurrency, &mut report).await?;
+    // The root's filesystem was flushed by the download; the areas are on others.
+    for area in targets::areas(staging) {
+        let a = area.clone();
+        crate::fsutil::blocking(move || crate::fsutil::syncfs(&a))
+            .await
+            .map_err(io(format!("flushing the staged files in {} to disk", area.display())))?;
+    }
     enter(Phase::Placing)?;
     Ok(report)
 }
 
-/// Places the staged tables, empties the commit log, saved caches and hints, writes the tokens
-/// of a restore into another ring, then `.last-restore`, and removes staging.
-async fn finish(req: &Request, source: &Source, staging: &Staging) -> Result<(), RestoreError> {
+/// Places the staged tables, empties the commit log, saved caches and hints (creating them on a
+/// fresh volume), writes the tokens of a restore into another ring, removes the staging areas
+/// on other filesystems, then writes `.last-restore`, and removes staging.
+async fn finish(
+    req: &Request,
+    source: &Source,
+    staging: &Staging,
+    targets: &targets::Targets,
+) -> Result<(), RestoreError> {
     let paths = &req.paths;
-    let (p, s, data_dir) = (source.plan.clone(), staging.clone(), paths.data_dir.clone());
-    crate::fsutil::blocking(move || place::place(&p, &s, &data_dir))
+    let (p, s, t, data_dir) = (source.plan.clone(), staging.clone(), targets.clone(), paths.data_dir.clone());
+    crate::fsutil::blocking(move || place::place(&p, &s, &t, &data_dir))
         .await
         .map_err(io("placing the restored tables"))?;
     for dir in [&paths.commitlog_dir, &paths.saved_caches_dir, &paths.hints_dir] {
-        place::empty_dir(dir).map_err(io(format!("emptying {}", dir.display())))?;
+        place::empty_dir(dir)
+            .and_then(|()| targets::ensure_dir(dir))
+            .map_err(io(format!("emptying {}", dir.display())))?;
     }
     if let Some(tokens) = &source.tokens {
         place::set_tokens(&paths.yaml_path, tokens)
             .map_err(io(format!("writing tokens into {}", paths.yaml_path.display())))?;
     }
+    // Placed: what the areas still hold (old tables set aside) is garbage, and once
+    // `.last-restore` is written no later run would look for them.
+    let areas = targets::areas(staging);
+    let _ = crate::fsutil::blocking(move || {
+        for area in areas {
+            if let Err(e) = std::fs::remove_dir_all(&area) {
+                tracing::warn!(dir = %area.display(), error = %e, "could not remove a staging area");
+            }
+        }
+        Ok(())
+    })
+    .await;
     let last = paths.root().join(".last-restore");
     crate::fsutil::write_atomic(&last, format!("{}\n", req.key).as_bytes())
         .map_err(io(format!("writing {}", last.display())))?;

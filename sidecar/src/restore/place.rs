@@ -2,28 +2,43 @@
 //! that an interrupted placement is finished by the next run instead of leaving a mix; and the
 //! rest of §6.5: commitlog, saved caches and hints cleared, tokens into `cassandra.yaml`.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::plan::{Action, RestorePlan};
+use super::targets::{Targets, at, device_of};
 use crate::fsutil::sync_dir;
 
 /// Where the staging tree, the set-aside old tables and the journal live.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Staging {
-    /// `<tmp>/medusa-restore-<key>`.
+    /// `<tmp>/medusa-restore-<key>`: the journal, and the tables placed on its filesystem.
     pub root: PathBuf,
+    /// Tables placed on another filesystem: (keyspace, table) → a staging area on theirs, so
+    /// that placing them is a rename too (see [`super::targets`]).
+    pub areas: BTreeMap<(String, String), PathBuf>,
 }
 
 impl Staging {
-    /// Downloaded tables: `<root>/data/<ks>/<table>`.
-    pub fn table(&self, ks: &str, table: &str) -> PathBuf {
-        self.root.join("data").join(ks).join(table)
+    /// A staging tree at `root`, every table staged in it.
+    pub fn new(root: PathBuf) -> Staging {
+        Staging { root, areas: BTreeMap::new() }
     }
 
-    /// Old tables moved aside: `<root>/old/<ks>/<table>`.
+    /// The staging directory of table `ks`/`table`: its area, else the root.
+    pub fn area(&self, ks: &str, table: &str) -> &Path {
+        self.areas.get(&(ks.to_string(), table.to_string())).unwrap_or(&self.root)
+    }
+
+    /// Downloaded tables: `<area>/data/<ks>/<table>`.
+    pub fn table(&self, ks: &str, table: &str) -> PathBuf {
+        self.area(ks, table).join("data").join(ks).join(table)
+    }
+
+    /// Old tables moved aside: `<area>/old/<ks>/<table>`.
     pub fn old(&self, ks: &str, table: &str) -> PathBuf {
-        self.root.join("old").join(ks).join(table)
+        self.area(ks, table).join("old").join(ks).join(table)
     }
 
     /// The phase journal.
@@ -38,29 +53,84 @@ fn own_like_cassandra(tree: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     for entry in walkdir::WalkDir::new(tree) {
         let entry = entry.map_err(std::io::Error::other)?;
         let mode = if entry.file_type().is_dir() { 0o755 } else { 0o644 };
-        std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))?;
+        std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))
+            .map_err(at("setting the mode of", entry.path()))?;
         if me == 0 {
-            nix::unistd::chown(entry.path(), Some(uid.into()), Some(gid.into())).map_err(std::io::Error::from)?;
+            nix::unistd::chown(entry.path(), Some(uid.into()), Some(gid.into()))
+                .map_err(|e| at("setting the owner of", entry.path())(e.into()))?;
         }
     }
     Ok(())
 }
 
-/// Applies the plan. Idempotent: every step checks what an earlier, interrupted run already did.
-pub fn place(plan: &RestorePlan, staging: &Staging, data_dir: &Path) -> std::io::Result<()> {
-    let owner = std::fs::metadata(data_dir)?;
+/// Checks, before anything moves, that every rename left to do stays on one filesystem, so
+/// that a layout changed since the download (a volume mounted or a link changed) fails the
+/// placement with the paths instead of leaving a half-placed node.
+fn check_renames(plan: &RestorePlan, staging: &Staging, targets: &Targets, data_dir: &Path) -> std::io::Result<()> {
+    let mut crossing = Vec::new();
     for t in &plan.tables {
-        let dest = data_dir.join(&t.keyspace).join(&t.table);
+        let dest = targets.dir(data_dir, &t.keyspace, &t.table);
+        let from = match &t.action {
+            Action::Keep => continue,
+            Action::Replace(_) => staging.table(&t.keyspace, &t.table),
+            Action::Remove if dest.exists() => staging.area(&t.keyspace, &t.table).to_path_buf(),
+            Action::Remove => continue,
+        };
+        if !from.exists() {
+            continue;
+        }
+        let into = dest.parent().unwrap_or(data_dir);
+        if device_of(&from)? != device_of(into)? {
+            crossing.push(format!("{} and {}", from.display(), dest.display()));
+        }
+    }
+    if crossing.is_empty() {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::CrossesDevices,
+        format!(
+            "staged tables and their places are on different filesystems now ({}); nothing was placed: \
+             run the restore again to stage them anew",
+            crossing.join("; ")
+        ),
+    ))
+}
+
+fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::rename(from, to)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("renaming {} to {}: {e}", from.display(), to.display())))
+}
+
+fn create_parent(p: &Path) -> std::io::Result<()> {
+    let parent = p.parent().expect("has parent");
+    std::fs::create_dir_all(parent).map_err(at("creating", parent))
+}
+
+/// Applies the plan, each table into its target (through links, see [`super::targets`]).
+/// Idempotent: every step checks what an earlier, interrupted run already did. Every error
+/// names its path.
+pub fn place(plan: &RestorePlan, staging: &Staging, targets: &Targets, data_dir: &Path) -> std::io::Result<()> {
+    let owner = std::fs::metadata(data_dir).map_err(at("reading", data_dir))?;
+    check_renames(plan, staging, targets, data_dir)?;
+    for t in &plan.tables {
+        let dest = targets.dir(data_dir, &t.keyspace, &t.table);
+        // A table directory that a link puts elsewhere: the link stays, its target is replaced.
+        let linked = dest != data_dir.join(&t.keyspace).join(&t.table);
         let staged = staging.table(&t.keyspace, &t.table);
         let old = staging.old(&t.keyspace, &t.table);
         match &t.action {
             Action::Keep => continue,
             Action::Remove => {
                 if dest.exists() && !old.exists() {
-                    std::fs::create_dir_all(old.parent().expect("has parent"))?;
-                    std::fs::rename(&dest, &old)?;
+                    create_parent(&old)?;
+                    rename(&dest, &old)?;
                 } else if dest.exists() {
-                    std::fs::remove_dir_all(&dest)?;
+                    std::fs::remove_dir_all(&dest).map_err(at("removing", &dest))?;
+                }
+                if linked {
+                    std::fs::create_dir_all(&dest).map_err(at("creating", &dest))?;
+                    own_like_cassandra(&dest, owner.uid(), owner.gid())?;
                 }
             }
             Action::Replace(_) => {
@@ -71,22 +141,24 @@ pub fn place(plan: &RestorePlan, staging: &Staging, data_dir: &Path) -> std::io:
                 if dest.exists() {
                     if old.exists() {
                         // Set aside before, and something is at dest again: not ours to keep.
-                        std::fs::remove_dir_all(&dest)?;
+                        std::fs::remove_dir_all(&dest).map_err(at("removing", &dest))?;
                     } else {
-                        std::fs::create_dir_all(old.parent().expect("has parent"))?;
-                        std::fs::rename(&dest, &old)?;
+                        create_parent(&old)?;
+                        rename(&dest, &old)?;
                     }
                 }
                 let ks_dir = data_dir.join(&t.keyspace);
                 if !ks_dir.exists() {
-                    std::fs::create_dir_all(&ks_dir)?;
+                    std::fs::create_dir_all(&ks_dir).map_err(at("creating", &ks_dir))?;
                     own_like_cassandra(&ks_dir, owner.uid(), owner.gid())?;
                 }
-                std::fs::rename(&staged, &dest)?;
+                rename(&staged, &dest)?;
             }
         }
-        sync_dir(&data_dir.join(&t.keyspace))
-            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })?;
+        let parent = dest.parent().unwrap_or(data_dir);
+        sync_dir(parent)
+            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+            .map_err(at("flushing", parent))?;
         // A placement step that only moves things is an important place to be interrupted.
         if let Some(ms) = std::env::var("MEDUSA_RS_TEST_PLACE_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
             std::thread::sleep(std::time::Duration::from_millis(ms));

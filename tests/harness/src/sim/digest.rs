@@ -139,7 +139,8 @@ pub fn try_digest_data_dir(data_dir: &Path) -> io::Result<DataDigest> {
 
 /// (relative path with `/` separators, absolute path) of every included file.
 fn included_files(data_dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
-    let walker = walkdir::WalkDir::new(data_dir).min_depth(1).into_iter().filter_entry(|e| {
+    // Keyspace and table directories may be links to other volumes: read through them.
+    let walker = walkdir::WalkDir::new(data_dir).min_depth(1).follow_links(true).into_iter().filter_entry(|e| {
         let name = e.file_name();
         let excluded = (e.depth() == 1 && name == "system_traces")
             || (e.depth() == 3 && (name == "snapshots" || name == "backups"));

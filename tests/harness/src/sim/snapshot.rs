@@ -264,7 +264,8 @@ fn table_name_of_dir(dir_name: &str) -> &str {
 
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|rd| rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect())
+        // `Path::is_dir` follows links, as Cassandra does for keyspaces on other volumes.
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
         .unwrap_or_default();
     out.sort();
     out
