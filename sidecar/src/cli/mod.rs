@@ -11,13 +11,32 @@
 //!
 //! Exit codes of the commands: 0 done (and, for `status` and `verify`, the backup is complete
 //! and sound); 1 an error (unreadable configuration, storage failure); 2 bad arguments; 3 the
-//! backup does not exist; 4 the backup is incomplete, failed or damaged.
+//! backup does not exist; 4 the backup is incomplete, failed or damaged; 141
+//! ([`stdout::EXIT_BROKEN_PIPE`]) standard output was closed before everything was written.
+
+// These shadow std's macros in this module and every submodule below (declared after them):
+// output goes through `stdout`, which survives a closed or full standard output, and a closed
+// standard error costs the message, not a panic.
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::cli::stdout::write_fmt(format_args!($($arg)*)) };
+}
+macro_rules! println {
+    () => { $crate::cli::stdout::write_fmt(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::cli::stdout::write_fmt(format_args!("{}\n", format_args!($($arg)*))) };
+}
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 mod daemons;
 mod download;
 mod listing;
 mod probe;
 mod purge;
+mod stdout;
 mod verify;
 
 use std::ffi::OsString;
@@ -86,13 +105,14 @@ pub fn main() -> ExitCode {
     if let Ok(name) = std::ffi::CString::new(program.as_bytes()) {
         let _ = nix::sys::prctl::set_name(&name);
     }
-    match program.as_str() {
+    let code = match program.as_str() {
         "medusa-sidecar" => daemons::sidecar(args),
         "medusa-restore-init" => daemons::restore_init(args),
         "medusa-entrypoint" => daemons::entrypoint(args),
         "grpc_health_probe" => probe_with(args.into_iter().skip(1)),
         _ => tool(args),
-    }
+    };
+    stdout::finish(code)
 }
 
 fn probe_with(args: impl Iterator<Item = OsString>) -> ExitCode {
