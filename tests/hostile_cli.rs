@@ -162,3 +162,164 @@ fn a_full_stdout_is_an_error_not_a_panic() {
         );
     }
 }
+
+/// The argument lists that give `--config <ini>` (both spellings) before, inside and after the
+/// words of a command: `lead` (a command's name, `[]` for a program that is the command) and
+/// `rest` (its other arguments).
+fn config_positions(ini: &Path, lead: &[&str], rest: &[&str]) -> Vec<Vec<String>> {
+    let ini = ini.display().to_string();
+    let spellings = [vec!["--config".to_string(), ini.clone()], vec![format!("--config={ini}")]];
+    let mut forms = Vec::new();
+    for flag in &spellings {
+        let (lead, rest) = (strings(lead), strings(rest));
+        forms.push([flag.clone(), lead.clone(), rest.clone()].concat());
+        if !lead.is_empty() {
+            forms.push([lead.clone(), flag.clone(), rest.clone()].concat());
+        }
+        if !rest.is_empty() {
+            forms.push([lead, rest, flag.clone()].concat());
+        }
+    }
+    forms
+}
+
+/// Writes a `medusa.ini` for `base`/`bucket` with a node and a `cassandra.yaml` in `dir`;
+/// `extra` goes into `[storage]`.
+fn write_ini(dir: &Path, name: &str, base: &Path, bucket: &str, extra: &str) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let yaml = dir.join("cassandra.yaml");
+    std::fs::write(&yaml, format!("data_file_directories:\n  - {}\n", data.display())).unwrap();
+    let ini = dir.join(name);
+    std::fs::write(
+        &ini,
+        format!(
+            "[storage]\nstorage_provider = local\nbase_path = {}\nbucket_name = {bucket}\nfqdn = {FQDN}\n\
+             max_retries = 0\n{extra}\n[cassandra]\nconfig_file = {}\n\n[grpc]\nenabled = 1\n\n\
+             [kubernetes]\nenabled = 1\nuse_mgmt_api = 1\ncassandra_url = http://127.0.0.1:1/api/v0/ops/node/snapshots\n\n\
+             [monitoring]\nmetrics_port = 0\n",
+            base.display(),
+            yaml.display()
+        ),
+    )
+    .unwrap();
+    ini
+}
+
+/// `--config X` and `--config=X`, before, inside and after the other arguments, for every
+/// command and under every name: each run reads X. X carries a value only it has (a bad
+/// `max_backup_age`), so the error proves which file was read; `/etc/medusa/medusa.ini` (absent
+/// here, present in a pod) must never be.
+#[test]
+fn config_is_honoured_in_every_position_and_under_every_name() {
+    let dir = TempDir::new("hostile-cli-config").unwrap();
+    let dest = dir.path().join("dest").display().to_string();
+    let ini = write_ini(dir.path(), "only-here.ini", dir.path(), "bucket", "max_backup_age = proof-of-reading");
+    let commands: [(&[&str], &[&str]); 5] = [
+        (&["list-backups"], &["--show-all"]),
+        (&["status"], &["--backup-name", "b1"]),
+        (&["verify"], &["--backup-name", "b1"]),
+        (&["download"], &["--backup-name", "b1", "--destination", &dest]),
+        (&["purge"], &["--fqdn", FQDN]),
+    ];
+    // (program, MEDUSA_MODE, lead, rest)
+    let mut runs: Vec<(&str, Option<&str>, &[&str], &[&str])> = Vec::new();
+    for program in ["medusa-rs", "medusa"] {
+        for (lead, rest) in commands {
+            runs.push((program, None, lead, rest));
+        }
+    }
+    runs.extend([
+        ("medusa-rs", None, &["sidecar"][..], &["--shutdown-grace", "1"][..]),
+        ("medusa-rs", None, &["restore-init"], &[]),
+        ("medusa-rs", Some("GRPC"), &["entrypoint"], &["--shutdown-grace", "1"]),
+        ("medusa-rs", Some("RESTORE"), &["entrypoint"], &[]),
+        ("medusa-sidecar", None, &[], &["--shutdown-grace", "1"]),
+        ("medusa-restore-init", None, &[], &[]),
+        ("medusa-entrypoint", Some("GRPC"), &[], &["--shutdown-grace", "1"]),
+        ("medusa-entrypoint", Some("RESTORE"), &[], &[]),
+    ]);
+    let mut wrong = Vec::new();
+    let mut count = 0;
+    for (program, mode, lead, rest) in runs {
+        for args in config_positions(&ini, lead, rest) {
+            let mut c = command(program, &args);
+            c.env("MEDUSA_RS_STATE_DIR", dir.path().join("state"));
+            if let Some(m) = mode {
+                c.env("MEDUSA_MODE", m);
+            }
+            let out = run(c);
+            count += 1;
+            let read_it = out.stdout.contains("proof-of-reading") || out.stderr.contains("proof-of-reading");
+            if !read_it || out.code == Some(0) || out.code.is_none() {
+                wrong.push(format!("{program} {} (MEDUSA_MODE={mode:?}):\n{}", args.join(" "), out.all()));
+            }
+        }
+    }
+    assert!(count > 60, "{count} runs");
+    assert!(wrong.is_empty(), "{} of {count} runs did not read --config:\n\n{}", wrong.len(), wrong.join("\n\n"));
+}
+
+/// The same, with a working configuration: each kind of program works on the bucket its
+/// `--config` names. `list-backups` lists that bucket, the sidecar creates its bucket directory
+/// (and serves), and restore-init looks for the backup there and names that bucket when it is
+/// not.
+#[test]
+fn each_program_works_on_the_bucket_its_config_names() {
+    let dir = TempDir::new("hostile-cli-bucket").unwrap();
+    let base = dir.path().join("base");
+    std::fs::create_dir_all(base.join("proof-bucket")).unwrap();
+    let ini = write_ini(dir.path(), "only-here.ini", &base, "proof-bucket", "");
+    for program in ["medusa-rs", "medusa"] {
+        for args in config_positions(&ini, &["list-backups"], &["--show-all"]) {
+            let out = run(command(program, &args));
+            assert!(
+                out.code == Some(0) && out.stdout.contains("no backups in bucket proof-bucket"),
+                "{program} {}: {}",
+                args.join(" "),
+                out.all()
+            );
+        }
+    }
+    for (program, lead) in [("medusa-rs", &["restore-init"][..]), ("medusa-restore-init", &[])] {
+        for args in config_positions(&ini, lead, &[]) {
+            let mut c = command(program, &args);
+            c.env("MEDUSA_RS_STATE_DIR", dir.path().join("state")).envs([
+                ("BACKUP_NAME", "b1"),
+                ("RESTORE_KEY", "k1"),
+                ("POD_NAME", FQDN),
+            ]);
+            let out = run(c);
+            assert!(
+                out.code == Some(1) && format!("{}{}", out.stdout, out.stderr).contains("in bucket proof-bucket"),
+                "{program} {}: {}",
+                args.join(" "),
+                out.all()
+            );
+        }
+    }
+    // The sidecar makes the bucket directory of the bucket its --config names.
+    for (i, (program, lead)) in [("medusa-rs", &["sidecar"][..]), ("medusa-sidecar", &[])].into_iter().enumerate() {
+        for (j, args) in config_positions(&dir.path().join("sidecar.ini"), lead, &["--listen", "127.0.0.1:0"])
+            .into_iter()
+            .enumerate()
+        {
+            let bucket = format!("sidecar-{i}-{j}");
+            write_ini(dir.path(), "sidecar.ini", &base, &bucket, "");
+            let mut c = command(program, &args);
+            c.env("MEDUSA_RS_STATE_DIR", dir.path().join("state")).stdout(Stdio::null()).stderr(Stdio::null());
+            let mut child = c.spawn().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !base.join(&bucket).is_dir() && Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            assert!(
+                base.join(&bucket).is_dir(),
+                "{program} {}: no bucket directory {bucket} (exit {status})",
+                args.join(" ")
+            );
+        }
+    }
+}

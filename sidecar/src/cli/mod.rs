@@ -234,8 +234,19 @@ enum Command {
 }
 
 fn tool(args: Vec<OsString>) -> ExitCode {
-    let cli = Cli::parse_from(args);
-    let named = |name: &str, rest: Vec<OsString>| std::iter::once(OsString::from(name)).chain(rest).collect();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches_from(args);
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `--config` is global, so clap takes it wherever it stands, before or after the daemon's
+    // name, and the daemon's own parser never sees it: it goes on in front of the daemon's
+    // arguments (one the daemon's arguments carry themselves wins, as the later one).
+    let config = matches
+        .value_source("config")
+        .is_some_and(|s| s != clap::parser::ValueSource::DefaultValue)
+        .then(|| cli.config.clone());
+    let named = |name: &str, rest: Vec<OsString>| -> Vec<OsString> {
+        let config = config.iter().flat_map(|c| [OsString::from("--config"), c.clone().into_os_string()]);
+        std::iter::once(OsString::from(name)).chain(config).chain(rest).collect()
+    };
     let json = cli.output == Output::Json;
     let run = match cli.command {
         Command::Sidecar { args } => return daemons::sidecar(named("medusa-sidecar", args)),
