@@ -323,3 +323,94 @@ fn each_program_works_on_the_bucket_its_config_names() {
         }
     }
 }
+
+/// `bucket_name` values that are not bucket names are refused by every program when it reads
+/// the configuration, naming the key, the value and what is accepted; with `local`, `..` used to
+/// make `base_path`'s parent the bucket.
+#[test]
+fn a_bucket_name_that_is_not_one_is_refused() {
+    let dir = TempDir::new("hostile-cli-bucket-name").unwrap();
+    let base = dir.path().join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    for bucket in ["..", ".", "My Backups", "-x-"] {
+        let ini = write_ini(dir.path(), "medusa.ini", &base, bucket, "");
+        for (program, args) in [
+            ("medusa-rs", strings(&["list-backups"])),
+            ("medusa-rs", strings(&["purge", "--fqdn", FQDN])),
+            ("medusa-sidecar", strings(&["--listen", "127.0.0.1:0"])),
+        ] {
+            let args = [strings(&["--config", ini.to_str().unwrap()]), args].concat();
+            let out = run(command(program, &args));
+            let expected =
+                format!("[storage] bucket_name: {bucket:?} is not a bucket name for storage_provider = local");
+            assert!(
+                matches!(out.code, Some(1 | 2))
+                    && out.stderr.contains(&expected)
+                    && out.stderr.contains("e.g. medusa-backups"),
+                "{program} {} with bucket_name = {bucket}: {}",
+                args.join(" "),
+                out.all()
+            );
+        }
+    }
+    // An object store's bucket too, before any request is sent.
+    let ini = dir.path().join("s3.ini");
+    std::fs::write(
+        &ini,
+        "[storage]\nstorage_provider = s3_compatible\nbucket_name = ..\nhost = 127.0.0.1\nport = 1\nsecure = false\n\
+         max_retries = 0\nfqdn = n1\n",
+    )
+    .unwrap();
+    let out = run(command("medusa-rs", &strings(&["--config", ini.to_str().unwrap(), "list-backups"])));
+    assert!(
+        out.code == Some(1) && out.stderr.contains("[storage] bucket_name: \"..\" is not a bucket name"),
+        "{}",
+        out.all()
+    );
+}
+
+/// A mistyped `base_path` is an error that names it for every command, the sidecar included,
+/// and nothing creates it; a missing bucket directory inside an existing `base_path` is an error
+/// for the commands that read (a typo in `bucket_name` would list "no backups").
+#[test]
+fn a_missing_base_path_or_bucket_directory_is_an_error() {
+    let dir = TempDir::new("hostile-cli-base-path").unwrap();
+    let typo = dir.path().join("bakcups");
+    let ini = write_ini(dir.path(), "medusa.ini", &typo, "bucket", "");
+    let dest = dir.path().join("dest").display().to_string();
+    let reading = [
+        strings(&["list-backups"]),
+        strings(&["status", "--backup-name", "b1"]),
+        strings(&["verify", "--backup-name", "b1"]),
+        strings(&["download", "--backup-name", "b1", "--destination", &dest]),
+        strings(&["purge", "--fqdn", FQDN]),
+    ];
+    let config = strings(&["--config", ini.to_str().unwrap()]);
+    let mut runs: Vec<(&str, Vec<String>)> =
+        reading.iter().map(|a| ("medusa-rs", [config.clone(), a.clone()].concat())).collect();
+    runs.push(("medusa-sidecar", [config.clone(), strings(&["--listen", "127.0.0.1:0"])].concat()));
+    let expected = format!("[storage] base_path = {}", typo.display());
+    for (program, args) in &runs {
+        let out = run(command(program, args));
+        assert!(
+            matches!(out.code, Some(1 | 2)) && out.stderr.contains(&expected) && out.stderr.contains("create it"),
+            "{program} {}: {}",
+            args.join(" "),
+            out.all()
+        );
+        assert!(!typo.exists(), "{program} {} created {}", args.join(" "), typo.display());
+    }
+    // base_path is there, the bucket directory is not: the commands that read refuse it.
+    std::fs::create_dir_all(&typo).unwrap();
+    for args in &reading {
+        let args = [config.clone(), args.clone()].concat();
+        let out = run(command("medusa-rs", &args));
+        assert!(
+            out.code == Some(1) && out.stderr.contains("[storage] bucket_name = bucket: no bucket directory"),
+            "medusa-rs {}: {}",
+            args.join(" "),
+            out.all()
+        );
+        assert!(!typo.join("bucket").exists(), "medusa-rs {} created the bucket directory", args.join(" "));
+    }
+}

@@ -73,6 +73,12 @@ pub fn sidecar(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The sidecar alone makes a `local` bucket directory (inside an existing base_path): its
+    // first backup needs one, and everything else only reads.
+    if let Err(e) = crate::store::create_local_bucket(&cfg.storage) {
+        eprintln!("medusa-sidecar: {e}");
+        return ExitCode::from(2);
+    }
     match runtime() {
         Ok(rt) => rt.block_on(serve(args, cfg)),
         Err(code) => code,
