@@ -46,6 +46,8 @@ async fn main() -> Result<()> {
     let ini_path = dir.join("medusa.ini");
     std::fs::write(&ini_path, ini)?;
     let cfg = medusa::config::Config::load(&ini_path)?;
+    // What `medusa-sidecar` does before it serves: only it creates a `local` bucket directory.
+    medusa::store::create_local_bucket(&cfg.storage)?;
     // SAFETY of the environment: only this process reads it.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -13,10 +13,10 @@ use crate::restore::{Outcome, RestoreEnv};
 
 /// The Medusa gRPC backup sidecar for Apache Cassandra (medusa-rs).
 #[derive(Parser, Debug)]
-#[command(name = "medusa-sidecar", version, about)]
+#[command(name = "medusa-sidecar", version, about, args_override_self = true)]
 struct SidecarArgs {
-    /// Path of medusa.ini.
-    #[arg(long, alias = "config-file", default_value = crate::config::DEFAULT_CONFIG_PATH)]
+    /// Path of medusa.ini (the last one given counts).
+    #[arg(long, alias = "config-file", env = "MEDUSA_RS_CONFIG", default_value = crate::config::DEFAULT_CONFIG_PATH)]
     config: PathBuf,
     /// Seconds a running backup may continue after SIGTERM before it is stopped.
     #[arg(long, default_value_t = 25, env = "MEDUSA_RS_SHUTDOWN_GRACE")]
@@ -33,10 +33,10 @@ struct SidecarArgs {
 /// node is restored or there is nothing to restore; non-zero on any failure, so that Cassandra
 /// does not start on a half-restored node.
 #[derive(Parser, Debug)]
-#[command(name = "medusa-restore-init", version, about)]
+#[command(name = "medusa-restore-init", version, about, args_override_self = true)]
 struct RestoreArgs {
-    /// Path of medusa.ini.
-    #[arg(long, alias = "config-file", default_value = crate::config::DEFAULT_CONFIG_PATH)]
+    /// Path of medusa.ini (the last one given counts).
+    #[arg(long, alias = "config-file", env = "MEDUSA_RS_CONFIG", default_value = crate::config::DEFAULT_CONFIG_PATH)]
     config: PathBuf,
 }
 
@@ -73,6 +73,12 @@ pub fn sidecar(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The sidecar alone makes a `local` bucket directory (inside an existing base_path): its
+    // first backup needs one, and everything else only reads.
+    if let Err(e) = crate::store::create_local_bucket(&cfg.storage) {
+        eprintln!("medusa-sidecar: {e}");
+        return ExitCode::from(2);
+    }
     match runtime() {
         Ok(rt) => rt.block_on(serve(args, cfg)),
         Err(code) => code,

@@ -11,13 +11,32 @@
 //!
 //! Exit codes of the commands: 0 done (and, for `status` and `verify`, the backup is complete
 //! and sound); 1 an error (unreadable configuration, storage failure); 2 bad arguments; 3 the
-//! backup does not exist; 4 the backup is incomplete, failed or damaged.
+//! backup does not exist; 4 the backup is incomplete, failed or damaged; 141
+//! ([`stdout::EXIT_BROKEN_PIPE`]) standard output was closed before everything was written.
+
+// These shadow std's macros in this module and every submodule below (declared after them):
+// output goes through `stdout`, which survives a closed or full standard output, and a closed
+// standard error costs the message, not a panic.
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::cli::stdout::write_fmt(format_args!($($arg)*)) };
+}
+macro_rules! println {
+    () => { $crate::cli::stdout::write_fmt(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::cli::stdout::write_fmt(format_args!("{}\n", format_args!($($arg)*))) };
+}
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 mod daemons;
 mod download;
 mod listing;
 mod probe;
 mod purge;
+mod stdout;
 mod verify;
 
 use std::ffi::OsString;
@@ -86,13 +105,14 @@ pub fn main() -> ExitCode {
     if let Ok(name) = std::ffi::CString::new(program.as_bytes()) {
         let _ = nix::sys::prctl::set_name(&name);
     }
-    match program.as_str() {
+    let code = match program.as_str() {
         "medusa-sidecar" => daemons::sidecar(args),
         "medusa-restore-init" => daemons::restore_init(args),
         "medusa-entrypoint" => daemons::entrypoint(args),
         "grpc_health_probe" => probe_with(args.into_iter().skip(1)),
         _ => tool(args),
-    }
+    };
+    stdout::finish(code)
 }
 
 fn probe_with(args: impl Iterator<Item = OsString>) -> ExitCode {
@@ -214,8 +234,19 @@ enum Command {
 }
 
 fn tool(args: Vec<OsString>) -> ExitCode {
-    let cli = Cli::parse_from(args);
-    let named = |name: &str, rest: Vec<OsString>| std::iter::once(OsString::from(name)).chain(rest).collect();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches_from(args);
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `--config` is global, so clap takes it wherever it stands, before or after the daemon's
+    // name, and the daemon's own parser never sees it: it goes on in front of the daemon's
+    // arguments (one the daemon's arguments carry themselves wins, as the later one).
+    let config = matches
+        .value_source("config")
+        .is_some_and(|s| s != clap::parser::ValueSource::DefaultValue)
+        .then(|| cli.config.clone());
+    let named = |name: &str, rest: Vec<OsString>| -> Vec<OsString> {
+        let config = config.iter().flat_map(|c| [OsString::from("--config"), c.clone().into_os_string()]);
+        std::iter::once(OsString::from(name)).chain(config).chain(rest).collect()
+    };
     let json = cli.output == Output::Json;
     let run = match cli.command {
         Command::Sidecar { args } => return daemons::sidecar(named("medusa-sidecar", args)),

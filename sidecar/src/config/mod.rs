@@ -3,8 +3,11 @@
 //! Differences from Medusa, all deliberate: an unknown section or key is a warning (Medusa
 //! crashes on unknown sections); a bad value is an error that names the section, the key and
 //! what is accepted; `host`/`port` are honoured for every S3 flavour; `endpoint` (medusa-rs
-//! only, ignored by Python Medusa) sets a storage endpoint URL verbatim.
+//! only, ignored by Python Medusa) sets a storage endpoint URL verbatim; `bucket_name` must be
+//! a bucket name by its provider's rules ([`bucket_name`]), so that `..` or a path cannot point
+//! the bucket somewhere else.
 
+pub mod bucket_name;
 pub mod cassandra_yaml;
 pub mod ini;
 
@@ -470,10 +473,12 @@ impl Config {
     /// Parses configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let ini = Ini::parse(text).map_err(|source| ConfigError::Syntax { path: origin.to_string(), source })?;
-        let warnings = unknown_keys(&ini, origin);
+        let mut warnings = unknown_keys(&ini, origin);
         let r = Reader { ini: &ini };
+        let (storage, bucket_warning) = read_storage(&r)?;
+        warnings.extend(bucket_warning);
         Ok(Config {
-            storage: read_storage(&r)?,
+            storage,
             cassandra: read_cassandra(&r)?,
             grpc: read_grpc(&r)?,
             kubernetes: read_kubernetes(&r)?,
@@ -587,16 +592,32 @@ fn read_kubernetes(r: &Reader<'_>) -> Result<KubernetesConfig, ConfigError> {
     Ok(kubernetes)
 }
 
-/// Where the bucket is: provider, bucket name, prefix and (for `local`) base path, validated.
-fn read_bucket(r: &Reader<'_>) -> Result<(Provider, String, Option<String>, Option<PathBuf>), ConfigError> {
-    let provider = r.opt("storage", "storage_provider").ok_or_else(|| {
+/// Where the bucket is, validated.
+struct Bucket {
+    provider: Provider,
+    name: String,
+    prefix: Option<String>,
+    base_path: Option<PathBuf>,
+    /// A name only a legacy S3 bucket can have.
+    warning: Option<String>,
+}
+
+/// Where the bucket is: provider, bucket name (by the provider's naming rules), prefix and
+/// (for `local`) base path. Whether `base_path` exists is the store's business: the sidecar
+/// may create the bucket directory in it, and a configuration can be read anywhere.
+fn read_bucket(r: &Reader<'_>) -> Result<Bucket, ConfigError> {
+    let provider_name = r.opt("storage", "storage_provider").ok_or_else(|| {
         bad("storage", "storage_provider", "is required (e.g. s3, s3_compatible, azure_blobs, google_storage, local)")
     })?;
-    let provider = Provider::parse(&provider)?;
+    let provider = Provider::parse(&provider_name)?;
     let bucket_name = r.opt("storage", "bucket_name").ok_or_else(|| bad("storage", "bucket_name", "is required"))?;
-    if bucket_name.contains('/') {
-        return Err(bad("storage", "bucket_name", format!("{bucket_name:?} must not contain '/'")));
-    }
+    let warning = bucket_name::check(&provider, &bucket_name).map_err(|why| {
+        bad(
+            "storage",
+            "bucket_name",
+            format!("{bucket_name:?} is not a bucket name for storage_provider = {provider_name}: {why}"),
+        )
+    })?;
     let prefix = r.opt("storage", "prefix");
     if let Some(p) = &prefix
         && (p.contains('/') || p == "." || p == "..")
@@ -605,13 +626,18 @@ fn read_bucket(r: &Reader<'_>) -> Result<(Provider, String, Option<String>, Opti
     }
     let base_path = r.opt("storage", "base_path").map(PathBuf::from);
     if provider == Provider::Local && base_path.is_none() {
-        return Err(bad("storage", "base_path", "is required when storage_provider = local"));
+        return Err(bad(
+            "storage",
+            "base_path",
+            "is required when storage_provider = local: the directory that holds the bucket directory",
+        ));
     }
-    Ok((provider, bucket_name, prefix, base_path))
+    Ok(Bucket { provider, name: bucket_name, prefix, base_path, warning })
 }
 
-fn read_storage(r: &Reader<'_>) -> Result<StorageConfig, ConfigError> {
-    let (provider, bucket_name, prefix, base_path) = read_bucket(r)?;
+/// `[storage]`, and a warning about the bucket's name if it deserves one.
+fn read_storage(r: &Reader<'_>) -> Result<(StorageConfig, Option<String>), ConfigError> {
+    let Bucket { provider, name: bucket_name, prefix, base_path, warning } = read_bucket(r)?;
     let bandwidth = match r.opt("storage", "transfer_max_bandwidth") {
         None => Some(parse_size("50MB/s").expect("valid default")),
         Some(v) => {
@@ -636,7 +662,7 @@ fn read_storage(r: &Reader<'_>) -> Result<StorageConfig, ConfigError> {
             Some(v.parse::<u16>().map_err(|_| bad("storage", "port", format!("{v:?} is not a TCP port number")))?)
         }
     };
-    Ok(StorageConfig {
+    let storage = StorageConfig {
         provider,
         bucket_name,
         key_file: r.opt("storage", "key_file").map(PathBuf::from),
@@ -667,7 +693,8 @@ fn read_storage(r: &Reader<'_>) -> Result<StorageConfig, ConfigError> {
         endpoint: r.opt("storage", "endpoint"),
         max_retries: r.num("storage", "max_retries", 7usize, "a whole number of retries")?,
         retry_timeout_seconds: r.num("storage", "retry_timeout", 180u64, "a whole number of seconds")?,
-    })
+    };
+    Ok((storage, warning))
 }
 
 #[cfg(test)]
@@ -742,24 +769,34 @@ mod tests {
     fn bad_values_name_section_key_and_choices() {
         let cases = [
             ("[storage]\nbucket_name = b\n", "[storage] storage_provider"),
-            ("[storage]\nstorage_provider = dropbox\nbucket_name = b\n", "unknown provider \"dropbox\""),
+            ("[storage]\nstorage_provider = dropbox\nbucket_name = bucket\n", "unknown provider \"dropbox\""),
             ("[storage]\nstorage_provider = s3\n", "[storage] bucket_name: is required"),
-            ("[storage]\nstorage_provider = s3\nbucket_name = a/b\n", "must not contain '/'"),
             (
-                "[storage]\nstorage_provider = s3\nbucket_name = b\nsecure = maybe\n",
+                "[storage]\nstorage_provider = s3\nbucket_name = a/b\n",
+                "[storage] bucket_name: \"a/b\" is not a bucket name",
+            ),
+            (
+                "[storage]\nstorage_provider = local\nbase_path = /b\nbucket_name = ..\n",
+                "[storage] bucket_name: \"..\" is not a bucket name for storage_provider = local",
+            ),
+            (
+                "[storage]\nstorage_provider = s3\nbucket_name = bucket\nsecure = maybe\n",
                 "[storage] secure: \"maybe\" is not a boolean",
             ),
             (
-                "[storage]\nstorage_provider = s3\nbucket_name = b\nconcurrent_transfers = many\n",
+                "[storage]\nstorage_provider = s3\nbucket_name = bucket\nconcurrent_transfers = many\n",
                 "[storage] concurrent_transfers",
             ),
             (
-                "[storage]\nstorage_provider = s3\nbucket_name = b\nmultipart_chunksize = 1.5\n",
+                "[storage]\nstorage_provider = s3\nbucket_name = bucket\nmultipart_chunksize = 1.5\n",
                 "[storage] multipart_chunksize",
             ),
-            ("[storage]\nstorage_provider = s3\nbucket_name = b\n[grpc]\nport = 99999\n", "[grpc] port"),
+            ("[storage]\nstorage_provider = s3\nbucket_name = bucket\n[grpc]\nport = 99999\n", "[grpc] port"),
             ("[storage]\nstorage_provider = local\nbucket_name = b\n", "base_path: is required"),
-            ("[storage]\nstorage_provider = s3\nbucket_name = b\n[kubernetes]\nuse_mgmt_api = 1\n", "cassandra_url"),
+            (
+                "[storage]\nstorage_provider = s3\nbucket_name = bucket\n[kubernetes]\nuse_mgmt_api = 1\n",
+                "cassandra_url",
+            ),
         ];
         for (text, expected) in cases {
             let err = Config::parse(text, "m.ini").unwrap_err().to_string();
@@ -782,7 +819,7 @@ mod tests {
 
     #[test]
     fn libcloud_region_names() {
-        let c = Config::parse("[storage]\nstorage_provider = s3_us_west_oregon\nbucket_name = b\n", "m").unwrap();
+        let c = Config::parse("[storage]\nstorage_provider = s3_us_west_oregon\nbucket_name = bucket\n", "m").unwrap();
         assert_eq!(c.storage.provider, Provider::S3 { region_hint: Some("us-west-2".into()) });
     }
 }

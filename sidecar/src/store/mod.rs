@@ -610,13 +610,73 @@ fn storage_class_attributes(class: Option<&str>) -> Attributes {
     attrs
 }
 
+/// The `local` bucket directory, which must exist: nothing here creates directories, so a
+/// mistyped `base_path` or `bucket_name` is an error that names it, not a new empty bucket that
+/// lists no backups. Only the sidecar makes the bucket, at its start ([`create_local_bucket`]).
 fn local_bucket(cfg: &StorageConfig) -> Result<LocalBucket, StorageError> {
-    let base = cfg.base_path.as_ref().ok_or_else(|| StorageError::Config("base_path is required".into()))?;
+    let base = existing_base_path(cfg)?;
     let root = base.join(&cfg.bucket_name);
-    std::fs::create_dir_all(&root)
-        .map_err(|e| StorageError::Config(format!("cannot create local bucket directory {}: {e}", root.display())))?;
+    match std::fs::metadata(&root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(StorageError::Config(format!(
+                "[storage] bucket_name = {}: {} is not a directory; check bucket_name and base_path",
+                cfg.bucket_name,
+                root.display()
+            )));
+        }
+        Err(e) => {
+            return Err(StorageError::Config(format!(
+                "[storage] bucket_name = {}: no bucket directory {} ({e}); check bucket_name and base_path \
+                 (the sidecar creates the bucket directory when it starts)",
+                cfg.bucket_name,
+                root.display()
+            )));
+        }
+    }
     let fs = LocalFileSystem::new_with_prefix(&root).map_err(config_error)?;
     Ok(LocalBucket { root, fs: Arc::new(fs) })
+}
+
+/// `[storage] base_path`, which must be an existing directory.
+fn existing_base_path(cfg: &StorageConfig) -> Result<&Path, StorageError> {
+    let base = cfg
+        .base_path
+        .as_deref()
+        .ok_or_else(|| StorageError::Config("[storage] base_path is required when storage_provider = local".into()))?;
+    match std::fs::metadata(base) {
+        Ok(m) if m.is_dir() => Ok(base),
+        Ok(_) => Err(StorageError::Config(format!(
+            "[storage] base_path = {}: not a directory; set base_path to the directory that holds the bucket \
+             directory {}",
+            base.display(),
+            cfg.bucket_name
+        ))),
+        Err(e) => Err(StorageError::Config(format!(
+            "[storage] base_path = {}: {e}; create it (e.g. mount the backup volume there) or correct base_path",
+            base.display()
+        ))),
+    }
+}
+
+/// Creates the `local` bucket directory `<base_path>/<bucket_name>` if it is not there yet, for
+/// the sidecar, whose first backup needs it (other providers: nothing to do).
+///
+/// Only that one directory, and only inside a `base_path` that exists: `base_path` is where
+/// the operator mounted the backup volume, so a missing one is a typo or a missing mount, and
+/// creating it would fill the container's own file system with backups that vanish with the
+/// pod. The sidecar refuses to start instead, which shows in the pod's status; every other
+/// command, which only reads, refuses a missing bucket directory too ([`Storage::from_config`]).
+pub fn create_local_bucket(cfg: &StorageConfig) -> Result<(), StorageError> {
+    if cfg.provider != Provider::Local {
+        return Ok(());
+    }
+    let root = existing_base_path(cfg)?.join(&cfg.bucket_name);
+    match std::fs::create_dir(&root) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StorageError::Config(format!("cannot create the bucket directory {}: {e}", root.display()))),
+    }
 }
 
 fn config_error(e: object_store::Error) -> StorageError {
@@ -765,8 +825,9 @@ mod tests {
     async fn local_list_keys_matches_the_store_listing() {
         let base = std::env::temp_dir().join(format!("medusa-list-{}", uuid::Uuid::new_v4()));
         let text = format!("[storage]\nstorage_provider = local\nbucket_name = b\nbase_path = {}\n", base.display());
-        let s = Storage::from_config(&cfg(&text)).unwrap();
         let root = base.join("b");
+        std::fs::create_dir_all(&root).unwrap();
+        let s = Storage::from_config(&cfg(&text)).unwrap();
         for f in ["p/index/a/tokenmap_n1.json", "p/index/a/x#12", "p/index/a/y#ab", "p/index/b/c/d", "p/other/e"] {
             let path = root.join(f);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -790,15 +851,37 @@ mod tests {
         std::fs::remove_dir_all(&base).unwrap();
     }
 
+    /// A `local` bucket is opened, never made, except by the sidecar's `create_local_bucket`,
+    /// which makes the bucket directory and never `base_path`.
+    #[test]
+    fn local_directories_are_not_invented() {
+        let base = std::env::temp_dir().join(format!("medusa-local-{}", uuid::Uuid::new_v4()));
+        let text = format!("[storage]\nstorage_provider = local\nbucket_name = bkt\nbase_path = {}\n", base.display());
+        let c = cfg(&text);
+        for e in [Storage::from_config(&c).err().unwrap(), create_local_bucket(&c).unwrap_err()] {
+            let e = e.to_string();
+            assert!(e.contains(&format!("[storage] base_path = {}", base.display())) && e.contains("create it"), "{e}");
+        }
+        assert!(!base.exists());
+        std::fs::create_dir(&base).unwrap();
+        let e = Storage::from_config(&c).err().unwrap().to_string();
+        assert!(e.contains("[storage] bucket_name = bkt: no bucket directory"), "{e}");
+        assert!(!base.join("bkt").exists());
+        create_local_bucket(&c).unwrap();
+        create_local_bucket(&c).unwrap();
+        Storage::from_config(&c).unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
     #[test]
     fn missing_key_file_is_named() {
         let e = Storage::from_config(&cfg(
-            "[storage]\nstorage_provider = s3\nbucket_name = b\nkey_file = /nonexistent/creds\n",
+            "[storage]\nstorage_provider = s3\nbucket_name = bucket\nkey_file = /nonexistent/creds\n",
         ))
         .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/creds"), "{e}");
         let e = Storage::from_config(&cfg(
-            "[storage]\nstorage_provider = azure_blobs\nbucket_name = b\nkey_file = /nonexistent/k.json\n",
+            "[storage]\nstorage_provider = azure_blobs\nbucket_name = bucket\nkey_file = /nonexistent/k.json\n",
         ))
         .unwrap_err();
         assert!(e.to_string().contains("key_file"), "{e}");
