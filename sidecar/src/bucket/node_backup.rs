@@ -222,6 +222,18 @@ pub struct Deleted {
 /// leftover once `schema.cql` and `started_` are gone, see [`crate::bucket::index::NodeBackup`])
 /// and the next purge or delete finishes it.
 pub async fn delete(s: &Storage, n: &Fqdn, b: &BackupName) -> Result<Deleted, StorageError> {
+    delete_keeping(s, n, b, &|_| false).await
+}
+
+/// [`delete`], leaving in place every object of the folder that `keep` names: what another
+/// readable manifest of the node references (a manifest copied or moved into another folder
+/// names this folder's data), which a deletion must never take with it.
+pub async fn delete_keeping(
+    s: &Storage,
+    n: &Fqdn,
+    b: &BackupName,
+    keep: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Deleted, StorageError> {
     let l = &s.layout;
     let mut out = Deleted::default();
     // Data and meta first, the manifest last of them, so that a half-deleted backup never
@@ -232,6 +244,11 @@ pub async fn delete(s: &Storage, n: &Fqdn, b: &BackupName) -> Result<Deleted, St
     let manifest = l.meta(n, b, Meta::Manifest);
     let schema = l.meta(n, b, Meta::Schema);
     keys.sort_by_key(|(k, _)| (*k == manifest, *k == schema));
+    let kept = keys.len();
+    keys.retain(|(k, _)| !keep(k));
+    if keys.len() != kept {
+        tracing::warn!(backup = %b, node = %n, kept = kept - keys.len(), "objects another manifest references are kept");
+    }
     for (key, size) in keys {
         s.delete(&key).await?;
         out.objects += 1;

@@ -10,7 +10,6 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use serde::Deserialize;
 
-use crate::bucket::node_backup;
 use crate::format::names::{BackupName, Fqdn};
 use crate::store::{Storage, StorageError};
 
@@ -29,42 +28,63 @@ struct SectionPaths {
     objects: Vec<PathOnly>,
 }
 
-/// What the node's folder says about the shared files: the keys its manifests reference, or
-/// why no decision about them is safe.
-enum References {
-    /// Every manifest below `P/N/` was read.
-    Known(HashSet<[u8; 16]>),
+/// What the node's folder says about the objects its backups need: the keys its readable
+/// manifests reference, and why that set may be incomplete.
+#[derive(Debug, Default)]
+pub struct References {
+    keys: HashSet<[u8; 16]>,
     /// A folder whose manifest could not be read, or whose name medusa-rs does not accept: any
     /// shared file may be one it needs.
-    Unknown(String),
+    pub unknown: Option<String>,
 }
 
-/// Keys referenced by the manifests of every backup folder below `P/N/`, read one manifest at
-/// a time. The folders are listed, not taken from the index: a backup whose index entries are
-/// missing (a writer that died between writes, folders copied by hand, a name the index parser
-/// refuses) is still restorable from its folder, so its files still count.
-async fn referenced(storage: &Storage, n: &Fqdn) -> Result<References, StorageError> {
-    let mut set = HashSet::new();
+impl References {
+    /// Whether a readable manifest names `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.keys.contains(&key_hash(key))
+    }
+}
+
+/// Keys referenced by the manifests of every backup folder below `P/N/` but those `skip`
+/// names, read one manifest at a time. The folders are listed, not taken from the index: a
+/// backup whose index entries are missing (a writer that died between writes, folders copied
+/// by hand, a name the index parser refuses) is still restorable from its folder, so its files
+/// still count. A folder whose name medusa-rs refuses is read by its raw key all the same (its
+/// references protect what it names), but makes the set [`References::unknown`].
+pub async fn referenced(
+    storage: &Storage,
+    n: &Fqdn,
+    skip: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<References, StorageError> {
+    let mut out = References::default();
     let node_dir = storage.layout.node_dir(n);
     for folder in storage.folders(&node_dir).await? {
-        if folder == "data" {
+        if folder == "data" || skip(&folder) {
             continue;
         }
-        let Ok(b) = BackupName::new(folder.clone()) else {
-            return Ok(References::Unknown(format!(
-                "the folder {node_dir}{folder}/ has a name medusa-rs does not accept, so its manifest was not read"
-            )));
+        let key = format!("{node_dir}{folder}/meta/manifest.json");
+        if BackupName::new(folder.clone()).is_err() {
+            out.unknown.get_or_insert_with(|| {
+                format!("the folder {node_dir}{folder}/ has a name medusa-rs does not accept")
+            });
+        }
+        let bytes = match storage.get_opt(&key).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => continue,
+            Err(StorageError::Config(e)) => {
+                out.unknown.get_or_insert_with(|| format!("the manifest {key} cannot be read ({e})"));
+                continue;
+            }
+            Err(e) => return Err(e),
         };
-        let Some(bytes) = node_backup::manifest(storage, n, &b).await? else { continue };
         match serde_json::from_slice::<Vec<SectionPaths>>(&bytes) {
-            Ok(sections) => set.extend(sections.iter().flat_map(|s| &s.objects).map(|o| key_hash(&o.path))),
+            Ok(sections) => out.keys.extend(sections.iter().flat_map(|s| &s.objects).map(|o| key_hash(&o.path))),
             Err(e) => {
-                let key = storage.layout.meta(n, &b, crate::format::layout::Meta::Manifest);
-                return Ok(References::Unknown(format!("the manifest {key} is unreadable ({e})")));
+                out.unknown.get_or_insert_with(|| format!("the manifest {key} is unreadable ({e})"));
             }
         }
     }
-    Ok(References::Known(set))
+    Ok(out)
 }
 
 /// What a cleanup did.
@@ -85,21 +105,19 @@ pub struct Cleaned {
 /// older than the grace period. When some manifest cannot be read, nothing is deleted: the
 /// reason is returned (and logged) and the objects are only counted.
 pub async fn clean(storage: &Storage, n: &Fqdn, now: i64, grace_days: u32) -> Result<Cleaned, StorageError> {
-    let refs = match referenced(storage, n).await? {
-        References::Known(refs) => refs,
-        References::Unknown(why) => {
-            tracing::warn!(node = %n, reason = %why, "orphan cleanup deferred: no shared file is deleted until this is fixed");
-            let within_grace = count_unreferenced(storage, n, &HashSet::new()).await?;
-            return Ok(Cleaned { within_grace, deferred: Some(why), ..Cleaned::default() });
-        }
-    };
+    let refs = referenced(storage, n, &|_| false).await?;
+    if let Some(why) = refs.unknown {
+        tracing::warn!(node = %n, reason = %why, "orphan cleanup deferred: no shared file is deleted until this is fixed");
+        let within_grace = count_unreferenced(storage, n, &References::default()).await?;
+        return Ok(Cleaned { within_grace, deferred: Some(why), ..Cleaned::default() });
+    }
     let cutoff = now - i64::from(grace_days) * 86_400;
     let prefix = storage.layout.shared_data_dir(n);
     let mut out = Cleaned::default();
     let mut batch: Vec<(ObjectPath, u64)> = Vec::with_capacity(1000);
     let mut listing = std::pin::pin!(storage.list(&prefix));
     while let Some(meta) = listing.try_next().await? {
-        if refs.contains(&key_hash(meta.location.as_ref())) {
+        if refs.contains(meta.location.as_ref()) {
             continue;
         }
         if meta.last_modified.timestamp() > cutoff {
@@ -122,18 +140,18 @@ pub async fn clean(storage: &Storage, n: &Fqdn, now: i64, grace_days: u32) -> Re
 /// Counts the unreferenced objects below `P/N/data/` without deleting anything (all of them
 /// when some manifest cannot be read: none may be deleted then).
 pub async fn count(storage: &Storage, n: &Fqdn) -> Result<u64, StorageError> {
-    let refs = match referenced(storage, n).await? {
-        References::Known(refs) => refs,
-        References::Unknown(_) => HashSet::new(),
-    };
+    let mut refs = referenced(storage, n, &|_| false).await?;
+    if refs.unknown.is_some() {
+        refs = References::default();
+    }
     count_unreferenced(storage, n, &refs).await
 }
 
-async fn count_unreferenced(storage: &Storage, n: &Fqdn, refs: &HashSet<[u8; 16]>) -> Result<u64, StorageError> {
+async fn count_unreferenced(storage: &Storage, n: &Fqdn, refs: &References) -> Result<u64, StorageError> {
     let listing = storage.list(&storage.layout.shared_data_dir(n));
     listing
         .try_fold(0u64, |c, m| {
-            futures::future::ready(Ok(c + u64::from(!refs.contains(&key_hash(m.location.as_ref())))))
+            futures::future::ready(Ok(c + u64::from(!refs.contains(m.location.as_ref()))))
         })
         .await
 }

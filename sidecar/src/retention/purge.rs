@@ -150,9 +150,17 @@ pub async fn purge(
     }
     tracing::info!(delete = plan.purge.len(), keep = plan.keep.len(), "purge plan");
     report.backups += plan.purge.len() as u64;
+    // What the backups that stay reference (a manifest moved or copied into another folder may
+    // name a purged folder's data) is never deleted with a purged backup.
+    let purged: std::collections::HashSet<&str> = plan.purge.iter().map(|(b, _)| b.name.as_str()).collect();
+    let refs = if purged.is_empty() {
+        orphans::References::default()
+    } else {
+        orphans::referenced(storage, n, &|folder| purged.contains(folder)).await?
+    };
     for (b, _) in &plan.purge {
         let Ok(name) = BackupName::new(b.name.clone()) else { continue };
-        let d = node_backup::delete(storage, n, &name).await?;
+        let d = node_backup::delete_keeping(storage, n, &name, &|k| refs.contains(k)).await?;
         report.objects += d.objects;
         report.bytes += d.bytes;
     }

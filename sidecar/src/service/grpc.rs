@@ -182,7 +182,9 @@ impl MedusaService {
             return Err(RpcError::NoSuchBackup { name, node: None });
         }
         for fqdn in &nodes {
-            let d = node_backup::delete(storage, fqdn, &name).await?;
+            let skip = |folder: &str| folder == name.as_str();
+            let refs = crate::retention::orphans::referenced(storage, fqdn, &skip).await?;
+            let d = node_backup::delete_keeping(storage, fqdn, &name, &|k| refs.contains(k)).await?;
             tracing::info!(backup = %name, node = %fqdn, objects = d.objects, bytes = d.bytes, "node backup deleted");
         }
         self.cache.forget(name.as_str());
