@@ -202,13 +202,8 @@ fn resolve(cfg: &Config, env: &RestoreEnv) -> Result<Result<Request, String>, Re
         journal::remove_finished(&key, env.tmp_dir.as_deref(), &root);
         return Ok(Err(format!("restore {key} was already done ({} says so)", last.display())));
     }
-    let mapping = match &env.mapping {
-        Some(text) => RestoreMapping::parse(text).map_err(RestoreError::Invalid)?,
-        None => match std::fs::read_to_string(root.join(".restore_mapping").join(key.as_str())) {
-            Ok(text) => RestoreMapping::parse(&text).map_err(RestoreError::Invalid)?,
-            Err(_) => RestoreMapping::default(),
-        },
-    };
+    let mapping =
+        RestoreMapping::requested(env.mapping.as_deref(), &root, key.as_str()).map_err(RestoreError::Invalid)?;
     let target = match &env.pod_name {
         Some(p) => Fqdn::new(p.clone()).map_err(|e| RestoreError::Invalid(format!("POD_NAME: {e}")))?,
         None => cfg.fqdn().map_err(|e| RestoreError::Invalid(e.to_string()))?,
