@@ -15,6 +15,7 @@ pub mod journal;
 pub mod mapping;
 pub mod place;
 pub mod plan;
+pub mod tokens;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -242,7 +243,13 @@ async fn read_source(storage: &Storage, req: &Request) -> Result<Option<Source>,
     } else {
         let tm = node_backup::tokenmap(storage, source, backup).await?;
         let tm = crate::format::tokenmap::TokenMap::parse(&tm).map_err(|e| RestoreError::Invalid(e.to_string()))?;
-        Some(tm.node(source.as_str()).map(|n| n.tokens.clone()).unwrap_or_default())
+        let tokens = tokens::checked(&tm, source.as_str(), &req.paths.yaml_path).map_err(|e| {
+            RestoreError::Invalid(format!(
+                "backup {backup} cannot be restored onto {}: {e}; nothing was touched",
+                req.target
+            ))
+        })?;
+        Some(tokens)
     };
     Ok(Some(Source { plan, tokens }))
 }
