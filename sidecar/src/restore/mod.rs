@@ -265,10 +265,16 @@ async fn stage(
 ) -> Result<Report, RestoreError> {
     let plan = &source.plan;
     let mut report = Report { files: plan.files, bytes: plan.bytes, ..Default::default() };
-    let enter = |phase| {
-        let (key, backup, source) = (req.key.to_string(), req.backup.to_string(), req.source.to_string());
-        journal::write(staging, &Journal { key, backup, source, phase })
+    let record = |phase| Journal {
+        key: req.key.to_string(),
+        backup: req.backup.to_string(),
+        source: req.source.to_string(),
+        target: Some(req.target.to_string()),
+        in_place: Some(req.in_place),
+        phase,
     };
+    journal::discard_other(staging, &record(Phase::Downloading))?;
+    let enter = |phase| journal::write(staging, &record(phase));
     if journal::read(staging).map(|j| j.phase) == Some(Phase::Placing) {
         tracing::info!("resuming an interrupted placement");
         return Ok(report);
