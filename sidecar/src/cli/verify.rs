@@ -93,6 +93,11 @@ pub(super) async fn verify(ctx: &Ctx, name: &str, deep: bool, tmp_dir: &Path) ->
                 match verdict {
                     Ok(Verdict::Verified) => tally.hashed += 1,
                     Ok(Verdict::SizeOnly) => tally.size_only += 1,
+                    Ok(Verdict::Size { recorded, read }) => problems.push(Problem {
+                        node: nb.fqdn.clone(),
+                        key: Some(o.key.clone()),
+                        problem: format!("{read} bytes read back, {recorded} in the manifest (changed while verified)"),
+                    }),
                     Ok(Verdict::Mismatch { expected, actual }) => problems.push(Problem {
                         node: nb.fqdn.clone(),
                         key: Some(o.key.clone()),

@@ -192,11 +192,18 @@ async fn fetch_batch(
         let mut verdicts = Vec::with_capacity(files.len());
         for ((dest, key, size, md5), digest) in files.into_iter().zip(digests) {
             let verdict = verify::judge(md5.as_deref(), size, &digest, &dest)?;
-            if let Verdict::Mismatch { expected, actual } = verdict {
-                let _ = std::fs::remove_file(&dest);
-                return Ok(Err(RestoreError::Corrupt { key, expected, actual }));
-            }
-            verdicts.push(verdict);
+            // The store said the object has the recorded size ([`Transfers::download_files`]
+            // checks): other bytes than recorded arrived, which fetching again may mend.
+            let (expected, actual) = match verdict {
+                Verdict::Mismatch { expected, actual } => (expected, actual),
+                Verdict::Size { recorded, read } => (format!("{recorded} bytes"), format!("{read} bytes")),
+                Verdict::Verified | Verdict::SizeOnly => {
+                    verdicts.push(verdict);
+                    continue;
+                }
+            };
+            let _ = std::fs::remove_file(&dest);
+            return Ok(Err(RestoreError::Corrupt { key, expected, actual }));
         }
         Ok(Ok(verdicts))
     });

@@ -19,8 +19,9 @@ pub enum Phase {
     Placing,
 }
 
-/// What the journal records.
-#[derive(Debug, Serialize, Deserialize)]
+/// What the journal records: the request whose files the staging directory holds, and the
+/// phase it reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
     /// The restore key.
     pub key: String,
@@ -28,8 +29,68 @@ pub struct Journal {
     pub backup: String,
     /// The node whose backup is restored.
     pub source: String,
+    /// The node restored onto (absent in journals of older medusa-rs).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Whether the mapping restores in place (absent in journals of older medusa-rs).
+    #[serde(default)]
+    pub in_place: Option<bool>,
     /// The phase reached.
     pub phase: Phase,
+}
+
+impl Journal {
+    /// Whether both record the same request (whatever their phase); a journal of an older
+    /// medusa-rs, without target or mapping, matches none.
+    pub fn same_request(&self, other: &Journal) -> bool {
+        let known = |j: &Journal| j.target.is_some() && j.in_place.is_some();
+        known(self)
+            && known(other)
+            && (&self.key, &self.backup, &self.source, &self.target, self.in_place)
+                == (&other.key, &other.backup, &other.source, &other.target, other.in_place)
+    }
+}
+
+impl std::fmt::Display for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unknown = || "unrecorded".to_string();
+        write!(
+            f,
+            "backup {} of node {} onto {}, in place {}, key {}",
+            self.backup,
+            self.source,
+            self.target.clone().unwrap_or_else(unknown),
+            self.in_place.map(|b| b.to_string()).unwrap_or_else(unknown),
+            self.key
+        )
+    }
+}
+
+/// Empties staging `s` unless its journal records the request `want` (or there is no journal:
+/// a new restore): files staged for another backup, source node or mapping under the same key
+/// must not be resumed, since a resumed placement trusts them and the report would name a
+/// backup whose data was not restored. Logged.
+pub fn discard_other(s: &Staging, want: &Journal) -> Result<(), RestoreError> {
+    let found = match std::fs::read(s.journal()) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(format!("reading {}", s.journal().display()))(e)),
+        Ok(bytes) => serde_json::from_slice::<Journal>(&bytes).ok(),
+    };
+    match &found {
+        Some(j) if j.same_request(want) => return Ok(()),
+        Some(j) => {
+            tracing::warn!(dir = %s.root.display(), "discarding the staging directory of another restore request ({j}); this one is {want}");
+            if j.phase == Phase::Placing {
+                tracing::warn!(
+                    "that restore had begun placing: tables of its backup that {} does not hold stay in the data directory",
+                    want.backup
+                );
+            }
+        }
+        None => tracing::warn!(dir = %s.root.display(), "discarding the staging directory: its journal is unreadable"),
+    }
+    remove(s).map_err(io(format!("discarding {}", s.root.display())))?;
+    std::fs::create_dir_all(&s.root).map_err(io(format!("creating {}", s.root.display())))
 }
 
 fn device(p: &Path) -> Option<u64> {
@@ -125,9 +186,65 @@ pub fn write(s: &Staging, j: &Journal) -> Result<(), RestoreError> {
 mod tests {
     use super::*;
 
+    fn request(backup: &str) -> Journal {
+        Journal {
+            key: "k1".into(),
+            backup: backup.into(),
+            source: "n".into(),
+            target: Some("n".into()),
+            in_place: Some(true),
+            phase: Phase::Placing,
+        }
+    }
+
     fn journal(s: &Staging) {
-        let j = Journal { key: "k1".into(), backup: "b".into(), source: "n".into(), phase: Phase::Placing };
-        write(s, &j).unwrap();
+        write(s, &request("b")).unwrap();
+    }
+
+    #[test]
+    fn staging_of_another_request_is_discarded() {
+        let tmp = std::env::temp_dir().join(format!("medusa-journal-{}", uuid::Uuid::new_v4()));
+        let s = Staging { root: tmp.join("medusa-restore-k1") };
+        let staged = s.table("ks", "t-1").join("a-Data.db");
+        let stage = |j: Option<&[u8]>| {
+            std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+            std::fs::write(&staged, b"x").unwrap();
+            if let Some(j) = j {
+                std::fs::write(s.journal(), j).unwrap();
+            }
+        };
+        let want = Journal { phase: Phase::Downloading, ..request("b") };
+        let json = |j: &Journal| serde_json::to_vec(j).unwrap();
+        // The same request, in any phase: kept.
+        stage(Some(&json(&request("b"))));
+        discard_other(&s, &want).unwrap();
+        assert!(staged.exists());
+        // No journal (a new restore): nothing to discard.
+        std::fs::remove_file(s.journal()).unwrap();
+        discard_other(&s, &want).unwrap();
+        assert!(staged.exists());
+        // Another backup, source, target, mapping or key; an older journal without target and
+        // mapping; an unreadable one: emptied, the directory kept.
+        let others = [
+            request("other"),
+            Journal { source: "m".into(), ..request("b") },
+            Journal { target: Some("m".into()), ..request("b") },
+            Journal { in_place: Some(false), ..request("b") },
+            Journal { key: "k0".into(), ..request("b") },
+        ];
+        let mut journals: Vec<Vec<u8>> = others.iter().map(json).collect();
+        journals.push(br#"{"key":"k1","backup":"b","source":"n","phase":"placing"}"#.to_vec());
+        journals.push(b"{not json".to_vec());
+        for j in journals {
+            stage(Some(&j));
+            discard_other(&s, &want).unwrap();
+            assert!(!staged.exists() && !s.journal().exists(), "{}", String::from_utf8_lossy(&j));
+            assert_eq!(std::fs::read_dir(&s.root).unwrap().count(), 0);
+        }
+        // An older journal is still recognised as ours (so that stale staging is removed).
+        std::fs::write(s.journal(), br#"{"key":"k1","backup":"b","source":"n","phase":"placing"}"#).unwrap();
+        assert!(read(&s).is_some_and(|j| j.target.is_none() && !j.same_request(&j.clone())));
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]

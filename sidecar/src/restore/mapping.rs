@@ -2,37 +2,58 @@
 //! PrepareRestore writes (§6.1), and the host-map computation behind PrepareRestore.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::format::tokenmap::TokenMap;
 
 /// One target's source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostMapping {
     /// Backup node names (the first one is used).
     pub source: Vec<String>,
     /// Whether the target is a seed.
-    #[serde(default)]
     pub seed: bool,
 }
 
 /// `{"in_place": ..., "host_map": {target: {"source": [..], "seed": ..}}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct RestoreMapping {
     /// `null`/absent means in place (Medusa's default).
-    #[serde(default)]
     pub in_place: Option<bool>,
     /// Keyed by target pod name.
-    #[serde(default)]
     pub host_map: BTreeMap<String, HostMapping>,
 }
 
+/// The shape errors point at.
+const EXPECTED: &str =
+    r#"{"in_place": true|false, "host_map": {"<pod>": {"source": ["<backup node>"], "seed": true|false}}}"#;
+
 impl RestoreMapping {
-    /// Parses the operator's JSON.
-    pub fn parse(text: &str) -> Result<RestoreMapping, String> {
-        serde_json::from_str(text)
-            .map_err(|e| format!("RESTORE_MAPPING is not a valid restore mapping ({e}): {text:.200}"))
+    /// Parses the operator's JSON (Go's `encoding/json` of `MedusaRestoreMapping`: `in_place`
+    /// null when unset, `host_map` omitted when empty) or the file PrepareRestore wrote; `origin`
+    /// names where `text` came from in errors. Anything else is refused, naming the key: a
+    /// misspelt key or another shape read leniently would restore in place, over this node.
+    pub fn parse(text: &str, origin: &str) -> Result<RestoreMapping, String> {
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| format!("{origin} is not valid JSON ({e}): {text:.200}; expected {EXPECTED}"))?;
+        from_value(&v).map_err(|e| format!("{origin} is not a restore mapping: {e}; expected {EXPECTED}"))
+    }
+
+    /// The mapping a restore under `key` runs with: `env` (`RESTORE_MAPPING`), else the file
+    /// PrepareRestore wrote in the Cassandra root `root`, else in place (no such file).
+    pub fn requested(env: Option<&str>, root: &Path, key: &str) -> Result<RestoreMapping, String> {
+        if let Some(text) = env {
+            return RestoreMapping::parse(text, "RESTORE_MAPPING");
+        }
+        let file = root.join(".restore_mapping").join(key);
+        match std::fs::read_to_string(&file) {
+            Ok(text) => RestoreMapping::parse(&text, &format!("the restore mapping {}", file.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RestoreMapping::default()),
+            Err(e) => Err(format!("cannot read the restore mapping {}: {e}", file.display())),
+        }
     }
 
     /// Restoring onto the same nodes.
@@ -50,6 +71,75 @@ impl RestoreMapping {
         let v = serde_json::json!({"in_place": self.is_in_place(), "host_map": self.host_map});
         crate::format::pyjson::to_vec(&v).expect("mapping serialises")
     }
+}
+
+/// What a JSON value is, for errors.
+fn shape(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn from_value(v: &Value) -> Result<RestoreMapping, String> {
+    let Value::Object(fields) = v else { return Err(format!("it is {}, not an object", shape(v))) };
+    let mut m = RestoreMapping::default();
+    for (key, v) in fields {
+        match (key.as_str(), v) {
+            ("in_place", Value::Null) => m.in_place = None,
+            ("in_place", Value::Bool(b)) => m.in_place = Some(*b),
+            ("in_place", other) => return Err(format!("in_place is {}, not true, false or null", shape(other))),
+            ("host_map", Value::Null) => {}
+            ("host_map", Value::Object(targets)) => {
+                for (pod, entry) in targets {
+                    m.host_map.insert(pod.clone(), host_mapping(pod, entry)?);
+                }
+            }
+            ("host_map", other) => {
+                return Err(format!("host_map is {}, not an object keyed by pod name", shape(other)));
+            }
+            (other, _) => return Err(format!("unknown key {other:?} (the keys are in_place and host_map)")),
+        }
+    }
+    if m.in_place == Some(false) && m.host_map.is_empty() {
+        return Err("in_place is false and host_map is empty: no pod would be restored".into());
+    }
+    Ok(m)
+}
+
+fn host_mapping(pod: &str, v: &Value) -> Result<HostMapping, String> {
+    let Value::Object(fields) = v else {
+        return Err(format!("host_map entry {pod:?} is {}, not an object", shape(v)));
+    };
+    let (mut source, mut seed) = (None, false);
+    for (key, v) in fields {
+        match (key.as_str(), v) {
+            ("source", Value::Array(nodes)) => {
+                let names = nodes.iter().map(|n| n.as_str().filter(|n| !n.is_empty()).map(str::to_string));
+                let names: Option<Vec<String>> = names.collect();
+                let names = names.filter(|n| !n.is_empty()).ok_or_else(|| {
+                    format!("host_map entry {pod:?}: source must list the backup node's name, not {v}")
+                })?;
+                source = Some(names);
+            }
+            ("source", other) => {
+                return Err(format!("host_map entry {pod:?}: source is {}, not a list of node names", shape(other)));
+            }
+            ("seed", Value::Bool(b)) => seed = *b,
+            ("seed", other) => {
+                return Err(format!("host_map entry {pod:?}: seed is {}, not true or false", shape(other)));
+            }
+            (other, _) => {
+                return Err(format!("host_map entry {pod:?}: unknown key {other:?} (the keys are source and seed)"));
+            }
+        }
+    }
+    let source = source.ok_or_else(|| format!("host_map entry {pod:?} has no source"))?;
+    Ok(HostMapping { source, seed })
 }
 
 fn racks(tm: &TokenMap) -> BTreeMap<String, Vec<&crate::format::tokenmap::RingNode>> {
@@ -137,13 +227,57 @@ mod tests {
 
     #[test]
     fn parses_the_operator_json() {
-        let m = RestoreMapping::parse(r#"{"in_place":false,"host_map":{"new-0":{"source":["old-0"],"seed":false}}}"#)
-            .unwrap();
+        let parse = |t: &str| RestoreMapping::parse(t, "RESTORE_MAPPING");
+        let m = parse(r#"{"in_place":false,"host_map":{"new-0":{"source":["old-0"],"seed":false}}}"#).unwrap();
         assert!(!m.is_in_place());
         assert_eq!(m.source_of("new-0"), Some("old-0"));
         assert_eq!(m.source_of("new-1"), None);
-        assert!(RestoreMapping::parse(r#"{"in_place":null}"#).unwrap().is_in_place());
-        assert!(RestoreMapping::parse("{").is_err());
+        assert!(parse(r#"{"in_place":null}"#).unwrap().is_in_place());
+        assert!(parse(r#"{"in_place":true}"#).unwrap().is_in_place());
+        assert!(parse("{}").unwrap().is_in_place());
+        // Python Medusa's PrepareRestore file, and what `to_bytes` writes, read back.
+        let m = host_map(&tm(&[("a", "r1")]), &tm(&[("a", "r1")]), &["a".into()]).unwrap();
+        assert_eq!(parse(std::str::from_utf8(&m.to_bytes()).unwrap()).unwrap(), m);
+        assert!(parse("{").is_err());
+    }
+
+    #[test]
+    fn refuses_other_shapes_naming_the_key() {
+        let cases = [
+            ("[]", "an array, not an object"),
+            ("null", "null, not an object"),
+            (r#"{"inplace":false}"#, "unknown key \"inplace\""),
+            (r#"{"in_place":false,"hostmap":{"a":{"source":["b"]}}}"#, "unknown key \"hostmap\""),
+            (r#"{"in_place":"false"}"#, "in_place is a string"),
+            (r#"{"in_place":false,"host_map":[]}"#, "host_map is an array"),
+            (r#"{"in_place":false}"#, "host_map is empty"),
+            (r#"{"in_place":false,"host_map":{"a":[]}}"#, "host_map entry \"a\" is an array"),
+            (r#"{"in_place":false,"host_map":{"a":{"source":"b"}}}"#, "source is a string"),
+            (r#"{"in_place":false,"host_map":{"a":{"source":[]}}}"#, "source must list"),
+            (r#"{"in_place":false,"host_map":{"a":{"source":[1]}}}"#, "source must list"),
+            (r#"{"in_place":false,"host_map":{"a":{"seed":true}}}"#, "has no source"),
+            (r#"{"in_place":false,"host_map":{"a":{"source":["b"],"seed":1}}}"#, "seed is a number"),
+            (r#"{"in_place":false,"host_map":{"a":{"source":["b"],"Seed":true}}}"#, "unknown key \"Seed\""),
+        ];
+        for (text, want) in cases {
+            let e = RestoreMapping::parse(text, "RESTORE_MAPPING").unwrap_err();
+            assert!(e.starts_with("RESTORE_MAPPING is not a restore mapping: ") && e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn reads_the_prepare_restore_file_only_when_there_is_no_variable() {
+        let root = std::env::temp_dir().join(format!("medusa-mapping-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(root.join(".restore_mapping")).unwrap();
+        assert!(RestoreMapping::requested(None, &root, "k").unwrap().is_in_place());
+        std::fs::write(root.join(".restore_mapping/k"), r#"{"in_place": true, "hostmap": {}}"#).unwrap();
+        let e = RestoreMapping::requested(None, &root, "k").unwrap_err();
+        assert!(e.contains(".restore_mapping/k") && e.contains("hostmap"), "{e}");
+        assert!(RestoreMapping::requested(Some("{}"), &root, "k").is_ok());
+        // A file that cannot be read is not taken for "no mapping" (in place).
+        std::fs::create_dir_all(root.join(".restore_mapping/d")).unwrap();
+        assert!(RestoreMapping::requested(None, &root, "d").unwrap_err().contains("cannot read"));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod mapping;
 pub mod place;
 pub mod plan;
 pub mod targets;
+pub mod tokens;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -202,13 +203,8 @@ fn resolve(cfg: &Config, env: &RestoreEnv) -> Result<Result<Request, String>, Re
         journal::remove_finished(&key, env.tmp_dir.as_deref(), &root);
         return Ok(Err(format!("restore {key} was already done ({} says so)", last.display())));
     }
-    let mapping = match &env.mapping {
-        Some(text) => RestoreMapping::parse(text).map_err(RestoreError::Invalid)?,
-        None => match std::fs::read_to_string(root.join(".restore_mapping").join(key.as_str())) {
-            Ok(text) => RestoreMapping::parse(&text).map_err(RestoreError::Invalid)?,
-            Err(_) => RestoreMapping::default(),
-        },
-    };
+    let mapping =
+        RestoreMapping::requested(env.mapping.as_deref(), &root, key.as_str()).map_err(RestoreError::Invalid)?;
     let target = match &env.pod_name {
         Some(p) => Fqdn::new(p.clone()).map_err(|e| RestoreError::Invalid(format!("POD_NAME: {e}")))?,
         None => cfg.fqdn().map_err(|e| RestoreError::Invalid(e.to_string()))?,
@@ -247,7 +243,13 @@ async fn read_source(storage: &Storage, req: &Request) -> Result<Option<Source>,
     } else {
         let tm = node_backup::tokenmap(storage, source, backup).await?;
         let tm = crate::format::tokenmap::TokenMap::parse(&tm).map_err(|e| RestoreError::Invalid(e.to_string()))?;
-        Some(tm.node(source.as_str()).map(|n| n.tokens.clone()).unwrap_or_default())
+        let tokens = tokens::checked(&tm, source.as_str(), &req.paths.yaml_path).map_err(|e| {
+            RestoreError::Invalid(format!(
+                "backup {backup} cannot be restored onto {}: {e}; nothing was touched",
+                req.target
+            ))
+        })?;
+        Some(tokens)
     };
     Ok(Some(Source { plan, tokens }))
 }
@@ -292,10 +294,16 @@ async fn stage(
 ) -> Result<Report, RestoreError> {
     let plan = &source.plan;
     let mut report = Report { files: plan.files, bytes: plan.bytes, ..Default::default() };
-    let enter = |phase| {
-        let (key, backup, source) = (req.key.to_string(), req.backup.to_string(), req.source.to_string());
-        journal::write(staging, &Journal { key, backup, source, phase })
+    let record = |phase| Journal {
+        key: req.key.to_string(),
+        backup: req.backup.to_string(),
+        source: req.source.to_string(),
+        target: Some(req.target.to_string()),
+        in_place: Some(req.in_place),
+        phase,
     };
+    journal::discard_other(staging, &record(Phase::Downloading))?;
+    let enter = |phase| journal::write(staging, &record(phase));
     if journal::read(staging).map(|j| j.phase) == Some(Phase::Placing) {
         tracing::info!("resuming an interrupted placement");
         return Ok(report);

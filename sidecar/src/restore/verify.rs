@@ -11,6 +11,13 @@ pub enum Verdict {
     Verified,
     /// No usable hash was recorded (`null`, `no-md5-hash`): only the size was checked.
     SizeOnly,
+    /// The bytes read are not as many as the manifest records.
+    Size {
+        /// What the manifest records.
+        recorded: u64,
+        /// Bytes read.
+        read: u64,
+    },
     /// The content differs.
     Mismatch {
         /// What the manifest says.
@@ -38,7 +45,7 @@ pub fn part_size_for(recorded: Option<&str>, size: u64, chunk: u64) -> Option<u6
 pub fn judge(recorded: Option<&str>, size: u64, d: &ContentDigest, path: &Path) -> std::io::Result<Verdict> {
     let mismatch = |actual: String| Verdict::Mismatch { expected: recorded.unwrap_or_default().to_string(), actual };
     if d.size != size {
-        return Ok(mismatch(format!("{} bytes instead of {size}", d.size)));
+        return Ok(Verdict::Size { recorded: size, read: d.size });
     }
     let Some(r) = recorded.map(|r| r.trim_matches('"')).filter(|r| !r.is_empty() && *r != "no-md5-hash") else {
         return Ok(Verdict::SizeOnly);
@@ -115,7 +122,9 @@ mod tests {
         assert_eq!(part_size_for(Some(&ours.md5_hex()), size, 8 << 20), None);
         assert_eq!(part_size_for(None, size, 8 << 20), None);
         assert_eq!(judge(Some(&ours.md5_hex()), data.len() as u64, &ours, &path).unwrap(), Verdict::Verified);
-        assert!(matches!(judge(Some(&ours.md5_hex()), 5, &ours, &path).unwrap(), Verdict::Mismatch { .. }));
+        let size = judge(Some(&ours.md5_hex()), 5, &ours, &path).unwrap();
+        assert_eq!(size, Verdict::Size { recorded: 5, read: data.len() as u64 });
+        assert_eq!(judge(None, 5, &ours, &path).unwrap(), size, "with no hash recorded too");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

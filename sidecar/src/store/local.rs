@@ -28,6 +28,8 @@ pub enum CopyError {
     Read(std::io::Error),
     /// Creating or writing the destination.
     Write(std::io::Error),
+    /// The source does not have the expected size (its size): nothing was copied.
+    Size(u64),
 }
 
 /// Copies at most `limit` bytes of `src` (from its start) into `dst` (from its start), hashing
@@ -211,10 +213,22 @@ fn remove_if_same(dest: &Path, written: &File) {
     }
 }
 
-/// Copies all of `src` into `dest` (created or truncated; missing parents created).
-pub fn get_copy(src: &Path, dest: &Path, part: Option<u64>, done: &AtomicU64) -> Result<ContentDigest, CopyError> {
+/// Copies `src`, which must be `size` bytes (the size its manifest records), into `dest`
+/// (created or truncated; missing parents created). A source of another size is refused before
+/// `dest` is created; one that grows during the copy is not copied past `size` (the digest then
+/// has one byte more, see [`copy_hashing`]).
+pub fn get_copy(
+    src: &Path,
+    dest: &Path,
+    size: u64,
+    part: Option<u64>,
+    done: &AtomicU64,
+) -> Result<ContentDigest, CopyError> {
     let mut from = File::open(src).map_err(CopyError::Read)?;
-    let size = from.metadata().map_err(CopyError::Read)?.len();
+    let stored = from.metadata().map_err(CopyError::Read)?.len();
+    if stored != size {
+        return Err(CopyError::Size(stored));
+    }
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(CopyError::Write)?;
     }
@@ -263,8 +277,14 @@ mod tests {
                 assert!(!dir.join("dest").exists(), "{publish:?}");
                 assert_eq!(std::fs::read_dir(&*dir).unwrap().count(), 1, "{publish:?}: only the source remains");
             }
-            let empty = get_copy(&dir.join("src"), &dir.join("x/copy"), None, &done).unwrap();
-            assert_eq!((empty.size, std::fs::read(dir.join("x/copy")).unwrap()), (10, b"0123456789".to_vec()));
+            let copy = get_copy(&dir.join("src"), &dir.join("x/copy"), 10, None, &done).unwrap();
+            assert_eq!((copy.size, std::fs::read(dir.join("x/copy")).unwrap()), (10, b"0123456789".to_vec()));
+            // A source of another size than recorded: refused, nothing written.
+            for recorded in [9, 11] {
+                let r = get_copy(&dir.join("src"), &dir.join("y/copy"), recorded, None, &done);
+                assert!(matches!(r, Err(CopyError::Size(10))), "{recorded}");
+                assert!(!dir.join("y").exists());
+            }
         }
     }
 
@@ -301,7 +321,7 @@ mod tests {
     #[test]
     fn missing_source_is_a_read_error() {
         let dir = tempdir();
-        let r = get_copy(&dir.join("nope"), &dir.join("dest"), None, &AtomicU64::new(0));
+        let r = get_copy(&dir.join("nope"), &dir.join("dest"), 0, None, &AtomicU64::new(0));
         assert!(matches!(r, Err(CopyError::Read(e)) if e.kind() == ErrorKind::NotFound));
     }
 

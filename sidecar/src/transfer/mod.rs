@@ -77,6 +77,20 @@ pub enum TransferError {
         /// Bytes actually read.
         read: u64,
     },
+    /// An object's size in storage is not the one its manifest records: it was replaced or
+    /// damaged in the bucket. Nothing more than the recorded size was written.
+    #[error(
+        "object {key} has {} in storage, but its manifest records {recorded} bytes: the object was replaced or damaged in the bucket",
+        stored.map(|s| format!("{s} bytes")).unwrap_or_else(|| format!("more than {recorded} bytes"))
+    )]
+    Size {
+        /// The key.
+        key: String,
+        /// The size the manifest records.
+        recorded: u64,
+        /// The size in storage, when the store said it (else more than `recorded` arrived).
+        stored: Option<u64>,
+    },
     /// The store's checksum disagrees with the bytes sent.
     #[error("upload of {key} corrupted: the store reports ETag {reported}, the bytes sent hash to {expected}")]
     Corrupted {
@@ -948,6 +962,15 @@ fn write_batch(
     Ok(written)
 }
 
+/// Refuses an object whose size in storage is not the one its manifest records, before any of
+/// it is read.
+fn check_size(key: &str, recorded: u64, stored: u64) -> Result<(), TransferError> {
+    if stored == recorded {
+        return Ok(());
+    }
+    Err(TransferError::Size { key: key.to_string(), recorded, stored: Some(stored) })
+}
+
 /// Bytes of an object fetched by one ranged GET, at least (whole parts of its multipart ETag):
 /// enough that a request's round trip is small beside its transfer.
 const RANGE_MIN: u64 = 8 << 20;
@@ -1022,6 +1045,9 @@ impl Transfers {
                 Ok(d) => d,
                 Err(CopyError::Read(source)) => return Err(TransferError::Read { path: f.path, source }),
                 Err(CopyError::Write(e)) => return Err(StorageError::local_io("put", &f.key, dest, e).into()),
+                Err(CopyError::Size(read)) => {
+                    return Err(TransferError::Changed { path: f.path, expected: f.size, read });
+                }
             };
             if digest.size != f.size {
                 return Err(TransferError::Changed { path: f.path, expected: f.size, read: digest.size });
@@ -1048,9 +1074,10 @@ impl Transfers {
             jobs.push(((f, src), dest));
         }
         self.local_batch(jobs, progress, |(f, src), dest, prog| {
-            local::get_copy(&src, dest, f.part, &prog.bytes_done).map_err(|e| match e {
+            local::get_copy(&src, dest, f.size, f.part, &prog.bytes_done).map_err(|e| match e {
                 CopyError::Read(e) => StorageError::local_io("get", &f.key, &src, e).into(),
                 CopyError::Write(source) => TransferError::Write { path: f.dest, source },
+                CopyError::Size(stored) => TransferError::Size { key: f.key, recorded: f.size, stored: Some(stored) },
             })
         })
         .await
@@ -1099,10 +1126,17 @@ impl Transfers {
         if let Some(local) = &self.local {
             return Ok(self.download_local(local, vec![f], progress).await?.pop().expect("one digest per file"));
         }
-        let Download { key, dest, part, .. } = f;
+        let Download { key, dest, part, size } = f;
         let location = object_path(&key)?;
         let got = self.storage.store.get(&location).await.map_err(|e| StorageError::from_store("get", &key, e))?;
-        let d = self.receive_into(&key, got.into_stream(), write_hashing(dest.clone(), part), &dest, progress).await?;
+        check_size(&key, size, got.meta.size)?;
+        let writer = write_hashing(dest.clone(), part);
+        let received = self.receive_into(&key, got.into_stream(), writer, &dest, progress, Some(size)).await;
+        if let Err(TransferError::Size { .. }) = &received {
+            // A prefix of another object must not pass for the file on a rerun.
+            let _ = std::fs::remove_file(&dest);
+        }
+        let d = received?;
         self.writeback.wrote(&dest, d.size);
         Ok(d)
     }
@@ -1151,7 +1185,9 @@ impl Transfers {
                     .get_opts(location, get)
                     .await
                     .map_err(|e| StorageError::from_store("get", key, e))?;
-                self.receive_into(key, got.into_stream(), write_range(file, range, part), dest, progress).await
+                // The store gives the whole object's size with each range.
+                check_size(key, size, got.meta.size)?;
+                self.receive_into(key, got.into_stream(), write_range(file, range, part), dest, progress, None).await
             }
         });
         let ranges: Vec<(u64, Vec<[u8; 16]>)> =
@@ -1164,7 +1200,8 @@ impl Transfers {
     }
 
     /// Passes a GET's body to a writer task (its sender and handle) and waits for the writer's
-    /// result; the store's error comes first when the body failed.
+    /// result; the store's error comes first when the body failed. A body longer than `limit`
+    /// (the object's recorded size) is cut there and fails.
     async fn receive_into<T>(
         &self,
         key: &str,
@@ -1172,35 +1209,43 @@ impl Transfers {
         (tx, writer): (mpsc::Sender<Vec<Bytes>>, tokio::task::JoinHandle<std::io::Result<T>>),
         dest: &std::path::Path,
         progress: &Progress,
+        limit: Option<u64>,
     ) -> Result<T, TransferError> {
-        let failed = self.receive(key, body, tx, progress).await;
+        let failed = self.receive(key, body, tx, progress, limit).await;
         let written = writer
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))
             .and_then(|r| r)
             .map_err(|source| TransferError::Write { path: dest.to_path_buf(), source });
         match failed {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(e),
             None => written,
         }
     }
 
     /// Passes a GET's body on to the writer, under the bandwidth cap; returns the store's error
-    /// if the body failed.
+    /// if the body failed, or a size error (nothing past `limit` passed on) if it is longer
+    /// than `limit`.
     async fn receive(
         &self,
         key: &str,
         mut body: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
         tx: mpsc::Sender<Vec<Bytes>>,
         progress: &Progress,
-    ) -> Option<StorageError> {
+        limit: Option<u64>,
+    ) -> Option<TransferError> {
         use futures::StreamExt;
-        let (mut batch, mut held) = (Vec::new(), 0usize);
+        let (mut batch, mut held, mut total) = (Vec::new(), 0usize, 0u64);
         loop {
             let chunk = body.next().await;
             let end = chunk.is_none();
             match chunk {
                 Some(Ok(b)) => {
+                    total += b.len() as u64;
+                    if let Some(recorded) = limit.filter(|l| total > *l) {
+                        // Dropping the sender ends the writer with what it has: at most `recorded`.
+                        return Some(TransferError::Size { key: key.to_string(), recorded, stored: None });
+                    }
                     if let Some(l) = &self.limiter {
                         l.acquire(b.len()).await;
                     }
@@ -1208,7 +1253,7 @@ impl Transfers {
                     held += b.len();
                     batch.push(b);
                 }
-                Some(Err(e)) => return Some(StorageError::from_store("get", key, e)),
+                Some(Err(e)) => return Some(StorageError::from_store("get", key, e).into()),
                 None => {}
             }
             if (held >= WRITE_BATCH || end) && !batch.is_empty() {
