@@ -113,6 +113,11 @@ pub async fn confirm_finished(storage: &Storage, nbs: &mut [NodeBackup]) -> Resu
             if nb.finished.is_none() || nb.leftover {
                 return Ok(None);
             }
+            if node_backup::started(storage, &n, &b).await?.is_none() {
+                let key = storage.layout.meta(&n, &b, crate::format::layout::Meta::Schema);
+                tracing::warn!(key = %key, "this node backup has lost its schema.cql");
+                return Ok(Some(format!("its {key} is missing (partly deleted or copied incompletely)")));
+            }
             let key = storage.layout.meta(&n, &b, crate::format::layout::Meta::Manifest);
             let Some(bytes) = node_backup::manifest(storage, &n, &b).await? else {
                 tracing::warn!(key = %key, "the index says this node backup finished, but its manifest is missing");

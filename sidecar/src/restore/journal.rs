@@ -204,7 +204,7 @@ mod tests {
     #[test]
     fn staging_of_another_request_is_discarded() {
         let tmp = std::env::temp_dir().join(format!("medusa-journal-{}", uuid::Uuid::new_v4()));
-        let s = Staging { root: tmp.join("medusa-restore-k1") };
+        let s = Staging::new(tmp.join("medusa-restore-k1"));
         let staged = s.table("ks", "t-1").join("a-Data.db");
         let stage = |j: Option<&[u8]>| {
             std::fs::create_dir_all(staged.parent().unwrap()).unwrap();

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::bucket::node_backup::{self, State};
+use crate::format::layout::Meta;
 use crate::config::Config;
 use crate::config::cassandra_yaml::NodePaths;
 use crate::format::names::{BackupName, Fqdn, RestoreKey};
@@ -226,17 +227,30 @@ async fn read_source(storage: &Storage, req: &Request) -> Result<Option<Source>,
     let (backup, source) = (&req.backup, &req.source);
     let incomplete = || {
         RestoreError::Invalid(format!(
-            "backup {backup} of node {source} is incomplete (no manifest): it cannot be restored"
+            "backup {backup} of node {source} is incomplete (no {}): it cannot be restored",
+            storage.layout.meta(source, backup, Meta::Manifest)
         ))
     };
+    let meta = |m| storage.layout.meta(source, backup, m);
     match node_backup::state(storage, source, backup).await? {
+        // A manifest without `schema.cql` is what an interrupted deletion (or a partial copy)
+        // leaves: the backup cannot be trusted whole, and the error names the missing object.
+        State::Absent if storage.head(&meta(Meta::Manifest)).await?.is_some() => {
+            return Err(RestoreError::Invalid(format!(
+                "backup {backup} of node {source} has a manifest but no {}: it was partly deleted or                  copied incompletely and cannot be restored; nothing was touched",
+                meta(Meta::Schema)
+            )));
+        }
         State::Absent => return Ok(None),
         State::Incomplete { .. } => return Err(incomplete()),
         State::Complete { .. } => {}
     }
     let manifest = node_backup::manifest(storage, source, backup).await?.ok_or_else(incomplete)?;
     let manifest = crate::format::manifest::parse(&manifest)
-        .map_err(|e| RestoreError::Invalid(format!("manifest of {backup}/{source} is unreadable: {e}")))?;
+        .map_err(|e| {
+            let key = storage.layout.meta(source, backup, Meta::Manifest);
+            RestoreError::Invalid(format!("the manifest {key} of {backup}/{source} is unreadable: {e}"))
+        })?;
     let plan = plan::plan(&manifest, req.in_place).map_err(RestoreError::Invalid)?;
     let tokens = if req.in_place {
         None

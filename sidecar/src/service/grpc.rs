@@ -141,7 +141,16 @@ impl MedusaService {
         }
         // Not a job of this process: what storage says about this node's part.
         let (status, started, finished, error) = match node_backup::state(s, n, &name).await? {
-            State::Absent => return Err(RpcError::NoSuchBackup { name, node: Some(n.to_string()) }),
+            State::Absent => {
+                // A manifest without schema.cql: partly deleted or copied, not absent.
+                let manifest = s.layout.meta(n, &name, crate::format::layout::Meta::Manifest);
+                let Some(m) = s.head(&manifest).await? else {
+                    return Err(RpcError::NoSuchBackup { name, node: Some(n.to_string()) });
+                };
+                let schema = s.layout.meta(n, &name, crate::format::layout::Meta::Schema);
+                let why = format!("damaged: {schema} is missing (partly deleted or copied incompletely)");
+                (pb::StatusType::Failed, m.last_modified.timestamp(), None, Some(why))
+            }
             State::Complete { started, finished } => match node_backup::damage(s, n, &name).await? {
                 None => (pb::StatusType::Success, started, Some(finished), None),
                 Some(why) => (pb::StatusType::Failed, started, None, Some(why)),

@@ -162,20 +162,31 @@ impl Cache {
         use futures::{StreamExt, TryStreamExt};
         let finished: Vec<&NodeBackup> = nbs.iter().filter(|nb| nb.finished.is_some() && !nb.leftover).collect();
         let mut keys = Vec::with_capacity(finished.len());
+        let mut schemas = Vec::with_capacity(finished.len());
         let mut named = Vec::with_capacity(finished.len());
         for nb in &finished {
             if let Some((b, n)) = nb.names() {
                 keys.push(storage.layout.meta(&n, &b, crate::format::layout::Meta::Manifest));
+                schemas.push(storage.layout.meta(&n, &b, crate::format::layout::Meta::Schema));
                 named.push(*nb);
             }
         }
         let sizes = storage.sizes(keys.clone()).await?;
+        let schema_sizes = storage.sizes(schemas.clone()).await?;
         let mut out = HashMap::with_capacity(finished.len());
         let mut to_read = Vec::new();
         {
             let cached = self.totals.lock().expect("cache lock");
-            for ((nb, key), size) in named.iter().zip(&keys).zip(sizes) {
+            for (((nb, key), size), (schema, schema_size)) in
+                named.iter().zip(&keys).zip(sizes).zip(schemas.iter().zip(schema_sizes))
+            {
                 let id = (nb.name.clone(), nb.fqdn.clone());
+                if schema_size.is_none() {
+                    // What an interrupted deletion or a partial copy leaves: restore refuses it.
+                    tracing::warn!(key = %schema, "this node backup has lost its schema.cql: reported FAILED");
+                    out.insert(id, Part::Damaged(missing_schema(schema)));
+                    continue;
+                }
                 match (size, cached.get(&id)) {
                     (None, _) => {
                         tracing::warn!(key = %key, "the index says this node backup finished, but its manifest is missing: reported FAILED");
@@ -344,4 +355,8 @@ pub async fn summarize(
 
 fn missing_manifest(key: &str) -> String {
     format!("the index says it finished, but its manifest {key} is missing")
+}
+
+fn missing_schema(key: &str) -> String {
+    format!("its {key} is missing (partly deleted or copied incompletely): it cannot be restored")
 }
