@@ -1,4 +1,4 @@
-//! Hostile volumes (issue #21): keyspaces and tables behind links to other volumes; data,
+//! Hostile volumes: keyspaces and tables behind links to other volumes; data,
 //! commit log and staging on separate filesystems; directories that do not exist yet; a volume
 //! too small; a data directory that does not hold the snapshot. The volumes are real tmpfs
 //! mounts, so this suite runs as root (CI does) and fails, never skips, otherwise.
