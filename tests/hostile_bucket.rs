@@ -442,9 +442,10 @@ fn keys_of(root: &Path, object: Object, node: &str, b: &str) -> Vec<String> {
         Object::FailureMarker => meta("failed.json"),
         Object::Data => {
             // The largest data file the backup's manifest names.
-            let m: Value =
-                serde_json::from_slice(&std::fs::read(root.join(format!("demo/{node}/{b}/meta/manifest.json"))).unwrap())
-                    .unwrap();
+            let m: Value = serde_json::from_slice(
+                &std::fs::read(root.join(format!("demo/{node}/{b}/meta/manifest.json"))).unwrap(),
+            )
+            .unwrap();
             let mut best: Option<(u64, String)> = None;
             for s in m.as_array().unwrap() {
                 for o in s["objects"].as_array().unwrap() {
@@ -667,7 +668,11 @@ async fn one_case(w: &World, node: &str, b: &str, other: &str, object: Object, m
     let before = objects(&run.root());
     let limited = Run { bucket: run.bucket, dir: TempDir::new("hostile-limited").unwrap(), node: node.to_string() };
     let text = std::fs::read_to_string(run.dir.path().join("medusa.ini")).unwrap();
-    std::fs::write(limited.ini(), text.replace("backup_grace_period_in_days = 0\n", "backup_grace_period_in_days = 0\nmax_backup_count = 1\n")).unwrap();
+    std::fs::write(
+        limited.ini(),
+        text.replace("backup_grace_period_in_days = 0\n", "backup_grace_period_in_days = 0\nmax_backup_count = 1\n"),
+    )
+    .unwrap();
     let purge = limited.cli(&["purge", "--apply"]);
     commands += 1;
     if purge.panicked() {

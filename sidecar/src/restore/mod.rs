@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::bucket::node_backup::{self, State};
-use crate::format::layout::Meta;
 use crate::config::Config;
 use crate::config::cassandra_yaml::NodePaths;
+use crate::format::layout::Meta;
 use crate::format::names::{BackupName, Fqdn, RestoreKey};
 use crate::store::{Storage, StorageError};
 use crate::transfer::{TransferError, Transfers};
@@ -246,11 +246,10 @@ async fn read_source(storage: &Storage, req: &Request) -> Result<Option<Source>,
         State::Complete { .. } => {}
     }
     let manifest = node_backup::manifest(storage, source, backup).await?.ok_or_else(incomplete)?;
-    let manifest = crate::format::manifest::parse(&manifest)
-        .map_err(|e| {
-            let key = storage.layout.meta(source, backup, Meta::Manifest);
-            RestoreError::Invalid(format!("the manifest {key} of {backup}/{source} is unreadable: {e}"))
-        })?;
+    let manifest = crate::format::manifest::parse(&manifest).map_err(|e| {
+        let key = storage.layout.meta(source, backup, Meta::Manifest);
+        RestoreError::Invalid(format!("the manifest {key} of {backup}/{source} is unreadable: {e}"))
+    })?;
     let plan = plan::plan(&manifest, req.in_place).map_err(RestoreError::Invalid)?;
     let tokens = if req.in_place {
         None

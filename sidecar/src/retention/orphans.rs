@@ -64,9 +64,8 @@ pub async fn referenced(
         }
         let key = format!("{node_dir}{folder}/meta/manifest.json");
         if BackupName::new(folder.clone()).is_err() {
-            out.unknown.get_or_insert_with(|| {
-                format!("the folder {node_dir}{folder}/ has a name medusa-rs does not accept")
-            });
+            out.unknown
+                .get_or_insert_with(|| format!("the folder {node_dir}{folder}/ has a name medusa-rs does not accept"));
         }
         let bytes = match storage.get_opt(&key).await {
             Ok(Some(bytes)) => bytes,
@@ -149,11 +148,7 @@ pub async fn count(storage: &Storage, n: &Fqdn) -> Result<u64, StorageError> {
 
 async fn count_unreferenced(storage: &Storage, n: &Fqdn, refs: &References) -> Result<u64, StorageError> {
     let listing = storage.list(&storage.layout.shared_data_dir(n));
-    listing
-        .try_fold(0u64, |c, m| {
-            futures::future::ready(Ok(c + u64::from(!refs.contains(m.location.as_ref()))))
-        })
-        .await
+    listing.try_fold(0u64, |c, m| futures::future::ready(Ok(c + u64::from(!refs.contains(m.location.as_ref()))))).await
 }
 
 async fn delete_batch(storage: &Storage, batch: Vec<(ObjectPath, u64)>) -> Result<(u64, u64), StorageError> {
