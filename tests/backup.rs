@@ -1,4 +1,4 @@
-//! Backups against real storage servers on loopback: the objects of §2 key for key, differential
+//! Backups against real storage servers on loopback: the objects of contract §2 key for key, differential
 //! reuse by content, failures that leave nothing half-done, names that exist, bad config.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -85,7 +85,7 @@ async fn lifecycle(kind: Kind) {
     let node = env.node().unwrap();
     let fqdn = env.fqdn.clone();
 
-    // Full: every file uploaded under the backup, plus the meta and index objects of §2.2.
+    // Full: every file uploaded under the backup, plus the meta and index objects of contract §2.2.
     let before = live(&env).await;
     let r = backup(&node, "full-1", Mode::Full).await.unwrap();
     assert_eq!((r.files, r.uploaded_files), (before.files, before.files));

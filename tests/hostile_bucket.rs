@@ -707,7 +707,9 @@ async fn every_mutation_keeps_the_invariants() {
             }
         }
     }
-    println!(
+    // Written past the test harness's capture, so that CI's log shows the count.
+    use std::io::Write;
+    let line = format!(
         "bucket mutations: {cases} mutations ({} objects x {} mutations x {} backups), {commands} commands run, {} violations, {:.0} s",
         OBJECTS.len(),
         MUTATIONS.len(),
@@ -715,5 +717,6 @@ async fn every_mutation_keeps_the_invariants() {
         failures.len(),
         started.elapsed().as_secs_f64()
     );
+    let _ = writeln!(std::io::stderr(), "{line}");
     assert!(failures.is_empty(), "{} of {cases} cases broke an invariant:\n{}", failures.len(), failures.join("\n\n"));
 }

@@ -1,5 +1,5 @@
-//! The command line against hostile surroundings (issue #21, "nothing lost and nothing
-//! misreported"): `--config` wherever it stands and under every name the binary answers to,
+//! The command line against hostile surroundings (nothing lost and nothing
+//! misreported): `--config` wherever it stands and under every name the binary answers to,
 //! standard output that closes or fills up under a command, and configuration that points
 //! somewhere unintended. Every test runs the real binary.
 

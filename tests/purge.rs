@@ -193,7 +193,7 @@ async fn purge_during_a_running_differential_backup_keeps_it_restorable() {
     let r = purge(&mut c).await.unwrap();
     let s = c.backup_status(pb::BackupStatusRequest { backup_name: "d2".into() }).await.unwrap().into_inner();
     assert_eq!(s.status, StatusType::InProgress as i32, "d2 still runs after the purge: {s:?}");
-    // d1 is the only complete backup: the count (complete backups only, Medusa #607 fixed)
+    // d1 is the only complete backup: the count (complete backups only, contract §10.8 fixed)
     // keeps it while d2 runs, and nothing is deleted under the running backup.
     assert_eq!(r.nb_backups_purged, 0, "d1 is the only complete backup; d2 runs and is kept");
     assert_eq!(r.nb_objects_purged, 0, "nothing is deleted while d2 runs");

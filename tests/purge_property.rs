@@ -1,4 +1,5 @@
-//! Purge safety as a property (§5, the "Done means"): random histories of full and
+//! Purge safety as a property (contract §5: a purge never deletes anything a retained or running
+//! backup needs): random histories of full and
 //! differential backups with overlapping files on three nodes, an in-flight backup, purges with
 //! random limits and grace periods, and deletes, checked after every step against a model of
 //! what the bucket must hold.
@@ -14,7 +15,7 @@
 //!   exactly the expected objects disappeared;
 //! - (e) no object of a retained node backup disappears (names share prefixes: `b1`, `b10`,
 //!   `b1-old`, ...);
-//! - (f) a purge removes exactly the node backups §5.1 selects with its count rule fixed (age;
+//! - (f) a purge removes exactly the node backups contract §5.1 selects with its count rule fixed (age;
 //!   count among complete backups; incomplete ones older than the newest complete one and the
 //!   grace period; running kept);
 //! - (accounting) every stored object belongs to a node backup, a latest pointer or a shared
@@ -180,9 +181,9 @@ enum Sabotage {
     SkipCleanup,
     /// Report one object more than deleted.
     Overcount,
-    /// Delete by key prefix without the slash (Medusa's §10.9): `b1` takes `b10` along.
+    /// Delete by key prefix without the slash (Medusa bug, contract §10.9): `b1` takes `b10` along.
     PrefixSiblings,
-    /// Clean orphans although a backup runs on the node (Medusa's §10.7).
+    /// Clean orphans although a backup runs on the node (Medusa bug, contract §10.7).
     CleanWhileRunning,
     /// Keep one backup more than `max_backup_count`.
     CountOffByOne,
@@ -357,7 +358,7 @@ impl World {
         name
     }
 
-    // -- the writer (§2.2, §2.7) --------------------------------------------------------------
+    // -- the writer (contract §2.2, §2.7) --------------------------------------------------------------
 
     async fn put(&self, own: &mut BTreeMap<String, u64>, key: String, bytes: &[u8]) -> R<()> {
         self.storage.put_bytes(&key, bytes.to_vec()).await.ctx("put")?;
@@ -370,7 +371,7 @@ impl World {
         Ok(m.last_modified.timestamp())
     }
 
-    /// Steps 1-4 of §2.7 and the upload plan: what to upload, what to reuse.
+    /// Steps 1-4 of contract §2.7 and the upload plan: what to upload, what to reuse.
     async fn begin(&mut self, node: usize, mode: Mode) -> R<Pending> {
         self.evolve(node);
         let name = self.pick_name(node);
@@ -438,7 +439,7 @@ impl World {
         Ok(())
     }
 
-    /// Steps 5-9 of §2.7: the rest of the data, manifest, finish entries, latest pointer.
+    /// Steps 5-9 of contract §2.7: the rest of the data, manifest, finish entries, latest pointer.
     async fn finish(&self, mut p: Pending) -> R<Backup> {
         self.upload(&mut p, usize::MAX).await?;
         let (n, b) = (self.nodes[p.node].clone(), BackupName::new(p.name.clone()).ctx("backup name")?);
@@ -531,7 +532,7 @@ impl World {
         Ok(())
     }
 
-    /// §5.1 with the running backup kept: the names a purge of `node` must delete.
+    /// contract §5.1 with the running backup kept: the names a purge of `node` must delete.
     fn oracle(&self, node: usize, now: i64, limits: Limits, running: Option<&str>) -> BTreeSet<String> {
         // (started, name, complete)
         let mut v: Vec<(i64, &str, bool)> = self
@@ -544,7 +545,7 @@ impl World {
             v.push((p.started, &p.name, false));
         }
         v.sort();
-        // Count among complete backups only (Medusa #607 fixed); incomplete ones older than the
+        // Count among complete backups only (contract §10.8 fixed); incomplete ones older than the
         // newest complete one and than the grace period go too; age applies to all.
         let complete: Vec<&str> = v.iter().filter(|b| b.2).map(|b| b.1).collect();
         let over = if limits.max_backup_count > 0 {
@@ -677,7 +678,7 @@ impl World {
             vanished.iter().all(|(i, _)| *i == node),
             "(f) a purge of {fqdn} removed node backups of other nodes: {vanished:?}"
         );
-        ensure!(names == expected, "(f) purge of {fqdn} removed {names:?}, §5.1 selects {expected:?}");
+        ensure!(names == expected, "(f) purge of {fqdn} removed {names:?}, contract §5.1 selects {expected:?}");
         ensure!(
             report.backups == names.len() as u64,
             "(d) report.backups = {}, {} node backups vanished",
@@ -1127,7 +1128,7 @@ async fn an_interrupted_purge_is_finished_by_the_next_one() {
 }
 
 /// A backup named `data` would have its folder `P/N/data/` inside the node's shared
-/// differential folder (§2.2): orphan cleanup would eat its meta files, and deleting it would
+/// differential folder (contract §2.2): orphan cleanup would eat its meta files, and deleting it would
 /// delete every differential backup's data. Refusing the name at the edge is a fix too.
 #[tokio::test(flavor = "current_thread")]
 async fn a_backup_named_data_does_not_collide_with_the_shared_folder() {

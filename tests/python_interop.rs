@@ -2,7 +2,7 @@
 //! medusa-rs reads what Python Medusa wrote.
 //!
 //! medusa-rs writes `full-1`, `diff-1` and, after a flush and a compaction, `diff-2`; then the
-//! Python CLI runs against the same bucket with a `medusa.ini` of its own (§7): `list-backups`,
+//! Python CLI runs against the same bucket with a `medusa.ini` of its own (contract §7): `list-backups`,
 //! `status`, `verify` (with and without `--enable-md5-checks`), `fetch-tokenmap`,
 //! `get-last-complete-cluster-backup`, `report-last-backup`, `download` and
 //! `restore-node --in-place` (stop/start commands are `/bin/true`). None of these opens a CQL
@@ -99,7 +99,7 @@ impl PyMedusa {
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.arg("--config-file").arg(&self.ini).args(args).current_dir(self.work.path());
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-        // Variables Python Medusa would prefer to the ini (§7.4) or boto3 to the key file.
+        // Variables Python Medusa would prefer to the ini (contract §7.4) or boto3 to the key file.
         for var in ["POD_IP", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"] {
             cmd.env_remove(var);
         }
@@ -267,7 +267,7 @@ async fn write_three(o: EnvOptions) -> Written {
 // Rust -> Python
 // ---------------------------------------------------------------------------------------------
 
-/// One element of `list-backups --output json` / `status -o json` (§4.2) for a backup
+/// One element of `list-backups --output json` / `status -o json` (contract §4.2) for a backup
 /// medusa-rs finished on the single node.
 fn check_listed(b: &str, mode: Mode, r: &BackupReport, v: &Value) {
     let ctx = format!("{b}: {v}");
@@ -385,7 +385,7 @@ async fn python_reads_what_we_write(o: EnvOptions) -> Written {
     }
 
     // Nothing Python read made it "repair" the bucket (it deletes index entries of node backups
-    // it believes missing, §4.1).
+    // it believes missing, contract §4.1).
     assert_eq!(list_all(&w.node).await.unwrap(), bucket_before, "Python Medusa changed the bucket");
 
     // restore-node: full-1 into an emptied data directory, then diff-2 in place over it.

@@ -1,6 +1,6 @@
 //! `transfer_max_bandwidth` as Medusa means it: a cap per transfer, so that with
 //! `concurrent_transfers = 4` and `transfer_max_bandwidth = 10MB/s` a backup moves at about
-//! 40 MB/s (the acceptance range: 30-44 MB/s), and nobody moving from Medusa gets
+//! 40 MB/s (accepted: 30-44 MB/s, the cap with room for start-up and bursts), and nobody moving from Medusa gets
 //! slower. A full backup of a generated node of about `--size-mib` MiB (default 100) to s3s-fs
 //! on loopback runs in this process through the engine, once per `--transfers` value (default
 //! 1,4), with the cap set and then without it (the uncapped speed shows the cap, not the

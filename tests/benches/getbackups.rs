@@ -1,8 +1,8 @@
-//! GetBackups latency and memory benchmark (§4.3): how long the sidecar takes to answer
+//! GetBackups latency and memory benchmark (contract §4.3): how long the sidecar takes to answer
 //! GetBackups over a `local` bucket of many differential backups, and whether the reply fits
 //! the gRPC message limits.
 //!
-//! Each case writes a bucket directly as plain files with the §2.2 keys from
+//! Each case writes a bucket directly as plain files with the contract §2.2 keys from
 //! `medusa::format::layout`: per backup and node the `meta/` files (schema, tokenmap of every node of
 //! the cluster, server version, differential marker, a manifest of `--objects` objects) and the
 //! index entries medusa-rs writes (`tokenmap_`, `schema_`, `started_`, `differential_`,
@@ -170,7 +170,7 @@ async fn run_case(case: Case, warm_calls: usize) -> Result<Row> {
         check(&reply, case, &expected)?;
     }
     let (peak, rss_after) = (status_kib(pid, "VmHWM:")?, status_kib(pid, "VmRSS:")?);
-    // The part of a warm call that is the index listing (§4.3: one listing per call).
+    // The part of a warm call that is the index listing (contract §4.3: one listing per call).
     let mut list = Vec::with_capacity(warm_calls);
     for _ in 0..warm_calls {
         let t = Instant::now();

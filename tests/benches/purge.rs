@@ -1,13 +1,14 @@
-//! Purge benchmark (§5): wall time and peak RSS of a purge over a generated `local` bucket of
+//! Purge benchmark (contract §5): wall time and peak RSS of a purge over a generated `local` bucket of
 //! differential backups, and of the steady-state purge that follows (nothing left to delete).
 //!
-//! The bucket is written as plain files under a `LocalFileSystem` root, with the §2.2 keys from
+//! The bucket is written as plain files under a `LocalFileSystem` root, with the contract §2.2 keys from
 //! `medusa::format::layout`: per node, `--backups` differential backups one day apart, each manifest
 //! listing `--files` tiny data files of which `--new-percent` are new in each backup (the rest
 //! is shared with the backup before). Each purge runs in a fresh process of this binary
 //! (`--purge-child`) on node 0 with `max_backup_count = --keep`, grace 0, exclusive, after
 //! resetting the RSS high-water mark (`/proc/self/clear_refs`). The bench then checks that the
-//! purge left exactly what the retention keeps. Target (the issue): RSS < 64 MiB at full size.
+//! purge left exactly what the retention keeps. Target: RSS < 64 MiB at full size (a purge must
+//! not need memory in proportion to the bucket).
 //!
 //! Run: `cargo bench -p medusa-tests --bench purge -- [--backups 500] [--nodes 3]
 //! [--files 5000] [--new-percent 2] [--keep 7]`.
@@ -156,7 +157,7 @@ impl Writer {
     }
 }
 
-/// The bucket: every node's backups, §2.2 objects in §2.7 order, one day apart, the last
+/// The bucket: every node's backups, contract §2.2 objects in §2.7 order, one day apart, the last
 /// starting a day before `now`.
 fn generate(root: &Path, size: Size, now: i64) -> Result<u64> {
     let l = Layout::new(Some(PREFIX));

@@ -1,5 +1,6 @@
-//! Restore throughput and memory benchmark (§6.5). Targets (the issue): a restore reaches at
-//! least 90% of `cp -r`'s throughput on the same data, with a peak RSS below 64 MiB.
+//! Restore throughput and memory benchmark (contract §6.5). Targets: a restore reaches at least
+//! 90% of `cp -r`'s throughput on the same data (a restore should cost little more than copying
+//! the files), with a peak RSS below 64 MiB (it must fit beside Cassandra in a small pod).
 //!
 //! It generates a simulated node (`--size-mib`, `--files`; default 2 GiB in ~3,500 files), takes
 //! a full backup of it to `local` storage with the engine, then runs every phase `--runs` times

@@ -127,7 +127,7 @@ impl ManagementApi {
         if let (Some(cert), Some(key)) = (&k.tls_cert, &k.tls_key) {
             // The chain is verified against ca_cert without a host-name check, as cass-operator's
             // own client does: certificates without an IP SAN for 127.0.0.1 work as they do with
-            // Python Medusa. Medusa never verifies the API's certificate (§10.32); without
+            // Python Medusa. Medusa never verifies the API's certificate (contract §10.32); without
             // ca_cert medusa-rs keeps that behaviour so that existing pods still work.
             let trust = match &k.ca_cert {
                 Some(ca) => crate::tls::Trust::Ca { pem: read(ca)?, check_name: false },
@@ -360,7 +360,7 @@ impl Nodetool {
 #[async_trait]
 impl Cassandra for Nodetool {
     async fn take_snapshot(&self, tag: &str) -> Result<(), NodeError> {
-        // Unlike Medusa (§10.19), a failed snapshot fails the backup.
+        // Unlike Medusa (contract §10.19), a failed snapshot fails the backup.
         self.run(&["snapshot", "-t", tag]).await.map(drop)
     }
 

@@ -1,4 +1,4 @@
-//! The backup flow, one node backup at a time (§3):
+//! The backup flow, one node backup at a time (contract §3):
 //!
 //! 1. [`cassandra`]: the node takes a snapshot (Management API or `nodetool`) and tells its
 //!    facts (ring, version, keyspace definitions);

@@ -1,7 +1,7 @@
-//! Deciding, file by file, what a backup must upload and what it can reuse (§3.5), as pure
+//! Deciding, file by file, what a backup must upload and what it can reuse (contract §3.5), as pure
 //! functions over what is on disk and what is already stored.
 //!
-//! Medusa reuses a stored file when its name and size match (§10.15), which silently keeps a
+//! Medusa reuses a stored file when its name and size match (contract §10.15), which silently keeps a
 //! stale object after a node wipe restarts generation numbers, and then overwrites objects that
 //! older manifests reference. Here a stored object is reused only when its content digest is
 //! known to equal the local file's, and different content never overwrites: it goes to a

@@ -1,4 +1,4 @@
-//! Naming the ring's nodes as Medusa does (§7.3): a node's name is the first label of the first
+//! Naming the ring's nodes as Medusa does (contract §7.3): a node's name is the first label of the first
 //! name its address has whose first label does not look like an IP address (Kubernetes gives a
 //! pod IP several PTR names, such as `10-0-0-1.ns.pod.cluster.local` and
 //! `demo-dc1-r1-sts-0.demo-dc1-service.ns.svc.cluster.local`); an address without such a name

@@ -1,4 +1,4 @@
-//! One node backup, full or differential (§2.7, §3), in stages: take the snapshot → scan it →
+//! One node backup, full or differential (contract §2.7, §3), in stages: take the snapshot → scan it →
 //! describe the node and begin the node backup in the bucket → decide and upload, batch by batch
 //! → save the digest cache → publish the manifest → clear the snapshot. The snapshot is always
 //! cleared, also on failure; the manifest (the "complete" marker) is written only after every
@@ -179,7 +179,7 @@ impl Engine {
     }
 
     /// Takes the snapshot of backup `name` and returns its tag. A leftover snapshot of an
-    /// interrupted attempt is stale: it is cleared and taken anew, never reused (§10.19).
+    /// interrupted attempt is stale: it is cleared and taken anew, never reused (contract §10.19).
     async fn take_snapshot(&self, name: &BackupName) -> Result<String, BackupError> {
         let tag = snapshot::tag_for(name);
         let (d, t) = (self.paths.data_dir.clone(), tag.clone());

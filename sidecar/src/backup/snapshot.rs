@@ -1,5 +1,5 @@
 //! What a snapshot put on disk: `<data_dir>/<ks>/<table>/snapshots/<tag>/` in every table
-//! (§3.4), read into a list of tables and files. Blocking: call through `fsutil::blocking`.
+//! (contract §3.4), read into a list of tables and files. Blocking: call through `fsutil::blocking`.
 
 use std::path::{Path, PathBuf};
 
@@ -225,7 +225,7 @@ fn scan_table(keyspace: String, table: String, snap: PathBuf) -> std::io::Result
 }
 
 /// `schema.cql` for the bucket: keyspace statements, then every table's statements from the
-/// snapshot, each `;`-terminated and fully qualified, separated by blank lines (§2.4).
+/// snapshot, each `;`-terminated and fully qualified, separated by blank lines (contract §2.4).
 pub fn assemble_schema(keyspace_cql: &[String], tables: &[SnapshotTable]) -> String {
     let mut parts: Vec<String> = keyspace_cql.iter().map(|s| s.trim().to_string()).collect();
     for t in tables {

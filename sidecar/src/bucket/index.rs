@@ -1,5 +1,5 @@
-//! The backup index (`P/index/backup_index/`, §4.1), listed once and parsed exactly (no
-//! substring matching, §10.10) into node backups. A node backup exists in the index iff its
+//! The backup index (`P/index/backup_index/`, contract §4.1), listed once and parsed exactly (no
+//! substring matching, contract §10.10) into node backups. A node backup exists in the index iff its
 //! tokenmap entry does.
 
 use std::collections::BTreeMap;
@@ -68,7 +68,7 @@ pub async fn node_backups(storage: &Storage, name: Option<&BackupName>) -> Resul
         .await?;
     let mut out = Vec::with_capacity(acc.len());
     for ((name, fqdn), a) in acc {
-        // A node backup exists in the index iff its tokenmap entry does (§4.1).
+        // A node backup exists in the index iff its tokenmap entry does (contract §4.1).
         if !a.tokenmap {
             continue;
         }

@@ -1,4 +1,4 @@
-//! One node's part of a backup (`P/N/B/`, §2.7): the one owner of its state. Whether it exists,
+//! One node's part of a backup (`P/N/B/`, contract §2.7): the one owner of its state. Whether it exists,
 //! is complete or failed is read here and nowhere else, and every write that changes that state
 //! happens here too: the start (meta objects and index start entries), the publish (manifest,
 //! index finish entries, latest pointer), the failure marker, and the deletion.
@@ -9,7 +9,7 @@
 //!   failure marker `meta/failed.json` says which, with the reason);
 //! - complete: `manifest.json` exists, which is written only after every object it names.
 //!
-//! Deletion (§5.2 with §10.9 fixed) matches keys by exact folder (`P/N/B/`, with the slash) and
+//! Deletion (contract §5.2 with §10.9 fixed) matches keys by exact folder (`P/N/B/`, with the slash) and
 //! by parsed index entries, so `b1` never takes `b10` with it; shared differential data is never
 //! deleted here (the purge's orphan cleanup does that, after the grace period).
 
@@ -81,7 +81,7 @@ pub async fn is_marked_failed(s: &Storage, n: &Fqdn, b: &BackupName) -> Result<b
 }
 
 /// Marks a node backup that did not complete failed, with `reason`, so that every node's
-/// GetBackups reports FAILED instead of IN_PROGRESS forever (§10.5): an incomplete one, and an
+/// GetBackups reports FAILED instead of IN_PROGRESS forever (contract §10.5): an incomplete one, and an
 /// absent one too (its node failed before writing anything: the other nodes' summaries then find
 /// the marker where its part should be). A complete backup is left alone. Returns whether the
 /// marker was written.
@@ -127,7 +127,7 @@ pub async fn latest(s: &Storage, n: &Fqdn) -> Result<Option<BackupName>, Storage
     Ok(name.and_then(|b| BackupName::new(String::from_utf8_lossy(&b).trim().to_string()).ok()))
 }
 
-/// What a starting node backup writes before any data (§2.7 steps 2-4).
+/// What a starting node backup writes before any data (contract §2.7 steps 2-4).
 #[derive(Debug, Clone)]
 pub struct Start {
     /// `schema.cql`.
@@ -164,7 +164,7 @@ pub async fn begin(s: &Storage, n: &Fqdn, b: &BackupName, start: &Start) -> Resu
     Ok(started)
 }
 
-/// Completes node backup `(n, b)` (§2.7 steps 7-9): flushes the `local` bucket so that every
+/// Completes node backup `(n, b)` (contract §2.7 steps 7-9): flushes the `local` bucket so that every
 /// data object is durable, then writes the manifest (from then on the backup is complete), the
 /// index finish entries and the latest pointer. Returns the finish time (store clock).
 pub async fn publish(
@@ -206,7 +206,7 @@ fn vanished(key: String) -> StorageError {
     StorageError::NotFound { key }
 }
 
-/// What a deletion removed, counted as Medusa counts it (§5.4): the objects of the backup's
+/// What a deletion removed, counted as Medusa counts it (contract §5.4): the objects of the backup's
 /// folder; index entries are not counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Deleted {

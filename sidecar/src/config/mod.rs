@@ -1,4 +1,4 @@
-//! `medusa.ini`, read the way Medusa reads it (§7), with better errors.
+//! `medusa.ini`, read the way Medusa reads it (contract §7), with better errors.
 //!
 //! Differences from Medusa, all deliberate: an unknown section or key is a warning (Medusa
 //! crashes on unknown sections); a bad value is an error that names the section, the key and
@@ -160,7 +160,7 @@ pub struct StorageConfig {
     pub provider: Provider,
     /// Bucket, container, or directory under `base_path`.
     pub bucket_name: String,
-    /// Credentials file (§7.6).
+    /// Credentials file (contract §7.6).
     pub key_file: Option<PathBuf>,
     /// Top-level folder in the bucket (`None` when empty).
     pub prefix: Option<String>,
@@ -490,7 +490,7 @@ impl Config {
         })
     }
 
-    /// The node identity: `[storage] fqdn`, else `$POD_NAME`, else the host name (§7.3).
+    /// The node identity: `[storage] fqdn`, else `$POD_NAME`, else the host name (contract §7.3).
     pub fn fqdn(&self) -> Result<Fqdn, ConfigError> {
         if let Some(f) = &self.storage.fqdn {
             return Ok(Fqdn::new(f.clone())?);

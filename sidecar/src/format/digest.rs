@@ -1,6 +1,6 @@
 //! Content digests, computed once while the bytes stream past.
 //!
-//! A stored object's hash comes in one of Medusa's forms (§2.5): hex MD5 (S3 single part,
+//! A stored object's hash comes in one of Medusa's forms (contract §2.5): hex MD5 (S3 single part,
 //! `local`), `<hex>-<parts>` (S3 multipart ETag), or base64 MD5 (GCS, Azure). [`matches`]
 //! compares a local digest with any of them.
 
@@ -35,7 +35,7 @@ impl ContentDigest {
 
 /// Incremental hasher: whole-content MD5, plus (when `part_size` is given) the per-part MD5s
 /// of an S3 multipart upload with parts of that size. A file whose size is an exact multiple
-/// of the part size has exactly `size / part_size` parts (Medusa's extra empty part, §10.16,
+/// of the part size has exactly `size / part_size` parts (Medusa's extra empty part, contract §10.16,
 /// is not reproduced).
 pub struct Hasher {
     /// `None` for [`Hasher::parts_only`].

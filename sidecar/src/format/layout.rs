@@ -1,4 +1,4 @@
-//! The bucket contract (§2): every object key medusa-rs reads or writes is spelled here, and
+//! The bucket contract (contract §2): every object key medusa-rs reads or writes is spelled here, and
 //! only here, so that Python Medusa and medusa-rs agree on the layout key for key.
 
 use crate::format::names::{BackupName, Fqdn};
@@ -130,7 +130,7 @@ impl Layout {
     }
 
     /// The key used when the differential key of a file is taken by different content
-    /// (§10.15: never overwrite an object that older manifests reference). The table folder
+    /// (contract §10.15: never overwrite an object that older manifests reference). The table folder
     /// gets a `-v<md5>` suffix; Python Medusa places downloads by file name (and 2i folder),
     /// so it restores these objects correctly, and never mistakes them for another table.
     pub fn versioned_data_key(&self, n: &Fqdn, ks: &str, table: &str, f: &TableFile, md5_hex: &str) -> String {
@@ -188,7 +188,7 @@ impl Layout {
     }
 }
 
-/// One entry of the backup index, parsed from its key (§4.1). Parsing is exact: the file name
+/// One entry of the backup index, parsed from its key (contract §4.1). Parsing is exact: the file name
 /// must be one of the known shapes for a node name that contains no `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IndexEntry {
@@ -288,7 +288,7 @@ mod tests {
         assert_eq!(parse_index_key(&l, &k), Some(("b1".into(), n().to_string(), IndexEntry::Finished(42))));
         let k = l.index_tokenmap(&b(), &n());
         assert_eq!(parse_index_key(&l, &k), Some(("b1".into(), n().to_string(), IndexEntry::Tokenmap)));
-        // A node whose name contains a marker word is not confused (Medusa's §10.10).
+        // A node whose name contains a marker word is not confused (Medusa bug, contract §10.10).
         let odd = Fqdn::new("schema_manifest-node").unwrap();
         let k = l.index_tokenmap(&b(), &odd);
         assert_eq!(parse_index_key(&l, &k).unwrap().1, "schema_manifest-node");

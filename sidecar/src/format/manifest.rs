@@ -1,4 +1,4 @@
-//! `manifest.json` (§2.4): the list of every object a node backup needs, per table.
+//! `manifest.json` (contract §2.4): the list of every object a node backup needs, per table.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! `tokenmap.json` (§2.4): the ring of the backed-up node's datacenter at backup time.
+//! `tokenmap.json` (contract §2.4): the ring of the backed-up node's datacenter at backup time.
 
 use serde_json::{Map, Number, Value};
 

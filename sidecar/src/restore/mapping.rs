@@ -1,5 +1,5 @@
-//! Which backup node restores onto which pod: the operator's `RESTORE_MAPPING` (§6.2), the file
-//! PrepareRestore writes (§6.1), and the host-map computation behind PrepareRestore.
+//! Which backup node restores onto which pod: the operator's `RESTORE_MAPPING` (contract §6.2), the file
+//! PrepareRestore writes (contract §6.1), and the host-map computation behind PrepareRestore.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -153,7 +153,7 @@ fn racks(tm: &TokenMap) -> BTreeMap<String, Vec<&crate::format::tokenmap::RingNo
     r
 }
 
-/// PrepareRestore's host map (§6.1 step 3, with the operator's pairing): every current node must
+/// PrepareRestore's host map (contract §6.1 step 3, with the operator's pairing): every current node must
 /// be up; racks (sorted by name) are paired positionally, and inside a rack hosts sorted by
 /// name, except that an in-place restore pairs every node with itself. A different topology
 /// (node count, per-rack counts, tokens per node) cannot be restored by an init container and

@@ -1,4 +1,4 @@
-//! The restore init container (§6.3-6.5), in stages: resolve the request (restore key, mapping,
+//! The restore init container (contract §6.3-6.5), in stages: resolve the request (restore key, mapping,
 //! source node) → read the node backup's manifest and plan → download to staging, verified
 //! ([`download`]) → place by rename ([`place`]) → mark done.
 //!

@@ -1,6 +1,6 @@
 //! Putting a verified staging tree into the data directory by renames on one filesystem, so
 //! that an interrupted placement is finished by the next run instead of leaving a mix; and the
-//! rest of §6.5: commitlog, saved caches and hints cleared, tokens into `cassandra.yaml`.
+//! rest of contract §6.5: commitlog, saved caches and hints cleared, tokens into `cassandra.yaml`.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -185,7 +185,7 @@ pub fn empty_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Medusa's `cassandra.yaml` edit for a restore onto other nodes (§6.5 step 9): every
+/// Medusa's `cassandra.yaml` edit for a restore onto other nodes (contract §6.5 step 9): every
 /// `initial_token:` line gets the tokens, `num_tokens:` their count, `auto_bootstrap:` false;
 /// `initial_token` and `auto_bootstrap` are appended when absent. Written atomically.
 pub fn set_tokens(yaml: &Path, tokens: &[String]) -> std::io::Result<()> {

@@ -1,4 +1,4 @@
-//! What a restore does to each table of the manifest (§6.5 step 6), decided up front.
+//! What a restore does to each table of the manifest (contract §6.5 step 6), decided up front.
 
 use std::collections::HashSet;
 
@@ -54,7 +54,7 @@ pub struct RestorePlan {
 
 /// Node-identity tables that a restore onto other nodes must not carry over: `system.local`,
 /// `system.peers`, `system.peers_v2` (only in keyspace `system`: Medusa's precedence slip also
-/// dropped any `peers*` table of any keyspace, §10.22).
+/// dropped any `peers*` table of any keyspace, contract §10.22).
 fn is_node_identity(keyspace: &str, table: &str) -> bool {
     let base = table.split_once('-').map(|(b, _)| b).unwrap_or(table);
     keyspace == "system" && matches!(base, "local" | "peers" | "peers_v2")

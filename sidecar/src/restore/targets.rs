@@ -1,4 +1,4 @@
-//! Where a restore puts each table, decided before anything is downloaded (§6.5, §9): the
+//! Where a restore puts each table, decided before anything is downloaded (contract §6.5, §9): the
 //! directory the staged table replaces (through symbolic links, which stay links: a keyspace or
 //! table an operator put on another volume is restored onto that volume), the filesystem that
 //! rename happens on, and a staging area on that same filesystem, so that placing is a rename

@@ -1,4 +1,4 @@
-//! The tokens a restore onto another ring writes into `cassandra.yaml` (§6.5 step 9), checked
+//! The tokens a restore onto another ring writes into `cassandra.yaml` (contract §6.5 step 9), checked
 //! before anything is touched: a node given no tokens, or tokens its partitioner cannot hold,
 //! never boots, and once `.last-restore` is written the restore never runs again.
 

@@ -1,8 +1,8 @@
-//! Retention (§5): which of this node's backups to purge (a pure plan, logged), their deletion,
+//! Retention (contract §5): which of this node's backups to purge (a pure plan, logged), their deletion,
 //! then the cleanup of shared differential files that no remaining backup references
 //! ([`crate::retention::orphans`]).
 //!
-//! Safety rules that Medusa lacks (§10.7-9): keys are never matched by prefix; a backup running
+//! Safety rules that Medusa lacks (contract §10.7-9): keys are never matched by prefix; a backup running
 //! on this node is never selected; orphan cleanup runs only while no backup runs on this node
 //! (it holds the node's backup slot, so none starts meanwhile) and is otherwise deferred to the
 //! next purge; an object referenced by any manifest below the node's folder is never deleted,
@@ -52,11 +52,12 @@ pub struct PurgePlan {
     pub keep: Vec<(NodeBackup, Reason)>,
 }
 
-/// Medusa's selection (§5.1) over this node's backups, with its count rule fixed (Medusa
-/// #607): by age (`started < now - age`, complete or not); by count among COMPLETE backups only
-/// (the oldest beyond the newest N), so that a run of failed backups never pushes complete ones
-/// out; and incomplete backups older than the newest complete one and than the grace period
-/// (`backup_grace_period_in_days`) go as such. A backup running here is always kept.
+/// Medusa's selection (contract §5.1) over this node's backups, with its count rule fixed (Medusa
+/// counted failed backups too, contract §10.8): by age (`started < now - age`, complete or not);
+/// by count among COMPLETE backups only (the oldest beyond the newest N), so that a run of
+/// failed backups never pushes complete ones out; and incomplete backups older than the newest
+/// complete one and than the grace period (`backup_grace_period_in_days`) go as such.
+/// A backup running here is always kept.
 pub fn plan(
     mut backups: Vec<NodeBackup>,
     now: i64,
@@ -235,7 +236,7 @@ mod tests {
         let day = 86_400;
         let now = 100 * day;
         let failed = |name: &str, started: i64| NodeBackup { finished: None, ..nb(name, started) };
-        // Two complete backups, then a run of failures (Medusa #607).
+        // Two complete backups, then a run of failures (contract §10.8).
         let all = vec![
             nb("c1", 80 * day),
             failed("f0", 85 * day),

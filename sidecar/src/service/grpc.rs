@@ -1,5 +1,5 @@
-//! The `Medusa` gRPC service (§1): wire-compatible with Medusa and k8ssandra-operator, with
-//! Medusa's bugs fixed where §10 lists them. Handlers only look things up or hand work to the
+//! The `Medusa` gRPC service (contract §1): wire-compatible with Medusa and k8ssandra-operator, with
+//! Medusa's bugs fixed where contract §10 lists them. Handlers only look things up or hand work to the
 //! job table; no long work runs inside a handler (a client cancel would drop it). Each RPC is
 //! an inherent method failing with an [`RpcError`]; the trait implementation only converts
 //! ([`crate::service::status`] picks the codes).

@@ -1,6 +1,6 @@
-//! GetBackups' view of the bucket (§1.6, §4): node backups from the index grouped into
+//! GetBackups' view of the bucket (contract §1.6, §4): node backups from the index grouped into
 //! cluster backups and summarised. Sizes and tokenmaps of finished node backups never change,
-//! so they are read once and cached (Medusa downloads every manifest on every call, §10.26).
+//! so they are read once and cached (Medusa downloads every manifest on every call, contract §10.26).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ pub enum ClusterState {
     Failed,
 }
 
-/// A cluster backup, summarised as GetBackups reports it (§1.6).
+/// A cluster backup, summarised as GetBackups reports it (contract §1.6).
 #[derive(Debug, Clone)]
 pub struct ClusterBackup {
     /// Name.

@@ -223,7 +223,7 @@ fn state_of(s: ClusterState) -> pb::StatusType {
     }
 }
 
-/// One cluster backup as GetBackups shows it (§1.6).
+/// One cluster backup as GetBackups shows it (contract §1.6).
 pub fn summary(c: &ClusterBackup) -> pb::BackupSummary {
     let nodes = c.tokenmap.0.iter().map(node).collect();
     pb::BackupSummary {
@@ -244,14 +244,14 @@ pub fn summary(c: &ClusterBackup) -> pb::BackupSummary {
 fn node(n: &RingNode) -> pb::BackupNode {
     pb::BackupNode {
         host: n.host.clone(),
-        // Tokens beyond int64 (RandomPartitioner) cannot travel in this field (§10.34).
+        // Tokens beyond int64 (RandomPartitioner) cannot travel in this field (contract §10.34).
         tokens: n.tokens.iter().filter_map(|t| t.parse::<i64>().ok()).collect(),
         datacenter: n.dc.clone().unwrap_or_default(),
         rack: n.rack.clone().unwrap_or_default(),
     }
 }
 
-/// Medusa's `overallStatus` (§1.6): UNKNOWN when empty; then, later rules winning, all SUCCESS
+/// Medusa's `overallStatus` (contract §1.6): UNKNOWN when empty; then, later rules winning, all SUCCESS
 /// → SUCCESS, any IN_PROGRESS → IN_PROGRESS, any FAILED → FAILED.
 pub fn overall_of(states: impl Iterator<Item = pb::StatusType> + Clone) -> pb::StatusType {
     let has = |s: pb::StatusType| states.clone().any(|x| x == s);

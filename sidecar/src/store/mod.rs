@@ -403,7 +403,7 @@ impl Storage {
     }
 
     /// Metadata of an object, `None` when it does not exist. Any other error is an error
-    /// (Medusa's `_stat_blob` turned 403/5xx into "absent", §10.18).
+    /// (Medusa's `_stat_blob` turned 403/5xx into "absent", contract §10.18).
     pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError> {
         let path = object_path(key)?;
         self.retries

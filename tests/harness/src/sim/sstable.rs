@@ -65,7 +65,7 @@ impl SstablePlan {
     /// Exact size of every component except `Digest.crc32` (which depends on the CRC digits).
     /// Every fourth generation has an empty `Filter.db` (a table without a bloom filter): real
     /// nodes hold zero-byte components (BTI's `Partitions.db`/`Rows.db` in Cassandra 5, empty
-    /// filters), which Medusa mishandled (k8ssandra-operator #1318, Medusa #971).
+    /// filters), which a backup must store and restore like any other file.
     pub(crate) fn sizes(&self) -> [(&'static str, u64); 8] {
         let d = self.data_size;
         let mut rng = SmallRng::seed_from_u64(mix_seed(self.seed, &["sizes"]));
