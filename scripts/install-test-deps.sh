@@ -4,9 +4,10 @@
 #                gRPC stubs), grpcio + grpcio-health-checking + protobuf, grpcurl, boto3
 #   .tools/npm   azurite 3.35.0 (Azure Blob emulator)
 #   Debian       podman, runc, debootstrap (the image test builds and runs the image)
-#   cargo        cargo-fuzz 0.13.2 (scripts/fuzz-smoke.sh)
-# Versions are pinned in scripts/test-deps/. Everything comes from the package registries
-# (PyPI, npm, Debian); nothing else is downloaded.
+#   cargo        cargo-fuzz 0.13.2 (scripts/fuzz-smoke.sh), cargo-deny 0.20.2 (the lint gate of
+#                scripts/test.sh), both built from crates.io
+# Versions are pinned in scripts/test-deps/, the cargo tools' in this script. Everything comes
+# from the package registries (PyPI, npm, Debian, crates.io); nothing else is downloaded.
 #
 # Idempotent: each step is skipped when its marker says the same pins are already installed,
 # so a re-run takes about a second. Changing a pin file re-runs that step.
@@ -109,6 +110,17 @@ else
     log "cargo install cargo-fuzz $CARGO_FUZZ_VERSION"
     cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --quiet
     log "cargo-fuzz ready in $((SECONDS - t0)) s"
+fi
+
+# --- cargo-deny (the lint gate in scripts/test.sh: licences, bans, sources; deny.toml) ---
+CARGO_DENY_VERSION="0.20.2"
+if cargo deny --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then
+    log "cargo-deny $CARGO_DENY_VERSION present"
+else
+    t0=$SECONDS
+    log "cargo install cargo-deny $CARGO_DENY_VERSION"
+    cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked --quiet
+    log "cargo-deny ready in $((SECONDS - t0)) s"
 fi
 
 log "tools in $TOOLS ($((SECONDS - start_all)) s)"

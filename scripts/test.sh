@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: installs the test tools (scripts/install-test-deps.sh), points the
-# tests at them, then `cargo test --release --workspace`, then a short run of every fuzz target
+# Runs the whole test suite: the lint gate (below; a finding stops the run before the slow
+# parts), installs the test tools (scripts/install-test-deps.sh), points the tests at them, then
+# `cargo test --release --workspace`, then a short run of every fuzz target
 # (scripts/fuzz-smoke.sh). Extra arguments go to cargo test, e.g.
 # a test-name filter (`scripts/test.sh s3s_fs`), `--exclude medusa-tests` or `-- --nocapture`.
 # (`-p` does not narrow `--workspace`: for one package, run cargo yourself after
@@ -10,7 +11,47 @@ set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 
+# --- the lint gate: what it checks, and what it cannot check here ---
+#   rustfmt   `cargo fmt --check` on the workspace and on the fuzz crate (its own workspace).
+#   clippy    `cargo clippy --workspace --all-targets --release -- -D warnings`: every target of
+#             the workspace (libraries, binaries, tests, benches). Not the fuzz crate: it is
+#             outside the workspace and needs libFuzzer; scripts/fuzz-smoke.sh builds it below.
+#             Clippy shares the release profile's build scripts and proc macros with the build,
+#             but checks the dependencies' libraries once more (metadata only), so a cold run
+#             takes a few minutes; its time is printed.
+#   deny      cargo-deny (deny.toml): `licenses` (permissive only), `bans` (openssl, native-tls,
+#             serde_yaml refused; `*` requirements refused; duplicate versions are warnings),
+#             `sources` (crates.io only). All three need only the crates' manifests (from
+#             crates.io, like the build), so they run here.
+#             `advisories` (RustSec vulnerabilities, unmaintained and yanked crates) needs the
+#             advisory database, which cargo-deny clones from GitHub: the build machines cannot
+#             reach it, so the check runs (with --offline) only when a database is already on
+#             the machine (in $CARGO_HOME/advisory-dbs), and is reported as skipped otherwise.
+lint_fail() {
+    echo "[test] LINT GATE FAILED: $*"
+    exit 1
+}
+echo "[test] lint: cargo fmt --check (workspace and fuzz/)"
+cargo fmt --all --check || lint_fail "cargo fmt --all --check (run cargo fmt --all)"
+cargo fmt --check --manifest-path fuzz/Cargo.toml || lint_fail "fuzz/ is not formatted (cargo fmt --manifest-path fuzz/Cargo.toml)"
+
 bash scripts/install-test-deps.sh
+
+echo "[test] lint: cargo clippy --workspace --all-targets --release -- -D warnings"
+start=$SECONDS
+cargo clippy --workspace --all-targets --release -- -D warnings || lint_fail "cargo clippy"
+echo "[test] lint: clippy clean in $((SECONDS - start)) s"
+
+echo "[test] lint: cargo deny check licenses bans sources"
+start=$SECONDS
+cargo deny check --hide-inclusion-graph licenses bans sources || lint_fail "cargo deny (deny.toml)"
+if compgen -G "${CARGO_HOME:-$HOME/.cargo}/advisory-dbs/*/" >/dev/null; then
+    echo "[test] lint: cargo deny check advisories (the database on this machine, not refreshed)"
+    cargo deny --offline check advisories || lint_fail "cargo deny check advisories"
+else
+    echo "[test] lint: cargo deny check advisories SKIPPED: no advisory database here (GitHub is unreachable)"
+fi
+echo "[test] lint: cargo deny done in $((SECONDS - start)) s"
 
 # Read by tests/harness/src/services.rs (tools_dir()).
 export MEDUSA_RS_TOOLS="${MEDUSA_RS_TOOLS:-$REPO_ROOT/.tools}"

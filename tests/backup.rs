@@ -349,7 +349,7 @@ fn peak_mib(pid: u32) -> f64 {
 /// parts times parts in flight above it, before uploads were streamed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_uploads_stream_in_bounded_memory_with_the_operators_multipart_settings() {
-    use medusa::pb;
+    use medusa::service::pb;
     let mut o = EnvOptions::new(Kind::S3sFs);
     o.storage_extra = "multi_part_upload_threshold = 104857600\nmultipart_chunksize = 52428800\n".into();
     let env = Env::new(o).await.unwrap();

@@ -52,10 +52,10 @@ fn headings(doc: &str) -> BTreeMap<String, usize> {
             continue;
         }
         let text = line.trim_start_matches('#').trim_start();
-        if let Some((n, _)) = number(text) {
-            if let Some(first) = out.insert(n.clone(), i + 1) {
-                panic!("docs/contract.md: section {n} has two headings (lines {first} and {})", i + 1);
-            }
+        if let Some((n, _)) = number(text)
+            && let Some(first) = out.insert(n.clone(), i + 1)
+        {
+            panic!("docs/contract.md: section {n} has two headings (lines {first} and {})", i + 1);
         }
     }
     out
@@ -68,15 +68,15 @@ fn references(text: &str) -> Vec<(usize, String)> {
         for (pos, _) in line.match_indices('§') {
             let rest = &line[pos + '§'.len_utf8()..];
             let Some((n, len)) = number(rest) else { continue };
-            if let Some(tail) = rest[len..].strip_prefix('-') {
-                if let Some((m, _)) = number(tail) {
-                    let end = if m.contains('.') || !n.contains('.') {
-                        m
-                    } else {
-                        format!("{}.{m}", &n[..n.rfind('.').expect("has a dot")])
-                    };
-                    out.push((i + 1, end));
-                }
+            if let Some(tail) = rest[len..].strip_prefix('-')
+                && let Some((m, _)) = number(tail)
+            {
+                let end = if m.contains('.') || !n.contains('.') {
+                    m
+                } else {
+                    format!("{}.{m}", &n[..n.rfind('.').expect("has a dot")])
+                };
+                out.push((i + 1, end));
             }
             out.push((i + 1, n));
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use harness::sim::{DataDigest, SimSpec};
-use medusa::pb::{self, StatusType};
+use medusa::service::pb::{self, StatusType};
 use medusa_tests::dc::{BackupJob, Datacenter, DcSpec, Operator, RestoreMapping, humanize, uuid4};
 use medusa_tests::{Backend, Kind, eventually};
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use harness::sim::{MgmtApiServer, SimNode, SimSpec, digest_data_dir};
-use medusa::pb::{self, StatusType, backup_request::Mode};
+use medusa::service::pb::{self, StatusType, backup_request::Mode};
 
 #[tokio::main]
 async fn main() -> Result<()> {

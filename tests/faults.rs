@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use harness::fault_proxy::{Fault, FaultProxy, Kind as Req, Rates};
 use harness::sim::{DataDigest, digest_data_dir};
 use medusa::format::layout::Mode;
-use medusa::pb;
-use medusa::pb::StatusType;
+use medusa::service::pb;
+use medusa::service::pb::StatusType;
 use medusa_tests::{Env, EnvOptions, Kind, Sidecar, change_one_data_file, live, restore_command};
 
 /// Files from 64 KiB on go up in multipart uploads, so those requests are exercised too.

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use medusa::format::layout::Mode;
-use medusa::pb;
+use medusa::service::pb;
 use medusa_tests::{Env, EnvOptions, Kind, Sidecar};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

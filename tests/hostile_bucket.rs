@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use harness::services::{LocalStorage, TempDir, copy_dir_all, medusa_py_fixture};
 use harness::sim::{DataDigest, digest_data_dir, load_digest_json};
 use medusa::format::layout::Mode;
-use medusa::pb;
+use medusa::service::pb;
 use medusa_tests::{Env, EnvOptions, Kind, Sidecar, backup, binary, change_one_data_file, live};
 use serde_json::Value;
 

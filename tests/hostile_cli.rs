@@ -222,8 +222,9 @@ fn config_is_honoured_in_every_position_and_under_every_name() {
         (&["download"], &["--backup-name", "b1", "--destination", &dest]),
         (&["purge"], &["--fqdn", FQDN]),
     ];
-    // (program, MEDUSA_MODE, lead, rest)
-    let mut runs: Vec<(&str, Option<&str>, &[&str], &[&str])> = Vec::new();
+    /// One run: program, MEDUSA_MODE, lead arguments, the rest.
+    type Run<'a> = (&'a str, Option<&'a str>, &'a [&'a str], &'a [&'a str]);
+    let mut runs: Vec<Run<'_>> = Vec::new();
     for program in ["medusa-rs", "medusa"] {
         for (lead, rest) in commands {
             runs.push((program, None, lead, rest));

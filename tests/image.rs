@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use harness::services::TempDir;
 use harness::sim::digest_data_dir;
-use medusa::pb;
-use medusa::pb::StatusType;
+use medusa::service::pb;
+use medusa::service::pb::StatusType;
 use medusa_tests::{Env, EnvOptions, Kind, live};
 
 const POD: &str = "demo-dc1-default-sts-0";

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use harness::sim::{DataDigest, digest_data_dir};
-use medusa::pb;
-use medusa::pb::StatusType;
+use medusa::service::pb;
+use medusa::service::pb::StatusType;
 use nix::sys::signal::Signal;
 use rand::Rng;
 

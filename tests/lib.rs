@@ -441,13 +441,13 @@ impl Sidecar {
     }
 
     /// A client with Medusa's generated stubs.
-    pub async fn client(&self) -> Result<medusa::pb::medusa_client::MedusaClient<tonic::transport::Channel>> {
+    pub async fn client(&self) -> Result<medusa::service::pb::medusa_client::MedusaClient<tonic::transport::Channel>> {
         let ch = tonic::transport::Endpoint::from_shared(self.url())?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .connect()
             .await?;
-        Ok(medusa::pb::medusa_client::MedusaClient::new(ch).max_decoding_message_size(512 << 20))
+        Ok(medusa::service::pb::medusa_client::MedusaClient::new(ch).max_decoding_message_size(512 << 20))
     }
 
     /// The process's log so far.

@@ -4,8 +4,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use medusa::pb::backup_request::Mode;
-use medusa::pb::{self, StatusType};
+use medusa::service::pb::backup_request::Mode;
+use medusa::service::pb::{self, StatusType};
 use medusa_tests::{Env, EnvOptions, Kind, Sidecar, binary, eventually};
 use nix::sys::signal::Signal;
 

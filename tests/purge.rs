@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use medusa::pb::backup_request::Mode;
-use medusa::pb::{self, StatusType};
+use medusa::service::pb::backup_request::Mode;
+use medusa::service::pb::{self, StatusType};
 use medusa_tests::{Env, EnvOptions, Kind, Sidecar, eventually, list_all};
 use tonic::Code;
 

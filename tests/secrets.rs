@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use harness::services::{AZURITE_KEY, S3_ACCESS_KEY, S3_SECRET_KEY};
-use medusa::pb;
-use medusa::pb::StatusType;
+use medusa::service::pb;
+use medusa::service::pb::StatusType;
 use medusa_tests::{Env, EnvOptions, Kind, Sidecar, binary, restore_command};
 
 /// Runs a backup, GetBackups, a purge over gRPC, a restore and the CLI, all logging at TRACE;

@@ -29,7 +29,7 @@
 //! 3. [`bucket`]: the state of node backups and the index, read and written through the store;
 //! 4. [`transfer`]: moving bytes;
 //! 5. the flows: [`backup`], [`restore`], [`retention`];
-//! 6. [`service`]: the sidecar;
+//! 6. [`service`]: the sidecar (the generated gRPC code in [`service::pb`]);
 //! 7. [`cli`]: the `medusa-rs` multi-call binary (sidecar, restore init container, entry point,
 //!    health probe, and the everyday commands: list-backups, status, verify, download, purge).
 //!
@@ -47,12 +47,3 @@ pub mod service;
 pub mod store;
 pub mod tls;
 pub mod transfer;
-
-/// Generated gRPC code for the package-less `Medusa` service.
-pub mod pb {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("_");
-    pub use crate::service::reply::GetBackupsResponse;
-    /// Encoded descriptor set of `medusa.proto`, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("medusa_descriptor");
-}

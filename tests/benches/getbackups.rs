@@ -36,7 +36,7 @@ use medusa::format::layout::{Layout, Meta, Mode, TableFile};
 use medusa::format::manifest::{ManifestObject, ManifestSection};
 use medusa::format::names::{BackupName, Fqdn};
 use medusa::format::tokenmap::{RingNode, TokenMap};
-use medusa::pb;
+use medusa::service::pb;
 use prost::Message;
 
 const MIB: u64 = 1 << 20;

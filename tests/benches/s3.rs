@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use harness::services::{AZURITE_ACCOUNT, AZURITE_KEY, S3_ACCESS_KEY, S3_SECRET_KEY, tools_dir, workspace_root};
 use harness::sim::{DataDigest, SimSpec, digest_data_dir};
-use medusa::pb;
+use medusa::service::pb;
 use medusa_tests::{Backend, Env, EnvOptions, Kind, Sidecar, live, restore_command};
 use rand::{RngCore, SeedableRng};
 

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use medusa::pb::{self, StatusType};
+use medusa::service::pb::{self, StatusType};
 
 use super::hostmap::{pair_racks, validate_backup_for_restore};
 use super::pod::{Client, endpoint, wait_init};

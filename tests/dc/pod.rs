@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use harness::sim::{DataDigest, MgmtApiServer, SimNode, digest_data_dir};
-use medusa::pb;
+use medusa::service::pb;
 
 use crate::{Sidecar, binary};
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use medusa::pb::{self, StatusType};
+use medusa::service::pb::{self, StatusType};
 use sha2::Digest as _;
 
 use super::InitRun;

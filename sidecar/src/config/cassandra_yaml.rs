@@ -48,11 +48,11 @@ impl NodePaths {
     /// Reads the paths from the text of `path`.
     pub fn parse(text: &str, path: &Path) -> Result<NodePaths, ConfigError> {
         let err = |message: String| ConfigError::CassandraYaml { path: path.to_path_buf(), message };
-        let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| err(format!("not valid YAML: {e}")))?;
+        let doc: serde_norway::Value = serde_norway::from_str(text).map_err(|e| err(format!("not valid YAML: {e}")))?;
         let get = |key: &str| doc.get(key).and_then(|v| v.as_str()).map(PathBuf::from);
         let data_dir = match doc.get("data_file_directories") {
-            None | Some(serde_yaml::Value::Null) => PathBuf::from("/var/lib/cassandra/data"),
-            Some(serde_yaml::Value::Sequence(dirs)) => {
+            None | Some(serde_norway::Value::Null) => PathBuf::from("/var/lib/cassandra/data"),
+            Some(serde_norway::Value::Sequence(dirs)) => {
                 let dirs: Vec<_> = dirs.iter().filter_map(|d| d.as_str()).collect();
                 match dirs.as_slice() {
                     [one] => PathBuf::from(one),
@@ -65,7 +65,7 @@ impl NodePaths {
                     }
                 }
             }
-            Some(serde_yaml::Value::String(one)) => PathBuf::from(one),
+            Some(serde_norway::Value::String(one)) => PathBuf::from(one),
             Some(other) => return Err(err(format!("data_file_directories must be a list of paths, not {other:?}"))),
         };
         Ok(NodePaths {

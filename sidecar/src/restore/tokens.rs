@@ -23,11 +23,11 @@ impl Partitioner {
     /// Reads `partitioner` from the `cassandra.yaml` at `yaml`.
     pub fn of_yaml(yaml: &Path) -> Result<Partitioner, String> {
         let text = std::fs::read_to_string(yaml).map_err(|e| format!("cannot read {}: {e}", yaml.display()))?;
-        let doc: serde_yaml::Value =
-            serde_yaml::from_str(&text).map_err(|e| format!("{} is not valid YAML: {e}", yaml.display()))?;
+        let doc: serde_norway::Value =
+            serde_norway::from_str(&text).map_err(|e| format!("{} is not valid YAML: {e}", yaml.display()))?;
         let name = match doc.get("partitioner") {
-            None | Some(serde_yaml::Value::Null) => return Ok(Partitioner::Unnamed),
-            Some(serde_yaml::Value::String(s)) => s.trim(),
+            None | Some(serde_norway::Value::Null) => return Ok(Partitioner::Unnamed),
+            Some(serde_norway::Value::String(s)) => s.trim(),
             Some(other) => return Err(format!("partitioner in {} is not a class name: {other:?}", yaml.display())),
         };
         // Cassandra prefixes a name without a package with org.apache.cassandra.dht.

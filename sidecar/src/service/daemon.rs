@@ -14,10 +14,10 @@ use tonic_health::server::HealthReporter;
 
 use crate::backup::Engine;
 use crate::config::Config;
-use crate::pb::medusa_server::MedusaServer;
 use crate::service::grpc::MedusaService;
 use crate::service::jobs::Jobs;
 use crate::service::listing::Cache;
+use crate::service::pb::medusa_server::MedusaServer;
 
 /// A start-up failure.
 pub type DaemonError = Box<dyn std::error::Error + Send + Sync>;
@@ -182,11 +182,11 @@ async fn watch(engine: Arc<Engine>, jobs: Arc<Jobs>) {
 /// Adds server reflection, v1 and v1alpha, for the Medusa and health services.
 fn with_reflection(router: Router) -> Result<Router, DaemonError> {
     let v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(crate::service::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(crate::service::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     Ok(router.add_service(v1).add_service(v1alpha))

@@ -14,10 +14,10 @@ use crate::bucket::node_backup::{self, State};
 use crate::format::layout::Mode;
 use crate::format::names::{BackupName, Fqdn, RestoreKey, check_printable};
 use crate::format::tokenmap::TokenMap;
-use crate::pb;
-use crate::pb::medusa_server::Medusa;
 use crate::service::jobs::{JobState, Jobs};
 use crate::service::listing::{Cache, ClusterBackup};
+use crate::service::pb;
+use crate::service::pb::medusa_server::Medusa;
 use crate::service::status::{BackupFailure, RpcError};
 
 /// The service state.

@@ -11,8 +11,8 @@ use prost::bytes::{Buf, BufMut};
 use prost::encoding::{self, DecodeContext, WireType};
 
 use crate::format::tokenmap::RingNode;
-use crate::pb;
 use crate::service::listing::{ClusterBackup, ClusterState};
+use crate::service::pb;
 
 /// `GetBackupsResponse`.
 #[derive(Clone, Default)]
