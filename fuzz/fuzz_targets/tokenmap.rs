@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(mapping) = medusa::restore::mapping::host_map(&backup, &current, &[]) {
         let bytes = mapping.to_bytes();
         let text = String::from_utf8(bytes).expect("a mapping is UTF-8");
-        medusa::restore::mapping::RestoreMapping::parse(&text).expect("a mapping we write reads back");
+        medusa::restore::mapping::RestoreMapping::parse(&text, "the PrepareRestore mapping")
+            .expect("a mapping we write reads back");
     }
 });

@@ -159,6 +159,16 @@ fn racks(tm: &TokenMap) -> BTreeMap<String, Vec<&crate::format::tokenmap::RingNo
 /// (node count, per-rack counts, tokens per node) cannot be restored by an init container and
 /// is refused with the difference spelled out.
 pub fn host_map(backup: &TokenMap, current: &TokenMap, seeds: &[String]) -> Result<RestoreMapping, String> {
+    // A mapping that restores no pod, or names a nameless node, would be refused when read.
+    if backup.0.is_empty() {
+        return Err("the backup's tokenmap lists no node".into());
+    }
+    if let Some(n) = backup.0.iter().chain(&current.0).find(|n| n.host.is_empty()) {
+        return Err(format!(
+            "a node of the ring has no name (tokens {:?})",
+            n.tokens.iter().take(3).collect::<Vec<_>>()
+        ));
+    }
     if let Some(down) = current.0.iter().find(|n| !n.is_up) {
         return Err(format!("node {} is down; every node of the datacenter must be up", down.host));
     }
