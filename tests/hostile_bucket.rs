@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use harness::services::{LocalStorage, TempDir, copy_dir_all, medusa_py_fixture};
 use harness::sim::{DataDigest, digest_data_dir, load_digest_json};
@@ -108,26 +108,8 @@ impl Run {
     }
 
     async fn sidecar(&self) -> (Sidecar, Client) {
-        let port = harness::services::free_port();
-        let log = self.dir.path().join(format!("sidecar-{port}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(binary("medusa-sidecar"))
-            .arg("--config")
-            .arg(self.ini())
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .env("MEDUSA_RS_STATE_DIR", self.dir.path().join(format!("state-{port}")))
-            .env("RUST_LOG", "info")
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap();
-        let s = Sidecar { child: Some(child), port, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(Instant::now() < deadline, "sidecar did not listen within 20 s:\n{}", s.log_text());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let state = self.dir.path().join(format!("state-{}", rand::random::<u32>()));
+        let s = Sidecar::start_at(&self.ini(), &state, self.dir.path(), &[]).await.unwrap();
         let c = s.client().await.unwrap();
         (s, c)
     }

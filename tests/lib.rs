@@ -408,15 +408,21 @@ impl Sidecar {
 
     /// Same, with extra environment variables.
     pub async fn start_with(env: &Env, vars: &[(&str, &str)]) -> Result<Sidecar> {
+        Sidecar::start_at(&env.ini_path, &env.state_dir, env.dir.path(), vars).await
+    }
+
+    /// Starts the sidecar with the config `ini` and state directory `state_dir`, its log in
+    /// `log_dir`, and waits (up to 20 s) until the port accepts connections.
+    pub async fn start_at(ini: &Path, state_dir: &Path, log_dir: &Path, vars: &[(&str, &str)]) -> Result<Sidecar> {
         let port = harness::services::free_port();
-        let log = env.dir.path().join(format!("sidecar-{port}.log"));
+        let log = log_dir.join(format!("sidecar-{port}.log"));
         let file = std::fs::File::create(&log)?;
         let child = std::process::Command::new(binary("medusa-sidecar"))
             .arg("--config")
-            .arg(&env.ini_path)
+            .arg(ini)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .env("MEDUSA_RS_STATE_DIR", &env.state_dir)
+            .env("MEDUSA_RS_STATE_DIR", state_dir)
             .env("RUST_LOG", "info")
             .envs(vars.iter().copied())
             .stdout(file.try_clone()?)

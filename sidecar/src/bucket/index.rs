@@ -111,26 +111,9 @@ pub async fn confirm_finished(storage: &Storage, nbs: &mut [NodeBackup]) -> Resu
         .map(|nb: NodeBackup| async move {
             let Some((b, n)) = nb.names() else { return Ok(None) };
             if nb.finished.is_none() || nb.leftover {
-                return Ok(None);
+                return Ok::<_, StorageError>(None);
             }
-            if node_backup::started(storage, &n, &b).await?.is_none() {
-                let key = storage.layout.meta(&n, &b, crate::format::layout::Meta::Schema);
-                tracing::warn!(key = %key, "this node backup has lost its schema.cql");
-                return Ok(Some(format!("its {key} is missing (partly deleted or copied incompletely)")));
-            }
-            let key = storage.layout.meta(&n, &b, crate::format::layout::Meta::Manifest);
-            let Some(bytes) = node_backup::manifest(storage, &n, &b).await? else {
-                tracing::warn!(key = %key, "the index says this node backup finished, but its manifest is missing");
-                return Ok(Some(format!("the index says it finished, but its manifest {key} is missing")));
-            };
-            let counted = crate::fsutil::blocking(move || {
-                crate::format::manifest::count_objects(&bytes).map_err(std::io::Error::other)
-            })
-            .await;
-            Ok::<_, StorageError>(counted.err().map(|e| {
-                tracing::warn!(key = %key, error = %e, "unreadable manifest");
-                format!("its manifest {key} is unreadable ({e})")
-            }))
+            node_backup::damage(storage, &n, &b).await
         })
         .buffered(8)
         .try_collect()

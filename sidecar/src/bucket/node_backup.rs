@@ -99,12 +99,18 @@ pub async fn manifest(s: &Storage, n: &Fqdn, b: &BackupName) -> Result<Option<By
     s.get_opt(&s.layout.meta(n, b, Meta::Manifest)).await
 }
 
-/// Why a node backup that looks complete cannot be restored from, `None` when it can: its
-/// manifest must exist and be readable (what a restore needs first). Logs the key of a
-/// manifest that is not.
+/// Why a node backup that looks complete cannot be restored from, `None` when it can: it needs
+/// its `schema.cql` (without it, it is what an interrupted deletion or a partial copy leaves)
+/// and a readable manifest, as a restore does. Logs the key of the object that fails it.
 pub async fn damage(s: &Storage, n: &Fqdn, b: &BackupName) -> Result<Option<String>, StorageError> {
+    if started(s, n, b).await?.is_none() {
+        let key = s.layout.meta(n, b, Meta::Schema);
+        tracing::warn!(key = %key, "this node backup has lost its schema.cql");
+        return Ok(Some(format!("damaged: its {key} is missing (partly deleted or copied incompletely)")));
+    }
     let key = s.layout.meta(n, b, Meta::Manifest);
     let Some(bytes) = manifest(s, n, b).await? else {
+        tracing::warn!(key = %key, "this node backup's manifest is missing");
         return Ok(Some(format!("damaged: its manifest {key} is missing")));
     };
     let counted =
