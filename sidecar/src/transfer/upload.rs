@@ -75,9 +75,7 @@ impl Transfers {
         key: &str,
         progress: &Arc<Progress>,
     ) -> Result<(ContentDigest, Option<String>), TransferError> {
-        let retries = self.storage.retries;
-        let started = std::time::Instant::now();
-        let mut attempt = 0;
+        let mut attempts = self.storage.retries.start();
         loop {
             let location = object_path(key)?;
             let streamed = self.storage.streamed_uploads();
@@ -105,15 +103,9 @@ impl Transfers {
                 tracing::info!(key, "the store finished an upload whose answer was lost; the object is complete");
                 return Ok((d.clone(), Some(etag)));
             }
-            if !error.is_retryable() {
-                return Err(error);
-            }
-            if !retries.allows(attempt + 1, started) {
-                return Err(error);
-            }
-            attempt += 1;
-            tracing::warn!(key, attempt, error = %error, "upload failed; uploading the file again");
-            tokio::time::sleep(crate::store::Retries::backoff(attempt)).await;
+            let Some(retry) = error.is_retryable().then(|| attempts.retry()).flatten() else { return Err(error) };
+            tracing::warn!(key, attempt = retry.number(), error = %error, "upload failed; uploading the file again");
+            retry.wait().await;
         }
     }
 

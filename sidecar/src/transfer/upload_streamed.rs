@@ -228,8 +228,8 @@ impl SegmentJob {
     /// the file is read in order), then, after a failure another try can mend, read again from
     /// the file, within the retry budget (as object_store retries its own requests).
     async fn run(self, number: usize, offset: u64, len: u64, first: BodyStream) -> SegmentDone {
-        let started = std::time::Instant::now();
-        let (mut body, mut attempt) = (Some(first), 0);
+        let mut attempts = self.retries.start();
+        let mut body = Some(first);
         loop {
             let b = match body.take() {
                 Some(b) => b,
@@ -241,12 +241,13 @@ impl SegmentJob {
             };
             match sent {
                 Ok(etag) => return (number, len, Ok(etag)),
-                Err(e) if e.is_retryable() && self.retries.allows(attempt + 1, started) => {
-                    attempt += 1;
-                    tracing::debug!(key = self.key, number, attempt, error = %e, "sending again");
-                    tokio::time::sleep(crate::store::Retries::backoff(attempt)).await;
+                Err(e) => {
+                    let Some(retry) = e.is_retryable().then(|| attempts.retry()).flatten() else {
+                        return (number, len, Err(e));
+                    };
+                    tracing::debug!(key = self.key, number, attempt = retry.number(), error = %e, "sending again");
+                    retry.wait().await;
                 }
-                Err(e) => return (number, len, Err(e)),
             }
         }
     }
