@@ -97,6 +97,17 @@ jpms_flags_17() {
 EOF
 }
 
+# Cassandra 4.1 on Java 17: opens that jamm 0.3.2's MemoryMeter.measureDeep needs (found by
+# starting 4.1.10; without the first one it fails with InaccessibleObjectException on
+# java.util.concurrent.ConcurrentHashMap$KeySetView.value).
+jpms_flags_41_extra() {
+    cat <<'EOF'
+--add-opens=java.base/java.util.concurrent=ALL-UNNAMED
+--add-opens=java.base/java.nio=ALL-UNNAMED
+--add-opens=java.base/java.util.concurrent.atomic=ALL-UNNAMED
+EOF
+}
+
 pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 
 node_pid() { # $1 = nodedir; prints the pid if the process recorded there is alive and is a Cassandra
@@ -353,6 +364,8 @@ cmd_start() {
     )
     if [ "$jmajor" -ge 11 ]; then
         mapfile -t -O "${#jvm[@]}" jvm < <(jpms_flags_17)
+        # 4.1 measures objects with jamm 0.3.2, which reflects into JDK fields: more --add-opens
+        [ "${start_version%%.*}" -ge 5 ] || mapfile -t -O "${#jvm[@]}" jvm < <(jpms_flags_41_extra)
     fi
     # shellcheck disable=SC2206
     [ -n "${CASSANDRA_JVM_EXTRA:-}" ] && jvm+=(${CASSANDRA_JVM_EXTRA})
