@@ -8,7 +8,9 @@
 # Maven (mvn, on the standard machine) resolves a generated one-dependency pom with
 # maven-dependency-plugin copy-dependencies; its local repository is
 # $MEDUSA_RS_TOOLS/cassandra/m2 (override with CASSANDRA_MAVEN_REPO), so nothing outside .tools
-# is written. Idempotent: a version whose marker matches is skipped (a re-run takes ~0 s).
+# is written. Also a Python venv $MEDUSA_RS_TOOLS/cassandra/venv with cqlsh (PyPI, pins in
+# scripts/cassandra/requirements.txt) for scripts/cassandra/cqlsh.
+# Idempotent: a version (or the venv) whose marker matches is skipped (a re-run takes ~0 s).
 set -euo pipefail
 
 # Pinned: the newest 5.0 and 4.1 releases on Maven Central (checked 2026-12-07).
@@ -81,4 +83,25 @@ for v in "${versions[@]}"; do
     log "cassandra $v: $njars jars, lib $(du -sh "$dest/lib" | cut -f1), downloaded ~$(( (m2_after - m2_before) / 1024 )) MiB into $M2, $((SECONDS - t0)) s"
     printf '%s\n' "$want" > "$marker"
 done
+# --- cqlsh venv ---
+VENV="$BASE/venv"
+REQS="$(dirname "${BASH_SOURCE[0]}")/requirements.txt"
+py_marker="$VENV/.medusa-rs-installed"
+py_want="$(sha256sum < "$REQS" | cut -d' ' -f1) $(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
+if [ -f "$py_marker" ] && [ "$(cat "$py_marker")" = "$py_want" ] && [ -x "$VENV/bin/cqlsh" ]; then
+    log "cqlsh venv up to date: $VENV"
+else
+    t0=$SECONDS
+    rm -f "$py_marker"
+    if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        rm -rf "$VENV"
+        python3 -m venv "$VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
+    fi
+    log "pip install -r scripts/cassandra/requirements.txt (cqlsh) into $VENV"
+    timeout "$MVN_TIMEOUT" "$VENV/bin/pip" install --disable-pip-version-check -q -r "$REQS" \
+        || die "pip install of cqlsh failed or timed out"
+    "$VENV/bin/python" -c 'import cassandra, cqlshlib' || die "cqlsh venv broken after install"
+    printf '%s\n' "$py_want" > "$py_marker"
+    log "cqlsh venv ready in $((SECONDS - t0)) s"
+fi
 log "done in $((SECONDS - start_all)) s"
