@@ -3,7 +3,9 @@
 # scripts/cassandra/install.sh put in $MEDUSA_RS_TOOLS/cassandra/<version>/lib.
 #
 #   node.sh start    <nodedir> <N> [options]   generate <nodedir>/conf, start, wait for CQL
-#   node.sh stop     <nodedir> [--timeout S]   SIGTERM (Cassandra drains), SIGKILL after S s
+#   node.sh stop     <nodedir> [--timeout S] [--kill]
+#                                              SIGTERM (Cassandra's shutdown hook drains, 2-15 s),
+#                                              SIGKILL after S s (60); --kill: SIGKILL at once
 #   node.sh status   <nodedir>                 running/stopped, pid, address, ports
 #   node.sh nodetool <nodedir> <args...>       nodetool against this node's JMX port
 #   node.sh cql-wait <nodedir> [--timeout S]   wait until the node answers CQL again
@@ -29,7 +31,8 @@
 #   --timeout S        seconds to wait for CQL [CASSANDRA_START_TIMEOUT, 240]
 #   --java HOME        JAVA_HOME to run with [CASSANDRA_JAVA_HOME, Java 17]
 #   --auth             PasswordAuthenticator + CassandraAuthorizer (CQL user cassandra/cassandra)
-# Extra JVM options: CASSANDRA_JVM_EXTRA (word-split). Ports: CASSANDRA_NATIVE_PORT (9042),
+# Extra JVM options: CASSANDRA_JVM_EXTRA (word-split). At most CASSANDRA_MAX_NODES (3) nodes run
+# on the machine at once. Ports: CASSANDRA_NATIVE_PORT (9042),
 # CASSANDRA_STORAGE_PORT (7000), CASSANDRA_JMX_PORT_BASE (7199).
 set -euo pipefail
 
@@ -313,6 +316,10 @@ cmd_start() {
     if pid="$(node_pid "$start_dir")"; then
         die "node in $start_dir already running (pid $pid)"
     fi
+    # Two cores are shared with builds: refuse a fourth node (CASSANDRA_MAX_NODES, default 3).
+    local running; running="$(pgrep -f 'org.apache.cassandra.service.CassandraDaemon' | wc -l || true)"
+    [ "$running" -lt "${CASSANDRA_MAX_NODES:-3}" ] \
+        || die "$running Cassandra nodes already running on this machine (limit CASSANDRA_MAX_NODES=${CASSANDRA_MAX_NODES:-3})"
     # Refuse to start over another process's ports: a half-started second node would confuse tests.
     port_open "$start_address" "$start_native_port" && die "$start_address:$start_native_port already in use"
     port_open "$start_address" "$start_storage_port" && die "$start_address:$start_storage_port already in use"
@@ -408,10 +415,11 @@ EOF
 
 cmd_stop() {
     [ $# -ge 1 ] || usage
-    local dir="$1" timeout="${CASSANDRA_STOP_TIMEOUT:-60}"; shift
+    local dir="$1" timeout="${CASSANDRA_STOP_TIMEOUT:-60}" sig=TERM; shift
     while [ $# -gt 0 ]; do
         case "$1" in
             --timeout) timeout="$2"; shift 2 ;;
+            --kill) sig=KILL; shift ;;
             *) die "unknown stop option '$1'" ;;
         esac
     done
@@ -422,7 +430,7 @@ cmd_stop() {
         return 0
     fi
     local t0=$SECONDS
-    kill -TERM "$pid"
+    kill "-$sig" "$pid"
     while pid_alive "$pid"; do
         if [ $((SECONDS - t0)) -ge "$timeout" ]; then
             log "pid $pid still alive after ${timeout}s: SIGKILL"
