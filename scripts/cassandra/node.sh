@@ -28,6 +28,9 @@
 #                      [CASSANDRA_INITIAL_TOKEN]
 #   --heap SIZE        -Xmx (and -Xms = half of it, min 256m) [CASSANDRA_HEAP, 512m]
 #   --format big|bti   SSTable format (5.0 only; 4.1 has only big) [CASSANDRA_SSTABLE_FORMAT, big]
+#   --storage-compat M 5.0's storage_compatibility_mode: CASSANDRA_4 (5.0's default: SSTables
+#                      of version nb), UPGRADING or NONE (version oa; bti needs it, so
+#                      --format bti sets NONE) [CASSANDRA_STORAGE_COMPAT]
 #   --timeout S        seconds to wait for CQL [CASSANDRA_START_TIMEOUT, 240]
 #   --java HOME        JAVA_HOME to run with [CASSANDRA_JAVA_HOME, Java 17]
 #   --auth             PasswordAuthenticator + CassandraAuthorizer (CQL user cassandra/cassandra)
@@ -183,10 +186,16 @@ authorizer: AllowAllAuthorizer"
     fi
     format_yaml=""
     if [ "${start_version%%.*}" -ge 5 ]; then
-        format_yaml="sstable:
+        local compat="$start_storage_compat"
+        [ -n "$compat" ] || { [ "$start_format" = bti ] && compat=NONE || compat=CASSANDRA_4; }
+        [ "$start_format" = bti ] && [ "$compat" != NONE ] \
+            && die "--format bti needs storage_compatibility_mode NONE (5.0 refuses bti in $compat)"
+        format_yaml="storage_compatibility_mode: $compat
+sstable:
   selected_format: $start_format"
-    elif [ "$start_format" != big ]; then
-        die "--format $start_format needs Cassandra 5.0 (4.1 writes only the big format)"
+    else
+        [ "$start_format" = big ] || die "--format $start_format needs Cassandra 5.0 (4.1 writes only the big format)"
+        [ -z "$start_storage_compat" ] || die "--storage-compat is a Cassandra 5.0 setting"
     fi
     # Key names are the 4.1+ ones (durations and sizes with units), which 4.1 and 5.0 both read.
     cat > "$start_dir/conf/cassandra.yaml" <<EOF
@@ -282,6 +291,7 @@ cmd_start() {
     start_initial_token="${CASSANDRA_INITIAL_TOKEN:-}"
     start_heap="${CASSANDRA_HEAP:-512m}"
     start_format="${CASSANDRA_SSTABLE_FORMAT:-big}"
+    start_storage_compat="${CASSANDRA_STORAGE_COMPAT:-}"
     start_timeout="${CASSANDRA_START_TIMEOUT:-240}"
     start_java="$(default_java_home)"
     start_auth=0
@@ -296,6 +306,7 @@ cmd_start() {
             --initial-token) start_initial_token="$2"; shift 2 ;;
             --heap) start_heap="$2"; shift 2 ;;
             --format) start_format="$2"; shift 2 ;;
+            --storage-compat) start_storage_compat="$2"; shift 2 ;;
             --timeout) start_timeout="$2"; shift 2 ;;
             --java) start_java="$2"; shift 2 ;;
             --auth) start_auth=1; shift ;;
