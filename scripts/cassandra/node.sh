@@ -19,7 +19,8 @@
 #
 # start options (defaults in brackets; each also has an environment variable):
 #   --version V        Cassandra version, installed by install.sh [CASSANDRA_VERSION, 5.0.9]
-#   --seeds A,B        seed addresses [CASSANDRA_SEEDS, 127.0.0.1]
+#   --seeds A,B        seed addresses [CASSANDRA_SEEDS, the node's own address: a node whose
+#                      seeds are all down refuses to start ("Unable to gossip with any peers")]
 #   --cluster NAME     cluster_name [CASSANDRA_CLUSTER, medusa-rs-test]
 #   --dc NAME          data centre name (GossipingPropertyFileSnitch) [CASSANDRA_DC, datacenter1]
 #   --rack NAME        rack name [CASSANDRA_RACK, rack1]
@@ -34,6 +35,8 @@
 #   --timeout S        seconds to wait for CQL [CASSANDRA_START_TIMEOUT, 240]
 #   --java HOME        JAVA_HOME to run with [CASSANDRA_JAVA_HOME, Java 17]
 #   --auth             PasswordAuthenticator + CassandraAuthorizer (CQL user cassandra/cassandra)
+#   --jmx-auth U:P     JMX password authentication with one user U (readwrite), password P
+#                      (nodetool then needs -u U -pw P) [CASSANDRA_JMX_AUTH]
 # Extra JVM options: CASSANDRA_JVM_EXTRA (word-split). At most CASSANDRA_MAX_NODES (3) nodes run
 # on the machine at once. Ports: CASSANDRA_NATIVE_PORT (9042),
 # CASSANDRA_STORAGE_PORT (7000), CASSANDRA_JMX_PORT_BASE (7199).
@@ -70,7 +73,9 @@ lib_dir() { # $1 = version
     echo "$lib"
 }
 
-# The JPMS flags of Cassandra 5.0's conf/jvm17-server.options (used for Java >= 17, also for 4.1).
+# The JPMS flags of Cassandra 5.0's conf/jvm17-server.options (used for Java >= 17, also for 4.1),
+# and one more for JMX password authentication (--jmx-auth): without it JMXServerUtils fails
+# with IllegalAccessException on com.sun.jmx.remote.security.JMXPluggableAuthenticator.
 jpms_flags_17() {
     cat <<'EOF'
 -Djdk.attach.allowAttachSelf=true
@@ -100,6 +105,7 @@ jpms_flags_17() {
 -Dio.netty.tryReflectionSetAccessible=true
 -Dio.netty.allocator.useCacheForAllThreads=true
 -Dio.netty.allocator.maxOrder=11
+--add-exports=java.management/com.sun.jmx.remote.security=ALL-UNNAMED
 EOF
 }
 
@@ -138,8 +144,10 @@ port_open() { # host port
 run_nodetool() { # nodedir args...
     local dir="$1"; shift
     load_env "$dir"
+    local -a creds=()
+    [ -z "${NODE_JMX_USER:-}" ] || creds=(-u "$NODE_JMX_USER" -pw "$NODE_JMX_PASSWORD")
     CASSANDRA_VERSION="$NODE_VERSION" CASSANDRA_JAVA_HOME="$NODE_JAVA_HOME" \
-        "$SCRIPT_DIR/nodetool" -h 127.0.0.1 -p "$NODE_JMX_PORT" "$@"
+        "$SCRIPT_DIR/nodetool" "${creds[@]}" -h 127.0.0.1 -p "$NODE_JMX_PORT" "$@"
 }
 
 # Waits until CQL answers on the node: the native port accepts and nodetool statusbinary says
@@ -158,10 +166,13 @@ wait_cql() { # nodedir timeout pid
 }
 
 show_failure() { # nodedir
+    log "---- first error of this run in $1/logs/stdout.log ----"
+    grep -v '^CompileCommand' "$1/logs/stdout.log" 2>/dev/null \
+        | grep -m1 -A12 -E '^(ERROR|Exception|Error)' >&2 || true
     log "---- last lines of $1/logs/system.log ----"
-    tail -n 40 "$1/logs/system.log" 2>/dev/null >&2 || true
+    tail -n 15 "$1/logs/system.log" 2>/dev/null >&2 || true
     log "---- last lines of $1/logs/stdout.log ----"
-    grep -v '^CompileCommand' "$1/logs/stdout.log" 2>/dev/null | tail -n 40 >&2 || true
+    grep -v '^CompileCommand' "$1/logs/stdout.log" 2>/dev/null | tail -n 15 >&2 || true
 }
 
 # --- start ---
@@ -283,7 +294,7 @@ cmd_start() {
     [[ "$start_n" =~ ^[0-9]+$ ]] && [ "$start_n" -ge 1 ] && [ "$start_n" -le 254 ] \
         || die "node index must be 1..254, got '$start_n'"
     start_version="${CASSANDRA_VERSION:-5.0.9}"
-    start_seeds="${CASSANDRA_SEEDS:-127.0.0.1}"
+    start_seeds="${CASSANDRA_SEEDS:-127.0.0.$start_n}"
     start_cluster="${CASSANDRA_CLUSTER:-medusa-rs-test}"
     start_dc="${CASSANDRA_DC:-datacenter1}"
     start_rack="${CASSANDRA_RACK:-rack1}"
@@ -295,6 +306,7 @@ cmd_start() {
     start_timeout="${CASSANDRA_START_TIMEOUT:-240}"
     start_java="$(default_java_home)"
     start_auth=0
+    start_jmx_auth="${CASSANDRA_JMX_AUTH:-}"
     while [ $# -gt 0 ]; do
         case "$1" in
             --version) start_version="$2"; shift 2 ;;
@@ -310,6 +322,7 @@ cmd_start() {
             --timeout) start_timeout="$2"; shift 2 ;;
             --java) start_java="$2"; shift 2 ;;
             --auth) start_auth=1; shift ;;
+            --jmx-auth) start_jmx_auth="$2"; shift 2 ;;
             *) die "unknown start option '$1'" ;;
         esac
     done
@@ -354,7 +367,9 @@ cmd_start() {
         "-Xms${xms}m" "-Xmx$start_heap"
         -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1
         -XX:G1RSetUpdatingPauseTimePercent=5 -XX:MaxGCPauseMillis=300
-        -XX:ParallelGCThreads=2 -XX:ConcGCThreads=1 -XX:CICompilerCount=2
+        -XX:ParallelGCThreads=2 -XX:ConcGCThreads=1
+        # C1 only: starts ~2 s (of ~11) faster and compiles less on two shared cores; a test
+        # node needs no peak throughput. CASSANDRA_FULL_JIT=1 keeps C2.
         -XX:MaxDirectMemorySize=256m
         -XX:CompileCommand=quiet "-XX:CompileCommandFile=$start_dir/conf/hotspot_compiler"
         "-Xlog:gc=info,safepoint=info:file=$start_dir/logs/gc.log:time,uptime,pid,tid,level:filecount=3,filesize=10485760"
@@ -363,7 +378,6 @@ cmd_start() {
         # JMX on loopback only, no auth (what cassandra-env.sh does with LOCAL_JMX=yes)
         "-Dcassandra.jmx.local.port=$start_jmx_port"
         "-Dcom.sun.management.jmxremote.rmi.port=$start_jmx_port"
-        -Dcom.sun.management.jmxremote.authenticate=false
         -Djava.rmi.server.hostname=127.0.0.1
         # files
         "-Dcassandra.config=file://$start_dir/conf/cassandra.yaml"
@@ -380,6 +394,22 @@ cmd_start() {
         -Dcassandra.superuser_setup_delay_ms=0
         -Dcassandra.load_ring_state=true
     )
+    [ "${CASSANDRA_FULL_JIT:-0}" = 1 ] || jvm+=(-XX:TieredStopAtLevel=1)
+    rm -f "$start_dir/conf/jmxremote.password" "$start_dir/conf/jmxremote.access"
+    if [ -n "$start_jmx_auth" ]; then
+        [[ "$start_jmx_auth" =~ ^[A-Za-z0-9_.-]+:[^[:space:]]+$ ]] || die "--jmx-auth wants USER:PASSWORD"
+        # The JDK refuses a password file that others can read: "Error: Password file read
+        # access must be restricted" (so 0400, owned by the user that runs the node).
+        (umask 077 && printf '%s %s\n' "${start_jmx_auth%%:*}" "${start_jmx_auth#*:}" \
+            > "$start_dir/conf/jmxremote.password")
+        chmod 0400 "$start_dir/conf/jmxremote.password"
+        printf '%s readwrite\n' "${start_jmx_auth%%:*}" > "$start_dir/conf/jmxremote.access"
+        jvm+=(-Dcom.sun.management.jmxremote.authenticate=true
+              "-Dcom.sun.management.jmxremote.password.file=$start_dir/conf/jmxremote.password"
+              "-Dcom.sun.management.jmxremote.access.file=$start_dir/conf/jmxremote.access")
+    else
+        jvm+=(-Dcom.sun.management.jmxremote.authenticate=false)
+    fi
     if [ "$jmajor" -ge 11 ]; then
         mapfile -t -O "${#jvm[@]}" jvm < <(jpms_flags_17)
         # 4.1 measures objects with jamm 0.3.2, which reflects into JDK fields: more --add-opens
@@ -388,15 +418,19 @@ cmd_start() {
     # shellcheck disable=SC2206
     [ -n "${CASSANDRA_JVM_EXTRA:-}" ] && jvm+=(${CASSANDRA_JVM_EXTRA})
 
-    cat > "$start_dir/node.env" <<EOF
-NODE_VERSION=$start_version
-NODE_INDEX=$start_n
-NODE_ADDRESS=$start_address
-NODE_NATIVE_PORT=$start_native_port
-NODE_STORAGE_PORT=$start_storage_port
-NODE_JMX_PORT=$start_jmx_port
-NODE_JAVA_HOME=$start_java
-EOF
+    {
+        printf 'NODE_VERSION=%q\n' "$start_version"
+        printf 'NODE_INDEX=%q\n' "$start_n"
+        printf 'NODE_ADDRESS=%q\n' "$start_address"
+        printf 'NODE_NATIVE_PORT=%q\n' "$start_native_port"
+        printf 'NODE_STORAGE_PORT=%q\n' "$start_storage_port"
+        printf 'NODE_JMX_PORT=%q\n' "$start_jmx_port"
+        printf 'NODE_JAVA_HOME=%q\n' "$start_java"
+        if [ -n "$start_jmx_auth" ]; then
+            printf 'NODE_JMX_USER=%q\n' "${start_jmx_auth%%:*}"
+            printf 'NODE_JMX_PASSWORD=%q\n' "${start_jmx_auth#*:}"
+        fi
+    } > "$start_dir/node.env"
     rm -f "$start_dir/cassandra.pid"
     log "starting Cassandra $start_version (Java $jmajor) node $start_n on $start_address (CQL :$start_native_port, storage :$start_storage_port, JMX 127.0.0.1:$start_jmx_port) in $start_dir"
     local t0="$EPOCHREALTIME"
