@@ -398,8 +398,9 @@ cmd_start() {
     rm -f "$start_dir/conf/jmxremote.password" "$start_dir/conf/jmxremote.access"
     if [ -n "$start_jmx_auth" ]; then
         [[ "$start_jmx_auth" =~ ^[A-Za-z0-9_.-]+:[^[:space:]]+$ ]] || die "--jmx-auth wants USER:PASSWORD"
-        # The JDK refuses a password file that others can read: "Error: Password file read
-        # access must be restricted" (so 0400, owned by the user that runs the node).
+        # 0400 as the JDK's own JMX agent demands ("Password file read access must be
+        # restricted"); Cassandra's JMXServerUtils reads it through FileLoginModule, which
+        # does not check (a 0644 file worked on 5.0.9), but a real node's file is 0400.
         (umask 077 && printf '%s %s\n' "${start_jmx_auth%%:*}" "${start_jmx_auth#*:}" \
             > "$start_dir/conf/jmxremote.password")
         chmod 0400 "$start_dir/conf/jmxremote.password"
