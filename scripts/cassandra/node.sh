@@ -11,7 +11,8 @@
 #   node.sh cql-wait <nodedir> [--timeout S]   wait until the node answers CQL again
 #
 # Node N listens on 127.0.0.N (Linux routes all of 127/8 to lo): CQL on 127.0.0.N:9042,
-# storage (gossip) on 127.0.0.N:7000, JMX on 127.0.0.1:(7199 + 100*(N-1)), no JMX auth.
+# storage (gossip) on 127.0.0.N:7000, JMX on 127.0.0.1:(7199 + 100*(N-1)) (RMI on the same
+# port), no JMX auth unless --jmx-auth. Nothing listens on another address.
 # Everything the node writes is under <nodedir>: conf/ (cassandra.yaml, logback.xml), data/
 # (data, commitlog, saved_caches, hints, cdc_raw), logs/ (system.log, gc.log, stdout.log),
 # cassandra.pid, node.env (what nodetool and stop need). Data is kept across stop/start;
@@ -27,7 +28,7 @@
 #   --num-tokens K     vnodes [CASSANDRA_NUM_TOKENS, 16]; ignored with --initial-token
 #   --initial-token T  explicit token(s), comma-separated (num_tokens = their count)
 #                      [CASSANDRA_INITIAL_TOKEN]
-#   --heap SIZE        -Xmx (and -Xms = half of it, min 256m) [CASSANDRA_HEAP, 512m]
+#   --heap SIZE        -Xmx (-Xms = half of it, min 256m) [CASSANDRA_HEAP, 512m]
 #   --format big|bti   SSTable format (5.0 only; 4.1 has only big) [CASSANDRA_SSTABLE_FORMAT, big]
 #   --storage-compat M 5.0's storage_compatibility_mode: CASSANDRA_4 (5.0's default: SSTables
 #                      of version nb), UPGRADING or NONE (version oa; bti needs it, so
@@ -357,8 +358,14 @@ cmd_start() {
         > "$start_dir/conf/hotspot_compiler" 2>/dev/null || : > "$start_dir/conf/hotspot_compiler"
 
     local jamm; jamm="$(ls "$lib"/jamm-*.jar | head -n1)"
-    local xms=$(( $(numfmt --from=iec "${start_heap^^}" | sed 's/B$//') / 2 / 1048576 ))
+    [[ "$start_heap" =~ ^[0-9]+[mMgG]$ ]] || die "--heap '$start_heap' is not a size like 512m or 1g"
+    local heap_mb=$(( $(numfmt --from=iec "${start_heap^^}") / 1048576 ))
+    [ "$heap_mb" -ge 128 ] || die "--heap $start_heap is too small (Cassandra needs at least 128m; 512m is the default)"
+    # -Xms: half the heap, at least 256m, at most the heap. Cassandra mlockall()s its memory
+    # at startup (as root this succeeds), so -Xms is resident from the start: RSS ~ Xms + 420 MiB.
+    local xms=$(( heap_mb / 2 ))
     [ "$xms" -ge 256 ] || xms=256
+    [ "$xms" -le "$heap_mb" ] || xms="$heap_mb"
     local -a jvm=(
         -ea -da:net.openhft...
         -XX:+UseThreadPriorities -XX:+HeapDumpOnOutOfMemoryError "-XX:HeapDumpPath=$start_dir/logs"
@@ -368,8 +375,6 @@ cmd_start() {
         -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1
         -XX:G1RSetUpdatingPauseTimePercent=5 -XX:MaxGCPauseMillis=300
         -XX:ParallelGCThreads=2 -XX:ConcGCThreads=1
-        # C1 only: starts ~2 s (of ~11) faster and compiles less on two shared cores; a test
-        # node needs no peak throughput. CASSANDRA_FULL_JIT=1 keeps C2.
         -XX:MaxDirectMemorySize=256m
         -XX:CompileCommand=quiet "-XX:CompileCommandFile=$start_dir/conf/hotspot_compiler"
         "-Xlog:gc=info,safepoint=info:file=$start_dir/logs/gc.log:time,uptime,pid,tid,level:filecount=3,filesize=10485760"
@@ -394,6 +399,8 @@ cmd_start() {
         -Dcassandra.superuser_setup_delay_ms=0
         -Dcassandra.load_ring_state=true
     )
+    # C1 only: starts ~2 s (of ~10-11) faster and compiles less on two shared cores; a test
+    # node needs no peak throughput. CASSANDRA_FULL_JIT=1 keeps C2.
     [ "${CASSANDRA_FULL_JIT:-0}" = 1 ] || jvm+=(-XX:TieredStopAtLevel=1)
     rm -f "$start_dir/conf/jmxremote.password" "$start_dir/conf/jmxremote.access"
     if [ -n "$start_jmx_auth" ]; then
@@ -411,13 +418,15 @@ cmd_start() {
     else
         jvm+=(-Dcom.sun.management.jmxremote.authenticate=false)
     fi
-    if [ "$jmajor" -ge 11 ]; then
+    if [ "$jmajor" -ge 11 ]; then   # only Java 17 was tried (no 11 here; 25 fails, see README)
         mapfile -t -O "${#jvm[@]}" jvm < <(jpms_flags_17)
         # 4.1 measures objects with jamm 0.3.2, which reflects into JDK fields: more --add-opens
         [ "${start_version%%.*}" -ge 5 ] || mapfile -t -O "${#jvm[@]}" jvm < <(jpms_flags_41_extra)
     fi
-    # shellcheck disable=SC2206
-    [ -n "${CASSANDRA_JVM_EXTRA:-}" ] && jvm+=(${CASSANDRA_JVM_EXTRA})
+    if [ -n "${CASSANDRA_JVM_EXTRA:-}" ]; then
+        # shellcheck disable=SC2206
+        jvm+=(${CASSANDRA_JVM_EXTRA})   # last wins: a -D here overrides one above
+    fi
 
     {
         printf 'NODE_VERSION=%q\n' "$start_version"
