@@ -64,7 +64,7 @@ for v in "${versions[@]}"; do
     fi
     t0=$SECONDS
     rm -f "$marker"
-    rm -rf "$dest/lib" "$dest/lib.partial"
+    rm -rf "${dest:?}/lib" "${dest:?}/lib.partial"
     mkdir -p "$dest"
     pom_for "$v" > "$dest/pom.xml"
     m2_before=$(du -sk "$M2" 2>/dev/null | cut -f1 || echo 0)

@@ -357,7 +357,8 @@ cmd_start() {
     unzip -p "$lib/cassandra-all-$start_version.jar" META-INF/hotspot_compiler \
         > "$start_dir/conf/hotspot_compiler" 2>/dev/null || : > "$start_dir/conf/hotspot_compiler"
 
-    local jamm; jamm="$(ls "$lib"/jamm-*.jar | head -n1)"
+    local jamm; jamm="$(find "$lib" -maxdepth 1 -name 'jamm-*.jar' | head -n1)"
+    [ -n "$jamm" ] || die "no jamm jar in $lib (the -javaagent Cassandra needs)"
     [[ "$start_heap" =~ ^[0-9]+[mMgG]$ ]] || die "--heap '$start_heap' is not a size like 512m or 1g"
     local heap_mb=$(( $(numfmt --from=iec "${start_heap^^}") / 1048576 ))
     [ "$heap_mb" -ge 128 ] || die "--heap $start_heap is too small (Cassandra needs at least 128m; 512m is the default)"
