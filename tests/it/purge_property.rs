@@ -22,8 +22,8 @@
 //!   data folder; (latest) a latest pointer names a finished node backup of its node.
 //!
 //! Time is simulated: [`FaultStore`] stamps every object with the simulated clock, so a seed
-//! replays exactly: `PURGE_PROPERTY_SEED=<seed> cargo test --release -p medusa-tests --test
-//! purge_property` (`PURGE_PROPERTY_HISTORIES` changes how many histories run).
+//! replays exactly: `PURGE_PROPERTY_SEED=<seed> cargo test --release -p medusa-tests --test it
+//! purge_property::purge_keeps` (`PURGE_PROPERTY_HISTORIES` changes how many histories run).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -972,7 +972,7 @@ async fn purge_keeps_what_is_referenced_and_removes_old_orphans() {
         match run_history(seed, Sabotage::None).await {
             Ok(s) => total.add(s),
             Err(e) => panic!(
-                "{e}\nreplay: PURGE_PROPERTY_SEED={seed:#x} cargo test --release -p medusa-tests --test purge_property"
+                "{e}\nreplay: PURGE_PROPERTY_SEED={seed:#x} cargo test --release -p medusa-tests --test it purge_property::purge_keeps"
             ),
         }
     }
