@@ -1102,7 +1102,7 @@ async fn interrupted_at(allowed: u64, clean: &CleanRun) -> R<()> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn an_interrupted_purge_is_finished_by_the_next_one() {
+async fn a_purge_failing_after_any_number_of_deletes_is_finished_by_the_next_one() {
     let w = interrupted_start().await;
     let (start, start_backups) = (listing(&w.storage).await.unwrap(), w.listed().await.unwrap());
     let deletes_before = w.sim.deletes();
