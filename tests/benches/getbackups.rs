@@ -26,11 +26,14 @@
 //! --datacenter-only] [--objects N] [--warm N]` (default: the three cases below, then the
 //! datacenter rows).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
+use common::{MIB, mib, status_kib};
 use harness::services::TempDir;
 use medusa::format::layout::{Layout, Meta, Mode, TableFile};
 use medusa::format::manifest::{ManifestObject, ManifestSection};
@@ -41,7 +44,6 @@ use prost::Message;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 
-const MIB: u64 = 1 << 20;
 const PREFIX: &str = "demo";
 const DAY: i64 = 86_400;
 const TABLES: usize = 20;
@@ -517,14 +519,6 @@ fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// A `kB` field of `/proc/<pid>/status`, in bytes.
-fn status_kib(pid: u32, key: &str) -> Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let v =
-        text.lines().find_map(|l| l.strip_prefix(key)).with_context(|| format!("no {key} in /proc/{pid}/status"))?;
-    Ok(v.trim().trim_end_matches("kB").trim().parse::<u64>()? * 1024)
-}
-
 /// Nearest-rank percentile.
 fn percentile(v: &[Duration], p: usize) -> Duration {
     let mut v = v.to_vec();
@@ -534,10 +528,6 @@ fn percentile(v: &[Duration], p: usize) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn mib(b: u64) -> f64 {
-    b as f64 / MIB as f64
 }
 
 fn print_table(rows: &[Row], warm: usize) {
