@@ -314,6 +314,8 @@ async fn metrics_move_with_backups_purges_and_restores() {
 /// renders `medusa.ini` and never writes `[monitoring]`. HEAD answers too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_answer_on_the_default_port_without_configuration() {
+    // The port must be free for this sidecar, and stay its own (see host.rs).
+    let _default_ports = medusa_tests::host::DefaultPorts::take().await;
     let env = Env::new(EnvOptions::new(Kind::Local)).await.unwrap();
     let ini = std::fs::read_to_string(&env.ini_path).unwrap();
     std::fs::write(&env.ini_path, ini.replace("[monitoring]\nmetrics_port = 0\n", "")).unwrap();

@@ -3,6 +3,7 @@
 //! and optionally the harness's fault proxy between medusa-rs and the storage server.
 
 pub mod dc;
+pub mod host;
 pub mod kill;
 
 use std::collections::BTreeMap;
