@@ -1,7 +1,7 @@
 //! Kill loops: SIGKILL of the sidecar at random moments of a backup, and of the restore init
 //! container at random moments of a restore, then a restart, over and over. Storage is s3s-fs
 //! behind the fault proxy with a delay on every request, so that a backup lasts seconds and a
-//! kill lands anywhere in it. Used by `tests/kill_loops.rs` (10 trials each, in CI) and the
+//! kill lands anywhere in it. Used by `tests/it/kill_loops.rs` (10 trials each, in CI) and the
 //! soak bench `tests/benches/soak.rs` (`--trials 50`).
 
 use std::time::{Duration, Instant};
