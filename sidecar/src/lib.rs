@@ -23,11 +23,15 @@
 //! # Layers
 //!
 //! Each module imports only from the layers below it:
-//! 1. [`config`] (`medusa.ini`, `cassandra.yaml`) and [`format`] (the bucket contract as pure
-//!    formats: keys, manifest, tokenmap, names, digests);
-//! 2. [`store`]: the object store, its errors and the `local` fast path;
+//! 1. [`config`] (`medusa.ini`, each key declared once in `config::keys`; `cassandra.yaml`)
+//!    and [`format`] (the bucket contract as pure formats: keys, manifest, tokenmap, names,
+//!    digests);
+//! 2. [`store`]: the object store (built in `store::build`, operated in `store::objects`), its
+//!    errors, the one retry engine ([`store::Retries`], [`store::Attempts`]) and the `local`
+//!    fast path;
 //! 3. [`bucket`]: the state of node backups and the index, read and written through the store;
-//! 4. [`transfer`]: moving bytes;
+//! 4. [`transfer`]: moving bytes (uploads, streamed S3 uploads, downloads, the `local` copies
+//!    and the hashing file I/O they share, one file each);
 //! 5. the flows: [`backup`], [`restore`], [`retention`];
 //! 6. [`service`]: the sidecar (the generated gRPC code in [`service::pb`]);
 //! 7. [`cli`]: the `medusa-rs` multi-call binary (sidecar, restore init container, entry point,

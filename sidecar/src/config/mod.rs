@@ -10,6 +10,8 @@
 pub mod bucket_name;
 pub mod cassandra_yaml;
 pub mod ini;
+mod keys;
+mod read;
 
 use std::path::{Path, PathBuf};
 
@@ -18,12 +20,11 @@ use crate::format::names::{Fqdn, InvalidName};
 
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/medusa/medusa.ini";
-/// Default gRPC port (Medusa's and the operator's).
 /// The Prometheus port when `[monitoring] metrics_port` is not set: no container of a
 /// k8ssandra pod uses it (Cassandra 7000/7001/7199/9042/9142, Management API 8080, metrics 9000,
 /// Medusa 50051).
 pub const DEFAULT_METRICS_PORT: u16 = 9180;
-
+/// Default gRPC port (Medusa's and the operator's).
 pub const DEFAULT_GRPC_PORT: u16 = 50051;
 
 /// A configuration problem, phrased so that the user knows what to change.
@@ -68,10 +69,6 @@ pub enum ConfigError {
     Fqdn(#[from] InvalidName),
 }
 
-fn bad(section: &'static str, key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Value { section, key, message: message.into() }
-}
-
 /// The storage backend, from `[storage] storage_provider`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Provider {
@@ -107,14 +104,10 @@ impl Provider {
             other => match other.strip_prefix("s3_").and_then(libcloud_region) {
                 Some(region) => Provider::S3 { region_hint: Some(region.to_string()) },
                 None => {
-                    return Err(bad(
-                        "storage",
-                        "storage_provider",
-                        format!(
-                            "unknown provider {other:?}; use one of local, s3, s3_<region> (e.g. s3_us_west_oregon), \
+                    return Err(keys::storage::STORAGE_PROVIDER.bad(format!(
+                        "unknown provider {other:?}; use one of local, s3, s3_<region> (e.g. s3_us_west_oregon), \
                              s3_compatible, s3_rgw, ibm_storage, google_storage, azure_blobs"
-                        ),
-                    ));
+                    )));
                 }
             },
         };
@@ -305,92 +298,6 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
-const KNOWN: &[(&str, &[&str])] = &[
-    (
-        "storage",
-        &[
-            "storage_provider",
-            "bucket_name",
-            "key_file",
-            "prefix",
-            "fqdn",
-            "host_file_separator",
-            "storage_class",
-            "base_path",
-            "max_backup_age",
-            "max_backup_count",
-            "api_profile",
-            "transfer_max_bandwidth",
-            "concurrent_transfers",
-            "multi_part_upload_threshold",
-            "multipart_chunksize",
-            "multipart_max_concurrency",
-            "host",
-            "port",
-            "region",
-            "secure",
-            "ssl_verify",
-            "aws_cli_path",
-            "kms_id",
-            "sse_c_key",
-            "backup_grace_period_in_days",
-            "use_sudo_for_restore",
-            "read_timeout",
-            "s3_addressing_style",
-            "k8s_mode",
-            "endpoint",
-            "max_retries",
-            "retry_timeout",
-        ],
-    ),
-    (
-        "cassandra",
-        &[
-            "config_file",
-            "start_cmd",
-            "stop_cmd",
-            "check_running",
-            "cql_username",
-            "cql_password",
-            "cql_k8s_secrets_path",
-            "nodetool_username",
-            "nodetool_password",
-            "nodetool_password_file_path",
-            "nodetool_host",
-            "nodetool_port",
-            "nodetool_k8s_secrets_path",
-            "nodetool_executable",
-            "nodetool_flags",
-            "nodetool_ssl",
-            "certfile",
-            "usercert",
-            "userkey",
-            "sstableloader_bin",
-            "sstableloader_ts",
-            "sstableloader_tspw",
-            "sstableloader_ks",
-            "sstableloader_kspw",
-            "resolve_ip_addresses",
-            "use_sudo",
-            "is_ccm",
-            "sstableloader_truststore",
-            "sstableloader_keystore",
-        ],
-    ),
-    (
-        "grpc",
-        &["enabled", "port", "max_send_message_length", "max_receive_message_length", "ca_cert", "tls_cert", "tls_key"],
-    ),
-    ("kubernetes", &["enabled", "cassandra_url", "use_mgmt_api", "ca_cert", "tls_cert", "tls_key"]),
-    (
-        "checks",
-        &["health_check", "query", "expected_rows", "expected_result", "enable_md5_checks", "md5_check_concurrency"],
-    ),
-    ("monitoring", &["monitoring_provider", "send_backup_name_tag", "metrics_port"]),
-    ("logging", &["enabled", "file", "level", "format", "maxbytes", "backupcount"]),
-    ("ssh", &["username", "key_file", "port", "cert_file", "use_pty", "keepalive_seconds", "login_shell"]),
-];
-
 /// Parses Medusa's size syntax: `50MB/s`, `20MB`, `104857600` (powers of 1024, suffix
 /// case-sensitive, a bare fraction rejected).
 pub fn parse_size(value: &str) -> Option<u64> {
@@ -419,49 +326,6 @@ pub fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-struct Reader<'a> {
-    ini: &'a Ini,
-}
-
-impl Reader<'_> {
-    fn opt(&self, section: &'static str, key: &'static str) -> Option<String> {
-        self.ini.get(section, key).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string)
-    }
-
-    fn bool(&self, section: &'static str, key: &'static str, default: bool) -> Result<bool, ConfigError> {
-        match self.opt(section, key) {
-            None => Ok(default),
-            Some(v) => parse_bool(&v).ok_or_else(|| {
-                bad(section, key, format!("{v:?} is not a boolean; use true/false, yes/no, on/off or 1/0"))
-            }),
-        }
-    }
-
-    fn num<T: std::str::FromStr>(
-        &self,
-        section: &'static str,
-        key: &'static str,
-        default: T,
-        what: &str,
-    ) -> Result<T, ConfigError> {
-        match self.opt(section, key) {
-            None => Ok(default),
-            Some(v) => v.parse().map_err(|_| bad(section, key, format!("{v:?} is not {what}"))),
-        }
-    }
-
-    fn size(&self, key: &'static str, default: &str) -> Result<u64, ConfigError> {
-        let v = self.opt("storage", key).unwrap_or_else(|| default.to_string());
-        parse_size(&v).ok_or_else(|| {
-            bad(
-                "storage",
-                key,
-                format!("{v:?} is not a size; use bytes (104857600) or a number with B, KB, MB, GB, TB or PB (50MB)"),
-            )
-        })
-    }
-}
-
 impl Config {
     /// Reads and validates the file at `path`, resolving the node's `cassandra.yaml` lazily.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -473,21 +337,7 @@ impl Config {
     /// Parses configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let ini = Ini::parse(text).map_err(|source| ConfigError::Syntax { path: origin.to_string(), source })?;
-        let mut warnings = unknown_keys(&ini, origin);
-        let r = Reader { ini: &ini };
-        let (storage, bucket_warning) = read_storage(&r)?;
-        warnings.extend(bucket_warning);
-        Ok(Config {
-            storage,
-            cassandra: read_cassandra(&r)?,
-            grpc: read_grpc(&r)?,
-            kubernetes: read_kubernetes(&r)?,
-            checks: ChecksConfig { enable_md5_checks: r.bool("checks", "enable_md5_checks", false)? },
-            metrics_port: read_metrics_port(&r)?,
-            log_level: r.opt("logging", "level").unwrap_or_else(|| "INFO".into()),
-            log_format: r.opt("logging", "format"),
-            warnings,
-        })
+        read::config(&ini, origin)
     }
 
     /// The node identity: `[storage] fqdn`, else `$POD_NAME`, else the host name (contract §7.3).
@@ -501,200 +351,6 @@ impl Config {
         let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
         Ok(Fqdn::new(host)?)
     }
-}
-
-fn env_or(var: &str, value: Option<String>) -> Option<String> {
-    std::env::var(var).ok().filter(|v| !v.is_empty()).or(value)
-}
-
-/// Warnings for sections and keys medusa-rs does not know (Medusa crashes on an unknown
-/// section; a warning lets one `medusa.ini` serve both).
-fn unknown_keys(ini: &Ini, origin: &str) -> Vec<String> {
-    let mut warnings = Vec::new();
-    for section in ini.section_names() {
-        match KNOWN.iter().find(|(s, _)| *s == section) {
-            None => warnings.push(format!("{origin}: unknown section [{section}] ignored")),
-            Some((_, keys)) => {
-                for key in ini.keys(section).filter(|k| !keys.contains(k)) {
-                    warnings.push(format!("{origin}: unknown key [{section}] {key} ignored"));
-                }
-            }
-        }
-    }
-    warnings
-}
-
-/// The Prometheus port: on by default ([`DEFAULT_METRICS_PORT`]: k8ssandra-operator renders the
-/// container and never writes this key), `0` switches it off.
-fn read_metrics_port(r: &Reader<'_>) -> Result<Option<u16>, ConfigError> {
-    let Some(v) = r.opt("monitoring", "metrics_port") else { return Ok(Some(DEFAULT_METRICS_PORT)) };
-    let port = v.parse::<u16>().map_err(|_| {
-        bad("monitoring", "metrics_port", format!("{v:?} is not a TCP port number (1-65535), or 0 for off"))
-    })?;
-    Ok((port > 0).then_some(port))
-}
-
-fn read_cassandra(r: &Reader<'_>) -> Result<CassandraConfig, ConfigError> {
-    Ok(CassandraConfig {
-        config_file: r.opt("cassandra", "config_file").unwrap_or_else(|| "/etc/cassandra/cassandra.yaml".into()).into(),
-        nodetool_executable: r.opt("cassandra", "nodetool_executable").unwrap_or_else(|| "nodetool".into()),
-        nodetool_flags: r
-            .opt("cassandra", "nodetool_flags")
-            .unwrap_or_else(|| "-Dcom.sun.jndi.rmiURLParsing=legacy".into())
-            .split_whitespace()
-            .map(str::to_string)
-            .collect(),
-        nodetool_username: env_or("MEDUSA_NODETOOL_USERNAME", r.opt("cassandra", "nodetool_username")),
-        nodetool_password: env_or("MEDUSA_NODETOOL_PASSWORD", r.opt("cassandra", "nodetool_password")),
-        nodetool_password_file_path: r.opt("cassandra", "nodetool_password_file_path"),
-        nodetool_host: r.opt("cassandra", "nodetool_host"),
-        nodetool_port: r.opt("cassandra", "nodetool_port"),
-        nodetool_ssl: r.bool("cassandra", "nodetool_ssl", false)?,
-    })
-}
-
-fn read_grpc(r: &Reader<'_>) -> Result<GrpcConfig, ConfigError> {
-    let grpc = GrpcConfig {
-        enabled: r.bool("grpc", "enabled", false)?,
-        port: r.num("grpc", "port", DEFAULT_GRPC_PORT, "a TCP port number (1-65535)")?,
-        max_send_message_length: r.num("grpc", "max_send_message_length", 536_870_912, "a number of bytes")?,
-        max_receive_message_length: r.num("grpc", "max_receive_message_length", 134_217_728, "a number of bytes")?,
-        ca_cert: r.opt("grpc", "ca_cert").map(PathBuf::from),
-        tls_cert: r.opt("grpc", "tls_cert").map(PathBuf::from),
-        tls_key: r.opt("grpc", "tls_key").map(PathBuf::from),
-    };
-    if grpc.tls_cert.is_some() && (grpc.tls_key.is_none() || grpc.ca_cert.is_none()) {
-        return Err(bad(
-            "grpc",
-            "tls_cert",
-            "TLS needs tls_cert, tls_key and ca_cert (client certificates are required, as in Medusa)",
-        ));
-    }
-    Ok(grpc)
-}
-
-fn read_kubernetes(r: &Reader<'_>) -> Result<KubernetesConfig, ConfigError> {
-    let kubernetes = KubernetesConfig {
-        enabled: r.bool("kubernetes", "enabled", false)?,
-        cassandra_url: r.opt("kubernetes", "cassandra_url"),
-        use_mgmt_api: r.bool("kubernetes", "use_mgmt_api", false)?,
-        ca_cert: r.opt("kubernetes", "ca_cert").map(PathBuf::from),
-        tls_cert: r.opt("kubernetes", "tls_cert").map(PathBuf::from),
-        tls_key: r.opt("kubernetes", "tls_key").map(PathBuf::from),
-    };
-    if kubernetes.use_mgmt_api && kubernetes.cassandra_url.is_none() {
-        return Err(bad(
-            "kubernetes",
-            "cassandra_url",
-            "use_mgmt_api is on but cassandra_url is empty; set it to e.g. http://127.0.0.1:8080/api/v0/ops/node/snapshots",
-        ));
-    }
-    Ok(kubernetes)
-}
-
-/// Where the bucket is, validated.
-struct Bucket {
-    provider: Provider,
-    name: String,
-    prefix: Option<String>,
-    base_path: Option<PathBuf>,
-    /// A name only a legacy S3 bucket can have.
-    warning: Option<String>,
-}
-
-/// Where the bucket is: provider, bucket name (by the provider's naming rules), prefix and
-/// (for `local`) base path. Whether `base_path` exists is the store's business: the sidecar
-/// may create the bucket directory in it, and a configuration can be read anywhere.
-fn read_bucket(r: &Reader<'_>) -> Result<Bucket, ConfigError> {
-    let provider_name = r.opt("storage", "storage_provider").ok_or_else(|| {
-        bad("storage", "storage_provider", "is required (e.g. s3, s3_compatible, azure_blobs, google_storage, local)")
-    })?;
-    let provider = Provider::parse(&provider_name)?;
-    let bucket_name = r.opt("storage", "bucket_name").ok_or_else(|| bad("storage", "bucket_name", "is required"))?;
-    let warning = bucket_name::check(&provider, &bucket_name).map_err(|why| {
-        bad(
-            "storage",
-            "bucket_name",
-            format!("{bucket_name:?} is not a bucket name for storage_provider = {provider_name}: {why}"),
-        )
-    })?;
-    let prefix = r.opt("storage", "prefix");
-    if let Some(p) = &prefix
-        && (p.contains('/') || p == "." || p == "..")
-    {
-        return Err(bad("storage", "prefix", format!("{p:?} must be one folder name without '/'")));
-    }
-    let base_path = r.opt("storage", "base_path").map(PathBuf::from);
-    if provider == Provider::Local && base_path.is_none() {
-        return Err(bad(
-            "storage",
-            "base_path",
-            "is required when storage_provider = local: the directory that holds the bucket directory",
-        ));
-    }
-    Ok(Bucket { provider, name: bucket_name, prefix, base_path, warning })
-}
-
-/// `[storage]`, and a warning about the bucket's name if it deserves one.
-fn read_storage(r: &Reader<'_>) -> Result<(StorageConfig, Option<String>), ConfigError> {
-    let Bucket { provider, name: bucket_name, prefix, base_path, warning } = read_bucket(r)?;
-    let bandwidth = match r.opt("storage", "transfer_max_bandwidth") {
-        None => Some(parse_size("50MB/s").expect("valid default")),
-        Some(v) => {
-            let n = parse_size(&v).ok_or_else(|| {
-                bad(
-                    "storage",
-                    "transfer_max_bandwidth",
-                    format!("{v:?} is not a rate; use e.g. 50MB/s, or 0 for unlimited"),
-                )
-            })?;
-            (n > 0).then_some(n)
-        }
-    };
-    let concurrent: usize = r.num("storage", "concurrent_transfers", 1, "a whole number of transfers")?;
-    let chunk = r.size("multipart_chunksize", "50MB")?;
-    if chunk < 5 << 20 {
-        return Err(bad("storage", "multipart_chunksize", "must be at least 5MB (the S3 minimum part size)"));
-    }
-    let port = match r.opt("storage", "port") {
-        None => None,
-        Some(v) => {
-            Some(v.parse::<u16>().map_err(|_| bad("storage", "port", format!("{v:?} is not a TCP port number")))?)
-        }
-    };
-    let storage = StorageConfig {
-        provider,
-        bucket_name,
-        key_file: r.opt("storage", "key_file").map(PathBuf::from),
-        prefix,
-        fqdn: r.opt("storage", "fqdn"),
-        storage_class: r.opt("storage", "storage_class").map(|s| s.to_uppercase()),
-        base_path,
-        max_backup_age: r.num("storage", "max_backup_age", 0, "a whole number of days")?,
-        max_backup_count: r.num("storage", "max_backup_count", 0, "a whole number of backups")?,
-        api_profile: r.opt("storage", "api_profile"),
-        transfer_max_bandwidth: bandwidth,
-        concurrent_transfers: concurrent.max(1),
-        multi_part_upload_threshold: r.size("multi_part_upload_threshold", "20MB")?,
-        multipart_chunksize: chunk,
-        multipart_max_concurrency: r.num("storage", "multipart_max_concurrency", 4usize, "a whole number")?.max(1),
-        host: r.opt("storage", "host"),
-        port,
-        region: r.opt("storage", "region").unwrap_or_else(|| "default".into()),
-        secure: r.bool("storage", "secure", true)?,
-        ssl_verify: r.bool("storage", "ssl_verify", false)?,
-        kms_id: r.opt("storage", "kms_id"),
-        sse_c_key: r.opt("storage", "sse_c_key"),
-        backup_grace_period_in_days: r.num("storage", "backup_grace_period_in_days", 10, "a whole number of days")?,
-        read_timeout: r
-            .num("storage", "read_timeout", 0u64, "a whole number of seconds")
-            .map(|v| (v > 0).then_some(v))?,
-        s3_addressing_style: r.opt("storage", "s3_addressing_style").unwrap_or_else(|| "auto".into()),
-        endpoint: r.opt("storage", "endpoint"),
-        max_retries: r.num("storage", "max_retries", 7usize, "a whole number of retries")?,
-        retry_timeout_seconds: r.num("storage", "retry_timeout", 180u64, "a whole number of seconds")?,
-    };
-    Ok((storage, warning))
 }
 
 #[cfg(test)]

@@ -147,20 +147,18 @@ async fn fetch_retrying(
     chunk: u64,
     progress: &Arc<Progress>,
 ) -> Result<Vec<Verdict>, RestoreError> {
-    let max = transfers.retries().max;
-    let mut attempt = 0;
+    let mut attempts = transfers.retries().without_deadline().start();
     loop {
         match fetch_batch(transfers, batch, chunk, progress).await {
             Ok(v) => {
                 progress.files_done.fetch_add(v.len() as u64, Ordering::Relaxed);
                 return Ok(v);
             }
-            Err(e) if worth_retrying(&e) && attempt < max => {
-                attempt += 1;
-                tracing::warn!(error = %e, attempt, files = batch.len(), "download failed; fetching again");
-                tokio::time::sleep(crate::store::Retries::backoff(attempt)).await;
+            Err(e) => {
+                let Some(retry) = worth_retrying(&e).then(|| attempts.retry()).flatten() else { return Err(e) };
+                tracing::warn!(error = %e, attempt = retry.number(), files = batch.len(), "download failed; fetching again");
+                retry.wait().await;
             }
-            Err(e) => return Err(e),
         }
     }
 }
