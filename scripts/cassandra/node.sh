@@ -16,7 +16,7 @@
 # Everything the node writes is under <nodedir>: conf/ (cassandra.yaml, logback.xml), data/
 # (data, commitlog, saved_caches, hints, cdc_raw), logs/ (system.log, gc.log, stdout.log),
 # cassandra.pid, node.env (what nodetool and stop need). Data is kept across stop/start;
-# conf/ is written anew at every start.
+# conf/ is written anew at every start (unless --keep-conf).
 #
 # start options (defaults in brackets; each also has an environment variable):
 #   --version V        Cassandra version, installed by install.sh [CASSANDRA_VERSION, 5.0.9]
@@ -38,6 +38,10 @@
 #   --auth             PasswordAuthenticator + CassandraAuthorizer (CQL user cassandra/cassandra)
 #   --jmx-auth U:P     JMX password authentication with one user U (readwrite), password P
 #                      (nodetool then needs -u U -pw P) [CASSANDRA_JMX_AUTH]
+#   --keep-conf        keep an existing conf/cassandra.yaml and cassandra-rackdc.properties (what
+#                      a restore wrote into them, e.g. initial_token) instead of generating them;
+#                      the options above then only pick the JVM, ports and version
+#                      [CASSANDRA_KEEP_CONF=1]
 # Extra JVM options: CASSANDRA_JVM_EXTRA (word-split). At most CASSANDRA_MAX_NODES (3) nodes run
 # on the machine at once. Ports: CASSANDRA_NATIVE_PORT (9042),
 # CASSANDRA_STORAGE_PORT (7000), CASSANDRA_JMX_PORT_BASE (7199).
@@ -308,6 +312,7 @@ cmd_start() {
     start_java="$(default_java_home)"
     start_auth=0
     start_jmx_auth="${CASSANDRA_JMX_AUTH:-}"
+    start_keep_conf="${CASSANDRA_KEEP_CONF:-0}"
     while [ $# -gt 0 ]; do
         case "$1" in
             --version) start_version="$2"; shift 2 ;;
@@ -324,6 +329,7 @@ cmd_start() {
             --java) start_java="$2"; shift 2 ;;
             --auth) start_auth=1; shift ;;
             --jmx-auth) start_jmx_auth="$2"; shift 2 ;;
+            --keep-conf) start_keep_conf=1; shift ;;
             *) die "unknown start option '$1'" ;;
         esac
     done
@@ -352,7 +358,12 @@ cmd_start() {
 
     mkdir -p "$start_dir/conf/triggers" "$start_dir/logs" \
         "$start_dir/data"/{data,commitlog,saved_caches,hints,cdc_raw}
-    write_yaml
+    if [ "$start_keep_conf" = 1 ] && [ -f "$start_dir/conf/cassandra.yaml" ] \
+        && [ -f "$start_dir/conf/cassandra-rackdc.properties" ]; then
+        log "keeping $start_dir/conf/cassandra.yaml as it is (--keep-conf)"
+    else
+        write_yaml
+    fi
     write_logback
     unzip -p "$lib/cassandra-all-$start_version.jar" META-INF/hotspot_compiler \
         > "$start_dir/conf/hotspot_compiler" 2>/dev/null || : > "$start_dir/conf/hotspot_compiler"
