@@ -7,6 +7,7 @@
 //! --test it <topic>::` runs one (the filter is a substring of `<topic>::<test>`).
 
 mod backup;
+mod cassandra;
 mod cli;
 mod contract_refs;
 mod datacenter;

@@ -5,8 +5,8 @@
 //!   (generated `cassandra.yaml`, small heap, JMX on loopback), its start time measured and
 //!   printed; stop (drain first), kill, nodetool, its directories and `cassandra.yaml`. A node
 //!   left running by a failing test is killed on drop, its log tail printed.
-//! - [`Ring`] (`ring.rs`): 1-3 nodes, all seeds, one evenly spaced token each, started in
-//!   parallel; waits until every node sees every other `UN`.
+//! - [`ring_nodes`], [`start_all`] (`ring.rs`): 1-3 nodes, all seeds, one evenly spaced token
+//!   each, started in parallel; waits until every node sees every other `UN`.
 //! - [`RealMgmtApi`] (`mgmt_api.rs`): the Management API endpoints the simulator serves
 //!   (`sim/mgmt_api.rs`), each carried out on the real node through nodetool.
 //! - [`CqlData`] (`cql.rs`): `scripts/cassandra/cqldata.py` (cassandra-driver): the schema,
@@ -31,7 +31,7 @@ pub use mgmt_api::{
     ListedSnapshot, RealMgmtApi, RingMember, parse_describecluster_keyspaces, parse_listsnapshots, parse_ring,
 };
 pub use node::{NODETOOL_LIMIT, NodeConfig, NodeTarget, RealNode, Tokens};
-pub use ring::{Ring, even_tokens};
+pub use ring::{even_tokens, ring_nodes, start_all, wait_all_up};
 
 use crate::services::{tools_dir, workspace_root};
 
