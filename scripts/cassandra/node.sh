@@ -43,7 +43,9 @@
 #                      the options above then only pick the JVM, ports and version
 #                      [CASSANDRA_KEEP_CONF=1]
 # Extra JVM options: CASSANDRA_JVM_EXTRA (word-split). At most CASSANDRA_MAX_NODES (3) nodes run
-# on the machine at once. Ports: CASSANDRA_NATIVE_PORT (9042),
+# on the machine at once (counted under a machine-wide lock, so two starts never take the last
+# slot together); a start beyond that is refused, or waits up to CASSANDRA_SLOT_WAIT seconds
+# (default 0) for another node to stop. Ports: CASSANDRA_NATIVE_PORT (9042),
 # CASSANDRA_STORAGE_PORT (7000), CASSANDRA_JMX_PORT_BASE (7199).
 set -euo pipefail
 
@@ -153,6 +155,35 @@ run_nodetool() { # nodedir args...
     [ -z "${NODE_JMX_USER:-}" ] || creds=(-u "$NODE_JMX_USER" -pw "$NODE_JMX_PASSWORD")
     CASSANDRA_VERSION="$NODE_VERSION" CASSANDRA_JAVA_HOME="$NODE_JAVA_HOME" \
         "$SCRIPT_DIR/nodetool" "${creds[@]}" -h 127.0.0.1 -p "$NODE_JMX_PORT" "$@"
+}
+
+# The node count and the launch happen under $TMPDIR/medusa-rs-cassandra-slots.lock: take_slot
+# returns holding it once fewer than CASSANDRA_MAX_NODES nodes run (waiting up to
+# CASSANDRA_SLOT_WAIT seconds), release_slot frees it once the new java process is running.
+take_slot() {
+    local max="${CASSANDRA_MAX_NODES:-3}" wait="${CASSANDRA_SLOT_WAIT:-0}" t0=$SECONDS running said=0
+    exec {slot_fd}>"${TMPDIR:-/tmp}/medusa-rs-cassandra-slots.lock"
+    while :; do
+        flock "$slot_fd"
+        running="$(pgrep -f 'org.apache.cassandra.service.CassandraDaemon' | wc -l || true)"
+        [ "$running" -lt "$max" ] && return 0
+        flock -u "$slot_fd"
+        [ $((SECONDS - t0)) -lt "$wait" ] \
+            || die "$running Cassandra nodes already running on this machine (limit CASSANDRA_MAX_NODES=$max, waited $((SECONDS - t0)) of CASSANDRA_SLOT_WAIT=$wait s)"
+        [ "$said" = 1 ] || log "$running Cassandra nodes run already (limit $max): waiting up to $wait s for one to stop"
+        said=1
+        sleep 2
+    done
+}
+
+release_slot() { # pid of the java process just launched
+    local _
+    for _ in $(seq 50); do
+        tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -q 'CassandraDaemon' && break
+        sleep 0.1
+    done
+    flock -u "$slot_fd"
+    exec {slot_fd}>&-
 }
 
 # Waits until CQL answers on the node: the native port accepts and nodetool statusbinary says
@@ -347,10 +378,8 @@ cmd_start() {
     if pid="$(node_pid "$start_dir")"; then
         die "node in $start_dir already running (pid $pid)"
     fi
-    # Two cores are shared with builds: refuse a fourth node (CASSANDRA_MAX_NODES, default 3).
-    local running; running="$(pgrep -f 'org.apache.cassandra.service.CassandraDaemon' | wc -l || true)"
-    [ "$running" -lt "${CASSANDRA_MAX_NODES:-3}" ] \
-        || die "$running Cassandra nodes already running on this machine (limit CASSANDRA_MAX_NODES=${CASSANDRA_MAX_NODES:-3})"
+    # Two cores are shared with builds: no fourth node (CASSANDRA_MAX_NODES, default 3).
+    take_slot
     # Refuse to start over another process's ports: a half-started second node would confuse tests.
     port_open "$start_address" "$start_native_port" && die "$start_address:$start_native_port already in use"
     port_open "$start_address" "$start_storage_port" && die "$start_address:$start_storage_port already in use"
@@ -459,8 +488,9 @@ cmd_start() {
     # setsid: the node outlives this script and gets no signal meant for the caller's terminal.
     MALLOC_ARENA_MAX=4 setsid "$start_java/bin/java" "${jvm[@]}" \
         -cp "$lib/*" org.apache.cassandra.service.CassandraDaemon \
-        > "$start_dir/logs/stdout.log" 2>&1 < /dev/null &
+        > "$start_dir/logs/stdout.log" 2>&1 < /dev/null {slot_fd}>&- &
     local pid=$!
+    release_slot "$pid"
     echo "$pid" > "$start_dir/cassandra.pid"
     # node.env is complete now; wait_cql reads it through run_nodetool
     load_env "$start_dir"
