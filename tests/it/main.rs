@@ -5,6 +5,10 @@
 //!
 //! `cargo test --release -p medusa-tests` runs every topic; `cargo test --release -p medusa-tests
 //! --test it <topic>::` runs one (the filter is a substring of `<topic>::<test>`).
+//!
+//! Tests of different topics run side by side in this one process (two test threads unless
+//! `--test-threads` says otherwise). What the host has only one of, the sidecar's default ports,
+//! is taken through `medusa_tests::host` (see there).
 
 mod backup;
 mod cassandra;

@@ -114,6 +114,19 @@ impl Provider {
         Ok(p)
     }
 
+    /// The provider's `storage_provider` word (`s3` for every AWS region).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Provider::Local => "local",
+            Provider::S3 { .. } => "s3",
+            Provider::S3Compatible => "s3_compatible",
+            Provider::S3Rgw => "s3_rgw",
+            Provider::IbmStorage => "ibm_storage",
+            Provider::GoogleStorage => "google_storage",
+            Provider::AzureBlobs => "azure_blobs",
+        }
+    }
+
     /// True for every S3 flavour.
     pub fn is_s3(&self) -> bool {
         matches!(self, Provider::S3 { .. } | Provider::S3Compatible | Provider::S3Rgw | Provider::IbmStorage)
@@ -159,7 +172,8 @@ pub struct StorageConfig {
     pub prefix: Option<String>,
     /// Explicit node identity.
     pub fqdn: Option<String>,
-    /// Upper-cased storage class / access tier.
+    /// The storage class (S3, upper-cased) or access tier (Azure, capitalised); `None` for the
+    /// providers that take none.
     pub storage_class: Option<String>,
     /// Root directory for `local`.
     pub base_path: Option<PathBuf>,
@@ -458,6 +472,41 @@ mod tests {
             let err = Config::parse(text, "m.ini").unwrap_err().to_string();
             assert!(err.contains(expected), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn storage_class_and_part_size_follow_each_provider() {
+        let parse = |provider: &str, extra: &str| {
+            let base = if provider == "local" { "base_path = /b\n" } else { "" };
+            Config::parse(
+                &format!("[storage]\nstorage_provider = {provider}\nbucket_name = bucket\n{base}{extra}"),
+                "m.ini",
+            )
+        };
+        let class = |provider: &str, value: &str| {
+            let c = parse(provider, &format!("storage_class = {value}\n")).unwrap();
+            (c.storage.storage_class, c.warnings)
+        };
+        assert_eq!(class("s3", "standard_ia").0.as_deref(), Some("STANDARD_IA"));
+        assert_eq!(class("s3_compatible", "Glacier").0.as_deref(), Some("GLACIER"));
+        assert_eq!(class("azure_blobs", "COOL").0.as_deref(), Some("Cool"), "Azure's tiers are capitalised");
+        assert_eq!(class("azure_blobs", "hot").0.as_deref(), Some("Hot"));
+        for provider in ["google_storage", "local"] {
+            let (c, warnings) = class(provider, "STANDARD");
+            assert_eq!(c, None, "{provider} takes no storage class");
+            assert!(
+                warnings.iter().any(|w| w.contains("storage_class = STANDARD ignored") && w.contains(provider)),
+                "{warnings:?}"
+            );
+        }
+        // Medusa's Azure block size and GCS download chunk may be below S3's 5 MB part minimum.
+        for provider in ["azure_blobs", "google_storage"] {
+            assert_eq!(parse(provider, "multipart_chunksize = 4MB\n").unwrap().storage.multipart_chunksize, 4 << 20);
+        }
+        let err = parse("s3", "multipart_chunksize = 4MB\n").unwrap_err().to_string();
+        assert!(err.contains("[storage] multipart_chunksize: must be at least 5MB"), "{err}");
+        let err = parse("azure_blobs", "multipart_chunksize = 0\n").unwrap_err().to_string();
+        assert!(err.contains("must be more than 0 bytes"), "{err}");
     }
 
     #[test]

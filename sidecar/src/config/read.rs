@@ -188,8 +188,8 @@ fn read_bucket(r: &Reader<'_>) -> Result<Bucket, ConfigError> {
     Ok(Bucket { provider, name: bucket_name, prefix, base_path, warning })
 }
 
-/// `[storage]`, and a warning about the bucket's name if it deserves one.
-fn read_storage(r: &Reader<'_>) -> Result<(StorageConfig, Option<String>), ConfigError> {
+/// `[storage]`, and warnings about the bucket's name or the storage class if they deserve one.
+fn read_storage(r: &Reader<'_>) -> Result<(StorageConfig, Vec<String>), ConfigError> {
     let Bucket { provider, name: bucket_name, prefix, base_path, warning } = read_bucket(r)?;
     let bandwidth = match r.opt(storage::TRANSFER_MAX_BANDWIDTH) {
         None => Some(parse_size("50MB/s").expect("valid default")),
@@ -202,9 +202,16 @@ fn read_storage(r: &Reader<'_>) -> Result<(StorageConfig, Option<String>), Confi
     };
     let concurrent: usize = r.num(storage::CONCURRENT_TRANSFERS, 1, "a whole number of transfers")?;
     let chunk = r.size(storage::MULTIPART_CHUNKSIZE, "50MB")?;
-    if chunk < 5 << 20 {
+    // S3 refuses parts below 5 MiB, and the part size is in every multipart ETag a manifest
+    // records. Elsewhere the key is Medusa's Azure block size or GCS download chunk, which may
+    // be smaller; medusa-rs sends 8 MiB blocks there whatever it says (see transfer::PLAIN_PART).
+    if provider.is_s3() && chunk < 5 << 20 {
         return Err(storage::MULTIPART_CHUNKSIZE.bad("must be at least 5MB (the S3 minimum part size)"));
     }
+    if chunk == 0 {
+        return Err(storage::MULTIPART_CHUNKSIZE.bad("must be more than 0 bytes"));
+    }
+    let (storage_class, class_warning) = storage_class(&provider, r.opt(storage::STORAGE_CLASS));
     let port = match r.opt(storage::PORT) {
         None => None,
         Some(v) => Some(v.parse::<u16>().map_err(|_| storage::PORT.bad(format!("{v:?} is not a TCP port number")))?),
@@ -215,7 +222,7 @@ fn read_storage(r: &Reader<'_>) -> Result<(StorageConfig, Option<String>), Confi
         key_file: r.opt(storage::KEY_FILE).map(PathBuf::from),
         prefix,
         fqdn: r.opt(storage::FQDN),
-        storage_class: r.opt(storage::STORAGE_CLASS).map(|s| s.to_uppercase()),
+        storage_class,
         base_path,
         max_backup_age: r.num(storage::MAX_BACKUP_AGE, 0, "a whole number of days")?,
         max_backup_count: r.num(storage::MAX_BACKUP_COUNT, 0, "a whole number of backups")?,
@@ -239,5 +246,29 @@ fn read_storage(r: &Reader<'_>) -> Result<(StorageConfig, Option<String>), Confi
         max_retries: r.num(storage::MAX_RETRIES, 7usize, "a whole number of retries")?,
         retry_timeout_seconds: r.num(storage::RETRY_TIMEOUT, 180u64, "a whole number of seconds")?,
     };
-    Ok((storage, warning))
+    Ok((storage, warning.into_iter().chain(class_warning).collect()))
+}
+
+/// `[storage] storage_class` as each provider takes it, the way Medusa passes it on: S3's
+/// storage classes upper-cased (`STANDARD_IA`), Azure's access tiers capitalised (`Hot`,
+/// `Cool`, `Cold`, `Archive`); Google Cloud Storage and `local` take none (Medusa ignores the
+/// key there, and a class the provider does not know would fail every upload), with a warning.
+fn storage_class(provider: &Provider, value: Option<String>) -> (Option<String>, Option<String>) {
+    let Some(class) = value else { return (None, None) };
+    match provider {
+        p if p.is_s3() => (Some(class.to_uppercase()), None),
+        Provider::AzureBlobs => {
+            let mut chars = class.chars();
+            let tier = chars.next().map(|c| c.to_uppercase().chain(chars.flat_map(char::to_lowercase)).collect());
+            (tier, None)
+        }
+        _ => (
+            None,
+            Some(format!(
+                "[storage] storage_class = {class} ignored: storage_provider = {} takes no storage class (as in \
+                 Medusa); set the bucket's default class instead",
+                provider.name()
+            )),
+        ),
+    }
 }
