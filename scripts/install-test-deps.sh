@@ -4,6 +4,9 @@
 #                gRPC stubs), grpcio + grpcio-health-checking + protobuf, grpcurl, boto3
 #   .tools/npm   azurite 3.35.0 (Azure Blob emulator)
 #   Debian       podman, runc, debootstrap (the image test builds and runs the image)
+#   .tools/cassandra  Apache Cassandra 5.0.9 (cassandra-all and its runtime jars from Maven
+#                Central) and a cqlsh/cassandra-driver venv: the real nodes of tests/it/cassandra.rs
+#                (scripts/cassandra/install.sh; the soak adds 4.1.10)
 #   cargo        cargo-fuzz 0.13.2 (scripts/fuzz-smoke.sh), cargo-deny 0.20.2 (the lint gate of
 #                scripts/test.sh), both built from crates.io
 # Versions are pinned in scripts/test-deps/, the cargo tools' in this script. Everything comes
@@ -122,5 +125,8 @@ else
     cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked --quiet
     log "cargo-deny ready in $((SECONDS - t0)) s"
 fi
+
+# --- Apache Cassandra 5.0 (tests/it/cassandra.rs; its own marker makes a re-run ~0 s) ---
+MEDUSA_RS_TOOLS="$TOOLS" bash "$REPO_ROOT/scripts/cassandra/install.sh" 5.0.9
 
 log "tools in $TOOLS ($((SECONDS - start_all)) s)"

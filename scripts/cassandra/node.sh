@@ -16,7 +16,7 @@
 # Everything the node writes is under <nodedir>: conf/ (cassandra.yaml, logback.xml), data/
 # (data, commitlog, saved_caches, hints, cdc_raw), logs/ (system.log, gc.log, stdout.log),
 # cassandra.pid, node.env (what nodetool and stop need). Data is kept across stop/start;
-# conf/ is written anew at every start.
+# conf/ is written anew at every start (unless --keep-conf).
 #
 # start options (defaults in brackets; each also has an environment variable):
 #   --version V        Cassandra version, installed by install.sh [CASSANDRA_VERSION, 5.0.9]
@@ -38,8 +38,14 @@
 #   --auth             PasswordAuthenticator + CassandraAuthorizer (CQL user cassandra/cassandra)
 #   --jmx-auth U:P     JMX password authentication with one user U (readwrite), password P
 #                      (nodetool then needs -u U -pw P) [CASSANDRA_JMX_AUTH]
+#   --keep-conf        keep an existing conf/cassandra.yaml and cassandra-rackdc.properties (what
+#                      a restore wrote into them, e.g. initial_token) instead of generating them;
+#                      the options above then only pick the JVM, ports and version
+#                      [CASSANDRA_KEEP_CONF=1]
 # Extra JVM options: CASSANDRA_JVM_EXTRA (word-split). At most CASSANDRA_MAX_NODES (3) nodes run
-# on the machine at once. Ports: CASSANDRA_NATIVE_PORT (9042),
+# on the machine at once (counted under a machine-wide lock, so two starts never take the last
+# slot together); a start beyond that is refused, or waits up to CASSANDRA_SLOT_WAIT seconds
+# (default 0) for another node to stop. Ports: CASSANDRA_NATIVE_PORT (9042),
 # CASSANDRA_STORAGE_PORT (7000), CASSANDRA_JMX_PORT_BASE (7199).
 set -euo pipefail
 
@@ -149,6 +155,35 @@ run_nodetool() { # nodedir args...
     [ -z "${NODE_JMX_USER:-}" ] || creds=(-u "$NODE_JMX_USER" -pw "$NODE_JMX_PASSWORD")
     CASSANDRA_VERSION="$NODE_VERSION" CASSANDRA_JAVA_HOME="$NODE_JAVA_HOME" \
         "$SCRIPT_DIR/nodetool" "${creds[@]}" -h 127.0.0.1 -p "$NODE_JMX_PORT" "$@"
+}
+
+# The node count and the launch happen under $TMPDIR/medusa-rs-cassandra-slots.lock: take_slot
+# returns holding it once fewer than CASSANDRA_MAX_NODES nodes run (waiting up to
+# CASSANDRA_SLOT_WAIT seconds), release_slot frees it once the new java process is running.
+take_slot() {
+    local max="${CASSANDRA_MAX_NODES:-3}" wait="${CASSANDRA_SLOT_WAIT:-0}" t0=$SECONDS running said=0
+    exec {slot_fd}>"${TMPDIR:-/tmp}/medusa-rs-cassandra-slots.lock"
+    while :; do
+        flock "$slot_fd"
+        running="$(pgrep -f 'org.apache.cassandra.service.CassandraDaemon' | wc -l || true)"
+        [ "$running" -lt "$max" ] && return 0
+        flock -u "$slot_fd"
+        [ $((SECONDS - t0)) -lt "$wait" ] \
+            || die "$running Cassandra nodes already running on this machine (limit CASSANDRA_MAX_NODES=$max, waited $((SECONDS - t0)) of CASSANDRA_SLOT_WAIT=$wait s)"
+        [ "$said" = 1 ] || log "$running Cassandra nodes run already (limit $max): waiting up to $wait s for one to stop"
+        said=1
+        sleep 2
+    done
+}
+
+release_slot() { # pid of the java process just launched
+    local _
+    for _ in $(seq 50); do
+        tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -q 'CassandraDaemon' && break
+        sleep 0.1
+    done
+    flock -u "$slot_fd"
+    exec {slot_fd}>&-
 }
 
 # Waits until CQL answers on the node: the native port accepts and nodetool statusbinary says
@@ -308,6 +343,7 @@ cmd_start() {
     start_java="$(default_java_home)"
     start_auth=0
     start_jmx_auth="${CASSANDRA_JMX_AUTH:-}"
+    start_keep_conf="${CASSANDRA_KEEP_CONF:-0}"
     while [ $# -gt 0 ]; do
         case "$1" in
             --version) start_version="$2"; shift 2 ;;
@@ -324,6 +360,7 @@ cmd_start() {
             --java) start_java="$2"; shift 2 ;;
             --auth) start_auth=1; shift ;;
             --jmx-auth) start_jmx_auth="$2"; shift 2 ;;
+            --keep-conf) start_keep_conf=1; shift ;;
             *) die "unknown start option '$1'" ;;
         esac
     done
@@ -341,10 +378,8 @@ cmd_start() {
     if pid="$(node_pid "$start_dir")"; then
         die "node in $start_dir already running (pid $pid)"
     fi
-    # Two cores are shared with builds: refuse a fourth node (CASSANDRA_MAX_NODES, default 3).
-    local running; running="$(pgrep -f 'org.apache.cassandra.service.CassandraDaemon' | wc -l || true)"
-    [ "$running" -lt "${CASSANDRA_MAX_NODES:-3}" ] \
-        || die "$running Cassandra nodes already running on this machine (limit CASSANDRA_MAX_NODES=${CASSANDRA_MAX_NODES:-3})"
+    # Two cores are shared with builds: no fourth node (CASSANDRA_MAX_NODES, default 3).
+    take_slot
     # Refuse to start over another process's ports: a half-started second node would confuse tests.
     port_open "$start_address" "$start_native_port" && die "$start_address:$start_native_port already in use"
     port_open "$start_address" "$start_storage_port" && die "$start_address:$start_storage_port already in use"
@@ -352,7 +387,12 @@ cmd_start() {
 
     mkdir -p "$start_dir/conf/triggers" "$start_dir/logs" \
         "$start_dir/data"/{data,commitlog,saved_caches,hints,cdc_raw}
-    write_yaml
+    if [ "$start_keep_conf" = 1 ] && [ -f "$start_dir/conf/cassandra.yaml" ] \
+        && [ -f "$start_dir/conf/cassandra-rackdc.properties" ]; then
+        log "keeping $start_dir/conf/cassandra.yaml as it is (--keep-conf)"
+    else
+        write_yaml
+    fi
     write_logback
     unzip -p "$lib/cassandra-all-$start_version.jar" META-INF/hotspot_compiler \
         > "$start_dir/conf/hotspot_compiler" 2>/dev/null || : > "$start_dir/conf/hotspot_compiler"
@@ -448,8 +488,9 @@ cmd_start() {
     # setsid: the node outlives this script and gets no signal meant for the caller's terminal.
     MALLOC_ARENA_MAX=4 setsid "$start_java/bin/java" "${jvm[@]}" \
         -cp "$lib/*" org.apache.cassandra.service.CassandraDaemon \
-        > "$start_dir/logs/stdout.log" 2>&1 < /dev/null &
+        > "$start_dir/logs/stdout.log" 2>&1 < /dev/null {slot_fd}>&- &
     local pid=$!
+    release_slot "$pid"
     echo "$pid" > "$start_dir/cassandra.pid"
     # node.env is complete now; wait_cql reads it through run_nodetool
     load_env "$start_dir"

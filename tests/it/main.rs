@@ -11,6 +11,7 @@
 //! is taken through `medusa_tests::host` (see there).
 
 mod backup;
+mod cassandra;
 mod cli;
 mod contract_refs;
 mod datacenter;

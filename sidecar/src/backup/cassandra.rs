@@ -348,12 +348,28 @@ impl Nodetool {
                 message: format!("cannot run {}: {e}", self.exe),
             })?;
         if !out.status.success() {
-            return Err(NodeError::Nodetool {
-                args: sub.join(" "),
-                message: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
-            });
+            return Err(NodeError::Nodetool { args: sub.join(" "), message: failure_message(&out) });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// The exit status and what a failed nodetool said. NodeTool prints its own errors on stdout
+/// (`nodetool: Found unexpected parameters: …`, `nodetool: Failed to connect to …`), the JVM
+/// and the shell script on stderr: both are kept, stderr first, each cut to its last 1000
+/// characters.
+fn failure_message(out: &std::process::Output) -> String {
+    let keep = |b: &[u8]| {
+        let s = String::from_utf8_lossy(b);
+        let s = s.trim();
+        let start = s.char_indices().rev().nth(999).map_or(0, |(i, _)| i);
+        s[start..].to_string()
+    };
+    let said: Vec<String> = [keep(&out.stderr), keep(&out.stdout)].into_iter().filter(|s| !s.is_empty()).collect();
+    if said.is_empty() {
+        format!("{} (no output)", out.status)
+    } else {
+        format!("{}: {}", out.status, said.join(" | "))
     }
 }
 
@@ -451,6 +467,33 @@ mod tests {
         let tm = api.ring(&eps, &local).await.unwrap();
         let hosts: Vec<_> = tm.0.iter().map(|n| n.host.as_str()).collect();
         assert_eq!(hosts, ["demo-dc1-r1-sts-1", "demo-dc1-r1-sts-2", "demo-dc1-r1-sts-3"]);
+    }
+
+    /// Found on a real node: NodeTool prints its errors on stdout and exits 1 with an empty
+    /// stderr; the error said only "exit status: 1: ".
+    #[tokio::test]
+    async fn a_failed_nodetool_reports_what_it_printed_on_stdout() {
+        let dir = std::env::temp_dir().join(format!("medusa-rs-nodetool-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("nodetool");
+        std::fs::write(
+            &exe,
+            "#!/bin/sh\necho \"nodetool: Found unexpected parameters: [$*]\"\necho \"See 'nodetool help'.\"\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let cfg = crate::config::Config::parse(
+            &format!(
+                "[storage]\nstorage_provider = local\nbucket_name = b\nbase_path = /tmp\n[cassandra]\nnodetool_executable = {}\n",
+                exe.display()
+            ),
+            "t",
+        )
+        .unwrap();
+        let e = Nodetool::new(&cfg).take_snapshot("medusa-b1").await.unwrap_err().to_string();
+        assert!(e.contains("Found unexpected parameters") && e.contains("snapshot -t medusa-b1"), "{e}");
+        assert!(e.contains("exit status: 1"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

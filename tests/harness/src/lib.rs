@@ -1,5 +1,7 @@
 //! Test harness for medusa-rs.
 //!
+//! - [`cassandra`]: real Apache Cassandra nodes (the jars of `scripts/cassandra/install.sh`),
+//!   a ring of them, a Management API carried out on them with nodetool, and the CQL data tool.
 //! - [`sim`]: a simulated Apache Cassandra node: its on-disk layout (data, commitlog, caches,
 //!   hints, `cassandra.yaml`) and its Management API over HTTP on loopback, taking snapshots by
 //!   hard links exactly as Cassandra does.
@@ -10,6 +12,7 @@
 //!   black-holes and delays, at random rates or one-shot per kind of request, and counts them.
 //! - [`fault_store`]: an `ObjectStore` wrapper with a simulated clock (Last-Modified of what it
 //!   writes) and injectable failures (a delete budget, one-shot faults per operation).
+pub mod cassandra;
 pub mod fault_proxy;
 pub mod fault_store;
 pub mod services;

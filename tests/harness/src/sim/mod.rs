@@ -17,11 +17,11 @@
 mod digest;
 mod generate;
 mod mgmt_api;
-mod node;
+pub(crate) mod node;
 pub mod schema;
 mod snapshot;
 pub mod sstable;
-mod util;
+pub(crate) mod util;
 
 use serde::{Deserialize, Serialize};
 
