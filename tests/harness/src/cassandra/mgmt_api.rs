@@ -146,11 +146,13 @@ fn query_values(q: &Option<String>, key: &str) -> Vec<String> {
         .collect()
 }
 
-fn body_json<T: Default + for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Response> {
+/// The request body as JSON (an empty body: the defaults); the 400 answer boxed (a `Response` is large).
+fn body_json<T: Default + for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Box<Response>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| text(StatusCode::BAD_REQUEST, format!("Invalid request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(text(StatusCode::BAD_REQUEST, format!("Invalid request body: {e}"))))
 }
 
 /// `TakeSnapshotRequest` of the Management API.
@@ -166,7 +168,7 @@ struct TakeSnapshotRequest {
 async fn take_snapshot(State(s): State<AppState>, body: Bytes) -> Response {
     let req: TakeSnapshotRequest = match body_json(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let keyspaces = req.keyspaces.unwrap_or_default();
     let keyspace_tables = req.keyspace_tables.unwrap_or_default();
@@ -307,7 +309,7 @@ struct KeyspaceRequest {
 async fn flush(State(s): State<AppState>, body: Bytes) -> Response {
     let req: KeyspaceRequest = match body_json(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let keyspace = req.keyspace_name.filter(|k| !k.trim().is_empty() && k != "ALL");
     let mut args = vec!["flush"];

@@ -248,7 +248,9 @@ impl RealNode {
         // node.sh's own figure: from the java launch to CQL (without a wait for a slot).
         let took = out
             .lines()
-            .find_map(|l| l.strip_prefix("started node ")?.split(" in ").nth(1)?.strip_suffix(" s")?.parse::<f64>().ok())
+            .find_map(|l| {
+                l.strip_prefix("started node ")?.split(" in ").nth(1)?.strip_suffix(" s")?.parse::<f64>().ok()
+            })
             .map(Duration::from_secs_f64)
             .unwrap_or_else(|| t0.elapsed());
         self.starts.push(took);
