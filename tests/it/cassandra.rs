@@ -1,4 +1,4 @@
-//! Scenarios on real Apache Cassandra nodes (issue #23): the real sidecar and the real restore
+//! Scenarios on real Apache Cassandra nodes: the real sidecar and the real restore
 //! init container against nodes started from the `cassandra-all` jars
 //! (`harness::cassandra`, `scripts/cassandra/`), every restore judged by what the restarted
 //! nodes serve over CQL — a digest per table of a full scan, and the answers of the 2i, SASI
@@ -20,6 +20,7 @@
 //! ports, so the scenarios hold a machine-wide lock ([`harness::cassandra::exclusive`]).
 
 mod pod;
+mod python;
 
 use std::time::{Duration, Instant};
 
