@@ -541,7 +541,9 @@ func (e *env) create(obj client.Object) {
 	must(e.t, e.c.Create(e.ctx, obj))
 }
 
-func key(name string) types.NamespacedName { return types.NamespacedName{Namespace: namespace, Name: name} }
+func key(name string) types.NamespacedName {
+	return types.NamespacedName{Namespace: namespace, Name: name}
+}
 
 func (e *env) podNames() []string {
 	var out []string

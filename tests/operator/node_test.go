@@ -56,12 +56,12 @@ func tableID(ks, table string) string {
 // simNode is one node's disk and identity.
 type simNode struct {
 	Root, DataDir, Yaml string
-	IP, DC, Rack       string
-	Tokens             []string
-	rng                *rand.Rand
-	gen                int
-	dataBytes          int // bytes of Data.db per SSTable of a user table
-	mu                 sync.Mutex
+	IP, DC, Rack        string
+	Tokens              []string
+	rng                 *rand.Rand
+	gen                 int
+	dataBytes           int // bytes of Data.db per SSTable of a user table
+	mu                  sync.Mutex
 }
 
 // newSimNode lays out a node below root: data (system and user tables, two SSTables each),

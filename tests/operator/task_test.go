@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	medusactrl "github.com/k8ssandra/k8ssandra-operator/controllers/medusa"
 	medusaapi "github.com/k8ssandra/k8ssandra-operator/apis/medusa/v1alpha1"
+	medusactrl "github.com/k8ssandra/k8ssandra-operator/controllers/medusa"
 	"github.com/k8ssandra/k8ssandra-operator/pkg/medusa"
 	"github.com/k8ssandra/k8ssandra-operator/pkg/shared"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"

@@ -1,0 +1,258 @@
+package operator
+
+// The operator's MedusaRestoreJob reconciler against real sidecars, the test playing
+// cass-operator (stop the datacenter, roll the pod template into the StatefulSets, start it), and
+// the real medusa-rs restore-init run on every pod with the env the operator put on the
+// medusa-restore init container.
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	cassdcapi "github.com/k8ssandra/cass-operator/apis/cassandra/v1beta1"
+	"github.com/k8ssandra/cass-operator/pkg/reconciliation"
+	k8ssapi "github.com/k8ssandra/k8ssandra-operator/apis/k8ssandra/v1alpha1"
+	medusaapi "github.com/k8ssandra/k8ssandra-operator/apis/medusa/v1alpha1"
+	medusactrl "github.com/k8ssandra/k8ssandra-operator/controllers/medusa"
+	"github.com/k8ssandra/k8ssandra-operator/pkg/shared"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func (e *env) restoreReconciler() *medusactrl.MedusaRestoreJobReconciler {
+	return &medusactrl.MedusaRestoreJobReconciler{ReconcilerConfig: e.cfg, Client: e.c, Scheme: e.scheme, ClientFactory: e.factory}
+}
+
+// digest: every live file of every pod's node and the SHA-256 of its content.
+func (e *env) digest() map[string]string {
+	out := map[string]string{}
+	for _, p := range e.pods {
+		files, err := p.node.LiveFiles()
+		must(e.t, err)
+		for rel := range files {
+			raw, err := os.ReadFile(filepath.Join(p.node.DataDir, rel))
+			must(e.t, err)
+			sum := sha256.Sum256(raw)
+			out[p.name+"/"+rel] = hex.EncodeToString(sum[:])
+		}
+	}
+	return out
+}
+
+// fakeCassOperator does what cass-operator does between the restore reconciler's steps.
+type fakeCassOperator struct {
+	e                        *env
+	stopped, rolled, started bool
+	initEnv                  map[string]map[string]string // pod -> env restore-init ran with
+	restoreLogs              map[string]string
+}
+
+func (f *fakeCassOperator) step() {
+	e, t := f.e, f.e.t
+	dc := &cassdcapi.CassandraDatacenter{}
+	e.get(e.opts.dc, dc)
+	now := metav1.Now()
+	switch {
+	case dc.Spec.Stopped && !f.stopped:
+		// scale the StatefulSets to 0: the pods, their sidecars with them, go away
+		for _, p := range e.pods {
+			e.killSidecar(p, syscall.SIGTERM)
+		}
+		dc.SetCondition(cassdcapi.DatacenterCondition{Type: cassdcapi.DatacenterStopped, Status: corev1.ConditionTrue, LastTransitionTime: now})
+		dc.SetCondition(cassdcapi.DatacenterCondition{Type: cassdcapi.DatacenterReady, Status: corev1.ConditionFalse, LastTransitionTime: now})
+		dc.Status.CassandraOperatorProgress = cassdcapi.ProgressReady
+		must(t, e.c.Status().Update(e.ctx, dc))
+		f.stopped = true
+	case f.stopped && !f.rolled && hasEnv(dc, "RESTORE_KEY"):
+		// roll the new pod template into every StatefulSet
+		for _, r := range dc.GetRacks() {
+			sts := &appsv1.StatefulSet{}
+			e.get(reconciliation.NewNamespacedNameForStatefulSet(dc, r.Name).Name, sts)
+			sts.Spec.Template = *dc.Spec.PodTemplateSpec.DeepCopy()
+			must(t, e.c.Update(e.ctx, sts))
+		}
+		dc.SetCondition(cassdcapi.DatacenterCondition{Type: cassdcapi.DatacenterUpdating, Status: corev1.ConditionFalse, LastTransitionTime: now})
+		must(t, e.c.Status().Update(e.ctx, dc))
+		f.rolled = true
+	case f.rolled && !dc.Spec.Stopped && !f.started:
+		// scale up: each pod runs its init containers (medusa-restore), then its containers
+		for _, p := range e.pods {
+			sts := &appsv1.StatefulSet{}
+			e.get(reconciliation.NewNamespacedNameForStatefulSet(dc, p.rack).Name, sts)
+			f.runRestoreInit(p, sts)
+		}
+		for _, p := range e.pods {
+			e.startSidecar(p)
+		}
+		dc.SetCondition(cassdcapi.DatacenterCondition{Type: cassdcapi.DatacenterStopped, Status: corev1.ConditionFalse, LastTransitionTime: now})
+		dc.SetCondition(cassdcapi.DatacenterCondition{Type: cassdcapi.DatacenterReady, Status: corev1.ConditionTrue, LastTransitionTime: now})
+		dc.Status.CassandraOperatorProgress = cassdcapi.ProgressReady
+		must(t, e.c.Status().Update(e.ctx, dc))
+		f.started = true
+	}
+}
+
+func hasEnv(dc *cassdcapi.CassandraDatacenter, name string) bool {
+	for _, c := range dc.Spec.PodTemplateSpec.Spec.InitContainers {
+		if c.Name == "medusa-restore" {
+			for _, v := range c.Env {
+				if v.Name == name && v.Value != "" {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// runRestoreInit runs `medusa-rs restore-init` for pod p with the env of the StatefulSet's
+// medusa-restore init container, resolved as the kubelet resolves it (fieldRef metadata.name,
+// secretKeyRef), /var/lib/cassandra being the node's root here.
+func (f *fakeCassOperator) runRestoreInit(p *pod, sts *appsv1.StatefulSet) {
+	e, t := f.e, f.e.t
+	var container *corev1.Container
+	for i := range sts.Spec.Template.Spec.InitContainers {
+		if sts.Spec.Template.Spec.InitContainers[i].Name == "medusa-restore" {
+			container = &sts.Spec.Template.Spec.InitContainers[i]
+		}
+	}
+	if container == nil {
+		t.Fatalf("%s: no medusa-restore init container in %s", p.name, sts.Name)
+	}
+	env := map[string]string{}
+	for _, v := range container.Env {
+		switch {
+		case v.ValueFrom == nil:
+			env[v.Name] = strings.ReplaceAll(v.Value, "/var/lib/cassandra", p.node.Root)
+		case v.ValueFrom.FieldRef != nil && v.ValueFrom.FieldRef.FieldPath == "metadata.name":
+			env[v.Name] = p.name
+		case v.ValueFrom.SecretKeyRef != nil:
+			s := &corev1.Secret{}
+			e.get(v.ValueFrom.SecretKeyRef.Name, s)
+			env[v.Name] = string(s.Data[v.ValueFrom.SecretKeyRef.Key])
+		default:
+			t.Fatalf("%s: env %s: unsupported source %+v", p.name, v.Name, v.ValueFrom)
+		}
+	}
+	f.initEnv[p.name] = env
+	cmd := exec.Command(e.sidecarBin, "restore-init", "--config", p.ini)
+	cmd.Env = append(os.Environ(), "MEDUSA_RS_HOSTS_FILE="+e.hosts, "MEDUSA_RS_STATE_DIR="+filepath.Join(p.dir, "state"), "RUST_LOG=info")
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	out, err := cmd.CombinedOutput()
+	f.restoreLogs[p.name] = string(out)
+	must(t, os.WriteFile(filepath.Join(p.dir, "restore-init.log"), out, 0o644))
+	if err != nil {
+		t.Fatalf("%s: restore-init failed (%v):\n%s", p.name, err, out)
+	}
+}
+
+// A full backup, the nodes changed (new SSTables, one file lost, one corrupted), then a
+// MedusaRestoreJob of that backup: the operator computes the in-place host map from GetBackups,
+// stops the datacenter, hands BACKUP_NAME, RESTORE_KEY and RESTORE_MAPPING to the medusa-restore
+// init container, starts the datacenter; restore-init runs with that env on every pod and puts
+// back exactly the backed-up files; the sidecars come back; the operator finishes the job and
+// refreshes the secrets.
+func TestMedusaRestoreJob(t *testing.T) {
+	e := newEnv(t, options{})
+	e.checkSucceeded(e.runBackupJob("b1", shared.FullBackup, nil), shared.FullBackup, e.liveFiles())
+	before := e.digest()
+
+	for i, p := range e.pods {
+		must(t, p.node.Flush())
+		files, err := p.node.LiveFiles()
+		must(t, err)
+		n := 0
+		for rel := range files {
+			if !strings.HasPrefix(rel, "shop/") || !strings.HasSuffix(rel, "Data.db") {
+				continue
+			}
+			path := filepath.Join(p.node.DataDir, rel)
+			if n == 0 && i != 1 {
+				must(t, os.Remove(path))
+			} else if n == 1 {
+				must(t, os.WriteFile(path, []byte("corrupt"), 0o644))
+			}
+			n++
+		}
+	}
+	if fmt.Sprint(e.digest()) == fmt.Sprint(before) {
+		t.Fatal("the nodes did not change")
+	}
+
+	e.create(&medusaapi.MedusaRestoreJob{
+		ObjectMeta: metav1.ObjectMeta{Name: "restore-b1", Namespace: namespace},
+		Spec:       medusaapi.MedusaRestoreJobSpec{Backup: "b1", CassandraDatacenter: e.opts.dc},
+	})
+	cass := &fakeCassOperator{e: e, initEnv: map[string]map[string]string{}, restoreLogs: map[string]string{}}
+	job := &medusaapi.MedusaRestoreJob{}
+	superuser := &corev1.Secret{}
+	t0 := time.Now()
+	n := e.reconcile(e.restoreReconciler(), key("restore-b1"), 2*time.Minute, func() bool {
+		cass.step()
+		e.get("restore-b1", job)
+		e.get(clusterName+"-superuser", superuser)
+		return !job.Status.FinishTime.IsZero() && superuser.Annotations[k8ssapi.RefreshAnnotation] != ""
+	})
+	t.Logf("MedusaRestoreJob finished after %d reconciles in %s", n, time.Since(t0).Round(time.Millisecond))
+
+	st := job.Status
+	if len(st.RestoreKey) != 36 || !st.RestorePrepared || st.Message != "" || st.StartTime.IsZero() ||
+		st.DatacenterStopped.IsZero() || st.FinishTime.Before(&st.StartTime) {
+		t.Fatalf("restore job status %+v", st)
+	}
+	if st.RestoreMapping.InPlace == nil || !*st.RestoreMapping.InPlace || len(st.RestoreMapping.HostMap) != len(e.pods) {
+		t.Fatalf("restore mapping %+v", st.RestoreMapping)
+	}
+	for _, p := range e.pods {
+		if src := st.RestoreMapping.HostMap[p.name]; len(src.Source) != 1 || src.Source[0] != p.name || src.Seed {
+			t.Fatalf("mapping of %s: %+v", p.name, src)
+		}
+	}
+	wantMapping, err := json.Marshal(st.RestoreMapping)
+	must(t, err)
+	for _, p := range e.pods {
+		env := cass.initEnv[p.name]
+		if env["BACKUP_NAME"] != "b1" || env["RESTORE_KEY"] != st.RestoreKey || env["RESTORE_MAPPING"] != string(wantMapping) ||
+			env["POD_NAME"] != p.name || env["MEDUSA_MODE"] != "RESTORE" {
+			t.Fatalf("%s: restore-init env %v; want BACKUP_NAME=b1 RESTORE_KEY=%s RESTORE_MAPPING=%s", p.name, env, st.RestoreKey, wantMapping)
+		}
+		last, err := os.ReadFile(filepath.Join(p.node.Root, ".last-restore"))
+		must(t, err)
+		if strings.TrimSpace(string(last)) != st.RestoreKey {
+			t.Fatalf("%s: .last-restore holds %q", p.name, last)
+		}
+	}
+	after := e.digest()
+	for k, v := range before {
+		if after[k] != v {
+			t.Errorf("after restore %s: %q, backed up %q", k, after[k], v)
+		}
+	}
+	for k := range after {
+		if _, ok := before[k]; !ok {
+			t.Errorf("after restore %s exists, not in the backup", k)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	dc := &cassdcapi.CassandraDatacenter{}
+	e.get(e.opts.dc, dc)
+	if dc.Spec.Stopped {
+		t.Fatal("the datacenter was left stopped")
+	}
+	// The restored datacenter backs up again.
+	e.checkSucceeded(e.runBackupJob("b2", shared.FullBackup, nil), shared.FullBackup, e.liveFiles())
+}
