@@ -31,10 +31,8 @@ import (
 	"time"
 
 	"github.com/adutra/goalesce"
-	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	cassdcapi "github.com/k8ssandra/cass-operator/apis/cassandra/v1beta1"
-	cassimages "github.com/k8ssandra/cass-operator/pkg/images"
 	"github.com/k8ssandra/cass-operator/pkg/reconciliation"
 	k8ssapi "github.com/k8ssandra/k8ssandra-operator/apis/k8ssandra/v1alpha1"
 	medusaapi "github.com/k8ssandra/k8ssandra-operator/apis/medusa/v1alpha1"
@@ -168,7 +166,8 @@ func newEnv(t *testing.T, o options) *env {
 			&medusaapi.MedusaTask{}, &medusaapi.MedusaRestoreJob{}, &medusaapi.MedusaBackupSchedule{},
 			&medusaapi.MedusaConfiguration{}).
 		Build()
-	e.factory = &medusa.DefaultFactory{K8sClient: e.c}
+	// the operator's real gRPC client factory (main.go: &medusa.DefaultFactory{...})
+	e.factory = &medusa.DefaultFactory{}
 	for _, p := range e.pods {
 		e.startSidecar(p)
 	}
@@ -179,10 +178,6 @@ func newEnv(t *testing.T, o options) *env {
 // build renders everything and returns the objects the fake client starts with.
 func (e *env) build() []client.Object {
 	t, o := e.t, e.opts
-	logger := logr.Discard()
-	registry, err := cassimages.NewImageRegistryV2([]byte(imageConfig))
-	must(t, err)
-
 	// MedusaConfiguration + K8ssandraCluster.spec.medusa, merged as the K8ssandraCluster
 	// reconciler merges them (mergeStorageProperties: goalesce.DeepMerge, the cluster's
 	// properties win).
@@ -209,8 +204,8 @@ func (e *env) build() []client.Object {
 	var objs []client.Object
 	if o.tls {
 		ca, server, clientPair := makeCerts(t)
-		e.kc.Spec.Medusa.ServiceProperties.Encryption = &medusaapi.GRPCEncryption{
-			ClientSecretName: "demo-medusa-client-certs", ServerSecretName: "demo-medusa-server-certs",
+		if !setGRPCEncryption(e.kc, "demo-medusa-client-certs", "demo-medusa-server-certs") {
+			t.Skip("this operator release has no gRPC encryption (serviceProperties.encryption)")
 		}
 		certDir := filepath.Join(e.dir, "grpc-server-certs")
 		must(t, os.MkdirAll(certDir, 0o755))
@@ -244,10 +239,7 @@ func (e *env) build() []client.Object {
 	// The operator's own rendering: medusa.ini, the medusa container (its gRPC port), the
 	// medusa-restore init container (its env), the client-secret annotation.
 	e.renderedIni = medusa.CreateMedusaIni(e.kc, dcConfig)
-	main, err := medusa.CreateMedusaMainContainer(dcConfig, e.kc.Spec.Medusa, false, e.kc.SanitizedName(), logger, registry)
-	must(t, err)
-	medusa.UpdateMedusaInitContainer(dcConfig, e.kc.Spec.Medusa, false, e.kc.SanitizedName(), logger, registry)
-	medusa.UpdateMedusaMainContainer(dcConfig, main)
+	must(t, renderMedusaContainers(dcConfig, e.kc))
 
 	dc := &cassdcapi.CassandraDatacenter{
 		ObjectMeta: metav1.ObjectMeta{Name: o.dc, Namespace: namespace, Annotations: dcConfig.Meta.Annotations},
@@ -648,18 +640,3 @@ func makeCerts(t *testing.T) (ca []byte, server, clientPair [2][]byte) {
 	clientPair = leaf(3, "k8ssandra-operator", []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth})
 	return
 }
-
-// imageConfig: the image registry the operator's container rendering reads (its test data).
-const imageConfig = `apiVersion: config.k8ssandra.io/v1beta2
-kind: ImageConfig
-metadata:
-  name: image-config
-images:
-  medusa:
-    repository: "thelastpickle"
-    name: "cassandra-medusa"
-    tag: "v0.25.0"
-defaults:
-  registry: "docker.io"
-  pullPolicy: IfNotPresent
-`

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -151,4 +152,25 @@ func TestMedusaTasks(t *testing.T) {
 			}
 		}
 	})
+}
+
+// spec.datacenterName overrides the Cassandra datacenter's name: the CassandraDatacenter object
+// is "dc1-object", Cassandra's datacenter "dc1". prepare_restore sends the object's name as
+// PrepareRestore's datacenter (which is not a datacenter of the backup), and the restore job
+// matches the backup's nodes by the datacenter's name.
+func TestDatacenterNameOverride(t *testing.T) {
+	e := newEnv(t, options{dc: "dc1-object", dcName: "dc1"})
+	if !strings.HasPrefix(e.pods[0].name, "demo-dc1-object-") || e.pods[0].node.DC != "dc1" {
+		t.Fatalf("pod %s in DC %s", e.pods[0].name, e.pods[0].node.DC)
+	}
+	e.checkSucceeded(e.runBackupJob("b1", shared.FullBackup, nil), shared.FullBackup, e.liveFiles())
+	task := e.runTask("prepare-1", medusaapi.OperationTypePrepareRestore, "b1", "key-1")
+	if len(task.Status.Failed) != 0 || len(task.Status.Finished) != len(e.pods) {
+		t.Fatalf("prepare_restore with the object's name: %+v", task.Status)
+	}
+	for _, p := range e.pods {
+		if _, err := os.Stat(filepath.Join(p.node.Root, ".restore_mapping", "key-1")); err != nil {
+			t.Fatalf("%s: %v", p.name, err)
+		}
+	}
 }
