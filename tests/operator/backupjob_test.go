@@ -5,6 +5,7 @@ package operator
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -287,7 +288,7 @@ func TestMedusaBackupJobSidecarKilled(t *testing.T) {
 				must(t, victim.node.AddLargeSSTable(192<<20))
 			},
 			func(backup string) bool {
-				return strings.Contains(tail(victim.log, 5), "backup started backup="+backup)
+				return strings.Contains(sinceLastStart(victim.log), "backup started backup="+backup)
 			}},
 	}
 	for _, tc := range cases {
@@ -340,6 +341,16 @@ func TestMedusaBackupJobSidecarKilled(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sinceLastStart is a sidecar log from its latest start on.
+func sinceLastStart(path string) string {
+	raw, _ := os.ReadFile(path)
+	s := string(raw)
+	if i := strings.LastIndex(s, "===== start "); i >= 0 {
+		s = s[i:]
+	}
+	return s
 }
 
 func (e *env) manifestExists(podName, backup string) bool {

@@ -52,14 +52,18 @@ import (
 )
 
 const (
-	namespace   = "k8ssandra"
-	clusterName = "demo"
-	bucketName  = "medusa-bucket"
-	prefix      = "demo"
+	namespace  = "k8ssandra"
+	bucketName = "medusa-bucket"
+	prefix     = "demo"
 )
 
 // options of one environment.
 type options struct {
+	// cluster: the K8ssandraCluster's and cass-operator's cluster name (default demo).
+	cluster string
+	// base: the [storage] base_path of another environment, to share its bucket (default: a
+	// new one).
+	base string
 	// dc is the CassandraDatacenter object's name; dcName its spec.datacenterName (empty: the
 	// object's name is the Cassandra datacenter's name).
 	dc, dcName string
@@ -76,6 +80,9 @@ type options struct {
 }
 
 func (o *options) defaults() {
+	if o.cluster == "" {
+		o.cluster = "demo"
+	}
 	if o.dc == "" {
 		o.dc = "dc1"
 	}
@@ -156,8 +163,11 @@ func newEnv(t *testing.T, o options) *env {
 	must(t, k8ssapi.AddToScheme(e.scheme))
 	// The operator's envtests use 50 ms; production is 15 s (REQUEUE_DEFAULT_DELAY).
 	e.cfg = &config.ReconcilerConfig{DefaultDelay: 100 * time.Millisecond, LongDelay: 300 * time.Millisecond}
-	e.base = filepath.Join(e.dir, "storage")
-	must(t, os.MkdirAll(e.base, 0o755))
+	e.base = o.base
+	if e.base == "" {
+		e.base = filepath.Join(e.dir, "storage")
+		must(t, os.MkdirAll(e.base, 0o755))
+	}
 	e.port = freePort(t, o.firstIP, o.size)
 
 	objs := e.build()
@@ -194,7 +204,7 @@ func (e *env) build() []client.Object {
 		o.storage(&mc.Spec.StorageProperties)
 	}
 	e.kc = &k8ssapi.K8ssandraCluster{
-		ObjectMeta: metav1.ObjectMeta{Name: clusterName, Namespace: namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: o.cluster, Namespace: namespace},
 		Spec: k8ssapi.K8ssandraClusterSpec{Medusa: &medusaapi.MedusaClusterTemplate{
 			MedusaConfigurationRef: corev1.ObjectReference{Name: mc.Name},
 			StorageProperties:      medusaapi.Storage{Prefix: prefix},
@@ -228,7 +238,7 @@ func (e *env) build() []client.Object {
 	}
 	dcConfig := &cassandra.DatacenterConfig{
 		Meta:           k8ssapi.EmbeddedObjectMeta{Name: o.dc, Namespace: namespace},
-		Cluster:        clusterName,
+		Cluster:        o.cluster,
 		Size:           int32(o.size),
 		Racks:          racks,
 		DatacenterName: o.dcName,
@@ -244,7 +254,7 @@ func (e *env) build() []client.Object {
 	dc := &cassdcapi.CassandraDatacenter{
 		ObjectMeta: metav1.ObjectMeta{Name: o.dc, Namespace: namespace, Annotations: dcConfig.Meta.Annotations},
 		Spec: cassdcapi.CassandraDatacenterSpec{
-			ClusterName:     clusterName,
+			ClusterName:     o.cluster,
 			DatacenterName:  o.dcName,
 			ServerType:      "cassandra",
 			ServerVersion:   "4.1.5",
@@ -257,12 +267,12 @@ func (e *env) build() []client.Object {
 	dc.SetCondition(cassdcapi.DatacenterCondition{Type: cassdcapi.DatacenterReady, Status: corev1.ConditionTrue,
 		LastTransitionTime: metav1.Now()})
 	objs = append(objs, mc, dc,
-		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: clusterName + "-medusa", Namespace: namespace},
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: o.cluster + "-medusa", Namespace: namespace},
 			Data: map[string]string{"medusa.ini": e.renderedIni}},
 		// the superuser secret, which a finished restore refreshes (medusa.RefreshSecrets)
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: clusterName + "-superuser", Namespace: namespace},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: o.cluster + "-superuser", Namespace: namespace},
 			Data: map[string][]byte{"username": []byte("demo-superuser"), "password": []byte("secret")}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: clusterName + "-medusa", Namespace: namespace},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: o.cluster + "-medusa", Namespace: namespace},
 			Data: map[string][]byte{"username": []byte("demo-medusa"), "password": []byte("secret")}})
 
 	// Pods and StatefulSets as cass-operator makes them: SplitRacks, <cluster>-<dc>-<rack>-sts-<i>.
@@ -292,7 +302,7 @@ func (e *env) build() []client.Object {
 		pd.node = node
 		e.pods = append(e.pods, pd)
 		fmt.Fprintf(&hosts, "%s\t%s.%s.pod.cluster.local %s.%s-%s-all-pods-service.%s.svc.cluster.local\n",
-			ip, strings.ReplaceAll(ip, ".", "-"), namespace, p.name, clusterName, o.dc, namespace)
+			ip, strings.ReplaceAll(ip, ".", "-"), namespace, p.name, o.cluster, o.dc, namespace)
 		labels := dc.GetDatacenterLabels()
 		labels[cassdcapi.RackLabel] = p.rack
 		spec := dc.Spec.PodTemplateSpec.Spec.DeepCopy()

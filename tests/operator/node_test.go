@@ -173,6 +173,9 @@ func (n *simNode) LiveFiles() (map[string]int64, error) {
 		}
 		dir := n.tableDir(t.ks, t.table)
 		entries, err := os.ReadDir(dir)
+		if os.IsNotExist(err) {
+			continue // a remote restore deletes system.local and system.peers*
+		}
 		if err != nil {
 			return nil, err
 		}

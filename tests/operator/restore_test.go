@@ -158,6 +158,31 @@ func (f *fakeCassOperator) runRestoreInit(p *pod, sts *appsv1.StatefulSet) {
 	}
 }
 
+// runRestoreJob creates a MedusaRestoreJob and reconciles it, the test playing cass-operator,
+// until it is finished and the secrets are refreshed.
+func (e *env) runRestoreJob(name, backup string) (*medusaapi.MedusaRestoreJob, *fakeCassOperator) {
+	e.t.Helper()
+	e.create(&medusaapi.MedusaRestoreJob{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec:       medusaapi.MedusaRestoreJobSpec{Backup: backup, CassandraDatacenter: e.opts.dc},
+	})
+	cass := &fakeCassOperator{e: e, initEnv: map[string]map[string]string{}, restoreLogs: map[string]string{}}
+	job := &medusaapi.MedusaRestoreJob{}
+	superuser := &corev1.Secret{}
+	t0 := time.Now()
+	n := e.reconcile(e.restoreReconciler(), key(name), 2*time.Minute, func() bool {
+		cass.step()
+		e.get(name, job)
+		e.get(e.opts.cluster+"-superuser", superuser)
+		return !job.Status.FinishTime.IsZero() && superuser.Annotations[k8ssapi.RefreshAnnotation] != ""
+	})
+	e.t.Logf("MedusaRestoreJob %s finished after %d reconciles in %s", name, n, time.Since(t0).Round(time.Millisecond))
+	if !cass.started {
+		e.t.Fatal("the restore job finished without the datacenter being restarted")
+	}
+	return job, cass
+}
+
 // A full backup, the nodes changed (new SSTables, one file lost, one corrupted), then a
 // MedusaRestoreJob of that backup: the operator computes the in-place host map from GetBackups,
 // stops the datacenter, hands BACKUP_NAME, RESTORE_KEY and RESTORE_MAPPING to the medusa-restore
@@ -191,22 +216,7 @@ func TestMedusaRestoreJob(t *testing.T) {
 		t.Fatal("the nodes did not change")
 	}
 
-	e.create(&medusaapi.MedusaRestoreJob{
-		ObjectMeta: metav1.ObjectMeta{Name: "restore-b1", Namespace: namespace},
-		Spec:       medusaapi.MedusaRestoreJobSpec{Backup: "b1", CassandraDatacenter: e.opts.dc},
-	})
-	cass := &fakeCassOperator{e: e, initEnv: map[string]map[string]string{}, restoreLogs: map[string]string{}}
-	job := &medusaapi.MedusaRestoreJob{}
-	superuser := &corev1.Secret{}
-	t0 := time.Now()
-	n := e.reconcile(e.restoreReconciler(), key("restore-b1"), 2*time.Minute, func() bool {
-		cass.step()
-		e.get("restore-b1", job)
-		e.get(clusterName+"-superuser", superuser)
-		return !job.Status.FinishTime.IsZero() && superuser.Annotations[k8ssapi.RefreshAnnotation] != ""
-	})
-	t.Logf("MedusaRestoreJob finished after %d reconciles in %s", n, time.Since(t0).Round(time.Millisecond))
-
+	job, cass := e.runRestoreJob("restore-b1", "b1")
 	st := job.Status
 	if len(st.RestoreKey) != 36 || !st.RestorePrepared || st.Message != "" || st.StartTime.IsZero() ||
 		st.DatacenterStopped.IsZero() || st.FinishTime.Before(&st.StartTime) {
@@ -255,4 +265,66 @@ func TestMedusaRestoreJob(t *testing.T) {
 	}
 	// The restored datacenter backs up again.
 	e.checkSucceeded(e.runBackupJob("b2", shared.FullBackup, nil), shared.FullBackup, e.liveFiles())
+}
+
+// A backup of cluster demo restored into a new cluster demo2 (other pod names, other addresses,
+// same bucket and prefix, same datacenter name and racks): a sync task makes the MedusaBackup
+// there, the operator pairs racks and hosts by name (demo-dc1-r1-sts-0 -> demo2-dc1-r1-sts-0, ...),
+// RESTORE_MAPPING is not in place, and every demo2 node ends up with its source node's files and
+// tokens.
+func TestMedusaRestoreJobOtherCluster(t *testing.T) {
+	src := newEnv(t, options{})
+	src.checkSucceeded(src.runBackupJob("b1", shared.FullBackup, nil), shared.FullBackup, src.liveFiles())
+	before := src.digest()
+
+	dst := newEnv(t, options{cluster: "demo2", base: src.base, firstIP: src.opts.firstIP + len(src.pods)})
+	dst.finishTask(dst.createTask("sync-1", medusaapi.OperationTypeSync))
+	b := &medusaapi.MedusaBackup{}
+	dst.get("b1", b)
+	if b.Status.TotalNodes != 3 || b.Status.FinishedNodes != 3 {
+		t.Fatalf("synced MedusaBackup %+v", b.Status)
+	}
+	job, cass := dst.runRestoreJob("restore-b1", "b1")
+	m := job.Status.RestoreMapping
+	if m.InPlace == nil || *m.InPlace || len(m.HostMap) != 3 {
+		t.Fatalf("mapping %+v", m)
+	}
+	for i, p := range dst.pods {
+		source := src.pods[i]
+		if got := m.HostMap[p.name].Source; len(got) != 1 || got[0] != source.name {
+			t.Fatalf("%s restored from %v, want %s", p.name, got, source.name)
+		}
+		env := cass.initEnv[p.name]
+		wantMapping, _ := json.Marshal(m)
+		if env["RESTORE_MAPPING"] != string(wantMapping) || env["BACKUP_NAME"] != "b1" || env["RESTORE_KEY"] != job.Status.RestoreKey {
+			t.Fatalf("%s: restore-init env %v", p.name, env)
+		}
+		yaml, err := os.ReadFile(p.node.Yaml)
+		must(t, err)
+		for _, tok := range source.node.Tokens {
+			if !strings.Contains(string(yaml), tok) {
+				t.Fatalf("%s: cassandra.yaml lacks %s's token %s:\n%s", p.name, source.name, tok, yaml)
+			}
+		}
+	}
+	after := dst.digest()
+	for i, p := range dst.pods {
+		prefixSrc, prefixDst := src.pods[i].name+"/", p.name+"/"
+		for k, v := range before {
+			if !strings.HasPrefix(k, prefixSrc) {
+				continue
+			}
+			rel := strings.TrimPrefix(k, prefixSrc)
+			if strings.HasPrefix(rel, "system/local-") || strings.HasPrefix(rel, "system/peers") {
+				// node identity: a remote restore deletes these tables (docs/contract.md §6.5)
+				if got, ok := after[prefixDst+rel]; ok {
+					t.Errorf("%s %s: still there after a remote restore (%s)", p.name, rel, got)
+				}
+				continue
+			}
+			if after[prefixDst+rel] != v {
+				t.Errorf("%s %s: %q, source %s had %q", p.name, rel, after[prefixDst+rel], src.pods[i].name, v)
+			}
+		}
+	}
 }

@@ -31,6 +31,15 @@ func (e *env) taskReconciler() *medusactrl.MedusaTaskReconciler {
 	return &medusactrl.MedusaTaskReconciler{ReconcilerConfig: e.cfg, Client: e.c, Scheme: e.scheme, ClientFactory: e.factory}
 }
 
+// createTask creates a MedusaTask of the environment's datacenter.
+func (e *env) createTask(name string, op medusaapi.OperationType) string {
+	e.create(&medusaapi.MedusaTask{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec:       medusaapi.MedusaTaskSpec{Operation: op, CassandraDatacenter: e.opts.dc},
+	})
+	return name
+}
+
 // runTask creates a MedusaTask and reconciles it until its finish time is set.
 func (e *env) runTask(name string, op medusaapi.OperationType, backup, restoreKey string) *medusaapi.MedusaTask {
 	e.t.Helper()
