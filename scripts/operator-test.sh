@@ -23,6 +23,10 @@
 #   OPERATOR_TEST_TIMEOUT   go test -timeout (default 15m)
 #   OPERATOR_TEST_FIRST_IP  the first pod is 127.0.0.<N> (default 41)
 #   OPERATOR_TEST_OLDER     0: only the newest release
+#   OPERATOR_TEST_CASSANDRA 1: also the restore onto a real Cassandra node that must boot
+#                           (tests/operator/realnode_test.go; installs Cassandra 5.0.9 with
+#                           scripts/cassandra/install.sh into $MEDUSA_RS_TOOLS, default
+#                           <repo>/.tools)
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -46,6 +50,13 @@ if [[ ! -x "$BIN" ]]; then
 fi
 export MEDUSA_SIDECAR_BIN="$BIN"
 log "sidecar: $MEDUSA_SIDECAR_BIN"
+
+if [[ "${OPERATOR_TEST_CASSANDRA:-0}" == 1 ]]; then
+    export MEDUSA_RS_TOOLS="${MEDUSA_RS_TOOLS:-$REPO_ROOT/.tools}"
+    start=$SECONDS
+    bash scripts/cassandra/install.sh 5.0.9
+    log "Cassandra 5.0.9 ready in $((SECONDS - start)) s (MEDUSA_RS_TOOLS=$MEDUSA_RS_TOOLS)"
+fi
 
 cd tests/operator
 timeout="${OPERATOR_TEST_TIMEOUT:-15m}"

@@ -77,6 +77,8 @@ type options struct {
 	dataBytes int
 	// storage overrides of the MedusaConfiguration's storageProperties.
 	storage func(*medusaapi.Storage)
+	// real: real Cassandra nodes (realnode_test.go) instead of simulated ones.
+	real bool
 }
 
 func (o *options) defaults() {
@@ -297,7 +299,14 @@ func (e *env) build() []client.Object {
 	for i, p := range all {
 		ip := fmt.Sprintf("127.0.0.%d", o.firstIP+i)
 		pd := &pod{name: p.name, rack: p.rack, ip: ip, dir: filepath.Join(e.dir, p.name)}
-		node, err := newSimNode(filepath.Join(pd.dir, "cassandra"), ip, dc.DatacenterName(), p.rack, int64(1000+i), o.dataBytes)
+		var node *simNode
+		var err error
+		if o.real {
+			token := fmt.Sprint(int64(-9e18) + int64(i)*int64(6e18/o.size))
+			node, err = newRealNode(t, filepath.Join(pd.dir, "cassandra"), o.firstIP+i, o.cluster, dc.DatacenterName(), p.rack, token)
+		} else {
+			node, err = newSimNode(filepath.Join(pd.dir, "cassandra"), ip, dc.DatacenterName(), p.rack, int64(1000+i), o.dataBytes)
+		}
 		must(t, err)
 		pd.node = node
 		e.pods = append(e.pods, pd)

@@ -62,6 +62,9 @@ type simNode struct {
 	gen                 int
 	dataBytes           int // bytes of Data.db per SSTable of a user table
 	mu                  sync.Mutex
+	// real: a real Cassandra node (realnode_test.go) whose snapshots nodetool takes; nil for a
+	// simulated one.
+	real *realNode
 }
 
 // newSimNode lays out a node below root: data (system and user tables, two SSTables each),
@@ -195,6 +198,10 @@ func (n *simNode) LiveFiles() (map[string]int64, error) {
 
 // snapshot takes snapshot tag of every keyspace, as `nodetool snapshot -t tag` does.
 func (n *simNode) snapshot(tag string) error {
+	if n.real != nil {
+		_, err := n.real.nodetool("snapshot", "-t", tag)
+		return err
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, t := range tables {
@@ -237,6 +244,10 @@ func (n *simNode) snapshot(tag string) error {
 
 // clearSnapshot removes snapshot tag from every table.
 func (n *simNode) clearSnapshot(tag string) error {
+	if n.real != nil {
+		_, err := n.real.nodetool("clearsnapshot", "-t", tag)
+		return err
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, t := range tables {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -67,6 +68,9 @@ func (f *fakeCassOperator) step() {
 		// scale the StatefulSets to 0: the pods, their sidecars with them, go away
 		for _, p := range e.pods {
 			e.killSidecar(p, syscall.SIGTERM)
+			if p.node.real != nil {
+				must(t, p.node.real.stop())
+			}
 		}
 		dc.SetCondition(cassdcapi.DatacenterCondition{Type: cassdcapi.DatacenterStopped, Status: corev1.ConditionTrue, LastTransitionTime: now})
 		dc.SetCondition(cassdcapi.DatacenterCondition{Type: cassdcapi.DatacenterReady, Status: corev1.ConditionFalse, LastTransitionTime: now})
@@ -90,6 +94,9 @@ func (f *fakeCassOperator) step() {
 			sts := &appsv1.StatefulSet{}
 			e.get(reconciliation.NewNamespacedNameForStatefulSet(dc, p.rack).Name, sts)
 			f.runRestoreInit(p, sts)
+			if p.node.real != nil {
+				must(t, p.node.real.start(f.e.opts.firstIP+slices.Index(e.pods, p)))
+			}
 		}
 		for _, p := range e.pods {
 			e.startSidecar(p)
