@@ -87,7 +87,7 @@ else
     log "azurite ready in $((SECONDS - t0)) s"
 fi
 
-# --- the image test (tests/image.rs, scripts/image.sh): podman with runc, and debootstrap for
+# --- the image test (tests/it/image.rs, scripts/image.sh): podman with runc, and debootstrap for
 # the builder stand-in; rclone is the speed anchor of the S3 benchmark (not used by tests) ---
 missing=()
 for tool in podman runc debootstrap; do

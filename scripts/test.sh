@@ -61,7 +61,7 @@ echo "[test] MEDUSA_RS_TOOLS=$MEDUSA_RS_TOOLS"
 echo "[test] cargo build --release --workspace --bins"
 cargo build --release --workspace --bins
 
-# The image, built once here so that its build and size show in this log (tests/image.rs builds
+# The image, built once here so that its build and size show in this log (tests/it/image.rs builds
 # it again, from the layer cache, and runs it).
 echo "[test] scripts/image.sh build"
 image_log="$(mktemp)"
@@ -69,7 +69,7 @@ if bash scripts/image.sh build >"$image_log" 2>&1; then
     grep '^\[image\]' "$image_log" || true
     echo "[test] image size: $(bash scripts/image.sh size) bytes"
 else
-    echo "[test] the image build failed (tests/image.rs reports it too):"
+    echo "[test] the image build failed (tests/it/image.rs reports it too):"
     tail -30 "$image_log"
 fi
 rm -f "$image_log"

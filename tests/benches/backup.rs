@@ -10,13 +10,15 @@
 //! (it uploads everything: differentials share a data folder that full backups do not fill),
 //! +10% differential (after a flush adding 10% new SSTables) and unchanged differential.
 
-use std::io::Read;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use common::{Files, GIB, MIB, field, human, kib, list_files, mbps, own_status, settle};
 use futures::{StreamExt, TryStreamExt};
 use harness::services::TempDir;
 use harness::sim::SimSpec;
@@ -28,8 +30,6 @@ use medusa::transfer::{Progress, Upload};
 use medusa_tests::{Env, EnvOptions, Kind};
 use tokio_util::sync::CancellationToken;
 
-const GIB: u64 = 1 << 30;
-const MIB: u64 = 1 << 20;
 /// Files per `md5sum` invocation (about 0.5 MB of arguments, far below `ARG_MAX`).
 const MD5SUM_BATCH: usize = 4000;
 /// How often a baseline child's `/proc/<pid>/status` is sampled for its peak RSS (and its exit
@@ -70,8 +70,6 @@ struct Row {
     /// What a backup uploaded.
     note: String,
 }
-
-type Files = [(PathBuf, u64)];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -352,7 +350,7 @@ fn run_children(cmds: Vec<Command>, parallel: usize, name: &str) -> Result<u64> 
             if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
                 && field(&text, "Name:") == Some(name)
             {
-                peak = peak.max(field(&text, "VmHWM:").and_then(parse_kib).unwrap_or(0));
+                peak = peak.max(kib(&text, "VmHWM:").unwrap_or(0));
             }
         }
         let before = running.len();
@@ -370,38 +368,6 @@ fn run_children(cmds: Vec<Command>, parallel: usize, name: &str) -> Result<u64> 
     }
 }
 
-/// Warms the page cache (every file read once) and writes back the dirty pages of earlier
-/// runs, so that no run pays for another's writes.
-fn settle(files: &Files) -> Result<()> {
-    let mut buf = vec![0u8; MIB as usize];
-    for (path, _) in files {
-        let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-        while f.read(&mut buf)? > 0 {}
-    }
-    if !Command::new("sync").status().context("running sync")?.success() {
-        bail!("sync failed");
-    }
-    Ok(())
-}
-
-/// Every regular file below `dir` with its size, sorted by path.
-fn list_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
-    let (mut out, mut stack) = (Vec::new(), vec![dir.to_path_buf()]);
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
-            let entry = entry?;
-            let kind = entry.file_type()?;
-            if kind.is_dir() {
-                stack.push(entry.path());
-            } else if kind.is_file() {
-                out.push((entry.path(), entry.metadata()?.len()));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// CPU seconds so far: user and system of this process, then of its reaped children
 /// (`/proc/self/stat` fields 14-17, in ticks of 1/100 s).
 fn cpu_times() -> Result<[f64; 4]> {
@@ -409,32 +375,6 @@ fn cpu_times() -> Result<[f64; 4]> {
     let after = stat.rsplit_once(')').context("malformed /proc/self/stat")?.1;
     let ticks = after.split_whitespace().skip(11).take(4).map(|v| v.parse::<f64>().unwrap_or(0.0) / 100.0);
     ticks.collect::<Vec<_>>().try_into().map_err(|_| anyhow::anyhow!("malformed /proc/self/stat"))
-}
-
-/// A `kB` field of `/proc/self/status`, in bytes.
-fn own_status(key: &str) -> Result<u64> {
-    let text = std::fs::read_to_string("/proc/self/status")?;
-    field(&text, key).and_then(parse_kib).with_context(|| format!("no {key} in /proc/self/status"))
-}
-
-fn field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
-    status.lines().find_map(|l| l.strip_prefix(key)).map(str::trim)
-}
-
-fn parse_kib(v: &str) -> Option<u64> {
-    v.trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024)
-}
-
-fn human(bytes: u64) -> String {
-    match bytes {
-        b if b >= GIB => format!("{:.2} GiB", b as f64 / GIB as f64),
-        b if b >= MIB => format!("{:.1} MiB", b as f64 / MIB as f64),
-        b => format!("{:.1} KiB", b as f64 / 1024.0),
-    }
-}
-
-fn mbps(r: &Row) -> f64 {
-    r.bytes as f64 / r.secs.max(1e-9) / 1e6
 }
 
 fn print_table(set: DataSet, files: &Files, runs: usize, rows: &[Row]) {
@@ -457,7 +397,7 @@ fn print_table(set: DataSet, files: &Files, runs: usize, rows: &[Row]) {
             "{:<23} {:>7.2} s {:>8} {cpu:>11} {:>10} {growth:>10}   {}",
             r.phase,
             r.secs,
-            if r.bytes > 0 { format!("{:.1}", mbps(r)) } else { "-".into() },
+            if r.bytes > 0 { format!("{:.1}", mbps(r.bytes, r.secs)) } else { "-".into() },
             human(r.peak),
             r.note
         );
@@ -471,14 +411,14 @@ fn print_table(set: DataSet, files: &Files, runs: usize, rows: &[Row]) {
         .map(|p| rows.iter().find(|r| r.phase == p));
     let (Some(cp), Some(cp_sync), Some(md5), Some(full), Some(same)) = (cp, cp_sync, md5, full, same) else { return };
     let ok = |met: bool| if met { "met" } else { "MISSED" };
-    let ratio = mbps(full) / mbps(cp);
+    let ratio = mbps(full.bytes, full.secs) / mbps(cp.bytes, cp.secs);
     let max_rss = rows.iter().filter(|r| !r.note.is_empty()).map(|r| r.peak).max().unwrap_or(0);
     let same_ok = if set.files <= LARGE.files { ok(same.secs < TARGET_UNCHANGED_SECS) } else { "set for ~3,500 files" };
-    let vs_md5 = mbps(full) / mbps(md5);
+    let vs_md5 = mbps(full.bytes, full.secs) / mbps(md5.bytes, md5.secs);
     println!("full backup / cp -r: {ratio:.2} (target >= {TARGET_FULL_VS_CP}: {})", ok(ratio >= TARGET_FULL_VS_CP));
     println!(
         "full backup / (cp -r + sync): {:.2} (the backup makes its data durable before the manifest)",
-        mbps(full) / mbps(cp_sync)
+        mbps(full.bytes, full.secs) / mbps(cp_sync.bytes, cp_sync.secs)
     );
     println!("full backup / md5sum: {vs_md5:.2}");
     println!("unchanged differential: {:.2} s (target < {TARGET_UNCHANGED_SECS} s: {same_ok})", same.secs);

@@ -9,9 +9,12 @@
 //! Run: `cargo bench -p medusa-tests --bench bandwidth -- [--size-mib N] [--transfers 1,4]
 //! [--cap 10MB/s]`.
 
+mod common;
+
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use common::{mbps, mib};
 use harness::sim::SimSpec;
 use medusa::format::layout::Mode;
 use medusa_tests::{Env, EnvOptions, Kind, backup};
@@ -38,10 +41,10 @@ fn main() -> Result<()> {
     for n in transfers {
         for capped in [true, false] {
             let (bytes, secs) = rt.block_on(run(size_mib, n, capped.then_some(cap.as_str())))?;
-            let mbps = bytes as f64 / secs / 1e6;
+            let rate = mbps(bytes, secs);
             let expected = if capped { format!("{:.1}", (per_transfer * n as u64) as f64 / 1e6) } else { "-".into() };
             let label = if capped { cap.as_str() } else { "none" };
-            println!("{n:>9}  {label:<7} {:>13.1} {secs:>8.2} {mbps:>6.1} {expected:>14}", bytes as f64 / 1048576.0);
+            println!("{n:>9}  {label:<7} {:>13.1} {secs:>8.2} {rate:>6.1} {expected:>14}", mib(bytes));
         }
     }
     println!("(MB = 10^6 bytes; the cap parses as Medusa's size units; uploaded = bytes of data files sent)");

@@ -26,11 +26,14 @@
 //! --datacenter-only] [--objects N] [--warm N]` (default: the three cases below, then the
 //! datacenter rows).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
+use common::{MIB, mib, status_kib};
 use harness::services::TempDir;
 use medusa::format::layout::{Layout, Meta, Mode, TableFile};
 use medusa::format::manifest::{ManifestObject, ManifestSection};
@@ -38,8 +41,9 @@ use medusa::format::names::{BackupName, Fqdn};
 use medusa::format::tokenmap::{RingNode, TokenMap};
 use medusa::service::pb;
 use prost::Message;
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
 
-const MIB: u64 = 1 << 20;
 const PREFIX: &str = "demo";
 const DAY: i64 = 86_400;
 const TABLES: usize = 20;
@@ -398,27 +402,15 @@ fn fqdn(i: usize) -> Fqdn {
     Fqdn::new(format!("demo-dc1-default-sts-{i}")).expect("valid node name")
 }
 
-/// SplitMix64: deterministic sizes, hashes and tokens without a `rand` dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// Writes the bucket below `<dir>/bucket`; returns the bytes of each backup over all nodes.
 fn generate(dir: &Path, case: Case) -> Result<HashMap<String, u64>> {
     let (bucket, shared) = (dir.join("bucket"), dir.join("shared"));
     std::fs::create_dir_all(&shared)?;
     let l = Layout::new(Some(PREFIX));
-    let mut rng = Rng(u64::try_from(case.backups * 1000 + case.nodes).unwrap_or(1));
+    // Seeded by the case: the same case writes the same bucket.
+    let mut rng = SmallRng::seed_from_u64(u64::try_from(case.backups * 1000 + case.nodes).unwrap_or(1));
     let ring = (0..case.nodes).map(|i| {
-        let mut tokens: Vec<i64> = (0..case.tokens).map(|_| rng.next() as i64).collect();
+        let mut tokens: Vec<i64> = (0..case.tokens).map(|_| rng.next_u64() as i64).collect();
         tokens.sort_unstable();
         RingNode {
             host: fqdn(i).to_string(),
@@ -429,8 +421,9 @@ fn generate(dir: &Path, case: Case) -> Result<HashMap<String, u64>> {
         }
     });
     let ring = TokenMap(ring.collect());
-    let tables: Vec<(String, String)> =
-        (0..TABLES).map(|t| (format!("ks{}", t % 4), format!("table{t}-{:032x}", rng.next() as u128 * 7919))).collect();
+    let tables: Vec<(String, String)> = (0..TABLES)
+        .map(|t| (format!("ks{}", t % 4), format!("table{t}-{:032x}", rng.next_u64() as u128 * 7919)))
+        .collect();
     let create = |(ks, t): &(String, String)| {
         let name = t.split('-').next().unwrap_or(t);
         format!(
@@ -499,7 +492,7 @@ fn manifest(
     tables: &[(String, String)],
     backup: usize,
     objects: usize,
-    rng: &mut Rng,
+    rng: &mut SmallRng,
 ) -> Vec<ManifestSection> {
     let components: Vec<&str> = COMPONENTS.split(' ').collect();
     let mut sections: Vec<ManifestSection> = tables
@@ -511,8 +504,8 @@ fn manifest(
         let (generation, component) =
             (backup * 64 + k / (tables.len() * components.len()), components[(k / tables.len()) % components.len()]);
         let file = TableFile { index_dir: None, name: format!("nb-{generation}-big-{component}") };
-        let size = if component == "Data.db" { rng.next() % (256 * MIB) } else { rng.next() % 65_536 };
-        let md5 = format!("{:016x}{:016x}", rng.next(), rng.next());
+        let size = if component == "Data.db" { rng.next_u64() % (256 * MIB) } else { rng.next_u64() % 65_536 };
+        let md5 = format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64());
         s.objects.push(ManifestObject {
             path: l.data_key(Mode::Differential, n, b, &s.keyspace, &s.columnfamily, &file),
             md5: Some(md5),
@@ -526,14 +519,6 @@ fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// A `kB` field of `/proc/<pid>/status`, in bytes.
-fn status_kib(pid: u32, key: &str) -> Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let v =
-        text.lines().find_map(|l| l.strip_prefix(key)).with_context(|| format!("no {key} in /proc/{pid}/status"))?;
-    Ok(v.trim().trim_end_matches("kB").trim().parse::<u64>()? * 1024)
-}
-
 /// Nearest-rank percentile.
 fn percentile(v: &[Duration], p: usize) -> Duration {
     let mut v = v.to_vec();
@@ -543,10 +528,6 @@ fn percentile(v: &[Duration], p: usize) -> Duration {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn mib(b: u64) -> f64 {
-    b as f64 / MIB as f64
 }
 
 fn print_table(rows: &[Row], warm: usize) {

@@ -13,6 +13,8 @@
 //! Run: `cargo bench -p medusa-tests --bench purge -- [--backups 500] [--nodes 3]
 //! [--files 5000] [--new-percent 2] [--keep 7]`.
 
+mod common;
+
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use common::{MIB, own_status};
 use harness::services::TempDir;
 use medusa::config::Provider;
 use medusa::format::layout::{Layout, Meta, Mode, TableFile};
@@ -29,7 +32,6 @@ use medusa::retention::purge::{Limits, PurgeReport, purge};
 use medusa::store::Storage;
 use object_store::local::LocalFileSystem;
 
-const MIB: u64 = 1 << 20;
 const TARGET_RSS: u64 = 64 * MIB;
 const DAY: i64 = 86_400;
 const PREFIX: &str = "demo";
@@ -338,11 +340,4 @@ fn du(dir: &Path) -> Result<u64> {
         n += if e.file_type()?.is_dir() { du(&e.path())? } else { e.metadata()?.len() };
     }
     Ok(n)
-}
-
-/// A `kB` field of `/proc/self/status`, in bytes.
-fn own_status(key: &str) -> Result<u64> {
-    let text = std::fs::read_to_string("/proc/self/status")?;
-    let v = text.lines().find_map(|l| l.strip_prefix(key)).with_context(|| format!("no {key} in /proc/self/status"))?;
-    Ok(v.trim().trim_end_matches("kB").trim().parse::<u64>()? * 1024)
 }

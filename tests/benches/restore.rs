@@ -25,6 +25,8 @@
 //! Run: `cargo bench -p medusa-tests --bench restore -- [--size-mib N] [--files N]
 //! [--transfers 2,4] [--runs N]`.
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use common::{Files, MIB, field, kib, list_files, mbps, mib, own_status, settle};
 use futures::{StreamExt, TryStreamExt};
 use harness::sim::{DataDigest, SimSpec, digest_data_dir};
 use medusa::config::StorageConfig;
@@ -44,7 +47,6 @@ use medusa_tests::{Backend, Env, EnvOptions, Kind, binary};
 use object_store::ObjectStoreExt;
 use tokio_util::sync::CancellationToken;
 
-const MIB: u64 = 1 << 20;
 const TARGET_VS_CP: f64 = 0.90;
 const TARGET_RSS: u64 = 64 * MIB;
 const BACKUP: &str = "bench-full";
@@ -102,8 +104,6 @@ struct Row {
     /// RSS before the phase, for phases in this process.
     before: Option<u64>,
 }
-
-type Files = [(PathBuf, u64)];
 
 fn main() -> Result<()> {
     let args = parse_args(std::env::args().skip(1).collect())?;
@@ -378,7 +378,7 @@ fn run_child(cmd: &mut Command, name: &str) -> Result<u64> {
     loop {
         // Read before reaping: once waited for, the pid's status is gone.
         if let Ok(text) = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-            && field(&text, "Name:").as_deref() == Some(comm)
+            && field(&text, "Name:") == Some(comm)
         {
             peak = peak.max(kib(&text, "VmHWM:").unwrap_or(0));
         }
@@ -409,46 +409,6 @@ impl Probe {
     }
 }
 
-/// Warms the page cache (every file read once) and writes back the dirty pages of earlier
-/// phases, so that no phase pays for another's writes.
-fn settle(files: &Files) -> Result<()> {
-    let mut buf = vec![0u8; MIB as usize];
-    for (path, _) in files {
-        let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-        while f.read(&mut buf)? > 0 {}
-    }
-    ensure!(Command::new("sync").status().context("running sync")?.success(), "sync failed");
-    Ok(())
-}
-
-/// Every regular file below `dir` with its size.
-fn list_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
-    let files = harness::services::files_below(dir)?;
-    files.into_iter().map(|(_, p)| Ok((std::fs::metadata(&p)?.len(), p)).map(|(n, p)| (p, n))).collect()
-}
-
-/// A field of a `/proc/<pid>/status` text (`kB` values in bytes).
-fn field(status: &str, key: &str) -> Option<String> {
-    status.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string())
-}
-
-/// A `kB` field of `/proc/self/status`, in bytes.
-fn own_status(key: &str) -> Result<u64> {
-    kib(&std::fs::read_to_string("/proc/self/status")?, key).with_context(|| format!("no {key} in /proc/self/status"))
-}
-
-fn kib(status: &str, key: &str) -> Option<u64> {
-    field(status, key)?.trim_end_matches("kB").trim().parse::<u64>().ok().map(|k| k * 1024)
-}
-
-fn mib(b: u64) -> f64 {
-    b as f64 / MIB as f64
-}
-
-fn mbps(r: &Row) -> f64 {
-    r.bytes as f64 / r.secs.max(1e-9) / 1e6
-}
-
 fn print_table(a: &Args, files: &Files, rows: &[Row]) {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
@@ -465,13 +425,13 @@ fn print_table(a: &Args, files: &Files, rows: &[Row]) {
         "{:<52} {:>7} {:>7} {:>10} {:>11} {:>11} {:>7} {:>9}",
         "phase", "wall s", "MB/s", "peak RSS", "RSS before", "RSS growth", "/ cp -r", "/ cp;sync"
     );
-    let base = |p: &str| rows.iter().find(|r| r.phase == p).map(mbps).unwrap_or(f64::NAN);
+    let base = |p: &str| rows.iter().find(|r| r.phase == p).map(|r| mbps(r.bytes, r.secs)).unwrap_or(f64::NAN);
     let (cp, cp_sync) = (base("cp -r"), base("cp -r; sync"));
     for r in rows {
         let (before, growth) = r.before.map_or(("-".into(), "-".into()), |b| {
             (format!("{:.1} MiB", mib(b)), format!("{:.1} MiB", mib(r.peak.saturating_sub(b))))
         });
-        let (phase, secs, rate, peak) = (&r.phase, r.secs, mbps(r), mib(r.peak));
+        let (phase, secs, rate, peak) = (&r.phase, r.secs, mbps(r.bytes, r.secs), mib(r.peak));
         println!(
             "{phase:<52} {secs:>7.2} {rate:>7.1} {peak:>6.1} MiB {before:>11} {growth:>11} {:>7.2} {:>9.2}",
             rate / cp,
@@ -489,7 +449,7 @@ fn print_table(a: &Args, files: &Files, rows: &[Row]) {
     );
     let ok = |met: bool| if met { "met" } else { "MISSED" };
     for r in rows.iter().filter(|r| r.phase.ends_with('*')) {
-        let (vs, peak) = (mbps(r) / cp, r.peak);
+        let (vs, peak) = (mbps(r.bytes, r.secs) / cp, r.peak);
         let held = r.before.map_or(String::new(), |b| format!(", of which the bench held {:.1} MiB before", mib(b)));
         println!(
             "{}: {vs:.2} of cp -r (target >= {TARGET_VS_CP}: {}), peak RSS {:.1} MiB{held} (target < {} MiB: {})",

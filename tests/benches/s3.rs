@@ -22,20 +22,21 @@
 //! [--servers s3s-fs,moto,azurite] [--transfers N] [--rounds N] [--size-scale X]
 //! [--server-scale X] [--settle SECS]`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use common::{GIB, MIB, human, status_kib};
 use harness::services::{AZURITE_ACCOUNT, AZURITE_KEY, S3_ACCESS_KEY, S3_SECRET_KEY, tools_dir, workspace_root};
 use harness::sim::{DataDigest, SimSpec, digest_data_dir};
 use medusa::service::pb;
 use medusa_tests::{Backend, Env, EnvOptions, Kind, Sidecar, live, restore_command};
 use rand::{RngCore, SeedableRng};
 
-const MIB: u64 = 1 << 20;
-const GIB: u64 = 1 << 30;
 /// The operator's multipart settings in `medusa.ini` (k8ssandra-operator's defaults).
 const MULTIPART: &str = "multi_part_upload_threshold = 104857600\nmultipart_chunksize = 52428800\n";
 /// Free space kept aside when deciding whether a data set's rounds may keep their outputs.
@@ -691,13 +692,6 @@ fn pid_with_args(args: &[&str]) -> Result<u32> {
     bail!("no process with arguments {args:?}")
 }
 
-/// A `kB` field of `/proc/<pid>/status`, in bytes.
-fn status_kib(pid: u32, key: &str) -> Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let v = text.lines().find_map(|l| l.strip_prefix(key)).with_context(|| format!("no {key}"))?;
-    Ok(v.trim().trim_end_matches("kB").trim().parse::<u64>()? * 1024)
-}
-
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
@@ -706,14 +700,6 @@ fn tail(text: &str) -> String {
 fn loadavg() -> String {
     let l = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-fn human(b: u64) -> String {
-    if b >= GIB { format!("{:.2} GiB", b as f64 / GIB as f64) } else { format!("{:.1} MiB", b as f64 / MIB as f64) }
-}
-
-fn mib(b: f64) -> f64 {
-    b / MIB as f64
 }
 
 /// `rclone version`'s first line; `None` when rclone is not installed.
@@ -845,7 +831,7 @@ impl Medians {
 
     fn columns(&self, bytes: u64) -> String {
         let mbps = bytes as f64 / self.secs / 1e6;
-        format!("{:>8.2} {mbps:>7.1} {:>8.1} {:>6.1}", self.secs, mib(self.rss), self.cpu)
+        format!("{:>8.2} {mbps:>7.1} {:>8.1} {:>6.1}", self.secs, self.rss / MIB as f64, self.cpu)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The kill-loop soak: `--trials N` (default 50) SIGKILLs of the sidecar at random moments of
 //! backups and N of the restore init container at random moments of restores, with the checks of
-//! `tests/kill.rs` (the CI test runs 10 of each). Prints the figures of both loops.
+//! `tests/support/kill.rs` (the suite, `tests/it/kill_loops.rs`, runs 10 of each). Prints the
+//! figures of both loops.
 //!
 //! Run: `MEDUSA_RS_TOOLS=$PWD/.tools cargo bench -p medusa-tests --bench soak -- --trials 50`
 //! (after `scripts/test.sh` or `cargo build --release --workspace --bins`).

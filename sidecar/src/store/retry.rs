@@ -14,8 +14,8 @@
 //!    store unavailable, a body cut midway, a lost answer), and when the bytes did not verify
 //!    (an upload whose ETag disagrees, a download whose digest does): a LIST page resumed after
 //!    the last key ([`super::Storage::list`]), a small object read or written again
-//!    ([`Retries::run`]), a file uploaded again ([`crate::transfer`]), one request of a
-//!    streamed upload sent again, a batch of downloads fetched again ([`crate::restore`]).
+//!    ([`Retries::run`]), a file uploaded again (the transfer room), one request of a
+//!    streamed upload sent again, a batch of downloads fetched again (the restore room).
 //!    Refusals (403, 404, a bad key, a full disk) are never retried by either layer.
 //!
 //! Both layers draw on the same `[storage]` settings, and the outer one starts no attempt once

@@ -1,6 +1,12 @@
-//! [`FaultProxy`]: an HTTP/1.1 proxy on loopback between medusa-rs and a real storage server
-//! (s3s-fs, moto, azurite), injecting what a flaky network and a loaded store do, switchable
-//! while it runs:
+//! [`FaultProxy`]: a proxy on loopback between medusa-rs and a real storage server (s3s-fs, moto,
+//! azurite), in one of two modes ([`ProxyMode`]), switchable while it runs.
+//!
+//! Both modes can cut the link: [`FaultProxy::break_now`] refuses new connections and cuts the
+//! open ones at their next read, [`FaultProxy::break_after`] does so once a number of bytes more
+//! went towards the server, [`FaultProxy::heal`] forwards again.
+//!
+//! [`ProxyMode::Tcp`] forwards bytes as they come and can do nothing else. [`ProxyMode::Http`]
+//! is an HTTP/1.1 proxy that injects what a flaky network and a loaded store do:
 //!
 //! - a fraction of requests answered `503 SlowDown` (with S3's XML error body) or `500`;
 //! - a fraction of connections reset: before the request reaches the server, or after the server
@@ -13,7 +19,8 @@
 //!   UploadPart, CompleteMultipartUpload, LIST, GET, HEAD, DELETE, ...).
 //!
 //! Requests are forwarded unchanged (the `Host` header included, so request signatures still
-//! hold). Everything is counted: requests per kind and each fault injected.
+//! hold). Everything is counted: connections, and in HTTP mode requests per kind and each fault
+//! injected.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -148,13 +155,35 @@ struct State {
     injected: HashMap<(Kind, Fault), u64>,
 }
 
+/// What the proxy understands of the traffic it forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Bytes, forwarded as they come: the link can be cut ([`FaultProxy::break_now`],
+    /// [`FaultProxy::break_after`]), nothing else.
+    Tcp,
+    /// HTTP/1.1 requests, each read whole and forwarded: the link can be cut, and every fault of
+    /// [`Fault`] injected per request.
+    Http,
+}
+
+/// What the accepting task, the connections and the handle share.
+struct Shared {
+    state: Mutex<State>,
+    black_hole: AtomicBool,
+    /// New connections refused, open ones cut at their next read.
+    broken: AtomicBool,
+    /// Bytes sent towards the server (HTTP: request bodies); past `break_after` the proxy breaks.
+    sent: AtomicU64,
+    break_after: AtomicU64,
+    connections: AtomicU64,
+}
+
 /// The proxy; stops when dropped.
 pub struct FaultProxy {
     /// Listening port on 127.0.0.1.
     pub port: u16,
-    state: Arc<Mutex<State>>,
-    black_hole: Arc<AtomicBool>,
-    connections: Arc<AtomicU64>,
+    mode: ProxyMode,
+    shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -162,105 +191,148 @@ type Body = BoxBody<Bytes, std::io::Error>;
 
 impl FaultProxy {
     /// Starts forwarding to `127.0.0.1:<target_port>`.
-    pub async fn start(target_port: u16) -> Result<FaultProxy> {
+    pub async fn start(target_port: u16, mode: ProxyMode) -> Result<FaultProxy> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
-        let state = Arc::new(Mutex::new(State::default()));
-        let black_hole = Arc::new(AtomicBool::new(false));
-        let connections = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            black_hole: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            break_after: AtomicU64::new(u64::MAX),
+            connections: AtomicU64::new(0),
+        });
         let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(16).build()?;
-        let (st, bh, conns) = (state.clone(), black_hole.clone(), connections.clone());
+        let sh = shared.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else { return };
-                let _ = socket.set_nodelay(true);
-                conns.fetch_add(1, Ordering::Relaxed);
-                let (st, bh, client) = (st.clone(), bh.clone(), client.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let (st, bh, client) = (st.clone(), bh.clone(), client.clone());
-                        async move { handle(req, target_port, &st, &bh, &client).await }
-                    });
-                    let io = hyper_util::rt::TokioIo::new(socket);
-                    let _ =
-                        hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service).await;
-                });
+                if sh.broken.load(Ordering::SeqCst) {
+                    drop(socket);
+                    continue;
+                }
+                sh.connections.fetch_add(1, Ordering::Relaxed);
+                match mode {
+                    ProxyMode::Tcp => {
+                        tokio::spawn(forward_bytes(socket, target_port, sh.clone()));
+                    }
+                    ProxyMode::Http => {
+                        let _ = socket.set_nodelay(true);
+                        let (sh, client) = (sh.clone(), client.clone());
+                        tokio::spawn(async move {
+                            let service = hyper::service::service_fn(move |req| {
+                                let (sh, client) = (sh.clone(), client.clone());
+                                async move { handle(req, target_port, &sh, &client).await }
+                            });
+                            let io = hyper_util::rt::TokioIo::new(socket);
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .keep_alive(true)
+                                .serve_connection(io, service)
+                                .await;
+                        });
+                    }
+                }
             }
         });
-        Ok(FaultProxy { port, state, black_hole, connections, task })
+        Ok(FaultProxy { port, mode, shared, task })
+    }
+
+    /// Panics unless the proxy sees requests: faults per request need [`ProxyMode::Http`].
+    fn http_only(&self, what: &str) {
+        assert_eq!(self.mode, ProxyMode::Http, "{what} needs a proxy started in ProxyMode::Http");
+    }
+
+    /// Refuses every connection from now on (existing ones are cut at their next read).
+    pub fn break_now(&self) {
+        self.shared.broken.store(true, Ordering::SeqCst);
+    }
+
+    /// Breaks (as [`FaultProxy::break_now`]) once `bytes` more bytes have been sent towards the
+    /// server; in HTTP mode, bytes of request bodies, checked as each request is read.
+    pub fn break_after(&self, bytes: u64) {
+        let sh = &self.shared;
+        sh.break_after.store(sh.sent.load(Ordering::SeqCst) + bytes, Ordering::SeqCst);
     }
 
     /// Sets the random fault rates (all zero: a clean proxy).
     pub fn set_rates(&self, rates: Rates) {
-        self.state.lock().unwrap().rates = rates;
+        self.http_only("set_rates");
+        self.shared.state.lock().unwrap().rates = rates;
     }
 
     /// Delays every answer by `d`.
     pub fn set_delay(&self, d: Duration) {
-        self.state.lock().unwrap().delay = d;
+        self.http_only("set_delay");
+        self.shared.state.lock().unwrap().delay = d;
     }
 
     /// Black-holes every request from now on (`false`: answers again).
     pub fn set_black_hole(&self, on: bool) {
-        self.black_hole.store(on, Ordering::SeqCst);
+        self.http_only("set_black_hole");
+        self.shared.black_hole.store(on, Ordering::SeqCst);
     }
 
     /// Injects `fault` into the next request of `kind` (queued after earlier one-shots).
     pub fn once(&self, kind: Kind, fault: Fault) {
-        self.state.lock().unwrap().one_shots.entry(kind).or_default().push(fault);
+        self.http_only("once");
+        self.shared.state.lock().unwrap().one_shots.entry(kind).or_default().push(fault);
     }
 
     /// Injects `fault` into the next request of `kind` whose path ends with `suffix` (before
     /// the one-shots of [`FaultProxy::once`]).
     pub fn once_for(&self, kind: Kind, suffix: &str, fault: Fault) {
-        self.state.lock().unwrap().targeted.push((kind, suffix.to_string(), fault));
+        self.http_only("once_for");
+        self.shared.state.lock().unwrap().targeted.push((kind, suffix.to_string(), fault));
     }
 
     /// One-shot faults not yet used.
     pub fn pending_one_shots(&self) -> usize {
-        let s = self.state.lock().unwrap();
+        let s = self.shared.state.lock().unwrap();
         s.one_shots.values().map(Vec::len).sum::<usize>() + s.targeted.len()
     }
 
     /// The path and `Range` header of every ranged GET so far, in order.
     pub fn ranged_gets(&self) -> Vec<(String, String)> {
-        self.state.lock().unwrap().ranged_gets.clone()
+        self.shared.state.lock().unwrap().ranged_gets.clone()
     }
 
     /// Requests seen, per kind.
     pub fn requests(&self) -> HashMap<Kind, u64> {
-        self.state.lock().unwrap().requests.clone()
+        self.shared.state.lock().unwrap().requests.clone()
     }
 
     /// Faults injected, per kind and fault.
     pub fn injected(&self) -> HashMap<(Kind, Fault), u64> {
-        self.state.lock().unwrap().injected.clone()
+        self.shared.state.lock().unwrap().injected.clone()
     }
 
     /// All requests seen.
     pub fn total_requests(&self) -> u64 {
-        self.state.lock().unwrap().requests.values().sum()
+        self.shared.state.lock().unwrap().requests.values().sum()
     }
 
     /// All faults injected.
     pub fn total_injected(&self) -> u64 {
-        self.state.lock().unwrap().injected.values().sum()
+        self.shared.state.lock().unwrap().injected.values().sum()
     }
 
-    /// TCP connections accepted.
+    /// TCP connections accepted (refused ones, while broken, not counted).
     pub fn connections(&self) -> u64 {
-        self.connections.load(Ordering::Relaxed)
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
-    /// Back to a clean proxy (counters kept).
+    /// Back to a clean proxy that forwards everything (counters kept).
     pub fn heal(&self) {
-        let mut s = self.state.lock().unwrap();
+        let sh = &self.shared;
+        let mut s = sh.state.lock().unwrap();
         s.rates = Rates::default();
         s.delay = Duration::ZERO;
         s.one_shots.clear();
         s.targeted.clear();
         drop(s);
-        self.set_black_hole(false);
+        sh.black_hole.store(false, Ordering::SeqCst);
+        sh.break_after.store(u64::MAX, Ordering::SeqCst);
+        sh.broken.store(false, Ordering::SeqCst);
     }
 }
 
@@ -268,6 +340,44 @@ impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// [`ProxyMode::Tcp`]: one connection, bytes both ways until either side ends or the proxy
+/// breaks.
+async fn forward_bytes(mut client: tokio::net::TcpStream, target_port: u16, sh: Arc<Shared>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.split();
+    let (mut sr, mut sw) = server.split();
+    let up = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = cr.read(&mut buf).await.unwrap_or(0);
+            if n == 0 || sh.broken.load(Ordering::SeqCst) {
+                return;
+            }
+            if sh.sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > sh.break_after.load(Ordering::SeqCst) {
+                sh.broken.store(true, Ordering::SeqCst);
+                return;
+            }
+            if sw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = sr.read(&mut buf).await.unwrap_or(0);
+            if n == 0 || sh.broken.load(Ordering::SeqCst) || cw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    // Either direction ending (or the proxy breaking) cuts the connection.
+    tokio::select! { _ = up => {}, _ = down => {} }
 }
 
 /// The fault for this request, if any (one-shots first), counted.
@@ -326,10 +436,13 @@ impl std::error::Error for Reset {}
 async fn handle(
     req: Request<Incoming>,
     target_port: u16,
-    st: &Mutex<State>,
-    black_hole: &AtomicBool,
+    sh: &Shared,
     client: &reqwest::Client,
 ) -> Result<Response<Body>, Reset> {
+    let (st, black_hole) = (&sh.state, &sh.black_hole);
+    if sh.broken.load(Ordering::SeqCst) {
+        return Err(Reset);
+    }
     let kind = Kind::of(req.method(), req.uri().path(), req.uri().query().unwrap_or(""));
     let (fault, delay) = pick(st, kind, req.uri().path());
     if let Some(range) = req.headers().get(hyper::header::RANGE).and_then(|r| r.to_str().ok())
@@ -340,6 +453,13 @@ async fn handle(
     // The request is read whole first, as a server would before it acts.
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map_err(|_| Reset)?.to_bytes();
+    let n = body.len() as u64;
+    if sh.broken.load(Ordering::SeqCst)
+        || sh.sent.fetch_add(n, Ordering::SeqCst) + n > sh.break_after.load(Ordering::SeqCst)
+    {
+        sh.broken.store(true, Ordering::SeqCst);
+        return Err(Reset);
+    }
     if black_hole.load(Ordering::SeqCst) || fault == Some(Fault::BlackHole) {
         if black_hole.load(Ordering::SeqCst) {
             *st.lock().unwrap().injected.entry((kind, Fault::BlackHole)).or_default() += 1;

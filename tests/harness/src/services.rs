@@ -100,10 +100,21 @@ fn require_tool_in(tools: &Path, relative: &str) -> Result<PathBuf> {
     }
 }
 
-/// A port of 127.0.0.1 that was free a moment ago.
+/// A port of 127.0.0.1 that was free a moment ago (never a sidecar's default port).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0")
+    loop {
+        let port =
+            TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind 127.0.0.1:0");
+        if !SIDECAR_DEFAULT_PORTS.contains(&port) {
+            return port;
+        }
+    }
 }
+
+/// The ports a sidecar binds when its configuration names none: gRPC (`[grpc] port`, in the
+/// kernel's range of free ports) and metrics (`[monitoring] metrics_port`). [`free_port`] never
+/// hands them out: the tests that bind them must find them free.
+const SIDECAR_DEFAULT_PORTS: [u16; 2] = [50051, 9180];
 
 /// A directory under the system temp dir with a unique name, removed (with its content) on drop.
 #[derive(Debug)]

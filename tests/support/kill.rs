@@ -1,7 +1,7 @@
 //! Kill loops: SIGKILL of the sidecar at random moments of a backup, and of the restore init
 //! container at random moments of a restore, then a restart, over and over. Storage is s3s-fs
 //! behind the fault proxy with a delay on every request, so that a backup lasts seconds and a
-//! kill lands anywhere in it. Used by `tests/kill_loops.rs` (10 trials each, in CI) and the
+//! kill lands anywhere in it. Used by `tests/it/kill_loops.rs` (10 trials each, in CI) and the
 //! soak bench `tests/benches/soak.rs` (`--trials 50`).
 
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use medusa::service::pb::StatusType;
 use nix::sys::signal::Signal;
 use rand::Rng;
 
-use crate::{Env, EnvOptions, Kind, Sidecar, change_one_data_file, live, restore_command};
+use crate::{Env, EnvOptions, Kind, ProxyMode, Sidecar, change_one_data_file, live, restore_command};
 
 type Client = pb::medusa_client::MedusaClient<tonic::transport::Channel>;
 
@@ -46,10 +46,10 @@ const MULTIPART: &str = "multi_part_upload_threshold = 64KB\n";
 
 async fn slow_env(storage_extra: &str) -> Result<Env> {
     let mut o = EnvOptions::new(Kind::S3sFs);
-    o.faults = true;
+    o.proxy = Some(ProxyMode::Http);
     o.storage_extra = storage_extra.into();
     let env = Env::new(o).await?;
-    env.faults.as_ref().expect("proxy").set_delay(DELAY);
+    env.proxy.as_ref().expect("proxy").set_delay(DELAY);
     Ok(env)
 }
 
@@ -147,8 +147,8 @@ pub async fn sidecar_loop(trials: usize) -> Result<Figures> {
         ensure!(got == *want, "{name} restored differs:\n{}", want.diff(&got));
         fig.completed += 1;
     }
-    fig.requests = env.faults.as_ref().map(|p| p.total_requests()).unwrap_or(0);
-    fig.ranged_gets = env.faults.as_ref().map(|p| p.ranged_gets().len()).unwrap_or(0);
+    fig.requests = env.proxy.as_ref().map(|p| p.total_requests()).unwrap_or(0);
+    fig.ranged_gets = env.proxy.as_ref().map(|p| p.ranged_gets().len()).unwrap_or(0);
     Ok(fig)
 }
 
@@ -209,7 +209,7 @@ pub async fn restore_loop(trials: usize) -> Result<Figures> {
         ensure!(staging.is_empty(), "trial {i}: staging left behind: {staging:?}");
         fig.completed += 1;
     }
-    fig.requests = env.faults.as_ref().map(|p| p.total_requests()).unwrap_or(0);
-    fig.ranged_gets = env.faults.as_ref().map(|p| p.ranged_gets().len()).unwrap_or(0);
+    fig.requests = env.proxy.as_ref().map(|p| p.total_requests()).unwrap_or(0);
+    fig.ranged_gets = env.proxy.as_ref().map(|p| p.ranged_gets().len()).unwrap_or(0);
     Ok(fig)
 }

@@ -7,7 +7,7 @@ use harness::sim::DataDigest;
 use medusa::backup::{BackupError, Engine};
 use medusa::format::layout::Mode;
 use medusa::format::manifest::Manifest;
-use medusa_tests::{ChangedFile, Env, EnvOptions, Kind, backup, change_one_data_file, list_all, live};
+use medusa_tests::{ChangedFile, Env, EnvOptions, Kind, ProxyMode, backup, change_one_data_file, list_all, live};
 use sha2::Digest as _;
 
 /// Replaces `_<digits>.timestamp` so that index keys compare without their epochs.
@@ -235,7 +235,7 @@ async fn no_prefix_layout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_midway_leaves_no_manifest_and_no_snapshot() {
     let mut o = EnvOptions::new(Kind::S3sFs);
-    o.proxy = true;
+    o.proxy = Some(ProxyMode::Tcp);
     let env = Env::new(o).await.unwrap();
     let node = env.node().unwrap();
     let proxy = env.proxy.as_ref().unwrap();

@@ -1,8 +1,8 @@
 //! A datacenter of three simulated nodes, each with its own Management API and real sidecar,
-//! driven as k8ssandra-operator drives them (see `dc.rs`): backup jobs and their summaries, a
-//! pod killed mid-backup, the purge task, PrepareRestore with the CassandraDatacenter's object
-//! name, in-place and remote restores by the real init container, and a restore of a backup that
-//! does not exist. Every test runs against `local` storage and S3 (s3s-fs).
+//! driven as k8ssandra-operator drives them (see `tests/support/dc.rs`): backup jobs and their
+//! summaries, a pod killed mid-backup, the purge task, PrepareRestore with the
+//! CassandraDatacenter's object name, in-place and remote restores by the real init container,
+//! and a restore of a backup that does not exist. Every test runs against `local` storage and S3 (s3s-fs).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;

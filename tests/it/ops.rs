@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use medusa::service::pb::backup_request::Mode;
 use medusa::service::pb::{self, StatusType};
-use medusa_tests::{Env, EnvOptions, Kind, Sidecar, binary, eventually};
+use medusa_tests::{Env, EnvOptions, Kind, ProxyMode, Sidecar, binary, eventually};
 use nix::sys::signal::Signal;
 
 fn probe(args: &[&str]) -> (Option<i32>, String) {
@@ -84,7 +84,7 @@ async fn probe_exit_codes_through_the_sidecar_lifecycle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_stays_serving_through_a_storage_outage_and_backups_fail_with_a_reason() {
     let mut o = EnvOptions::new(Kind::S3sFs);
-    o.proxy = true; // the test env retries twice within 10 s
+    o.proxy = Some(ProxyMode::Tcp); // the test env retries twice within 10 s
     let env = Env::new(o).await.unwrap();
     env.proxy.as_ref().unwrap().break_now();
     let sidecar = Sidecar::start(&env).await.unwrap();
@@ -314,6 +314,8 @@ async fn metrics_move_with_backups_purges_and_restores() {
 /// renders `medusa.ini` and never writes `[monitoring]`. HEAD answers too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_answer_on_the_default_port_without_configuration() {
+    // The port must be free for this sidecar, and stay its own (see host.rs).
+    let _default_ports = medusa_tests::host::DefaultPorts::take().await;
     let env = Env::new(EnvOptions::new(Kind::Local)).await.unwrap();
     let ini = std::fs::read_to_string(&env.ini_path).unwrap();
     std::fs::write(&env.ini_path, ini.replace("[monitoring]\nmetrics_port = 0\n", "")).unwrap();

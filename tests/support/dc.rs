@@ -40,6 +40,7 @@ pub use resources::{
 };
 
 use crate::Backend;
+use crate::host::DefaultPorts;
 
 /// Kubernetes namespace in the names of the hosts file.
 const NAMESPACE: &str = "k8ssandra";
@@ -144,6 +145,9 @@ pub struct Datacenter {
     /// The hosts(5) file every sidecar names ring nodes by.
     pub hosts_file: PathBuf,
     dir: TempDir,
+    /// The sidecars bind the default metrics port (see [`crate::host`]); last, so that it is
+    /// let go after the pods (their sidecars) are gone.
+    _default_ports: DefaultPorts,
 }
 
 impl Datacenter {
@@ -157,6 +161,7 @@ impl Datacenter {
 
     /// Like [`Datacenter::start`] without starting the sidecars.
     pub async fn create(spec: DcSpec, backend: &Backend) -> Result<Datacenter> {
+        let default_ports = DefaultPorts::share().await;
         let dir = TempDir::new("dc")?;
         let mut placed: Vec<(String, String)> = spec
             .rack_pods()
@@ -222,7 +227,7 @@ impl Datacenter {
                 starts: AtomicUsize::new(0),
             });
         }
-        Ok(Datacenter { spec, pods, hosts_file, dir })
+        Ok(Datacenter { spec, pods, hosts_file, dir, _default_ports: default_ports })
     }
 
     /// The pod named `name`.

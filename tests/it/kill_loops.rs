@@ -1,6 +1,6 @@
 //! Kill loops in CI: 10 SIGKILLs of the sidecar at random moments of backups and 10 of the
-//! restore init container at random moments of restores (see `tests/kill.rs`; the soak bench
-//! runs 50 of each: `cargo bench -p medusa-tests --bench soak -- --trials 50`).
+//! restore init container at random moments of restores (see `tests/support/kill.rs`; the soak
+//! bench runs 50 of each: `cargo bench -p medusa-tests --bench soak -- --trials 50`).
 
 use medusa_tests::kill;
 

@@ -15,6 +15,7 @@ use harness::services::TempDir;
 use harness::sim::digest_data_dir;
 use medusa::service::pb;
 use medusa::service::pb::StatusType;
+use medusa_tests::host::DefaultPorts;
 use medusa_tests::{Env, EnvOptions, Kind, live};
 
 const POD: &str = "demo-dc1-default-sts-0";
@@ -164,6 +165,8 @@ fn logs(c: &Container) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_runs_as_the_operator_renders_it() {
+    // The container binds the host's default ports; no datacenter runs beside it (see host.rs).
+    let _default_ports = DefaultPorts::take().await;
     // Build (cached layers and cargo caches make a rebuild quick).
     let mut build = Command::new("bash");
     build.arg(repo_root().join("scripts/image.sh")).arg("build").env("MEDUSA_RS_IMAGE", IMAGE);

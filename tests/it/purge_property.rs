@@ -22,8 +22,8 @@
 //!   data folder; (latest) a latest pointer names a finished node backup of its node.
 //!
 //! Time is simulated: [`FaultStore`] stamps every object with the simulated clock, so a seed
-//! replays exactly: `PURGE_PROPERTY_SEED=<seed> cargo test --release -p medusa-tests --test
-//! purge_property` (`PURGE_PROPERTY_HISTORIES` changes how many histories run).
+//! replays exactly: `PURGE_PROPERTY_SEED=<seed> cargo test --release -p medusa-tests --test it
+//! purge_property::purge_keeps` (`PURGE_PROPERTY_HISTORIES` changes how many histories run).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -39,6 +39,9 @@ use medusa::retention::orphans::clean as clean_orphans;
 use medusa::retention::purge::{Limits, PurgeReport, purge};
 use medusa::store::Storage;
 use object_store::ObjectStore;
+use rand::rngs::SmallRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
 
 const PREFIX: &str = "demo";
 const INDEX: &str = "demo/index/";
@@ -71,32 +74,7 @@ impl<T, E: std::fmt::Display> Ctx<T> for Result<T, E> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Randomness, tables and file contents.
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len() as u64) as usize]
-    }
-}
+// Tables and file contents.
 
 struct Table {
     ks: &'static str,
@@ -236,7 +214,7 @@ async fn listing(s: &Storage) -> R<Listing> {
 struct World {
     storage: Storage,
     sim: FaultStore,
-    rng: Rng,
+    rng: SmallRng,
     nodes: Vec<Fqdn>,
     live: Vec<Live>,
     backups: BTreeMap<(usize, String), Backup>,
@@ -260,7 +238,7 @@ impl World {
         World {
             storage,
             sim,
-            rng: Rng(seed),
+            rng: SmallRng::seed_from_u64(seed),
             nodes,
             live,
             backups: BTreeMap::new(),
@@ -291,17 +269,17 @@ impl World {
         let World { live, rng, .. } = self;
         let st = &mut live[node];
         for t in &mut st.tables {
-            if t.is_empty() || rng.chance(50) {
+            if t.is_empty() || rng.random_ratio(50, 100) {
                 st.next_gen += 1;
                 t.push(st.next_gen);
             }
-            if t.len() >= 3 && rng.chance(40) {
+            if t.len() >= 3 && rng.random_ratio(40, 100) {
                 t.drain(..2);
                 st.next_gen += 1;
                 t.push(st.next_gen);
             }
-            if t.len() >= 2 && rng.chance(10) {
-                let i = rng.below(t.len() as u64) as usize;
+            if t.len() >= 2 && rng.random_ratio(10, 100) {
+                let i = rng.random_range(0..t.len());
                 t.remove(i);
             }
         }
@@ -328,13 +306,13 @@ impl World {
             return self.remember(name);
         }
         for _ in 0..4 {
-            let roll = self.rng.below(10);
+            let roll = self.rng.random_range(0..10);
             let others: Vec<String> = self.backups.keys().filter(|(i, _)| *i != node).map(|(_, n)| n.clone()).collect();
             let cand = if roll < 4 && !others.is_empty() {
-                self.rng.pick(&others).clone()
+                others.choose(&mut self.rng).expect("not empty").clone()
             } else if roll < 7 && !self.names.is_empty() {
-                let base = self.rng.pick(&self.names).clone();
-                format!("{base}{}", self.rng.pick(&["0", "1", "-old", "_x"]))
+                let base = self.names.choose(&mut self.rng).expect("not empty").clone();
+                format!("{base}{}", ["0", "1", "-old", "_x"].choose(&mut self.rng).expect("not empty"))
             } else {
                 continue;
             };
@@ -505,7 +483,7 @@ impl World {
 
     async fn progress(&mut self) -> R<()> {
         let Some(mut p) = self.inflight.take() else { return Ok(()) };
-        let n = 1 + self.rng.below(4) as usize;
+        let n = self.rng.random_range(1..=4);
         self.trace.push(format!("t={} progress {} (+{n} files)", self.now(), p.name));
         let r = self.upload(&mut p, n).await;
         self.inflight = Some(p);
@@ -650,9 +628,9 @@ impl World {
 
     async fn purge_step(&mut self, node: usize) -> R<()> {
         let limits = Limits {
-            max_backup_age: self.rng.below(6) as u32,
-            max_backup_count: self.rng.below(5) as u32,
-            grace_days: self.rng.below(4) as u32,
+            max_backup_age: self.rng.random_range(0..6),
+            max_backup_count: self.rng.random_range(0..5),
+            grace_days: self.rng.random_range(0..4),
         };
         let now = self.now();
         let running = self.inflight.as_ref().filter(|p| p.node == node).map(|p| p.name.clone());
@@ -744,11 +722,11 @@ impl World {
             .into_iter()
             .collect();
         if names.is_empty() {
-            let node = self.rng.below(NODES.len() as u64) as usize;
+            let node = self.rng.random_range(0..NODES.len());
             return self.purge_step(node).await;
         }
-        let name = self.rng.pick(&names).clone();
-        let grace = self.rng.below(4) as u32;
+        let name = names.choose(&mut self.rng).expect("not empty").clone();
+        let grace: u32 = self.rng.random_range(0..4);
         self.trace.push(format!("t={} delete {name} (grace {grace})", self.now()));
         self.stats.deletes += 1;
         let nodes: Vec<usize> = self.backups.keys().filter(|(_, n)| *n == name).map(|(i, _)| *i).collect();
@@ -802,9 +780,9 @@ impl World {
     }
 
     async fn random_step(&mut self) -> R<()> {
-        let adv = if self.rng.chance(20) { 0 } else { 1 + self.rng.below(3 * DAY as u64) as i64 };
+        let adv = if self.rng.random_ratio(20, 100) { 0 } else { self.rng.random_range(1..=3 * DAY) };
         self.advance(adv);
-        let roll = self.rng.below(100);
+        let roll = self.rng.random_range(0..100);
         if self.inflight.is_some() {
             match roll {
                 0..6 => return self.end_inflight(true).await,
@@ -813,21 +791,21 @@ impl World {
                 _ => {}
             }
         } else if roll < 12 {
-            let node = self.rng.below(NODES.len() as u64) as usize;
-            let mode = if self.rng.chance(80) { Mode::Differential } else { Mode::Full };
-            let pct = self.rng.below(101);
+            let node = self.rng.random_range(0..NODES.len());
+            let mode = if self.rng.random_ratio(80, 100) { Mode::Differential } else { Mode::Full };
+            let pct = self.rng.random_range(0..=100);
             return self.start(node, mode, pct).await;
         }
         match roll {
             ..50 => {
                 let busy = self.inflight.as_ref().map(|p| p.node);
                 let free: Vec<usize> = (0..NODES.len()).filter(|i| Some(*i) != busy).collect();
-                let node = *self.rng.pick(&free);
-                let mode = if self.rng.chance(75) { Mode::Differential } else { Mode::Full };
+                let node = *free.choose(&mut self.rng).expect("not empty");
+                let mode = if self.rng.random_ratio(75, 100) { Mode::Differential } else { Mode::Full };
                 self.backup(node, mode).await
             }
             50..85 => {
-                let node = self.rng.below(NODES.len() as u64) as usize;
+                let node = self.rng.random_range(0..NODES.len());
                 self.purge_step(node).await
             }
             _ => self.delete_step().await,
@@ -972,7 +950,7 @@ async fn purge_keeps_what_is_referenced_and_removes_old_orphans() {
         match run_history(seed, Sabotage::None).await {
             Ok(s) => total.add(s),
             Err(e) => panic!(
-                "{e}\nreplay: PURGE_PROPERTY_SEED={seed:#x} cargo test --release -p medusa-tests --test purge_property"
+                "{e}\nreplay: PURGE_PROPERTY_SEED={seed:#x} cargo test --release -p medusa-tests --test it purge_property::purge_keeps"
             ),
         }
     }
@@ -1102,7 +1080,7 @@ async fn interrupted_at(allowed: u64, clean: &CleanRun) -> R<()> {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn an_interrupted_purge_is_finished_by_the_next_one() {
+async fn a_purge_failing_after_any_number_of_deletes_is_finished_by_the_next_one() {
     let w = interrupted_start().await;
     let (start, start_backups) = (listing(&w.storage).await.unwrap(), w.listed().await.unwrap());
     let deletes_before = w.sim.deletes();

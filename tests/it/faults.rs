@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use harness::fault_proxy::{Fault, FaultProxy, Kind as Req, Rates};
+use harness::fault_proxy::{Fault, FaultProxy, Kind as Req, ProxyMode, Rates};
 use harness::sim::{DataDigest, digest_data_dir};
 use medusa::format::layout::Mode;
 use medusa::service::pb;
@@ -17,13 +17,13 @@ const MULTIPART: &str = "multi_part_upload_threshold = 64KB\n";
 
 async fn flaky_env() -> Env {
     let mut o = EnvOptions::new(Kind::S3sFs);
-    o.faults = true;
+    o.proxy = Some(ProxyMode::Http);
     o.storage_extra = MULTIPART.into();
     Env::new(o).await.unwrap()
 }
 
 fn proxy(env: &Env) -> &FaultProxy {
-    env.faults.as_ref().expect("the fault proxy")
+    env.proxy.as_ref().expect("the fault proxy")
 }
 
 /// Runs the restore init container for an in-place restore of `backup` (on a blocking thread:
@@ -236,7 +236,7 @@ async fn damaged_downloads_are_retried_then_fail_with_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_objects_are_fetched_by_ranges_of_whole_parts() {
     let mut o = EnvOptions::new(Kind::S3sFs);
-    o.faults = true;
+    o.proxy = Some(ProxyMode::Http);
     o.storage_extra = "multi_part_upload_threshold = 5MB\nmultipart_chunksize = 5MB\n".into();
     let env = Env::new(o).await.unwrap();
     let p = proxy(&env);
@@ -293,7 +293,7 @@ async fn large_objects_are_fetched_by_ranges_of_whole_parts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_backups_and_restores_succeed_through_flaky_storage() {
     let mut o = EnvOptions::new(Kind::Azurite);
-    o.faults = true;
+    o.proxy = Some(ProxyMode::Http);
     let env = Env::new(o).await.unwrap();
     let p = proxy(&env);
     p.set_rates(Rates { slow_down: 0.10, reset_before: 0.025, lost_answer: 0.025, ..Rates::default() });

@@ -1,18 +1,19 @@
 //! Shared set-up for medusa-rs' integration tests: a simulated Cassandra node with its
 //! Management API, a real storage server of the chosen kind, the `medusa.ini` that joins them,
-//! and a TCP proxy that can break the storage connection on demand.
+//! and optionally the harness's fault proxy between medusa-rs and the storage server.
 
 pub mod dc;
+pub mod host;
 pub mod kill;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures::TryStreamExt;
+pub use harness::fault_proxy::{FaultProxy, ProxyMode};
 use harness::services::{AzuriteServer, LocalStorage, S3Server, TempDir};
 use harness::sim::{DataDigest, MgmtApiServer, SimNode, SimSpec, digest_data_dir};
 use medusa::backup::{BackupError, BackupReport, Engine};
@@ -89,10 +90,8 @@ pub struct Env {
     pub api: MgmtApiServer,
     /// The storage backend.
     pub backend: Backend,
-    /// Optional proxy between medusa-rs and the backend.
+    /// The fault proxy between medusa-rs and the backend, if asked for.
     pub proxy: Option<FaultProxy>,
-    /// The HTTP fault proxy, if asked for.
-    pub faults: Option<harness::fault_proxy::FaultProxy>,
     /// The `medusa.ini` written for this env.
     pub ini_path: PathBuf,
     /// Node name used in the bucket.
@@ -110,10 +109,9 @@ pub struct EnvOptions {
     pub kind: Kind,
     /// `[storage] prefix`.
     pub prefix: Option<String>,
-    /// Put a [`FaultProxy`] (TCP: cut or refuse connections) in front of the backend.
-    pub proxy: bool,
-    /// Put an HTTP fault proxy ([`harness::fault_proxy::FaultProxy`]) in front of the backend.
-    pub faults: bool,
+    /// Put a [`FaultProxy`] in this mode in front of the backend (a network backend only):
+    /// [`ProxyMode::Tcp`] to cut the link, [`ProxyMode::Http`] for faults per request too.
+    pub proxy: Option<ProxyMode>,
     /// Extra lines for `[storage]`.
     pub storage_extra: String,
     /// The node to generate.
@@ -126,8 +124,7 @@ impl EnvOptions {
         EnvOptions {
             kind,
             prefix: Some("demo".into()),
-            proxy: false,
-            faults: false,
+            proxy: None,
             storage_extra: String::new(),
             spec: SimSpec::small(),
         }
@@ -147,16 +144,12 @@ impl Env {
         let api = MgmtApiServer::start(sim.clone()).await?;
         let backend = Backend::start(o.kind).await?;
         let proxy = match (o.proxy, backend.port()) {
-            (true, Some(port)) => Some(FaultProxy::start(port).await?),
+            (Some(mode), Some(port)) => Some(FaultProxy::start(port, mode).await?),
             _ => None,
         };
         let fqdn = "demo-dc1-default-sts-0".to_string();
         let state_dir = dir.path().join("state");
-        let faults = match (o.faults, backend.port()) {
-            (true, Some(port)) => Some(harness::fault_proxy::FaultProxy::start(port).await?),
-            _ => None,
-        };
-        let via = proxy.as_ref().map(|p| p.port).or(faults.as_ref().map(|f| f.port));
+        let via = proxy.as_ref().map(|p| p.port);
         let mut storage = backend.storage_section(o.prefix.as_deref(), via);
         storage.push_str(&format!("fqdn = {fqdn}\nmax_retries = 2\nretry_timeout = 10\nconcurrent_transfers = 2\n"));
         storage.push_str(&o.storage_extra);
@@ -168,7 +161,7 @@ impl Env {
         );
         let ini_path = dir.path().join("medusa.ini");
         std::fs::write(&ini_path, ini)?;
-        Ok(Env { sim, api, backend, proxy, faults, ini_path, fqdn, state_dir, dir })
+        Ok(Env { sim, api, backend, proxy, ini_path, fqdn, state_dir, dir })
     }
 
     /// The parsed configuration.
@@ -259,98 +252,6 @@ pub async fn change_one_data_file(env: &Env) -> ChangedFile {
 pub async fn list_all(node: &Engine) -> Result<BTreeMap<String, u64>> {
     let objects: Vec<_> = node.storage.list("").try_collect().await?;
     Ok(objects.into_iter().map(|m| (m.location.to_string(), m.size)).collect())
-}
-
-/// A TCP proxy on loopback that forwards to `127.0.0.1:<target>` until broken.
-pub struct FaultProxy {
-    /// Listening port.
-    pub port: u16,
-    broken: Arc<AtomicBool>,
-    /// Bytes forwarded client → server; when it passes `break_after` the proxy breaks.
-    sent: Arc<AtomicU64>,
-    break_after: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl FaultProxy {
-    /// Starts forwarding to `target_port`.
-    pub async fn start(target_port: u16) -> Result<FaultProxy> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let broken = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let break_after = Arc::new(AtomicU64::new(u64::MAX));
-        let (b, s, a) = (broken.clone(), sent.clone(), break_after.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else { return };
-                if b.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let (b, s, a) = (b.clone(), s.clone(), a.clone());
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await else {
-                        return;
-                    };
-                    let (mut cr, mut cw) = client.split();
-                    let (mut sr, mut sw) = server.split();
-                    let up = async {
-                        let mut buf = vec![0u8; 64 * 1024];
-                        loop {
-                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                            let n = cr.read(&mut buf).await.unwrap_or(0);
-                            if n == 0 || b.load(Ordering::SeqCst) {
-                                return;
-                            }
-                            if s.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > a.load(Ordering::SeqCst) {
-                                b.store(true, Ordering::SeqCst);
-                                return;
-                            }
-                            if sw.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    };
-                    let down = async {
-                        let mut buf = vec![0u8; 64 * 1024];
-                        loop {
-                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                            let n = sr.read(&mut buf).await.unwrap_or(0);
-                            if n == 0 || b.load(Ordering::SeqCst) || cw.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    };
-                    // Either direction ending (or the proxy breaking) cuts the connection.
-                    tokio::select! { _ = up => {}, _ = down => {} }
-                });
-            }
-        });
-        Ok(FaultProxy { port, broken, sent, break_after, task })
-    }
-
-    /// Refuses every connection from now on (existing ones are cut at their next read).
-    pub fn break_now(&self) {
-        self.broken.store(true, Ordering::SeqCst);
-    }
-
-    /// Breaks once `bytes` more bytes have been sent towards the server.
-    pub fn break_after(&self, bytes: u64) {
-        self.break_after.store(self.sent.load(Ordering::SeqCst) + bytes, Ordering::SeqCst);
-    }
-
-    /// Forwards again.
-    pub fn heal(&self) {
-        self.break_after.store(u64::MAX, Ordering::SeqCst);
-        self.broken.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// Names of the `medusa-rs` multi-call binary, as the image links them.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use medusa::service::pb::backup_request::Mode;
 use medusa::service::pb::{self, StatusType};
-use medusa_tests::{Env, EnvOptions, Kind, Sidecar, eventually, list_all};
+use medusa_tests::{Env, EnvOptions, Kind, ProxyMode, Sidecar, eventually, list_all};
 use tonic::Code;
 
 type Client = pb::medusa_client::MedusaClient<tonic::transport::Channel>;
@@ -215,9 +215,9 @@ async fn purge_during_a_running_differential_backup_keeps_it_restorable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupted_purge_is_finished_by_the_next_one() {
+async fn a_purge_cut_off_from_storage_midway_is_finished_by_the_next_one() {
     let mut o = EnvOptions::new(Kind::S3sFs);
-    o.proxy = true;
+    o.proxy = Some(ProxyMode::Tcp);
     o.storage_extra = "max_backup_count = 1\nbackup_grace_period_in_days = 0\n".into();
     let env = Env::new(o).await.unwrap();
     let sidecar = Sidecar::start(&env).await.unwrap();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use medusa::service::pb::backup_request::Mode;
 use medusa::service::pb::{self, StatusType};
-use medusa_tests::{Env, EnvOptions, Kind, Sidecar, eventually};
+use medusa_tests::{Env, EnvOptions, Kind, ProxyMode, Sidecar, eventually};
 use nix::sys::signal::Signal;
 use tonic::Code;
 
@@ -116,7 +116,7 @@ async fn operator_flow_backup_status_and_summaries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_outage_is_reported_failed_with_a_reason() {
     let mut o = EnvOptions::new(Kind::S3sFs);
-    o.proxy = true;
+    o.proxy = Some(ProxyMode::Tcp);
     let env = Env::new(o).await.unwrap();
     let sidecar = Sidecar::start(&env).await.unwrap();
     let mut c = sidecar.client().await.unwrap();
