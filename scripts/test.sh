@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: the lint gate (below; a finding stops the run before the slow
 # parts), installs the test tools (scripts/install-test-deps.sh), points the tests at them, then
-# `cargo test --release --workspace`, then a short run of every fuzz target
+# `cargo test --release --workspace`, then k8ssandra-operator's own reconcilers against the
+# sidecars (scripts/operator-test.sh), then a short run of every fuzz target
 # (scripts/fuzz-smoke.sh). Extra arguments go to cargo test, e.g.
 # a test-name filter (`scripts/test.sh s3s_fs`), `--exclude medusa-tests` or `-- --nocapture`.
 # (`-p` does not narrow `--workspace`: for one package, run cargo yourself after
@@ -79,6 +80,16 @@ start=$SECONDS
 status=0
 cargo test --release --workspace --no-fail-fast "$@" || status=$?
 echo "[test] cargo test finished with exit code $status in $((SECONDS - start)) s"
+
+# k8ssandra-operator's own medusa reconcilers (Go, tests/operator) against the sidecars just
+# built, for the newest operator release and an older one, with one restore onto a real
+# Cassandra node that must boot. Needs Go; modules come from the Go module proxy.
+echo "[test] scripts/operator-test.sh (OPERATOR_TEST_CASSANDRA=1)"
+start=$SECONDS
+op_status=0
+OPERATOR_TEST_CASSANDRA=1 bash scripts/operator-test.sh || op_status=$?
+echo "[test] operator suite finished with exit code $op_status in $((SECONDS - start)) s"
+[ "$status" -ne 0 ] || status=$op_status
 
 # Every fuzz target for a short while (the parsers of outside input; see README "Reliability").
 fuzz_status=0
