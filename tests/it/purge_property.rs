@@ -1138,3 +1138,46 @@ async fn a_backup_named_data_does_not_collide_with_the_shared_folder() {
     }
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
+
+/// A failed node backup whose deletion is cut short after any number of deletes is FAILED in
+/// GetBackups' summary, or gone from it: never IN_PROGRESS (which it was while the failure
+/// marker went before `schema.cql`), and the next deletion finishes it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_backup_cut_mid_deletion_is_never_in_progress() {
+    use medusa::bucket::node_backup::{Start, begin, delete_keeping, mark_failed};
+    use medusa::service::listing::{Cache, ClusterState, summarize};
+    let (n, b) = (Fqdn::new(NODES[0]).unwrap(), BackupName::new("failed-1").unwrap());
+    let mut seen = Vec::new();
+    for allowed in 0.. {
+        let sim = FaultStore::in_memory(T0);
+        let storage = Storage::over(sim.as_dyn(), Layout::new(Some(PREFIX)), Provider::S3Compatible);
+        let start = Start {
+            schema: "CREATE KEYSPACE shop WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1};\n"
+                .into(),
+            tokenmap: format!(r#"{{"{n}": {{"tokens": [0], "is_up": true, "rack": "r1", "dc": "dc1"}}}}"#).into_bytes(),
+            server_version: br#"{"server_type": "cassandra", "release_version": "5.0.9"}"#.to_vec(),
+            mode: Mode::Full,
+        };
+        begin(&storage, &n, &b, &start).await.unwrap();
+        let data = format!("{}{}", storage.layout.node_backup_dir(&n, &b), "data/shop/t-1/nb-1-big-Data.db");
+        storage.put_bytes(&data, "rows").await.unwrap();
+        assert!(mark_failed(&storage, &n, &b, "snapshot failed").await.unwrap());
+        sim.set_delete_budget(Some(allowed));
+        let cut = delete_keeping(&storage, &n, &b, &|_| false).await;
+        sim.set_delete_budget(None);
+        let nbs = node_backups(&storage, None).await.unwrap();
+        let summaries = summarize(&storage, &Cache::default(), nbs, &|_| None).await.unwrap();
+        let status = summaries.iter().find(|s| s.name == "failed-1").map(|s| s.status);
+        assert!(
+            matches!(status, None | Some(ClusterState::Failed)),
+            "after {allowed} deletes of a failed backup's deletion: {status:?}"
+        );
+        seen.push(status.is_some());
+        if cut.is_ok() {
+            break;
+        }
+        delete_keeping(&storage, &n, &b, &|_| false).await.expect("the next deletion");
+        assert!(node_backups(&storage, None).await.unwrap().is_empty(), "the next deletion finishes it");
+    }
+    assert!(seen.len() > 5 && seen[0] && !seen[seen.len() - 1], "the cuts cover the whole deletion: {seen:?}");
+}

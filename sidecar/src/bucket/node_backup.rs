@@ -242,14 +242,17 @@ pub async fn delete_keeping(
 ) -> Result<Deleted, StorageError> {
     let l = &s.layout;
     let mut out = Deleted::default();
-    // Data and meta first, the manifest last of them, so that a half-deleted backup never
-    // looks complete.
+    // Data and meta first, then `schema.cql`, the failure marker, and the manifest last, so
+    // that a deletion cut short anywhere never leaves a backup that looks complete, nor a failed
+    // one that looks running: once `schema.cql` is gone the listing calls the part failed
+    // whether or not the marker is still there (the index entries go after the folder).
     let folder = l.node_backup_dir(n, b);
     let mut keys: Vec<(String, u64)> =
         s.list(&folder).map_ok(|m| (m.location.to_string(), m.size)).try_collect().await?;
     let manifest = l.meta(n, b, Meta::Manifest);
     let schema = l.meta(n, b, Meta::Schema);
-    keys.sort_by_key(|(k, _)| (*k == manifest, *k == schema));
+    let marker = l.meta(n, b, Meta::Failed);
+    keys.sort_by_key(|(k, _)| (*k == manifest, *k == marker, *k == schema));
     let kept = keys.len();
     keys.retain(|(k, _)| !keep(k));
     if keys.len() != kept {

@@ -128,6 +128,10 @@ async fn node_line(ctx: &Ctx, nb: &NodeBackup) -> Result<NodeLine, Failure> {
     } else if let Some(reason) = node_backup::failure(&ctx.storage, &n, &b).await? {
         line.state = "failed";
         line.reason = Some(reason);
+    } else if node_backup::started(&ctx.storage, &n, &b).await?.is_none() {
+        // As GetBackups: what a deletion cut short leaves will never complete.
+        line.state = "failed";
+        line.reason = Some("its schema.cql is gone: a deletion was cut short (the next purge finishes it)".into());
     } else {
         line.state = "incomplete";
     }

@@ -267,10 +267,13 @@ async fn missing_part_failed(
     Ok(false)
 }
 
-/// Whether a node backup is marked failed in storage (a name no backup can have is not).
+/// Whether an unfinished node backup has failed (a name no backup can have has not): it is
+/// marked failed, or its `schema.cql` is gone while the index still names it, which only a
+/// deletion cut short (or a damaged bucket) leaves: nothing will complete it, so it is not
+/// reported IN_PROGRESS (the deletion removes `schema.cql` before the failure marker).
 async fn is_failed(storage: &Storage, nb: &NodeBackup) -> Result<bool, StorageError> {
     let Some((b, n)) = nb.names() else { return Ok(false) };
-    node_backup::is_marked_failed(storage, &n, &b).await
+    Ok(node_backup::is_marked_failed(storage, &n, &b).await? || node_backup::started(storage, &n, &b).await?.is_none())
 }
 
 /// Groups node backups into cluster backups and summarises each. `local_failed` tells about
