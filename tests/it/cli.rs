@@ -386,3 +386,39 @@ async fn reads_medusa_rs_backups_on_s3() {
     assert_eq!(out.code, Some(4), "{}", out.stderr);
     assert_eq!(problems(&out.json()), [(gone, "missing".to_string())]);
 }
+
+/// `storage_provider = s3` without a `region`: medusa-rs asks S3 where the bucket is (as
+/// botocore follows S3's answer) instead of signing for us-east-1. moto answers the unsigned
+/// HEAD with `x-amz-bucket-region`; a bucket created in eu-west-1 is found there, and one in
+/// us-east-1 stays there. (moto does not check signatures, so the region's effect on signing
+/// is not observable here; the log line is.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_bucket_without_a_configured_region_is_looked_up() {
+    let s3 = harness::services::S3Server::moto("rs-home").await.unwrap();
+    let body =
+        b"<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>";
+    let r = s3.request(harness::services::Method::PUT, "/rs-abroad", &[], body.to_vec()).await.unwrap();
+    assert!(r.status().is_success(), "create bucket in eu-west-1: {}", r.status());
+    let dir = TempDir::new("region").unwrap();
+    for (bucket, region) in [("rs-abroad", "eu-west-1"), ("rs-home", "us-east-1")] {
+        let ini = dir.path().join(format!("{bucket}.ini"));
+        std::fs::write(
+            &ini,
+            format!(
+                "[storage]\nstorage_provider = s3\nbucket_name = {bucket}\nkey_file = {}\nhost = 127.0.0.1\n\
+                 port = {}\nsecure = False\n[cassandra]\n[logging]\nlevel = INFO\n",
+                s3.credentials_file.display(),
+                s3.port()
+            ),
+        )
+        .unwrap();
+        let out =
+            tokio::task::spawn_blocking(move || cli(&ini, &["list-backups", "-o", "json", "--verbose"])).await.unwrap();
+        assert_eq!(out.code, Some(0), "{bucket}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("S3 says the bucket is in this region") && out.stderr.contains(region),
+            "{bucket}: no region {region} found:\n{}",
+            out.stderr
+        );
+    }
+}

@@ -72,7 +72,8 @@ fn read_key_file(path: &Path) -> Result<String, StorageError> {
 }
 
 impl Storage {
-    /// Builds the store for `cfg`. No request is sent.
+    /// Builds the store for `cfg`. No request is sent, except one HEAD of the bucket for
+    /// `storage_provider = s3` without a `region` (see `region`).
     pub fn from_config(cfg: &StorageConfig) -> Result<Storage, StorageError> {
         let (mut local, mut stream) = (None, None);
         let store: Arc<dyn ObjectStore> = match &cfg.provider {
@@ -212,6 +213,20 @@ fn s3_store(cfg: &StorageConfig, provider: &Provider) -> Result<(object_store::a
     let region = match (&cfg.region, provider) {
         (r, _) if r != "default" => r.clone(),
         (_, Provider::S3 { region_hint: Some(h) }) => h.clone(),
+        // AWS with no region: ask S3 where the bucket is, as botocore follows its answer.
+        (_, Provider::S3 { region_hint: None }) => {
+            match super::region::discover(endpoint.as_deref(), &cfg.bucket_name, !cfg.ssl_verify) {
+                Ok(Some(r)) => {
+                    tracing::info!(bucket = %cfg.bucket_name, region = %r, "[storage] region is not set: S3 says the bucket is in this region");
+                    r
+                }
+                Ok(None) => "us-east-1".to_string(),
+                Err(e) => {
+                    tracing::warn!(bucket = %cfg.bucket_name, error = %e, "[storage] region is not set and S3 could not be asked where the bucket is: using us-east-1 (set region to silence this)");
+                    "us-east-1".to_string()
+                }
+            }
+        }
         _ => "us-east-1".to_string(),
     };
     b = b

@@ -12,6 +12,7 @@ mod build;
 mod error;
 pub mod local;
 mod objects;
+mod region;
 mod retry;
 pub mod s3stream;
 

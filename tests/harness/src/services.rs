@@ -29,7 +29,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::{StreamExt, TryStreamExt};
 use hmac::{Hmac, KeyInit, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::{Method, Response};
+/// The HTTP method of [`S3Server::request`].
+pub use reqwest::Method;
+use reqwest::Response;
 use sha2::Sha256;
 
 /// How long an external server may take to become ready before the test fails.
