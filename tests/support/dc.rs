@@ -331,6 +331,19 @@ fn hosts_text(spec: &DcSpec, placed: &[(String, String)], ips: &[String]) -> Str
 /// four spaces), plus what the simulation needs: `[cassandra] config_file` (the operator relies
 /// on the default path) and the backend's own keys (`base_path`, the emulator's host and port).
 fn medusa_ini(backend: &Backend, prefix: &str, yaml: &Path, port: u16, snapshot_url: &str, extra: &[String]) -> String {
+    let storage = operator_storage(backend, prefix, extra);
+    let text = format!(
+        "[cassandra]\nuse_sudo = false\nconfig_file = {}\n\n[storage]\n{storage}\n[grpc]\nenabled = 1\nport = {port}\n\n\
+         [logging]\nlevel = DEBUG\n\n[kubernetes]\nuse_mgmt_api = 1\nenabled = 1\ncassandra_url = {snapshot_url}\n",
+        yaml.display()
+    );
+    operator_indent(&text)
+}
+
+/// The `[storage]` lines k8ssandra-operator renders for `backend`, one `key = value` each: the
+/// backend's own keys, the operator's defaults where the backend sets none, then `extra`
+/// (`key = value` lines) overriding either.
+pub fn operator_storage(backend: &Backend, prefix: &str, extra: &[String]) -> String {
     let mut storage: Vec<(String, String)> = vec![("use_sudo_for_restore".into(), "false".into())];
     let section = backend.storage_section(Some(prefix), None);
     for line in section.lines().skip_while(|l| l.trim() != "[storage]").skip(1) {
@@ -360,11 +373,11 @@ fn medusa_ini(backend: &Backend, prefix: &str, yaml: &Path, port: u16, snapshot_
             None => storage.push((k, v)),
         }
     }
-    let storage: String = storage.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
-    let text = format!(
-        "[cassandra]\nuse_sudo = false\nconfig_file = {}\n\n[storage]\n{storage}\n[grpc]\nenabled = 1\nport = {port}\n\n\
-         [logging]\nlevel = DEBUG\n\n[kubernetes]\nuse_mgmt_api = 1\nenabled = 1\ncassandra_url = {snapshot_url}\n",
-        yaml.display()
-    );
+    storage.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
+}
+
+/// `text` with every non-empty line indented by four spaces, as the operator's
+/// `CreateMedusaIni` writes `medusa.ini`.
+pub fn operator_indent(text: &str) -> String {
     text.lines().map(|l| if l.is_empty() { "\n".to_string() } else { format!("    {l}\n") }).collect()
 }

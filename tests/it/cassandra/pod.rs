@@ -171,26 +171,7 @@ pub fn restore_mapping(in_place: bool, pairs: &[(&str, &str)]) -> String {
 /// `[cassandra] config_file` pointing at the node's `cassandra.yaml`; for [`Access::Nodetool`],
 /// no `[kubernetes]` section but the nodetool keys.
 fn medusa_ini(backend: &Backend, prefix: &str, node: &RealNode, access: Access, api: Option<&RealMgmtApi>) -> String {
-    let mut storage = vec![("use_sudo_for_restore".to_string(), "false".to_string())];
-    for line in backend.storage_section(Some(prefix), None).lines().skip_while(|l| l.trim() != "[storage]").skip(1) {
-        if let Some((k, v)) = line.split_once('=') {
-            storage.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    for (k, v) in [
-        ("max_backup_age", "0"),
-        ("max_backup_count", "0"),
-        ("secure", "False"),
-        ("ssl_verify", "False"),
-        ("transfer_max_bandwidth", "50MB/s"),
-        ("concurrent_transfers", "1"),
-        ("multi_part_upload_threshold", "104857600"),
-    ] {
-        if !storage.iter().any(|(key, _)| key == k) {
-            storage.push((k.into(), v.into()));
-        }
-    }
-    let storage: String = storage.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+    let storage = medusa_tests::dc::operator_storage(backend, prefix, &[]);
     let mut cassandra = format!("use_sudo = false\nconfig_file = {}\n", node.yaml().display());
     let kubernetes = match (access, api) {
         (Access::MgmtApi, Some(api)) => {
@@ -209,7 +190,7 @@ fn medusa_ini(backend: &Backend, prefix: &str, node: &RealNode, access: Access, 
         "[cassandra]\n{cassandra}\n[storage]\n{storage}\n[grpc]\nenabled = 1\n\n[logging]\nlevel = DEBUG\n\n\
          [monitoring]\nmetrics_port = 0\n{kubernetes}"
     );
-    text.lines().map(|l| if l.is_empty() { "\n".to_string() } else { format!("    {l}\n") }).collect()
+    medusa_tests::dc::operator_indent(&text)
 }
 
 /// AsyncBackup `name` on every pod in turn, then BackupStatus on each until it is no longer
