@@ -78,20 +78,18 @@ async fn operator_flow_backup_status_and_summaries() {
     assert_eq!(b.nodes[0].tokens, tokens);
     assert_eq!((b.nodes[0].datacenter.as_str(), b.nodes[0].rack.as_str()), ("dc1", "default"));
 
-    // Repeating AsyncBackup for a finished name changes nothing.
-    let r = start_backup(&mut c, "medusa-backup-1", Mode::Full).await;
-    assert_eq!(r.status, StatusType::Success as i32);
-    // The synchronous Backup of a job this sidecar finished answers at once (it once waited
-    // for ever: the job's end was announced to nobody and so never stored).
-    let sync = tokio::time::timeout(
+    // The synchronous Backup of a name this sidecar finished answers at once (it once waited
+    // for ever: the job's end was announced to nobody and so never stored): ALREADY_EXISTS,
+    // the stored backup untouched (see `a_complete_backup_name_is_never_taken_again`).
+    let e = tokio::time::timeout(
         Duration::from_secs(10),
         c.backup(pb::BackupRequest { name: "medusa-backup-1".into(), mode: Mode::Full as i32 }),
     )
     .await
     .expect("Backup of a finished job answers at once")
-    .unwrap()
-    .into_inner();
-    assert_eq!((sync.backup_name.as_str(), sync.status), ("medusa-backup-1", StatusType::Success as i32));
+    .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e}");
+    assert!(e.message().contains("choose another name"), "{e}");
     // GetBackup for one name; a differential next.
     let one = c.get_backup(pb::GetBackupRequest { backup_name: "medusa-backup-1".into() }).await.unwrap().into_inner();
     assert_eq!(one.backup.unwrap().total_objects as u64, live.files);
@@ -408,4 +406,62 @@ async fn a_changed_config_restarts_the_sidecar_only_when_idle() {
     let sidecar = Sidecar::start(&env).await.unwrap();
     let mut c = sidecar.client().await.unwrap();
     assert_eq!(status(&mut c, "b-reload").await.unwrap().status, StatusType::Success as i32);
+}
+
+/// A re-created MedusaBackupJob sends AsyncBackup with the name of a complete backup: the
+/// operator polls BackupStatus next, which must say FAILED (with why) rather than SUCCESS for
+/// the old data, while the stored backup stays intact and listed SUCCESS. Whether the name was
+/// finished by this process, remembered in the journal over a restart, or only in storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_backup_name_is_never_taken_again() {
+    let mut o = EnvOptions::new(Kind::S3sFs);
+    o.proxy = Some(ProxyMode::Http);
+    let env = Env::new(o).await.unwrap();
+    let node = env.node().unwrap();
+    let mut sidecar = Sidecar::start(&env).await.unwrap();
+    let mut c = sidecar.client().await.unwrap();
+    start_backup(&mut c, "taken", Mode::Full).await;
+    assert_eq!(wait_done(&mut c, "taken").await.status, StatusType::Success as i32);
+    let stored = medusa_tests::list_all(&node).await.unwrap();
+    let taken = || env.api.calls().iter().filter(|c| c.starts_with("POST") && c.contains("snapshot")).count();
+    let snapshots = taken();
+
+    let refused = |s: &pb::BackupStatusResponse| {
+        s.status == StatusType::Failed as i32 && s.error.contains("already exists") && s.error.contains("another name")
+    };
+    for round in ["same process", "after a restart", "with a lost state directory"] {
+        if round != "same process" {
+            sidecar.signal(Signal::SIGTERM);
+            sidecar.wait_exit(Duration::from_secs(20)).await.unwrap();
+            if round == "with a lost state directory" {
+                std::fs::remove_dir_all(&env.state_dir).unwrap();
+            }
+            sidecar = Sidecar::start(&env).await.unwrap();
+            c = sidecar.client().await.unwrap();
+        }
+        let r = start_backup(&mut c, "taken", Mode::Differential).await;
+        assert_eq!(r.status, StatusType::InProgress as i32, "{round}");
+        let s = wait_done(&mut c, "taken").await;
+        assert!(refused(&s), "{round}: {s:?}");
+        // Nothing written, no snapshot taken, the backup still listed complete.
+        assert_eq!(medusa_tests::list_all(&node).await.unwrap(), stored, "{round}");
+        assert_eq!(taken(), snapshots, "{round}: no snapshot taken for a refused name");
+        let all = summaries(&mut c).await;
+        let b = all.backups.iter().find(|b| b.backup_name == "taken").unwrap();
+        assert_eq!(b.status, StatusType::Success as i32, "{round}");
+    }
+
+    // AsyncBackup does not wait on storage: with every request held for 3 s, three pods'
+    // worth of calls in a row still answer at once (the jobs then wait and finish).
+    env.proxy.as_ref().unwrap().set_delay(Duration::from_secs(3));
+    let t0 = std::time::Instant::now();
+    for name in ["slow-1", "slow-2", "slow-3"] {
+        let r = start_backup(&mut c, name, Mode::Full).await;
+        assert_eq!(r.status, StatusType::InProgress as i32);
+    }
+    assert!(t0.elapsed() < Duration::from_millis(1500), "AsyncBackup waited {:?}", t0.elapsed());
+    env.proxy.as_ref().unwrap().heal();
+    for name in ["slow-1", "slow-2", "slow-3"] {
+        assert_eq!(wait_done(&mut c, name).await.status, StatusType::Success as i32);
+    }
 }

@@ -113,7 +113,8 @@ impl MedusaService {
         if let Some(v) = self.jobs.wait(name.as_str()).await
             && v.state == JobState::Failed
         {
-            let source = BackupFailure { reason: v.error.unwrap_or_default(), retryable: v.retryable };
+            let source =
+                BackupFailure { reason: v.error.unwrap_or_default(), retryable: v.retryable, name_taken: v.name_taken };
             return Err(RpcError::BackupFailed { name, source });
         }
         Ok(pb::BackupResponse { backup_name: name.to_string(), status: pb::StatusType::Success as i32 })

@@ -18,14 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backup::{BackupError, BackupReport, Engine};
 
-/// How long AsyncBackup waits for storage to tell whether the name is already taken.
-const ACCEPT_CHECK: Duration = Duration::from_secs(2);
 /// How long a restarted sidecar waits for storage to settle a backup it was running.
 const RECOVERY_CHECK: Duration = Duration::from_secs(10);
 use crate::bucket::node_backup::{self, State};
 use crate::format::layout::Mode;
 use crate::format::names::BackupName;
-use crate::store::StorageError;
 use crate::transfer::Progress;
 
 /// Jobs waiting behind the running one, at most.
@@ -63,6 +60,9 @@ pub struct JobView {
     /// Whether trying the backup again later can succeed (storage or Cassandra unavailable).
     #[serde(default)]
     pub retryable: bool,
+    /// Whether it failed because a backup of that name is already stored for this node.
+    #[serde(default)]
+    pub name_taken: bool,
     /// When it was accepted (epoch seconds, local clock).
     pub accepted: i64,
     /// When it finished.
@@ -81,6 +81,7 @@ impl JobView {
             state,
             error: None,
             retryable: false,
+            name_taken: false,
             accepted: now(),
             finished: None,
             progress: (0, 0, 0, 0),
@@ -105,9 +106,6 @@ pub enum SubmitError {
         /// Known reason.
         why: String,
     },
-    /// Storage could not be asked.
-    #[error(transparent)]
-    Storage(#[from] StorageError),
 }
 
 struct Handle {
@@ -328,55 +326,34 @@ impl Jobs {
 
     /// What storage says about a backup this table does not know: SUCCESS when complete, an
     /// error when incomplete (the name is taken), `None` when absent.
-    async fn stored_view(&self, name: &BackupName, mode: Mode) -> Result<Option<JobView>, SubmitError> {
-        match node_backup::state(&self.engine.storage, &self.engine.fqdn, name).await? {
-            State::Absent => Ok(None),
-            State::Complete { .. } => Ok(Some(JobView::new(name, mode, JobState::Success))),
-            State::Incomplete { failure, .. } => Err(SubmitError::Incomplete {
-                name: name.to_string(),
-                why: match failure {
-                    Some(reason) => format!("it has no manifest; it failed: {reason}"),
-                    None => "it has no manifest".into(),
-                },
-            }),
-        }
-    }
-
     /// Accepts a backup (or recognises it) and returns its current view at once.
     pub async fn submit(self: &Arc<Self>, name: BackupName, mode: Mode) -> Result<JobView, SubmitError> {
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(SubmitError::ShuttingDown);
         }
         if let Some(v) = self.get(name.as_str()) {
-            return match v.state {
-                JobState::Queued | JobState::Running | JobState::Success => Ok(v),
-                JobState::Failed => {
-                    Err(SubmitError::Incomplete { name: name.to_string(), why: v.error.unwrap_or_default() })
+            match v.state {
+                // A re-sent request while the job lives: the same job (idempotent).
+                JobState::Queued | JobState::Running => return Ok(v),
+                JobState::Failed if !v.name_taken => {
+                    return Err(SubmitError::Incomplete { name: name.to_string(), why: v.error.unwrap_or_default() });
                 }
-            };
-        }
-        // Unknown here: maybe written by another process or before a lost state directory. The
-        // answer is waited for briefly: AsyncBackup must answer at once, and the job checks
-        // again (within the retry budget) before it writes anything.
-        match tokio::time::timeout(ACCEPT_CHECK, self.stored_view(&name, mode)).await {
-            Err(_) => tracing::warn!(
-                backup = %name,
-                "storage did not answer within {} s while accepting a backup; accepted anyway (the job checks again)",
-                ACCEPT_CHECK.as_secs()
-            ),
-            Ok(Ok(Some(v))) => return Ok(v),
-            Ok(Ok(None)) => {}
-            // Accepted whatever storage does: the job then fails with the storage error as its
-            // reason, which BackupStatus reports, so the operator's backup job ends (refusing
-            // here would leave it polling a name that never existed).
-            Ok(Err(SubmitError::Storage(e))) => {
-                tracing::warn!(backup = %name, error = %e, "storage unreachable while accepting a backup; accepted anyway");
+                // Finished here before (or refused as taken): a new request for a taken name (a
+                // re-created MedusaBackupJob). It runs as a new job, which refuses to touch the
+                // stored backup (`BackupError::AlreadyExists`) and so reports FAILED: the
+                // operator's job fails instead of "succeeding" on the old data.
+                JobState::Success | JobState::Failed => {}
             }
-            Ok(Err(e)) => return Err(e),
         }
+        // No storage look-up here: the operator calls AsyncBackup pod after pod in one
+        // reconcile, so every wait on a slow bucket would be paid once per pod. The job checks
+        // the name first thing (within its retry budget) and fails without writing anything
+        // when a backup of that name, complete or not, is stored for this node.
         let handle = {
             let mut table = self.table.lock().expect("jobs lock");
-            if let Some(h) = table.get(name.as_str()) {
+            if let Some(h) = table.get(name.as_str())
+                && matches!(h.view.lock().expect("job lock").state, JobState::Queued | JobState::Running)
+            {
                 return Ok(h.view());
             }
             let queued = table.values().filter(|h| h.view.lock().expect("job lock").state == JobState::Queued).count();
@@ -438,7 +415,11 @@ impl Jobs {
                 // failed the backup.
                 let reason = e.to_string();
                 crate::service::metrics::global().backup_failed(mode.as_str());
-                h.view.lock().expect("job lock").retryable = e.is_retryable();
+                {
+                    let mut v = h.view.lock().expect("job lock");
+                    v.retryable = e.is_retryable();
+                    v.name_taken = matches!(e, BackupError::AlreadyExists(_));
+                }
                 self.set(&h, JobState::Failed, Some(reason.clone()));
                 h.done.send_replace(true);
                 if !matches!(e, BackupError::AlreadyExists(_)) {

@@ -69,6 +69,8 @@ pub struct BackupFailure {
     pub reason: String,
     /// Whether trying again later can help.
     pub retryable: bool,
+    /// Whether a backup of that name was already stored (nothing was done).
+    pub name_taken: bool,
 }
 
 fn storage_status(e: &StorageError) -> Status {
@@ -92,11 +94,11 @@ impl From<RpcError> for Status {
             RpcError::Submit(SubmitError::ShuttingDown) => Status::unavailable(msg),
             RpcError::Submit(SubmitError::QueueFull(_)) => Status::resource_exhausted(msg),
             RpcError::Submit(SubmitError::Incomplete { .. }) => Status::failed_precondition(msg),
-            RpcError::Submit(SubmitError::Storage(s)) => storage_status(s),
             RpcError::Node(n) if n.is_retryable() => Status::unavailable(msg),
             RpcError::Node(_) => Status::failed_precondition(msg),
             RpcError::NoSuchBackup { .. } => Status::not_found(msg),
             RpcError::Running(_) | RpcError::Precondition(_) => Status::failed_precondition(msg),
+            RpcError::BackupFailed { source, .. } if source.name_taken => Status::already_exists(msg),
             RpcError::BackupFailed { source, .. } if source.retryable => Status::unavailable(msg),
             RpcError::BackupFailed { .. } | RpcError::LocalWrite { .. } | RpcError::Internal(_) => {
                 Status::internal(msg)
@@ -120,10 +122,12 @@ mod tests {
         assert_eq!(code(SubmitError::ShuttingDown.into()), tonic::Code::Unavailable);
         assert_eq!(code(RpcError::NoSuchBackup { name: name.clone(), node: None }), tonic::Code::NotFound);
         assert_eq!(code(RpcError::Running(name.clone())), tonic::Code::FailedPrecondition);
-        let failure = |retryable| BackupFailure { reason: "r".into(), retryable };
+        let failure = |retryable| BackupFailure { reason: "r".into(), retryable, name_taken: false };
         let failed = |retryable| RpcError::BackupFailed { name: name.clone(), source: failure(retryable) };
         assert_eq!(code(failed(true)), tonic::Code::Unavailable);
         assert_eq!(code(failed(false)), tonic::Code::Internal);
+        let source = BackupFailure { reason: "r".into(), retryable: false, name_taken: true };
+        assert_eq!(code(RpcError::BackupFailed { name: name.clone(), source }), tonic::Code::AlreadyExists);
         assert_eq!(code(NodeError::Protocol("x".into()).into()), tonic::Code::FailedPrecondition);
         let http = NodeError::Http { method: "GET", url: "u".into(), status: 503, body: String::new() };
         assert_eq!(code(http.into()), tonic::Code::Unavailable);
