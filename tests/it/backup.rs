@@ -51,7 +51,7 @@ async fn check_manifest_matches(node: &Engine, b: &str, live: &DataDigest) {
     let mut seen = BTreeMap::new();
     for sec in &m {
         for o in &sec.objects {
-            let place = medusa::format::manifest::placement(&o.path).unwrap();
+            let place = medusa::format::manifest::placement(&sec.keyspace, &o.path).unwrap();
             let rel = format!("{}/{}/{}", sec.keyspace, sec.columnfamily, place.rel());
             let bytes = node.storage.get_bytes(&o.path).await.unwrap();
             assert_eq!(bytes.len() as u64, o.size, "{}", o.path);

@@ -255,7 +255,7 @@ async fn manifest_files(env: &Env, b: &str) -> std::collections::BTreeMap<String
     let mut out = std::collections::BTreeMap::new();
     for sec in &m {
         for o in &sec.objects {
-            let place = medusa::format::manifest::placement(&o.path).unwrap();
+            let place = medusa::format::manifest::placement(&sec.keyspace, &o.path).unwrap();
             out.insert(format!("{}/{}/{}", sec.keyspace, sec.columnfamily, place.rel()), o.size);
         }
     }

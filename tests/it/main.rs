@@ -15,6 +15,7 @@ mod cassandra;
 mod cli;
 mod contract_refs;
 mod datacenter;
+mod dse;
 mod faults;
 mod grpc;
 mod grpc_fuzz;

@@ -37,7 +37,7 @@ const FQDN: &str = "demo-dc1-default-sts-0";
 // ---------------------------------------------------------------------------------------------
 
 /// The Python Medusa CLI with a `medusa.ini` written for it.
-struct PyMedusa {
+pub(crate) struct PyMedusa {
     exe: PathBuf,
     ini: PathBuf,
     /// Holds the ini and scratch directories (downloads, restore temp dir).
@@ -71,7 +71,7 @@ impl std::fmt::Display for Run {
 impl PyMedusa {
     /// Python Medusa's view of `env`: the same `[storage]` (without medusa-rs' extension keys),
     /// the simulated node's `cassandra.yaml`, no sudo, no gRPC, no Kubernetes, no CQL lookups.
-    fn for_env(env: &Env, yaml: &Path) -> PyMedusa {
+    pub(crate) fn for_env(env: &Env, yaml: &Path) -> PyMedusa {
         let exe = python_medusa().unwrap_or_else(|| {
             panic!(
                 "the Python Medusa 0.31.0 CLI (<tools>/venv/bin/medusa) is missing: run \
@@ -149,7 +149,7 @@ impl PyMedusa {
     }
 
     /// `verify`, which must end with both OK lines.
-    async fn verify(&self, backup: &str, md5: bool) {
+    pub(crate) async fn verify(&self, backup: &str, md5: bool) {
         let mut args = vec!["verify", "--backup-name", backup];
         if md5 {
             args.push("--enable-md5-checks");
@@ -162,7 +162,7 @@ impl PyMedusa {
 
     /// `download` into a fresh directory; returns the data files (digest) and the three
     /// metadata files Python puts at the top (`manifest.json`, `schema.cql`, `tokenmap.json`).
-    async fn download(&self, backup: &str) -> (DataDigest, BTreeMap<String, Vec<u8>>) {
+    pub(crate) async fn download(&self, backup: &str) -> (DataDigest, BTreeMap<String, Vec<u8>>) {
         let dest = self.work.path().join(format!("download-{backup}"));
         std::fs::create_dir(&dest).unwrap();
         let d = dest.to_str().unwrap();
@@ -602,7 +602,8 @@ async fn medusa_rs_reads_the_python_fixture() {
                 let head = storage.head(&o.path).await.unwrap().unwrap_or_else(|| panic!("{b}: {} is missing", o.path));
                 assert_eq!(head.size, o.size, "{b}: {}", o.path);
                 nulls += usize::from(o.md5.is_none());
-                let place = medusa::format::manifest::placement(&o.path).unwrap_or_else(|| panic!("{b}: {}", o.path));
+                let place = medusa::format::manifest::placement(&sec.keyspace, &o.path)
+                    .unwrap_or_else(|| panic!("{b}: {}", o.path));
                 let rel = format!("{}/{}/{}", sec.keyspace, sec.columnfamily, place.rel());
                 assert!(seen.insert(rel.clone(), o.size).is_none(), "{b}: {rel} twice");
             }

@@ -13,6 +13,7 @@
 
 pub mod cassandra;
 pub mod digest_cache;
+pub mod dse;
 pub mod plan;
 pub mod resolver;
 pub mod run;

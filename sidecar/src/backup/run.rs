@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::Engine;
 use super::cassandra::NodeError;
 use super::digest_cache::DigestCache;
+use super::dse;
 use super::plan::{Decision, FileRef, StoredObjects, decide};
 use super::snapshot::{self, SnapshotFile, SnapshotTable};
 use crate::bucket::index;
@@ -152,6 +153,7 @@ impl Engine {
         let tag = self.take_snapshot(name).await?;
         let result = self.backup_snapshot(name, mode, &tag, &progress, &cancel).await;
         let cleared = self.cassandra.clear_snapshot(&tag).await;
+        self.remove_dse_copy(&tag).await;
         self.clear_stale_snapshots(Some(&tag)).await;
         let mut report = result?;
         cleared?;
@@ -175,6 +177,20 @@ impl Engine {
             if let Err(e) = self.cassandra.clear_snapshot(tag).await {
                 tracing::warn!(%tag, error = %e, "could not clear a stale snapshot");
             }
+        }
+        let md = self.paths.metadata_dir.clone();
+        let copies = crate::fsutil::blocking(move || Ok(dse::tags(&md))).await.unwrap_or_default();
+        for tag in copies.iter().filter(|t| Some(t.as_str()) != keep) {
+            self.remove_dse_copy(tag).await;
+        }
+    }
+
+    /// Removes the copy of DSE's metadata directory of snapshot `tag`, if any (logged on failure:
+    /// the next backup tries again).
+    async fn remove_dse_copy(&self, tag: &str) {
+        let (md, t) = (self.paths.metadata_dir.clone(), tag.to_string());
+        if let Err(e) = crate::fsutil::blocking(move || dse::remove(&md, &t)).await {
+            tracing::warn!(%tag, error = %e, "could not remove the copy of DSE's metadata directory");
         }
     }
 
@@ -204,10 +220,16 @@ impl Engine {
         cancel: &CancellationToken,
     ) -> Result<BackupReport, BackupError> {
         let (d, t) = (self.paths.data_dir.clone(), tag.to_string());
-        let tables = crate::fsutil::blocking(move || snapshot::scan(&d, &t))
-            .await
-            .map_err(BackupError::io("reading the snapshot"))?;
+        let md = self.paths.metadata_dir.clone();
+        let (mut tables, metadata) = crate::fsutil::blocking(move || {
+            let tables = snapshot::scan(&d, &t)?;
+            let metadata = if dse::is_dse(&d) { dse::snapshot(&md, &t)? } else { None };
+            Ok((tables, metadata))
+        })
+        .await
+        .map_err(BackupError::io("reading the snapshot"))?;
         let start = self.describe(&tables, mode).await?;
+        tables.extend(metadata);
         let total_files: u64 = tables.iter().map(|t| t.files.len() as u64).sum();
         let total_bytes: u64 = tables.iter().flat_map(|t| &t.files).map(|f| f.size).sum();
         progress.files_total.store(total_files, Ordering::Relaxed);
@@ -240,7 +262,13 @@ impl Engine {
         let mut keyspaces: Vec<String> = tables.iter().map(|t| t.keyspace.clone()).collect();
         keyspaces.dedup();
         let facts = self.cassandra.facts(&self.fqdn, &keyspaces).await?;
-        let version = serde_json::json!({"server_type": "cassandra", "release_version": facts.release_version});
+        let d = self.paths.data_dir.clone();
+        let server_type = if crate::fsutil::blocking(move || Ok(dse::is_dse(&d))).await.unwrap_or(false) {
+            "dse"
+        } else {
+            "cassandra"
+        };
+        let version = serde_json::json!({"server_type": server_type, "release_version": facts.release_version});
         Ok(Start {
             schema: snapshot::assemble_schema(&facts.keyspace_cql, tables),
             tokenmap: facts.tokenmap.to_bytes(),

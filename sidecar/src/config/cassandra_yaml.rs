@@ -15,6 +15,9 @@ pub struct NodePaths {
     pub saved_caches_dir: PathBuf,
     /// `hints_directory`.
     pub hints_dir: PathBuf,
+    /// DSE's `metadata_directory` (default: `metadata` beside the data directory), where DSE 6
+    /// keeps node-local system state; nothing there on Apache Cassandra.
+    pub metadata_dir: PathBuf,
     /// The `cassandra.yaml` these came from.
     pub yaml_path: PathBuf,
 }
@@ -68,7 +71,11 @@ impl NodePaths {
             Some(serde_norway::Value::String(one)) => PathBuf::from(one),
             Some(other) => return Err(err(format!("data_file_directories must be a list of paths, not {other:?}"))),
         };
+        let metadata_dir = get("metadata_directory").unwrap_or_else(|| {
+            data_dir.parent().unwrap_or(Path::new("/var/lib/cassandra")).join(crate::format::dse::METADATA)
+        });
         Ok(NodePaths {
+            metadata_dir,
             commitlog_dir: get("commitlog_directory").unwrap_or_else(|| "/var/lib/cassandra/commitlog".into()),
             saved_caches_dir: get("saved_caches_directory").unwrap_or_else(|| "/var/lib/cassandra/saved_caches".into()),
             hints_dir: get("hints_directory").unwrap_or_else(|| "/var/lib/cassandra/hints".into()),

@@ -112,15 +112,18 @@ pub fn totals(m: &[ManifestSection]) -> (u64, u64) {
     m.iter().flat_map(|s| &s.objects).fold((0, 0), |(n, b), o| (n + 1, b + o.size))
 }
 
-/// Where a manifest object is placed below its table directory: the file name, inside its 2i
-/// sub-directory when the object's parent folder starts with `.` (the rule both Medusa and
-/// medusa-rs restore by).
-pub fn placement(object_key: &str) -> Option<crate::format::layout::TableFile> {
+/// Where a manifest object of `keyspace` is placed below its table directory: the file name,
+/// inside its 2i sub-directory when the object's parent folder starts with `.`, or, in DSE's
+/// metadata section, inside a `*nodes` folder (the rules both Medusa and medusa-rs restore by).
+pub fn placement(keyspace: &str, object_key: &str) -> Option<crate::format::layout::TableFile> {
     let mut parts = object_key.rsplit('/');
     let name = parts.next().filter(|n| !n.is_empty() && *n != "." && *n != "..")?;
-    let parent = parts.next();
+    let parent = parts.next().filter(|p| *p != "." && *p != "..");
+    let dse = keyspace == crate::format::dse::SECTION;
     Some(crate::format::layout::TableFile {
-        index_dir: parent.filter(|p| p.starts_with('.') && *p != "." && *p != "..").map(str::to_string),
+        index_dir: parent
+            .filter(|p| p.starts_with('.') || (dse && crate::format::dse::keeps_parent(p)))
+            .map(str::to_string),
         name: name.to_string(),
     })
 }
@@ -166,11 +169,15 @@ mod tests {
 
     #[test]
     fn placement_follows_the_2i_rule() {
-        let p = placement("demo/n/data/ks/t-1/.t_idx/nb-1-big-Data.db").unwrap();
+        let p = placement("ks", "demo/n/data/ks/t-1/.t_idx/nb-1-big-Data.db").unwrap();
         assert_eq!(p.rel(), ".t_idx/nb-1-big-Data.db");
-        let p = placement("demo/n/data/ks/t-1-vabc/nb-1-big-Data.db").unwrap();
+        let p = placement("ks", "demo/n/data/ks/t-1-vabc/nb-1-big-Data.db").unwrap();
         assert_eq!(p.rel(), "nb-1-big-Data.db");
-        assert!(placement("demo/n/data/ks/t-1/..").is_none());
-        assert!(placement("demo/").is_none());
+        assert!(placement("ks", "demo/n/data/ks/t-1/..").is_none());
+        assert!(placement("ks", "demo/").is_none());
+        // DSE's metadata: `nodes/` kept (only there), other folders flattened, as Medusa does.
+        assert_eq!(placement("dse", "demo/n/data/dse/metadata/nodes/local").unwrap().rel(), "nodes/local");
+        assert_eq!(placement("dse", "demo/n/data/dse/metadata/version").unwrap().rel(), "version");
+        assert_eq!(placement("ks", "demo/n/data/ks/nodes/nb-1-big-Data.db").unwrap().rel(), "nb-1-big-Data.db");
     }
 }

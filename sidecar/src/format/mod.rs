@@ -1,5 +1,6 @@
 //! The bucket contract.
 pub mod digest;
+pub mod dse;
 pub mod layout;
 pub mod manifest;
 pub mod names;

@@ -156,6 +156,8 @@ struct Source {
     plan: plan::RestorePlan,
     /// The source node's tokens, for a restore into another ring.
     tokens: Option<Vec<String>>,
+    /// Whether the backup is of a DSE node (`server_version.json`).
+    dse: bool,
 }
 
 /// Runs the init container's job.
@@ -264,7 +266,9 @@ async fn read_source(storage: &Storage, req: &Request) -> Result<Option<Source>,
         })?;
         Some(tokens)
     };
-    Ok(Some(Source { plan, tokens }))
+    let version = storage.get_opt(&meta(Meta::ServerVersion)).await?.unwrap_or_default();
+    let dse = crate::format::dse::server_type(&version) == "dse";
+    Ok(Some(Source { plan, tokens, dse }))
 }
 
 /// Creates the data directory of a fresh volume, then picks the staging directory (the journal's
@@ -276,6 +280,7 @@ async fn choose_staging(
     tmp_dir: Option<PathBuf>,
 ) -> Result<(Staging, targets::Targets), RestoreError> {
     let (root, data_dir, key, plan) = (req.paths.root(), req.paths.data_dir.clone(), req.key.clone(), plan.clone());
+    let metadata_dir = req.paths.metadata_dir.clone();
     let chosen = crate::fsutil::blocking(move || {
         if let Err(e) = targets::ensure_dir(&data_dir) {
             return Ok(Err(io("creating the data directory")(e)));
@@ -285,7 +290,7 @@ async fn choose_staging(
             Err(e) => return Ok(Err(e)),
         };
         let root = staging.root.clone();
-        let chosen = targets::prepare(&plan, &data_dir, staging, &key);
+        let chosen = targets::prepare(&plan, &data_dir, &metadata_dir, staging, &key);
         if chosen.is_err() {
             // Refused: leave no staging directory behind (one holding an earlier run's journal
             // is not empty and stays).
@@ -360,7 +365,10 @@ async fn finish(
     crate::fsutil::blocking(move || place::place(&p, &s, &t, &data_dir))
         .await
         .map_err(io("placing the restored tables"))?;
-    for dir in [&paths.commitlog_dir, &paths.saved_caches_dir, &paths.hints_dir] {
+    // DSE Search's index data is never in a backup: emptied, DSE rebuilds it from the tables.
+    let search = paths.data_dir.join(crate::format::dse::SEARCH_DIR);
+    let search = source.dse.then_some(&search);
+    for dir in [&paths.commitlog_dir, &paths.saved_caches_dir, &paths.hints_dir].into_iter().chain(search) {
         place::empty_dir(dir)
             .and_then(|()| targets::ensure_dir(dir))
             .map_err(io(format!("emptying {}", dir.display())))?;

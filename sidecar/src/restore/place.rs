@@ -147,10 +147,11 @@ pub fn place(plan: &RestorePlan, staging: &Staging, targets: &Targets, data_dir:
                         rename(&dest, &old)?;
                     }
                 }
-                let ks_dir = data_dir.join(&t.keyspace);
+                // The keyspace directory (or, for DSE's metadata, the Cassandra root).
+                let ks_dir = dest.parent().unwrap_or(data_dir);
                 if !ks_dir.exists() {
-                    std::fs::create_dir_all(&ks_dir).map_err(at("creating", &ks_dir))?;
-                    own_like_cassandra(&ks_dir, owner.uid(), owner.gid())?;
+                    std::fs::create_dir_all(ks_dir).map_err(at("creating", ks_dir))?;
+                    own_like_cassandra(ks_dir, owner.uid(), owner.gid())?;
                 }
                 rename(&staged, &dest)?;
             }

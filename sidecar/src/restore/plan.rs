@@ -82,7 +82,12 @@ pub fn plan(manifest: &Manifest, in_place: bool) -> Result<RestorePlan, String> 
         } else if (!in_place && is_node_identity(ks, table)) || section.objects.is_empty() {
             Action::Remove
         } else {
-            Action::Replace(fetch_list(ks, table, &section.objects)?)
+            let mut files = fetch_list(ks, table, &section.objects)?;
+            if !in_place && ks == crate::format::dse::SECTION {
+                // DSE 6's node-local state (`metadata/nodes/`), the analog of `system.local`.
+                files.retain(|f| !f.file.index_dir.as_deref().is_some_and(crate::format::dse::keeps_parent));
+            }
+            Action::Replace(files)
         };
         if let Action::Replace(files) = &action {
             out.files += files.len() as u64;
@@ -97,7 +102,7 @@ fn fetch_list(ks: &str, table: &str, objects: &[ManifestObject]) -> Result<Vec<F
     let mut places = HashSet::new();
     let mut files = Vec::with_capacity(objects.len());
     for o in objects {
-        let file = crate::format::manifest::placement(&o.path)
+        let file = crate::format::manifest::placement(ks, &o.path)
             .ok_or_else(|| format!("manifest object {:?} has no file name", o.path))?;
         if !safe_component(&file.name) || file.index_dir.as_deref().is_some_and(|d| !safe_component(d)) {
             return Err(format!("manifest object {:?} is not a safe file name", o.path));
@@ -151,6 +156,19 @@ mod tests {
         let p = plan(&m, true).unwrap();
         assert!(matches!(p.tables[0].action, Action::Replace(_)));
         assert!(matches!(p.tables[3].action, Action::Replace(_)));
+    }
+
+    #[test]
+    fn dse_metadata_keeps_its_nodes_folder_in_place_only() {
+        let m = vec![section("dse", "metadata", &["nodes/local", "nodes/peers", "version"])];
+        let rels = |p: &RestorePlan| match &p.tables[0].action {
+            Action::Replace(files) => files.iter().map(|f| f.file.rel()).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(rels(&plan(&m, true).unwrap()), ["nodes/local", "nodes/peers", "version"]);
+        let remote = plan(&m, false).unwrap();
+        assert_eq!(rels(&remote), ["version"]);
+        assert_eq!(remote.files, 1);
     }
 
     #[test]

@@ -167,6 +167,20 @@ fn resolve(data_dir: &Path, ks: &str, table: &str) -> Result<Target, Result<Stri
     }
 }
 
+/// Where DSE's metadata section goes: this node's metadata directory (cassandra.yaml's
+/// `metadata_directory`, else `metadata` beside the data directory), resolved like a table
+/// directory whose keyspace directory is its parent. Medusa cleans the configured directory
+/// but places into `<data_dir>/../<folder>`; medusa-rs uses the configured one for both.
+fn resolve_metadata(dir: &Path) -> Result<Target, Result<String, std::io::Error>> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Err(Ok(format!("{} cannot be DSE's metadata directory", dir.display())));
+    };
+    let (Some(root), Some(ks)) = (parent.parent(), parent.file_name()) else {
+        return Err(Ok(format!("{} cannot be DSE's metadata directory", dir.display())));
+    };
+    resolve(root, &ks.to_string_lossy(), &name.to_string_lossy())
+}
+
 /// The name of a staging area of restore `key` on another filesystem than the journal's.
 fn area_name(key: &RestoreKey) -> String {
     format!(".medusa-restore-{key}")
@@ -180,6 +194,7 @@ fn area_name(key: &RestoreKey) -> String {
 pub fn prepare(
     plan: &RestorePlan,
     data_dir: &Path,
+    metadata_dir: &Path,
     staging: Staging,
     key: &RestoreKey,
 ) -> Result<(Staging, Targets), RestoreError> {
@@ -190,7 +205,12 @@ pub fn prepare(
     let mut targets = Targets::default();
     let mut refusals = Vec::new();
     for t in plan.tables.iter().filter(|t| t.action != Action::Keep) {
-        match resolve(data_dir, &t.keyspace, &t.table) {
+        let resolved = if t.keyspace == crate::format::dse::SECTION {
+            resolve_metadata(metadata_dir)
+        } else {
+            resolve(data_dir, &t.keyspace, &t.table)
+        };
+        match resolved {
             Ok(target) => {
                 targets.tables.insert((t.keyspace.clone(), t.table.clone()), target);
             }

@@ -202,7 +202,8 @@ impl SimNode {
             let mut extra: BTreeSet<String> = BTreeSet::new();
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if e.path().is_dir() && !out.contains(&name) {
+                // A keyspace name has no `.` (DSE Search's `solr.data` is not a keyspace).
+                if e.path().is_dir() && !out.contains(&name) && !name.contains('.') {
                     extra.insert(name);
                 }
             }
