@@ -89,7 +89,11 @@ pub fn from_config(cfg: &Config) -> Result<Arc<dyn Cassandra>, NodeError> {
     if k.use_mgmt_api {
         let url =
             k.cassandra_url.clone().ok_or_else(|| NodeError::Config("[kubernetes] cassandra_url is empty".into()))?;
-        return Ok(Arc::new(ManagementApi::new(&url, k)?));
+        let api = ManagementApi::new(&url, k)?;
+        if !cfg.cassandra.resolve_ip_addresses {
+            return Ok(Arc::new(api.with_resolver(Arc::new(super::resolver::AddressesOnly))));
+        }
+        return Ok(Arc::new(api));
     }
     if k.enabled {
         return Err(NodeError::Config(

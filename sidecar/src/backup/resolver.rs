@@ -39,6 +39,16 @@ fn ip_shaped(label: &str, ip: &str) -> bool {
         || label.parse::<IpAddr>().is_ok()
 }
 
+/// No names at all: every node is named by its address (`resolve_ip_addresses = False`).
+pub struct AddressesOnly;
+
+#[async_trait]
+impl Resolver for AddressesOnly {
+    async fn names(&self, _ip: IpAddr) -> Vec<String> {
+        Vec::new()
+    }
+}
+
 /// The system's names of an address: those of a hosts(5)-format file named by
 /// `$MEDUSA_RS_HOSTS_FILE` first (for hosts without reverse DNS, and for tests), then every PTR
 /// record from the resolvers of `/etc/resolv.conf`, then the C library's answer (which also
@@ -110,6 +120,12 @@ impl Resolver for SystemResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn without_resolving_a_node_is_named_by_its_address() {
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        assert_eq!(node_name(&AddressesOnly.names(ip).await, "10.0.0.7"), "10.0.0.7");
+    }
 
     #[test]
     fn the_first_name_that_is_not_an_address_wins() {

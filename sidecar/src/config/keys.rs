@@ -92,6 +92,7 @@ sections! {
             NODETOOL_EXECUTABLE = "nodetool_executable",
             NODETOOL_FLAGS = "nodetool_flags",
             NODETOOL_SSL = "nodetool_ssl",
+            RESOLVE_IP_ADDRESSES = "resolve_ip_addresses",
         ],
         accepted: [
             "start_cmd",
@@ -109,7 +110,6 @@ sections! {
             "sstableloader_tspw",
             "sstableloader_ks",
             "sstableloader_kspw",
-            "resolve_ip_addresses",
             "use_sudo",
             "is_ccm",
             "sstableloader_truststore",

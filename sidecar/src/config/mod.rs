@@ -242,6 +242,10 @@ pub struct CassandraConfig {
     pub nodetool_port: Option<String>,
     /// `--ssl`.
     pub nodetool_ssl: bool,
+    /// Whether the ring's other nodes are named by their addresses' DNS names (Medusa's
+    /// default) or by the addresses themselves (`False`); `MEDUSA_RESOLVE_IP_ADDRESSES`
+    /// overrides it, as in Medusa.
+    pub resolve_ip_addresses: bool,
 }
 
 /// `[grpc]`.
@@ -356,14 +360,22 @@ impl Config {
 
     /// The node identity: `[storage] fqdn`, else `$POD_NAME`, else the host name (contract §7.3).
     pub fn fqdn(&self) -> Result<Fqdn, ConfigError> {
-        if let Some(f) = &self.storage.fqdn {
-            return Ok(Fqdn::new(f.clone())?);
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let host = || nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+        Ok(Fqdn::new(self.node_name(var("POD_IP"), var("POD_NAME"), host))?)
+    }
+
+    /// The node's name from `POD_IP`, `POD_NAME` and the host name: with `[kubernetes] enabled`,
+    /// `POD_IP` wins over everything, `[storage] fqdn` included (Medusa's rule: backups it took
+    /// with `POD_IP` set are stored under that address); then `[storage] fqdn`, then `POD_NAME`
+    /// (which k8ssandra-operator sets, and not `POD_IP`), then the host name.
+    fn node_name(&self, pod_ip: Option<String>, pod_name: Option<String>, host: impl FnOnce() -> String) -> String {
+        match (pod_ip, &self.storage.fqdn, pod_name) {
+            (Some(ip), _, _) if self.kubernetes.enabled => ip,
+            (_, Some(f), _) => f.clone(),
+            (_, None, Some(pod)) => pod,
+            _ => host(),
         }
-        if let Some(pod) = std::env::var("POD_NAME").ok().filter(|v| !v.is_empty()) {
-            return Ok(Fqdn::new(pod)?);
-        }
-        let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
-        Ok(Fqdn::new(host)?)
     }
 }
 
@@ -404,6 +416,26 @@ mod tests {
 ";
 
     #[test]
+    fn node_name_follows_medusa_with_pod_ip() {
+        let mut c = Config::parse(OPERATOR_INI, "medusa.ini").unwrap();
+        let ip = || Some("10.0.0.7".to_string());
+        let pod = || Some("dc1-r1-sts-0".to_string());
+        let host = || "host".to_string();
+        // The operator's pods: POD_NAME, no POD_IP.
+        assert_eq!(c.node_name(None, pod(), host), "dc1-r1-sts-0");
+        // Medusa's Kubernetes mode with POD_IP: the address, even over [storage] fqdn.
+        assert_eq!(c.node_name(ip(), pod(), host), "10.0.0.7");
+        c.storage.fqdn = Some("n1".into());
+        assert_eq!(c.node_name(ip(), pod(), host), "10.0.0.7");
+        assert_eq!(c.node_name(None, pod(), host), "n1");
+        // Outside Kubernetes mode POD_IP means nothing.
+        c.kubernetes.enabled = false;
+        assert_eq!(c.node_name(ip(), pod(), host), "n1");
+        c.storage.fqdn = None;
+        assert_eq!(c.node_name(ip(), None, host), "host");
+    }
+
+    #[test]
     fn reads_what_the_operator_writes() {
         let c = Config::parse(OPERATOR_INI, "medusa.ini").unwrap();
         assert_eq!(c.storage.provider, Provider::S3Compatible);
@@ -419,6 +451,9 @@ mod tests {
         assert!(c.grpc.enabled);
         assert_eq!(c.grpc.port, 50051);
         assert!(c.kubernetes.enabled && c.kubernetes.use_mgmt_api);
+        assert!(c.cassandra.resolve_ip_addresses, "Medusa's default");
+        let off = OPERATOR_INI.replace("use_sudo = false", "use_sudo = false\n    resolve_ip_addresses = False");
+        assert!(!Config::parse(&off, "medusa.ini").unwrap().cassandra.resolve_ip_addresses);
         assert_eq!(c.log_level, "DEBUG");
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }

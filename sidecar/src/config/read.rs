@@ -115,6 +115,13 @@ fn read_cassandra(r: &Reader<'_>) -> Result<CassandraConfig, ConfigError> {
         nodetool_host: r.opt(cassandra::NODETOOL_HOST),
         nodetool_port: r.opt(cassandra::NODETOOL_PORT),
         nodetool_ssl: r.bool(cassandra::NODETOOL_SSL, false)?,
+        resolve_ip_addresses: match env_or("MEDUSA_RESOLVE_IP_ADDRESSES", None) {
+            Some(v) => parse_bool(&v).ok_or_else(|| {
+                cassandra::RESOLVE_IP_ADDRESSES
+                    .bad(format!("MEDUSA_RESOLVE_IP_ADDRESSES={v:?} is not a boolean; use True or False"))
+            })?,
+            None => r.bool(cassandra::RESOLVE_IP_ADDRESSES, true)?,
+        },
     })
 }
 

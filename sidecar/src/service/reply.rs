@@ -284,6 +284,44 @@ mod tests {
         overall_status: i32,
     }
 
+    /// The size of GetBackups against the operator's 512 MiB receive limit: bytes per node in
+    /// one backup's summary with vnode tokens spread over the whole ring (most take 9 or 10
+    /// varint bytes), for 16 and 256 tokens (README, "GetBackups and the operator's limit").
+    #[test]
+    fn get_backups_bytes_per_node_backup_at_16_and_256_tokens() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        for (tokens, low, high) in [(16usize, 160usize, 250usize), (256, 2_300, 2_900)] {
+            let node = |i: usize, rng: &mut rand::rngs::SmallRng| pb::BackupNode {
+                host: format!("cluster1-dc1-default-sts-{i}"),
+                tokens: (0..tokens).map(|_| rng.random::<i64>()).collect(),
+                datacenter: "dc1".into(),
+                rack: "default".into(),
+            };
+            let summary = |nodes: usize, rng: &mut rand::rngs::SmallRng| pb::BackupSummary {
+                backup_name: "medusa-backup-schedule-1733580000".into(),
+                start_time: 1_733_580_000,
+                finish_time: 1_733_580_600,
+                total_nodes: nodes as i32,
+                finished_nodes: nodes as i32,
+                nodes: (0..nodes).map(|i| node(i, rng)).collect(),
+                status: pb::StatusType::Success as i32,
+                backup_type: "differential".into(),
+                total_size: 1 << 40,
+                total_objects: 1_000_000,
+            };
+            let one = Generated { backups: vec![summary(1, &mut rng)], overall_status: 0 }.encoded_len();
+            let hundred = Generated { backups: vec![summary(100, &mut rng)], overall_status: 0 }.encoded_len();
+            let per_node = (hundred - one) / 99;
+            let limit = 512usize << 20;
+            println!(
+                "{tokens} tokens: {per_node} bytes per node backup; 512 MiB holds {} node backups",
+                limit / per_node
+            );
+            assert!((low..high).contains(&per_node), "{tokens} tokens: {per_node} bytes per node");
+        }
+    }
+
     fn backup(name: &str, status: ClusterState, hosts: usize) -> ClusterBackup {
         let node = |i: usize| RingNode {
             host: format!("pod-{i}"),
