@@ -192,6 +192,27 @@ func TestMedusaBackupJob(t *testing.T) {
 	if !job.Status.FinishTime.Equal(&before.FinishTime) {
 		t.Fatalf("finish time moved: %v -> %v", before.FinishTime, job.Status.FinishTime)
 	}
+
+	// The job deleted and created again under the same name: the operator calls AsyncBackup
+	// with the name of a complete backup. It must fail on every pod (not "succeed" on the old
+	// data), and the stored backup must stay as it was.
+	old := &medusaapi.MedusaBackupJob{}
+	e.get("backup-full", old)
+	must(t, e.c.Delete(e.ctx, old))
+	totals := map[string][2]int64{}
+	for _, p := range e.pods {
+		n, b := e.manifestTotals(p.name, "backup-full")
+		totals[p.name] = [2]int64{n, b}
+	}
+	again := e.runBackupJob("backup-full", shared.DifferentialBackup, nil)
+	if len(again.Status.Finished) != 0 || len(again.Status.Failed) != len(e.pods) {
+		t.Fatalf("a re-created job on a stored name: finished %v, failed %v", again.Status.Finished, again.Status.Failed)
+	}
+	for _, p := range e.pods {
+		if n, b := e.manifestTotals(p.name, "backup-full"); totals[p.name] != [2]int64{n, b} {
+			t.Fatalf("%s: the stored backup changed: %v -> %d objects, %d bytes", p.name, totals[p.name], n, b)
+		}
+	}
 }
 
 // The same with the gRPC client's mTLS (serviceProperties.encryption): the operator reads the
