@@ -21,6 +21,7 @@
 
 mod pod;
 mod python;
+mod side_by_side;
 
 use std::time::{Duration, Instant};
 
