@@ -286,6 +286,8 @@ fn restore_env(c: &Ctx, key: String) -> RestoreEnv {
         )),
         pod_name: Some(c.env.fqdn.clone()),
         tmp_dir: Some(c.root.clone()),
+        keyspaces: None,
+        tables: None,
     }
 }
 

@@ -125,6 +125,8 @@ async fn main() -> Result<()> {
         mapping: Some(format!(r#"{{"in_place":true,"host_map":{{"{fqdn}":{{"source":["{fqdn}"],"seed":false}}}}}}"#)),
         pod_name: Some(fqdn.into()),
         tmp_dir: Some(root.clone()),
+        keyspaces: None,
+        tables: None,
     };
     let outcome = medusa::restore::run(&cfg, env).await?;
     let got = digest_data_dir(&sim.lock().expect("sim").data_dir);

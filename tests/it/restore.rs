@@ -362,3 +362,53 @@ async fn killed_during_download_or_placement_resumes_to_the_same_result() {
     assert!(got == backed_up, "{}", backed_up.diff(&got));
     assert!(!root.join("medusa-restore-k1").exists());
 }
+
+/// `RESTORE_TABLES` / `RESTORE_KEYSPACES`: those tables as of the backup, every other table
+/// (system keyspaces included) and the commit log as they were; a name the backup does not
+/// hold is refused before anything is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selective_restore_puts_back_only_what_is_named() {
+    let env = Env::new(EnvOptions::new(Kind::Local)).await.unwrap();
+    backup(&env, "full-1", Mode::Full).await;
+    let at_backup = live(&env).await;
+    env.with_sim(|s| s.flush(5, 0.2).unwrap()).await;
+    let root = env.with_sim_blocking(|s| s.root.clone());
+    std::fs::write(root.join("commitlog/CommitLog-8-1.log"), b"unflushed writes").unwrap();
+    let later = live(&env).await;
+    let tables: Vec<(String, String)> =
+        env.with_sim_blocking(|s| s.user_tables().iter().map(|t| (t.keyspace.clone(), t.name.clone())).collect());
+    let (ks, table) = tables[0].clone();
+    let other_ks = tables.iter().map(|t| &t.0).find(|k| **k != ks).expect("two user keyspaces").clone();
+    let picked = |path: &str| {
+        let mut parts = path.split('/');
+        let (k, dir) = (parts.next().unwrap(), parts.next().unwrap_or_default());
+        k == other_ks || (k == ks && dir.split_once('-').map(|(n, _)| n) == Some(table.as_str()))
+    };
+    assert!(later.entries.keys().any(|k| picked(k) && !at_backup.entries.contains_key(k)), "the flush changed them");
+    assert!(later.entries.keys().any(|k| !picked(k) && !at_backup.entries.contains_key(k)), "and others");
+    let base = restore_vars(&env);
+    let mapping = in_place_mapping();
+    let named = format!("{ks}.{table}");
+
+    // A table the backup does not hold: refused, nothing touched.
+    let wrong = format!("{ks}.no_such_table");
+    let r = run_restore(
+        &env.ini_path,
+        &with(&base, &[&vars("full-1", "k1", &mapping)[..], &[("RESTORE_TABLES", &wrong)]].concat()),
+    )
+    .await;
+    assert_eq!(r.code, Some(1), "{}", r.log);
+    assert!(r.log.contains("RESTORE_TABLES names") && r.log.contains("nothing was touched"), "{}", r.log);
+    assert!(live(&env).await == later);
+
+    let sel = [("RESTORE_TABLES", named.as_str()), ("RESTORE_KEYSPACES", other_ks.as_str())];
+    let r = run_restore(&env.ini_path, &with(&base, &[&vars("full-1", "k2", &mapping)[..], &sel].concat())).await;
+    assert_eq!(r.code, Some(0), "{}", r.log);
+    let got = live(&env).await;
+    let part = |d: &harness::sim::DataDigest, want: bool| -> Vec<(String, String)> {
+        d.entries.iter().filter(|(k, _)| picked(k) == want).map(|(k, v)| (k.clone(), format!("{v:?}"))).collect()
+    };
+    assert_eq!(part(&got, true), part(&at_backup, true), "the named tables are as backed up");
+    assert_eq!(part(&got, false), part(&later, false), "everything else is as it was");
+    assert_eq!(std::fs::read(root.join("commitlog/CommitLog-8-1.log")).unwrap(), b"unflushed writes");
+}

@@ -40,7 +40,7 @@ pub(super) async fn download(ctx: &Ctx, name: &str, dest: &Path, fqdn: Option<&s
         .ok_or_else(|| Failure::error(format!("the manifest of {b} on {n} is missing")))?;
     let manifest = crate::format::manifest::parse(&manifest)
         .map_err(|e| Failure::error(format!("the manifest of {b} on {n} is unreadable: {e}")))?;
-    let plan = crate::restore::plan::plan(&manifest, true).map_err(Failure::error)?;
+    let plan = crate::restore::plan::plan(&manifest, true, &Default::default()).map_err(Failure::error)?;
     let staging = Staging::new(dest.join(PARTIAL));
     std::fs::create_dir_all(&staging.root)
         .map_err(|e| Failure::error(format!("cannot create {}: {e}", staging.root.display())))?;

@@ -47,6 +47,10 @@ pub struct RestoreEnv {
     pub pod_name: Option<String>,
     /// `MEDUSA_TMP_DIR`.
     pub tmp_dir: Option<PathBuf>,
+    /// `RESTORE_KEYSPACES` (comma list).
+    pub keyspaces: Option<String>,
+    /// `RESTORE_TABLES` (comma list of `keyspace.table`).
+    pub tables: Option<String>,
 }
 
 impl RestoreEnv {
@@ -59,6 +63,8 @@ impl RestoreEnv {
             mapping: var("RESTORE_MAPPING"),
             pod_name: var("POD_NAME"),
             tmp_dir: var("MEDUSA_TMP_DIR").map(PathBuf::from),
+            keyspaces: var("RESTORE_KEYSPACES"),
+            tables: var("RESTORE_TABLES"),
         }
     }
 }
@@ -148,6 +154,8 @@ struct Request {
     source: Fqdn,
     /// This node.
     target: Fqdn,
+    /// What is restored (everything when empty).
+    selection: plan::Selection,
     in_place: bool,
 }
 
@@ -221,7 +229,9 @@ fn resolve(cfg: &Config, env: &RestoreEnv) -> Result<Result<Request, String>, Re
             None => return Ok(Err(format!("pod {target} is not in the restore mapping; nothing to restore here"))),
         }
     };
-    Ok(Ok(Request { backup, key, paths, source, target, in_place }))
+    let selection =
+        plan::Selection::parse(env.keyspaces.as_deref(), env.tables.as_deref()).map_err(RestoreError::Invalid)?;
+    Ok(Ok(Request { backup, key, paths, source, target, in_place, selection }))
 }
 
 /// The source node's backup, read and planned; `None` when it has no part for that node.
@@ -252,7 +262,7 @@ async fn read_source(storage: &Storage, req: &Request) -> Result<Option<Source>,
         let key = storage.layout.meta(source, backup, Meta::Manifest);
         RestoreError::Invalid(format!("the manifest {key} of {backup}/{source} is unreadable: {e}"))
     })?;
-    let plan = plan::plan(&manifest, req.in_place).map_err(RestoreError::Invalid)?;
+    let plan = plan::plan(&manifest, req.in_place, &req.selection).map_err(RestoreError::Invalid)?;
     let tokens = if req.in_place {
         None
     } else {
@@ -368,7 +378,11 @@ async fn finish(
     // DSE Search's index data is never in a backup: emptied, DSE rebuilds it from the tables.
     let search = paths.data_dir.join(crate::format::dse::SEARCH_DIR);
     let search = source.dse.then_some(&search);
-    for dir in [&paths.commitlog_dir, &paths.saved_caches_dir, &paths.hints_dir].into_iter().chain(search) {
+    // A selective restore leaves the other tables running on: their unflushed writes in the
+    // commit log and their hints stay (writes to the restored tables still in the commit log
+    // are replayed and win by timestamp, as any later write). The caches are only caches.
+    let logs = [&paths.commitlog_dir, &paths.hints_dir].into_iter().filter(|_| req.selection.is_all());
+    for dir in [&paths.saved_caches_dir].into_iter().chain(logs).chain(search) {
         place::empty_dir(dir)
             .and_then(|()| targets::ensure_dir(dir))
             .map_err(io(format!("emptying {}", dir.display())))?;
