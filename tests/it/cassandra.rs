@@ -8,7 +8,7 @@
 //! - `one_node`: full backup through gRPC (Management API mode), writes, compaction, a
 //!   differential backup, writes; the differential restored in place after a drained stop, the
 //!   full one after a SIGKILL (unflushed writes in the commit log); then the same with the real
-//!   nodetool (`use_mgmt_api = 0`).
+//!   nodetool (`use_mgmt_api = 0`); last a selective restore (`RESTORE_TABLES`) of one table.
 //! - `ring`: three nodes, RF 3; a backup of each, the volumes wiped, an in-place restore of all
 //!   three; QUORUM reads return every row. Then `remote`: a new ring on 127.0.0.4-6 with other
 //!   pod names and its own vnode tokens, restored from the first ring's backup with the
@@ -186,6 +186,21 @@ async fn one_node(version: &str, kind: Kind) {
     let got = cql.digest().await.unwrap();
     assert_same(&at_nodetool, &got, "in-place restore of a backup taken with the real nodetool", &[&pod.node]);
     f.done("nodetool mode: backups, in-place restore, CQL check");
+
+    // Selective restore (RESTORE_TABLES): rs1.events as of nt-full, every other table (and
+    // index answer) as it was just before the drained stop.
+    cql.write(8).await.unwrap();
+    let later = cql.digest().await.unwrap();
+    assert_ne!(later.get("rs1.events"), at_nodetool.get("rs1.events"), "phase 8 changed nothing in rs1.events");
+    pod.node.stop().await.unwrap();
+    let mapping = restore_mapping(true, &[(name, name)]);
+    pod.restore_init_with("nt-full", &uuid4(), &mapping, &[("RESTORE_TABLES", "rs1.events")]).await.unwrap();
+    pod.node.start().await.unwrap();
+    let got = cql.digest().await.unwrap();
+    let mut want = later.clone();
+    want.insert("rs1.events".into(), at_nodetool["rs1.events"].clone());
+    assert_same(&want, &got, "selective restore of rs1.events (RESTORE_TABLES)", &[&pod.node]);
+    f.done("selective restore of one table, CQL check");
 
     pod.node.stop().await.unwrap();
     f.done("stop");

@@ -119,6 +119,17 @@ impl RealPod {
     /// Runs `medusa-restore-init` as the pod's `medusa-restore` init container with the
     /// operator's variables; fails unless it exits 0. Returns its log.
     pub async fn restore_init(&mut self, backup: &str, key: &str, mapping: &str) -> Result<String> {
+        self.restore_init_with(backup, key, mapping, &[]).await
+    }
+
+    /// [`RealPod::restore_init`] with more variables (`RESTORE_TABLES`, `RESTORE_KEYSPACES`).
+    pub async fn restore_init_with(
+        &mut self,
+        backup: &str,
+        key: &str,
+        mapping: &str,
+        vars: &[(&str, &str)],
+    ) -> Result<String> {
         ensure!(!self.node.is_running(), "{}: restore init container while Cassandra runs", self.name);
         self.restores += 1;
         let log = self.log_dir.join(format!("restore-{}.log", self.restores));
@@ -136,6 +147,7 @@ impl RealPod {
             .env("BACKUP_NAME", backup)
             .env("RESTORE_KEY", key)
             .env("RESTORE_MAPPING", mapping)
+            .envs(vars.iter().copied())
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()?;
