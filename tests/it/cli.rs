@@ -422,3 +422,51 @@ async fn an_s3_bucket_without_a_configured_region_is_looked_up() {
         );
     }
 }
+
+/// `purge-decommissioned`: a node that left the ring (absent from the latest complete backup)
+/// loses exactly its parts that no complete cluster backup holds; a dry run first deletes
+/// nothing; the live node's folder is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_decommissioned_takes_only_the_absent_nodes_unneeded_parts() {
+    let env = Env::new(EnvOptions::new(Kind::Local)).await.unwrap();
+    let live_node = env.node().unwrap();
+    let mut old = env.node().unwrap();
+    old.fqdn = medusa::format::names::Fqdn::new("old-pod").unwrap();
+    // b1: both nodes (complete: the ring is the live node's). b2: the old node alone,
+    // interrupted (no manifest). b3: the live node alone, the latest complete one.
+    medusa_tests::backup(&live_node, "b1", Mode::Full).await.unwrap();
+    medusa_tests::backup(&old, "b1", Mode::Full).await.unwrap();
+    medusa_tests::backup(&old, "b2", Mode::Full).await.unwrap();
+    old.storage.delete("demo/old-pod/b2/meta/manifest.json").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    medusa_tests::backup(&live_node, "b3", Mode::Full).await.unwrap();
+    let before = medusa_tests::list_all(&live_node).await.unwrap();
+    let ini = env.ini_path.clone();
+    let run = move |args: &'static [&'static str]| {
+        let ini = ini.clone();
+        tokio::task::spawn_blocking(move || cli(&ini, args))
+    };
+
+    let out = run(&["purge-decommissioned", "-o", "json"]).await.unwrap();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let v = out.json();
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(
+        v["decommissioned"],
+        serde_json::json!([{"node": "old-pod", "delete": ["b2"], "keep_for_complete_backups": ["b1"]}])
+    );
+    assert_eq!(medusa_tests::list_all(&live_node).await.unwrap(), before, "a dry run deletes nothing");
+
+    let out = run(&["purge-decommissioned", "--apply"]).await.unwrap();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("old-pod") && out.stdout.contains("deleted"), "{}", out.stdout);
+    let after = medusa_tests::list_all(&live_node).await.unwrap();
+    let gone: Vec<&String> = before.keys().filter(|k| !after.contains_key(*k)).collect();
+    assert!(!gone.is_empty());
+    for k in &gone {
+        // Its folder, its index entries, and its latest-backup pointer (which named b2).
+        assert!(k.contains("old-pod") && (k.contains("b2") || k.contains("latest_backup/old-pod/")), "deleted {k}");
+    }
+    assert!(after.keys().any(|k| k.contains("old-pod/b1/meta/manifest.json")), "the part b1 needs stays");
+    assert!(after.keys().all(|k| !k.contains("old-pod/b2/")), "old-pod/b2 is gone");
+}

@@ -32,6 +32,7 @@ macro_rules! eprintln {
 }
 
 mod daemons;
+mod decommissioned;
 mod download;
 mod listing;
 mod probe;
@@ -203,6 +204,15 @@ enum Command {
         #[arg(long)]
         fqdn: Option<String>,
     },
+    /// Deletes the backups of nodes that left the ring (absent from the latest complete
+    /// backup), except parts a complete cluster backup still holds. Shows what would go unless
+    /// `--apply` is given.
+    #[command(name = "purge-decommissioned")]
+    PurgeDecommissioned {
+        /// Delete (without it, a dry run).
+        #[arg(long)]
+        apply: bool,
+    },
     /// Runs the gRPC sidecar (as `medusa-sidecar`).
     #[command(disable_help_flag = true)]
     Sidecar {
@@ -270,6 +280,7 @@ fn tool(args: Vec<OsString>) -> ExitCode {
                 download::download(&ctx, &backup_name, &destination, fqdn.as_deref()).await
             }
             Command::Purge { apply, fqdn } => purge::purge(&ctx, apply, fqdn.as_deref()).await,
+            Command::PurgeDecommissioned { apply } => decommissioned::purge_decommissioned(&ctx, apply).await,
             Command::Sidecar { .. }
             | Command::RestoreInit { .. }
             | Command::Entrypoint { .. }
