@@ -35,7 +35,8 @@
 //! 5. the flows: [`backup`], [`restore`], [`retention`];
 //! 6. [`service`]: the sidecar (the generated gRPC code in [`service::pb`]);
 //! 7. [`cli`]: the `medusa-rs` multi-call binary (sidecar, restore init container, entry point,
-//!    health probe, and the everyday commands: list-backups, status, verify, download, purge).
+//!    health probe, and the everyday commands: list-backups, status, verify, download, purge,
+//!    purge-decommissioned).
 //!
 //! [`fsutil`] (durable writes, the blocking pool), [`logging`] and [`tls`] serve every layer.
 pub mod backup;
