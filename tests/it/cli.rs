@@ -470,3 +470,45 @@ async fn purge_decommissioned_takes_only_the_absent_nodes_unneeded_parts() {
     assert!(after.keys().any(|k| k.contains("old-pod/b1/meta/manifest.json")), "the part b1 needs stays");
     assert!(after.keys().all(|k| !k.contains("old-pod/b2/")), "old-pod/b2 is gone");
 }
+
+/// `fetch-tokenmap` and `get-last-complete-cluster-backup` on the bucket Python Medusa wrote:
+/// Medusa's text (each node, then its tokens as Python prints a list), the stored
+/// `tokenmap.json` with `--output json`, the newest complete backup's name; 3 for names and
+/// buckets without one.
+#[test]
+fn fetch_tokenmap_and_last_complete_backup_as_medusa_prints_them() {
+    let dir = TempDir::new("cli-tokenmap").unwrap();
+    let (bucket, ini) = fixture_copy(dir.path(), "");
+    let stored: Value = serde_json::from_slice(
+        &std::fs::read(bucket.bucket_dir().join(format!("demo/{FQDN}/diff-2/meta/tokenmap.json"))).unwrap(),
+    )
+    .unwrap();
+
+    let out = cli(&ini, &["fetch-tokenmap", "--backup-name", "diff-2"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let mut want = String::new();
+    for (host, item) in stored.as_object().unwrap() {
+        let tokens: Vec<String> = item["tokens"].as_array().unwrap().iter().map(|t| t.to_string()).collect();
+        want.push_str(&format!("{host}\n[{}]\n", tokens.join(", ")));
+    }
+    assert_eq!(out.stdout, want);
+    let out = cli(&ini, &["fetch-tokenmap", "--backup-name", "diff-2", "-o", "json"]);
+    assert_eq!(out.json(), stored);
+    let out = cli(&ini, &["fetch-tokenmap", "--backup-name", "nope"]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+
+    let out = cli(&ini, &["get-last-complete-cluster-backup"]);
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "diff-2\n"), "{}", out.stderr);
+    // Its manifest gone, diff-2 is no longer complete: diff-1 is the newest complete one.
+    std::fs::remove_file(bucket.bucket_dir().join(format!("demo/{FQDN}/diff-2/meta/manifest.json"))).unwrap();
+    let out = cli(&ini, &["get-last-complete-cluster-backup", "-o", "json"]);
+    assert_eq!(out.json()["backup_name"], "diff-1", "{}", out.stderr);
+
+    let empty = TempDir::new("cli-empty").unwrap();
+    let empty_ini = empty.path().join("medusa.ini");
+    let text = std::fs::read_to_string(&ini).unwrap().replace("prefix = demo", "prefix = nothing-here");
+    std::fs::write(&empty_ini, text).unwrap();
+    let out = cli(&empty_ini, &["get-last-complete-cluster-backup"]);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    assert_eq!(out.stdout, "Could not find any full backup for the cluster\n");
+}

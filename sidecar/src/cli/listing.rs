@@ -217,3 +217,46 @@ pub(super) async fn status(ctx: &Ctx, name: &str) -> Result<u8, Failure> {
     table(&["NODE", "STATUS", "STARTED (UTC)", "FINISHED (UTC)", "FILES", "SIZE"], &rows);
     Ok(code)
 }
+
+/// `fetch-tokenmap --backup-name`: the backup's token map as Medusa prints it (each node's name,
+/// then its tokens), or, with `--output json`, its `tokenmap.json` as stored. Exit 3 when there
+/// is no such backup.
+pub(super) async fn fetch_tokenmap(ctx: &Ctx, name: &str) -> Result<u8, Failure> {
+    let name = backup_name(name)?;
+    let Some(b) = cluster_backups(ctx, Some(&name)).await?.into_iter().find(|b| b.name == name.as_str()) else {
+        return Err(Failure::not_found(format!(
+            "no backup named {name} in bucket {} ({}); `medusa-rs list-backups` shows the backups there are",
+            ctx.cfg.storage.bucket_name,
+            prefix(ctx)
+        )));
+    };
+    if ctx.json {
+        let v: serde_json::Value = serde_json::from_slice(&b.tokenmap.to_bytes())
+            .map_err(|e| Failure::error(format!("the token map of {name} cannot be shown as JSON: {e}")))?;
+        ctx.print_json(&v);
+        return Ok(0);
+    }
+    for node in &b.tokenmap.0 {
+        println!("{}", node.host);
+        println!("[{}]", node.tokens.join(", "));
+    }
+    Ok(0)
+}
+
+/// `get-last-complete-cluster-backup`: the name of the newest backup complete on every node of
+/// its ring (Medusa's message when there is none, and exit 3 for scripts).
+pub(super) async fn last_complete(ctx: &Ctx) -> Result<u8, Failure> {
+    let backups = cluster_backups(ctx, None).await?;
+    let last = backups.iter().filter(|b| b.status == ClusterState::Success).max_by_key(|b| (b.finished, b.started));
+    if ctx.json {
+        ctx.print_json(
+            &json!({ "backup_name": last.map(|b| b.name.as_str()), "finished": last.and_then(|b| b.finished) }),
+        );
+    } else {
+        match last {
+            Some(b) => println!("{}", b.name),
+            None => println!("Could not find any full backup for the cluster"),
+        }
+    }
+    Ok(if last.is_some() { 0 } else { super::EXIT_NOT_FOUND })
+}

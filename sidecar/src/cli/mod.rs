@@ -204,6 +204,16 @@ enum Command {
         #[arg(long)]
         fqdn: Option<String>,
     },
+    /// Prints the token map of a backup: each node, then its tokens.
+    #[command(name = "fetch-tokenmap")]
+    FetchTokenmap {
+        /// The backup.
+        #[arg(long)]
+        backup_name: String,
+    },
+    /// Prints the name of the newest backup complete on every node of its ring.
+    #[command(name = "get-last-complete-cluster-backup")]
+    LastComplete,
     /// Deletes the backups of nodes that left the ring (absent from the latest complete
     /// backup), except parts a complete cluster backup still holds. Shows what would go unless
     /// `--apply` is given.
@@ -280,6 +290,8 @@ fn tool(args: Vec<OsString>) -> ExitCode {
                 download::download(&ctx, &backup_name, &destination, fqdn.as_deref()).await
             }
             Command::Purge { apply, fqdn } => purge::purge(&ctx, apply, fqdn.as_deref()).await,
+            Command::FetchTokenmap { backup_name } => listing::fetch_tokenmap(&ctx, &backup_name).await,
+            Command::LastComplete => listing::last_complete(&ctx).await,
             Command::PurgeDecommissioned { apply } => decommissioned::purge_decommissioned(&ctx, apply).await,
             Command::Sidecar { .. }
             | Command::RestoreInit { .. }
