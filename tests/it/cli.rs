@@ -471,12 +471,13 @@ async fn purge_decommissioned_takes_only_the_absent_nodes_unneeded_parts() {
     assert!(after.keys().all(|k| !k.contains("old-pod/b2/")), "old-pod/b2 is gone");
 }
 
-/// `fetch-tokenmap` and `get-last-complete-cluster-backup` on the bucket Python Medusa wrote:
+/// `fetch-tokenmap`, `get-last-complete-cluster-backup` and `report-last-backup` on the bucket
+/// Python Medusa wrote:
 /// Medusa's text (each node, then its tokens as Python prints a list), the stored
 /// `tokenmap.json` with `--output json`, the newest complete backup's name; 3 for names and
 /// buckets without one.
 #[test]
-fn fetch_tokenmap_and_last_complete_backup_as_medusa_prints_them() {
+fn tokenmap_last_complete_and_report_as_medusa_prints_them() {
     let dir = TempDir::new("cli-tokenmap").unwrap();
     let (bucket, ini) = fixture_copy(dir.path(), "");
     let stored: Value = serde_json::from_slice(
@@ -499,10 +500,27 @@ fn fetch_tokenmap_and_last_complete_backup_as_medusa_prints_them() {
 
     let out = cli(&ini, &["get-last-complete-cluster-backup"]);
     assert_eq!((out.code, out.stdout.as_str()), (Some(0), "diff-2\n"), "{}", out.stderr);
+    let out = cli(&ini, &["report-last-backup"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("Latest node backup finished ") && lines[0].ends_with(" seconds ago"),
+        "{}",
+        out.stdout
+    );
+    for line in ["Latest complete backup:", "- Name: diff-2", "Latest backup:", "- Finished: True"] {
+        assert!(lines.contains(&line), "{line}: {}", out.stdout);
+    }
+    assert!(lines.contains(&"- Complete backup: 1 nodes have completed the backup"), "{}", out.stdout);
     // Its manifest gone, diff-2 is no longer complete: diff-1 is the newest complete one.
     std::fs::remove_file(bucket.bucket_dir().join(format!("demo/{FQDN}/diff-2/meta/manifest.json"))).unwrap();
     let out = cli(&ini, &["get-last-complete-cluster-backup", "-o", "json"]);
     assert_eq!(out.json()["backup_name"], "diff-1", "{}", out.stderr);
+    let v = cli(&ini, &["report-last-backup", "--push-metrics", "-o", "json"]).json();
+    assert_eq!(v["complete_cluster_backup"]["name"], "diff-1");
+    assert_eq!(v["latest_cluster_backup"]["name"], "diff-2");
+    assert_eq!(v["latest_cluster_backup"]["complete"], false);
+    assert_eq!(v["latest_cluster_backup"]["incomplete_nodes"], serde_json::json!([FQDN]));
 
     let empty = TempDir::new("cli-empty").unwrap();
     let empty_ini = empty.path().join("medusa.ini");

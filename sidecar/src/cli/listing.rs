@@ -260,3 +260,79 @@ pub(super) async fn last_complete(ctx: &Ctx) -> Result<u8, Failure> {
     }
     Ok(if last.is_some() { 0 } else { super::EXIT_NOT_FOUND })
 }
+
+/// `report-last-backup`: Medusa's report (this node's latest backup, the latest complete
+/// cluster backup, the latest cluster backup with its complete, incomplete and missing nodes),
+/// on standard output instead of Medusa's log. `--push-metrics` has no backend to push to: the
+/// sidecar exports the same figures on `/metrics`.
+pub(super) async fn report_last_backup(ctx: &Ctx, push_metrics: bool) -> Result<u8, Failure> {
+    if push_metrics {
+        tracing::warn!("--push-metrics: medusa-rs pushes to no monitoring backend; scrape the sidecar's /metrics");
+    }
+    let n = ctx.node(None)?;
+    let backups = cluster_backups(ctx, None).await?;
+    let now = chrono::Utc::now().timestamp();
+    let node_last = backups
+        .iter()
+        .flat_map(|b| &b.nodes)
+        .filter(|p| p.fqdn == n.as_str())
+        .filter_map(|p| p.finished.map(|f| (f, p.name.clone())))
+        .max();
+    let complete = backups.iter().filter(|b| b.status == ClusterState::Success).max_by_key(|b| (b.finished, b.started));
+    let latest = backups.iter().max_by_key(|b| b.started);
+    let summary = latest.map(|b| {
+        let done: Vec<&str> = b.nodes.iter().filter(|p| p.finished.is_some()).map(|p| p.fqdn.as_str()).collect();
+        let incomplete: Vec<&str> = b.nodes.iter().filter(|p| p.finished.is_none()).map(|p| p.fqdn.as_str()).collect();
+        let missing: Vec<&str> =
+            b.tokenmap.0.iter().map(|h| h.host.as_str()).filter(|h| !b.nodes.iter().any(|p| p.fqdn == *h)).collect();
+        (b, done, incomplete, missing)
+    });
+    if ctx.json {
+        ctx.print_json(&json!({
+            "node": n.as_str(),
+            "node_backup": node_last.as_ref().map(|(f, name)| json!({ "name": name, "finished": f, "seconds_ago": now - f })),
+            "complete_cluster_backup": complete.map(|b| json!({
+                "name": b.name, "finished": b.finished, "seconds_ago": b.finished.map(|f| now - f),
+            })),
+            "latest_cluster_backup": summary.as_ref().map(|(b, done, incomplete, missing)| json!({
+                "name": b.name, "complete": b.status == ClusterState::Success, "complete_nodes": done,
+                "incomplete_nodes": incomplete, "missing_nodes": missing, "bytes": b.total_size, "objects": b.total_objects,
+            })),
+        }));
+        return Ok(0);
+    }
+    match &node_last {
+        Some((f, _)) => println!("Latest node backup finished {} seconds ago", now - f),
+        None => println!("This node has not been backed up yet"),
+    }
+    match complete {
+        Some(b) => {
+            println!("Latest complete backup:");
+            println!("- Name: {}", b.name);
+            println!("- Finished: {} seconds ago", b.finished.map(|f| now - f).unwrap_or_default());
+        }
+        None => println!("The cluster this node belongs to has no complete backup yet"),
+    }
+    let Some((b, done, incomplete, missing)) = summary else {
+        println!("The cluster this node belongs to has not started a backup yet");
+        return Ok(0);
+    };
+    println!("Latest backup:");
+    println!("- Name: {}", b.name);
+    println!("- Finished: {}", if b.status == ClusterState::Success { "True" } else { "False" });
+    println!("- Details - Node counts");
+    println!("- Complete backup: {} nodes have completed the backup", done.len());
+    if !incomplete.is_empty() {
+        println!("- Incomplete backup: {} nodes have not completed the backup yet", incomplete.len());
+        println!("  These nodes are:");
+        incomplete.iter().for_each(|h| println!("     {h}"));
+    }
+    if !missing.is_empty() {
+        println!("- Missing backup: {} nodes are not running backups", missing.len());
+        println!("  These nodes are:");
+        missing.iter().for_each(|h| println!("     {h}"));
+    }
+    println!("- Total size: {}", human_bytes(b.total_size));
+    println!("- Total files: {}", b.total_objects);
+    Ok(0)
+}

@@ -211,6 +211,13 @@ enum Command {
         #[arg(long)]
         backup_name: String,
     },
+    /// Reports this node's latest backup, the latest complete and the latest cluster backup.
+    #[command(name = "report-last-backup")]
+    ReportLastBackup {
+        /// Accepted for Medusa's scripts; the sidecar's /metrics exports the figures.
+        #[arg(long)]
+        push_metrics: bool,
+    },
     /// Prints the name of the newest backup complete on every node of its ring.
     #[command(name = "get-last-complete-cluster-backup")]
     LastComplete,
@@ -292,6 +299,7 @@ fn tool(args: Vec<OsString>) -> ExitCode {
             Command::Purge { apply, fqdn } => purge::purge(&ctx, apply, fqdn.as_deref()).await,
             Command::FetchTokenmap { backup_name } => listing::fetch_tokenmap(&ctx, &backup_name).await,
             Command::LastComplete => listing::last_complete(&ctx).await,
+            Command::ReportLastBackup { push_metrics } => listing::report_last_backup(&ctx, push_metrics).await,
             Command::PurgeDecommissioned { apply } => decommissioned::purge_decommissioned(&ctx, apply).await,
             Command::Sidecar { .. }
             | Command::RestoreInit { .. }
