@@ -632,3 +632,77 @@ mod operator_rules {
         assert_eq!(humanize(3 << 30), "3.00 GB");
     }
 }
+
+/// `medusa-rs backup-cluster`: a cluster backup without an operator, over gRPC to every
+/// sidecar (started a second apart), polled to the end, a summary and exit 0; the sidecars then
+/// list it complete on every node and `report-last-backup` reports it. A sidecar that does not
+/// answer makes the run exit 4 with that node FAILED and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_cluster_cli_drives_the_sidecars_without_an_operator() {
+    let backend = Backend::start(Kind::Local).await.unwrap();
+    let dc = Datacenter::start(DcSpec::demo(), &backend).await.unwrap();
+    let hosts: Vec<String> = dc.pods.iter().map(|p| p.address()).collect();
+    let ini = dc.pods[0].ini_path.clone();
+    let run = |args: Vec<String>| {
+        let ini = ini.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(medusa_tests::binary("medusa-rs"))
+                .arg("--config")
+                .arg(&ini)
+                .args(args)
+                .env("POD_NAME", "demo-dc1-r1-sts-0")
+                .output()
+                .unwrap()
+        })
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let json = |o: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)))
+    };
+
+    let list = hosts.join(",");
+    let t0 = std::time::Instant::now();
+    let out = run(args(&[
+        "backup-cluster",
+        "--hosts",
+        &list,
+        "--backup-name",
+        "bc-1",
+        "--mode",
+        "full",
+        "--stagger",
+        "1",
+        "-o",
+        "json",
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(t0.elapsed() >= Duration::from_secs(2), "three nodes a second apart");
+    let v = json(&out);
+    assert_eq!(v["complete"], true, "{v}");
+    for n in v["nodes"].as_array().unwrap() {
+        assert_eq!(n["status"], "SUCCESS", "{n}");
+        assert!(n["files"].as_i64().unwrap() > 0, "{n}");
+    }
+    let all = get_backups(&dc, 2).await;
+    let b = all.backups.iter().find(|b| b.backup_name == "bc-1").expect("listed");
+    assert_eq!((b.status, b.finished_nodes, b.backup_type.as_str()), (StatusType::Success as i32, 3, "full"));
+
+    let out = run(args(&["report-last-backup", "-o", "json"])).await.unwrap();
+    let v = json(&out);
+    assert_eq!(v["latest_cluster_backup"]["name"], "bc-1", "{v}");
+    assert_eq!(v["latest_cluster_backup"]["complete_nodes"].as_array().unwrap().len(), 3, "{v}");
+
+    // One sidecar that does not answer: that node FAILED with why, the others succeed, exit 4.
+    let with_dead = format!("{list},127.0.0.1:1");
+    let out =
+        run(args(&["backup-cluster", "--hosts", &with_dead, "--backup-name", "bc-2", "-o", "json"])).await.unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.iter().filter(|n| n["status"] == "SUCCESS").count(), 3, "{v}");
+    let dead = nodes.iter().find(|n| n["host"] == "127.0.0.1:1").unwrap();
+    assert_eq!(dead["status"], "FAILED");
+    assert!(dead["error"].as_str().unwrap().contains("connect"), "{dead}");
+}

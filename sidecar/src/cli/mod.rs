@@ -31,6 +31,7 @@ macro_rules! eprintln {
     }};
 }
 
+mod cluster;
 mod daemons;
 mod decommissioned;
 mod download;
@@ -204,6 +205,26 @@ enum Command {
         #[arg(long)]
         fqdn: Option<String>,
     },
+    /// Backs up a cluster without an operator: AsyncBackup on every sidecar, their status
+    /// polled to the end, a summary; exit 0 only when every node succeeded.
+    #[command(name = "backup-cluster")]
+    BackupCluster {
+        /// The sidecars, `host:port`, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        hosts: Vec<String>,
+        /// The backup's name (default: the time, `%Y%m%dT%H%M`, UTC).
+        #[arg(long)]
+        backup_name: Option<String>,
+        /// `full` or `differential` (Medusa's default).
+        #[arg(long, default_value = "differential")]
+        mode: String,
+        /// Seconds between starting two nodes (Medusa's `--stagger` means something else).
+        #[arg(long, default_value_t = 0)]
+        stagger: u64,
+        /// Seconds to wait for every node to finish.
+        #[arg(long, default_value_t = 86_400)]
+        timeout: u64,
+    },
     /// Prints the token map of a backup: each node, then its tokens.
     #[command(name = "fetch-tokenmap")]
     FetchTokenmap {
@@ -297,6 +318,10 @@ fn tool(args: Vec<OsString>) -> ExitCode {
                 download::download(&ctx, &backup_name, &destination, fqdn.as_deref()).await
             }
             Command::Purge { apply, fqdn } => purge::purge(&ctx, apply, fqdn.as_deref()).await,
+            Command::BackupCluster { hosts, backup_name, mode, stagger, timeout } => {
+                let r = cluster::Request { hosts, name: backup_name, mode, stagger, timeout };
+                cluster::backup_cluster(&ctx, r).await
+            }
             Command::FetchTokenmap { backup_name } => listing::fetch_tokenmap(&ctx, &backup_name).await,
             Command::LastComplete => listing::last_complete(&ctx).await,
             Command::ReportLastBackup { push_metrics } => listing::report_last_backup(&ctx, push_metrics).await,
