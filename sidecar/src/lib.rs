@@ -37,7 +37,7 @@
 //! 7. [`cli`]: the `medusa-rs` multi-call binary (sidecar, restore init container, entry point,
 //!    health probe, and the everyday commands: list-backups, status, verify, download, purge,
 //!    purge-decommissioned, fetch-tokenmap, get-last-complete-cluster-backup, report-last-backup,
-//!    backup-cluster).
+//!    backup-cluster, delete-backup).
 //!
 //! [`fsutil`] (durable writes, the blocking pool), [`logging`] and [`tls`] serve every layer.
 pub mod backup;

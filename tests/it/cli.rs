@@ -530,3 +530,45 @@ fn tokenmap_last_complete_and_report_as_medusa_prints_them() {
     assert_eq!(out.code, Some(3), "{}", out.stderr);
     assert_eq!(out.stdout, "Could not find any full backup for the cluster\n");
 }
+
+/// `delete-backup`: this node's part only (every node's with `--all-nodes`), shared files a
+/// later differential backup reuses kept (it still verifies), a part that may be running
+/// refused, an unknown name exit 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_backup_keeps_what_other_backups_need_and_refuses_a_running_part() {
+    let env = Env::new(EnvOptions::new(Kind::Local)).await.unwrap();
+    let node = env.node().unwrap();
+    let mut other = env.node().unwrap();
+    other.fqdn = medusa::format::names::Fqdn::new("other-pod").unwrap();
+    for b in ["d1", "d2"] {
+        medusa_tests::backup(&node, b, Mode::Differential).await.unwrap();
+        medusa_tests::backup(&other, b, Mode::Differential).await.unwrap();
+    }
+    medusa_tests::backup(&node, "d3", Mode::Differential).await.unwrap();
+    node.storage.delete(&format!("demo/{FQDN}/d3/meta/manifest.json")).await.unwrap();
+    let ini = env.ini_path.clone();
+    let run = move |args: &'static [&'static str]| {
+        let ini = ini.clone();
+        tokio::task::spawn_blocking(move || cli(&ini, args))
+    };
+
+    let out = run(&["delete-backup", "--backup-name", "d1", "-o", "json"]).await.unwrap();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.json()["nodes"], serde_json::json!([FQDN]));
+    let keys = medusa_tests::list_all(&node).await.unwrap();
+    assert!(!keys.keys().any(|k| k.contains(&format!("{FQDN}/d1/"))), "this node's d1 is gone");
+    assert!(keys.keys().any(|k| k.contains("other-pod/d1/meta/manifest.json")), "the other node's d1 stays");
+    let out = run(&["verify", "--backup-name", "d2"]).await.unwrap();
+    assert_eq!(out.code, Some(0), "d2 reuses d1's files, which must stay: {}{}", out.stdout, out.stderr);
+
+    let out = run(&["delete-backup", "--backup-name", "d3"]).await.unwrap();
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("may be running") && out.stderr.contains("nothing was deleted"), "{}", out.stderr);
+
+    let out = run(&["delete-backup", "--backup-name", "d1", "--all-nodes"]).await.unwrap();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let keys = medusa_tests::list_all(&node).await.unwrap();
+    assert!(!keys.keys().any(|k| k.contains("/d1/")), "every node's d1 is gone");
+    let out = run(&["delete-backup", "--backup-name", "d1", "--all-nodes"]).await.unwrap();
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+}

@@ -34,6 +34,7 @@ macro_rules! eprintln {
 mod cluster;
 mod daemons;
 mod decommissioned;
+mod delete;
 mod download;
 mod listing;
 mod probe;
@@ -225,6 +226,17 @@ enum Command {
         #[arg(long, default_value_t = 86_400)]
         timeout: u64,
     },
+    /// Deletes this node's part of a backup (every node's with `--all-nodes`); refuses an
+    /// unfinished part that may be running.
+    #[command(name = "delete-backup")]
+    DeleteBackup {
+        /// The backup.
+        #[arg(long)]
+        backup_name: String,
+        /// Every node's part, not only this node's.
+        #[arg(long)]
+        all_nodes: bool,
+    },
     /// Prints the token map of a backup: each node, then its tokens.
     #[command(name = "fetch-tokenmap")]
     FetchTokenmap {
@@ -321,6 +333,9 @@ fn tool(args: Vec<OsString>) -> ExitCode {
             Command::BackupCluster { hosts, backup_name, mode, stagger, timeout } => {
                 let r = cluster::Request { hosts, name: backup_name, mode, stagger, timeout };
                 cluster::backup_cluster(&ctx, r).await
+            }
+            Command::DeleteBackup { backup_name, all_nodes } => {
+                delete::delete_backup(&ctx, &backup_name, all_nodes).await
             }
             Command::FetchTokenmap { backup_name } => listing::fetch_tokenmap(&ctx, &backup_name).await,
             Command::LastComplete => listing::last_complete(&ctx).await,
