@@ -221,14 +221,15 @@ impl Engine {
     ) -> Result<BackupReport, BackupError> {
         let (d, t) = (self.paths.data_dir.clone(), tag.to_string());
         let md = self.paths.metadata_dir.clone();
-        let (mut tables, metadata) = crate::fsutil::blocking(move || {
+        let (mut tables, is_dse, metadata) = crate::fsutil::blocking(move || {
             let tables = snapshot::scan(&d, &t)?;
-            let metadata = if dse::is_dse(&d) { dse::snapshot(&md, &t)? } else { None };
-            Ok((tables, metadata))
+            let is_dse = dse::is_dse(&d);
+            let metadata = if is_dse { dse::snapshot(&md, &t)? } else { None };
+            Ok((tables, is_dse, metadata))
         })
         .await
         .map_err(BackupError::io("reading the snapshot"))?;
-        let start = self.describe(&tables, mode).await?;
+        let start = self.describe(&tables, mode, is_dse).await?;
         tables.extend(metadata);
         let total_files: u64 = tables.iter().map(|t| t.files.len() as u64).sum();
         let total_bytes: u64 = tables.iter().flat_map(|t| &t.files).map(|f| f.size).sum();
@@ -257,17 +258,13 @@ impl Engine {
         Ok(report)
     }
 
-    /// The node's facts, turned into the meta objects a node backup starts with.
-    async fn describe(&self, tables: &[SnapshotTable], mode: Mode) -> Result<Start, BackupError> {
+    /// The node's facts, turned into the meta objects a node backup starts with (`is_dse`: the
+    /// server type recorded).
+    async fn describe(&self, tables: &[SnapshotTable], mode: Mode, is_dse: bool) -> Result<Start, BackupError> {
         let mut keyspaces: Vec<String> = tables.iter().map(|t| t.keyspace.clone()).collect();
         keyspaces.dedup();
         let facts = self.cassandra.facts(&self.fqdn, &keyspaces).await?;
-        let d = self.paths.data_dir.clone();
-        let server_type = if crate::fsutil::blocking(move || Ok(dse::is_dse(&d))).await.unwrap_or(false) {
-            "dse"
-        } else {
-            "cassandra"
-        };
+        let server_type = if is_dse { "dse" } else { "cassandra" };
         let version = serde_json::json!({"server_type": server_type, "release_version": facts.release_version});
         Ok(Start {
             schema: snapshot::assemble_schema(&facts.keyspace_cql, tables),

@@ -17,7 +17,7 @@ use super::{Ctx, Failure, human_bytes, table, time};
 use crate::bucket::index::{NodeBackup, node_backups};
 use crate::bucket::node_backup;
 use crate::format::names::{BackupName, Fqdn};
-use crate::service::listing::{ClusterBackup, ClusterState};
+use crate::service::listing::{Cache, ClusterBackup, ClusterState, summarize};
 
 /// What happens to one decommissioned node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,8 +68,9 @@ pub(super) fn plan(clusters: &[ClusterBackup], parts: &[NodeBackup]) -> BTreeMap
 }
 
 pub(super) async fn purge_decommissioned(ctx: &Ctx, apply: bool) -> Result<u8, Failure> {
+    // One listing of the index, grouped here (not listed again for the cluster backups).
     let parts = node_backups(&ctx.storage, None).await?;
-    let clusters = super::listing::cluster_backups(ctx, None).await?;
+    let clusters = summarize(&ctx.storage, &Cache::default(), parts.clone(), &|_| None).await?;
     let planned = plan(&clusters, &parts);
     let started: BTreeMap<(String, String), Option<i64>> =
         parts.iter().map(|p| ((p.fqdn.clone(), p.name.clone()), p.started)).collect();

@@ -138,17 +138,22 @@ async fn node_line(ctx: &Ctx, nb: &NodeBackup) -> Result<NodeLine, Failure> {
     Ok(line)
 }
 
-/// `status --backup-name`: exit 0 when the backup is complete on every node, 4 when not, 3
-/// when there is no such backup.
-pub(super) async fn status(ctx: &Ctx, name: &str) -> Result<u8, Failure> {
+/// The cluster backup `name`, or exit 3 naming the bucket and prefix searched.
+async fn one_backup(ctx: &Ctx, name: &str) -> Result<ClusterBackup, Failure> {
     let name = backup_name(name)?;
-    let Some(b) = cluster_backups(ctx, Some(&name)).await?.into_iter().find(|b| b.name == name.as_str()) else {
-        return Err(Failure::not_found(format!(
+    cluster_backups(ctx, Some(&name)).await?.into_iter().find(|b| b.name == name.as_str()).ok_or_else(|| {
+        Failure::not_found(format!(
             "no backup named {name} in bucket {} ({}); `medusa-rs list-backups` shows the backups there are",
             ctx.cfg.storage.bucket_name,
             prefix(ctx)
-        )));
-    };
+        ))
+    })
+}
+
+/// `status --backup-name`: exit 0 when the backup is complete on every node, 4 when not, 3
+/// when there is no such backup.
+pub(super) async fn status(ctx: &Ctx, name: &str) -> Result<u8, Failure> {
+    let b = one_backup(ctx, name).await?;
     let mut lines = Vec::with_capacity(b.nodes.len());
     for nb in &b.nodes {
         lines.push(node_line(ctx, nb).await?);
@@ -222,14 +227,8 @@ pub(super) async fn status(ctx: &Ctx, name: &str) -> Result<u8, Failure> {
 /// then its tokens), or, with `--output json`, its `tokenmap.json` as stored. Exit 3 when there
 /// is no such backup.
 pub(super) async fn fetch_tokenmap(ctx: &Ctx, name: &str) -> Result<u8, Failure> {
-    let name = backup_name(name)?;
-    let Some(b) = cluster_backups(ctx, Some(&name)).await?.into_iter().find(|b| b.name == name.as_str()) else {
-        return Err(Failure::not_found(format!(
-            "no backup named {name} in bucket {} ({}); `medusa-rs list-backups` shows the backups there are",
-            ctx.cfg.storage.bucket_name,
-            prefix(ctx)
-        )));
-    };
+    let b = one_backup(ctx, name).await?;
+    let name = &b.name;
     if ctx.json {
         let v: serde_json::Value = serde_json::from_slice(&b.tokenmap.to_bytes())
             .map_err(|e| Failure::error(format!("the token map of {name} cannot be shown as JSON: {e}")))?;
