@@ -16,6 +16,8 @@ Commands (output on stdout is one JSON document, diagnostics on stderr):
                                   rows of a full scan; per index: the answers of index queries;
                                   tables the schema does not know are {"absent": true}
     version                       release_version of the first host
+    cql STATEMENT                 runs one statement (TRUNCATE, DROP, CREATE ...), waits for schema
+                                  agreement
 
 Tables per keyspace: users (collections, a frozen UDT, a 2i on email, SAI (5.0) or SASI (4.1)
 on city, SASI on name), events (clustering columns, DESC order, range deletes), counters,
@@ -311,6 +313,12 @@ def cmd_digest(cluster, session, args):
     print(json.dumps(out, sort_keys=True, indent=1))
 
 
+def cmd_cql(cluster, session, args):
+    session.execute(args.statement)
+    cluster.control_connection.wait_for_schema_agreement(wait_time=60)
+    print(json.dumps({"executed": args.statement}))
+
+
 def cmd_version(cluster, session, args):
     version, _ = major(session)
     print(json.dumps({"release_version": version}))
@@ -333,6 +341,8 @@ def main():
         c.add_argument("table", choices=sorted(OPTIONAL))
     sub.add_parser("digest")
     sub.add_parser("version")
+    q = sub.add_parser("cql")
+    q.add_argument("statement")
     args = ap.parse_args()
     t0 = time.monotonic()
     cluster, session = connect(args)
@@ -343,6 +353,7 @@ def main():
             "create": cmd_create,
             "drop": cmd_drop,
             "digest": cmd_digest,
+            "cql": cmd_cql,
             "version": cmd_version,
         }[args.cmd](cluster, session, args)
     finally:

@@ -8,9 +8,11 @@
 //! - `one_node`: full backup through gRPC (Management API mode), writes, compaction, a
 //!   differential backup, writes; the differential restored in place after a drained stop, the
 //!   full one after a SIGKILL (unflushed writes in the commit log); then the same with the real
-//!   nodetool (`use_mgmt_api = 0`); last a selective restore (`RESTORE_TABLES`) of one table.
+//!   nodetool (`use_mgmt_api = 0`); a selective restore (`RESTORE_TABLES`) of one table; last
+//!   the online restore (`RestoreTables` into the running node, see `online_restore`).
 //! - `ring`: three nodes, RF 3; a backup of each, the volumes wiped, an in-place restore of all
-//!   three; QUORUM reads return every row. Then `remote`: a new ring on 127.0.0.4-6 with other
+//!   three; QUORUM reads return every row; a truncated RF-3 table loaded back into the running
+//!   ring (`RestoreTables` on each node). Then `remote`: a new ring on 127.0.0.4-6 with other
 //!   pod names and its own vnode tokens, restored from the first ring's backup with the
 //!   operator's host map: it starts with the old tokens and serves every row.
 //!
@@ -202,9 +204,107 @@ async fn one_node(version: &str, kind: Kind) {
     assert_same(&want, &got, "selective restore of rs1.events (RESTORE_TABLES)", &[&pod.node]);
     f.done("selective restore of one table, CQL check");
 
+    online_restore(&mut pod, &backend, &cql, &mut f).await;
+
     pod.node.stop().await.unwrap();
     f.done("stop");
     f.finish(&[&pod.node]);
+}
+
+/// `rs1.events` as `cqldata.py schema` creates it.
+const EVENTS: &str = "CREATE TABLE rs1.events (user_id int, ts int, kind text, phase int, payload blob, \
+    tags list<text>, PRIMARY KEY ((user_id), ts, kind)) WITH CLUSTERING ORDER BY (ts DESC, kind ASC)";
+
+/// Fails if a table directory of `ks_dir` holds a `Data.db` without every component its
+/// `TOC.txt` lists: an SSTable the node could load half.
+fn assert_no_half_sstable(ks_dir: &std::path::Path) {
+    for table in std::fs::read_dir(ks_dir).unwrap().flatten() {
+        for f in std::fs::read_dir(table.path()).unwrap().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            let Some(prefix) = name.strip_suffix("Data.db") else { continue };
+            let toc = table.path().join(format!("{prefix}TOC.txt"));
+            let listed =
+                std::fs::read_to_string(&toc).unwrap_or_else(|e| panic!("{name} without {}: {e}", toc.display()));
+            for c in listed.lines().filter(|l| !l.trim().is_empty()) {
+                assert!(table.path().join(format!("{prefix}{c}")).exists(), "{name}: {c} missing");
+            }
+        }
+    }
+}
+
+/// RestoreTables into the running node through the Management API: a truncated table back as
+/// of the backup (its indexes answering), the sidecar killed mid-job and the job finished by the
+/// same request, a table the node no longer has refused, a dropped and re-created table refused
+/// and then loaded when asked; every other table as it was; the node never restarts.
+async fn online_restore(pod: &mut RealPod, backend: &Backend, cql: &CqlData, f: &mut Figures) {
+    use medusa::service::pb::ext;
+    pod.configure(backend, "real", Access::MgmtApi).await.unwrap();
+    pod.start_sidecar().await.unwrap();
+    let starts = pod.node.starts.len();
+    cql.create("late").await.unwrap();
+    cql.write(9).await.unwrap();
+    let at_backup = cql.digest().await.unwrap();
+    backup(&[&*pod], "online-1", Mode::Full).await.unwrap();
+    cql.write(10).await.unwrap();
+    cql.execute("TRUNCATE rs1.users").await.unwrap();
+    cql.execute("DROP TABLE rs1.late").await.unwrap();
+    let later = cql.digest().await.unwrap();
+    assert_ne!(later.get("rs1.users"), at_backup.get("rs1.users"));
+    f.done("online: rs1.late created, phase 9, backup, phase 10, rs1.users truncated, rs1.late dropped");
+
+    let req = |tables: &[&str], allow: bool| ext::RestoreTablesRequest {
+        backup_name: "online-1".into(),
+        tables: tables.iter().map(|t| t.to_string()).collect(),
+        allow_new_table_id: allow,
+    };
+    let job =
+        pod.ext_client().await.unwrap().restore_tables(req(&["rs1.users"], false)).await.unwrap().into_inner().job_id;
+    pod.kill_sidecar().await.unwrap();
+    assert_no_half_sstable(&pod.node.data_dir().join("rs1"));
+    pod.start_sidecar().await.unwrap();
+    let s = pod::wait_restore_tables(pod, &job).await.unwrap();
+    println!(
+        "[cassandra] restore-tables killed at once: after the restart {:?} {}",
+        ext::RestoreTablesPhase::try_from(s.phase),
+        s.error
+    );
+    pod::restore_tables(&[&*pod], "online-1", &["rs1.users"], false).await.unwrap();
+    let got = cql.digest().await.unwrap();
+    let mut want = later.clone();
+    for k in ["rs1.users", "rs1.users#indexes"] {
+        want.insert(k.into(), at_backup[k].clone());
+    }
+    assert_same(&want, &got, "rs1.users loaded into the running node (RestoreTables)", &[&pod.node]);
+    f.done("online: RestoreTables rs1.users, sidecar killed and the job finished, CQL check");
+
+    let mut c = pod.ext_client().await.unwrap();
+    let e = c.restore_tables(req(&["rs1.late"], false)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("not served by this node"), "{e:?}");
+    cql.execute("DROP TABLE rs1.events").await.unwrap();
+    cql.execute(EVENTS).await.unwrap();
+    let e = c.restore_tables(req(&["rs1.events"], false)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("dropped and created again"), "{e:?}");
+    for dir in std::fs::read_dir(pod.node.data_dir().join("rs1")).unwrap().flatten() {
+        if dir.file_name().to_string_lossy().starts_with("events-") {
+            let placed: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .filter(|f| f.file_name().to_string_lossy().ends_with("Data.db"))
+                .map(|f| f.file_name())
+                .collect();
+            assert!(placed.is_empty(), "refused, yet {placed:?} in {}", dir.path().display());
+        }
+    }
+    pod::restore_tables(&[&*pod], "online-1", &["rs1.events"], true).await.unwrap();
+    let got = cql.digest().await.unwrap();
+    want.insert("rs1.events".into(), at_backup["rs1.events"].clone());
+    assert_same(&want, &got, "rs1.events re-created, then loaded with allow_new_table_id", &[&pod.node]);
+    assert_eq!(pod.node.starts.len(), starts, "the node was restarted");
+    assert!(pod.node.is_running());
+    pod.stop_sidecar().await.unwrap();
+    f.done("online: a dropped table and a re-created one refused, then loaded when asked");
 }
 
 // --- a ring of three -------------------------------------------------------------------------
@@ -286,6 +386,39 @@ async fn ring(version: &str, kind: Kind) {
     let nodes: Vec<&RealNode> = pods.iter().map(|p| &p.node).collect();
     assert_same(&at_backup, &got, "in-place restore of a ring of three, QUORUM reads", &nodes);
     f.done("ring restarted on the restored volumes, CQL check at QUORUM");
+
+    // Online: rs3.events (RF 3) truncated across the ring, then loaded back into the three
+    // running nodes, each from its own part of the backup (`medusa-rs restore-tables`).
+    for p in &mut pods {
+        p.start_sidecar().await.unwrap();
+    }
+    cql.execute("TRUNCATE rs3.events").await.unwrap();
+    // Through the CLI, as a user without an operator runs it.
+    let sidecars: Vec<String> =
+        pods.iter().map(|p| format!("127.0.0.1:{}", p.sidecar.as_ref().unwrap().port)).collect();
+    let out = tokio::process::Command::new(medusa_tests::binary("medusa-rs"))
+        .arg("--config")
+        .arg(&pods[0].ini)
+        .args(["restore-tables", "--hosts", &sidecars.join(","), "--backup-name", "ring-full", "--table", "rs3.events"])
+        .args(["--timeout", "300", "-o", "json"])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(330), out).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(v["complete"], true, "{text}");
+    assert!(
+        v["nodes"].as_array().unwrap().iter().all(|n| n["status"] == "DONE" && n["sstables_loaded"].as_u64() > Some(0)),
+        "{text}"
+    );
+    let got = cql.at("QUORUM").digest().await.unwrap();
+    let nodes: Vec<&RealNode> = pods.iter().map(|p| &p.node).collect();
+    assert_same(&at_backup, &got, "rs3.events truncated, then loaded into the running ring", &nodes);
+    for p in &mut pods {
+        p.stop_sidecar().await.unwrap();
+    }
+    f.done("online: rs3.events truncated and restored into the running ring, QUORUM check");
 
     // Another datacenter: new addresses, new pod names, its own vnodes; the operator's remote
     // restore (host map by sorted pod names) brings the old tokens and every row.

@@ -16,6 +16,7 @@ mod cli;
 mod contract_refs;
 mod datacenter;
 mod dse;
+mod extensions;
 mod faults;
 mod grpc;
 mod grpc_fuzz;

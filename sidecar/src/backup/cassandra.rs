@@ -81,6 +81,12 @@ pub trait Cassandra: Send + Sync {
     /// Ring, version and keyspace definitions; `local` names this node in the tokenmap and
     /// `keyspaces` are the keyspaces found on disk.
     async fn facts(&self, local: &Fqdn, keyspaces: &[String]) -> Result<NodeFacts, NodeError>;
+    /// Snapshots one table under `tag` without a flush: the snapshot lands in the directory of
+    /// the table the node serves, which tells its live id.
+    async fn snapshot_table(&self, tag: &str, keyspace: &str, table: &str) -> Result<(), NodeError>;
+    /// Loads SSTables newly placed in the table's directory (`nodetool refresh`; Cassandra
+    /// gives each one a generation of its own as it loads it).
+    async fn refresh(&self, keyspace: &str, table: &str) -> Result<(), NodeError>;
 }
 
 /// Picks the Management API when `[kubernetes] use_mgmt_api` is on, `nodetool` otherwise.
@@ -202,6 +208,20 @@ impl Cassandra for ManagementApi {
     async fn clear_snapshot(&self, tag: &str) -> Result<(), NodeError> {
         let req = self.client.delete(&self.snapshots_url).query(&[("snapshotNames", tag)]);
         self.send("DELETE", req, &self.snapshots_url).await.map(drop)
+    }
+
+    async fn snapshot_table(&self, tag: &str, keyspace: &str, table: &str) -> Result<(), NodeError> {
+        let body = serde_json::json!({
+            "snapshot_name": tag, "keyspace_tables": [format!("{keyspace}.{table}")], "skip_flush": true,
+        });
+        let req = self.client.post(&self.snapshots_url).json(&body);
+        self.send("POST", req, &self.snapshots_url).await.map(drop)
+    }
+
+    async fn refresh(&self, keyspace: &str, table: &str) -> Result<(), NodeError> {
+        let url = format!("{}/api/v0/ops/keyspace/refresh", self.base_url);
+        let req = self.client.post(&url).query(&[("keyspaceName", keyspace), ("table", table)]);
+        self.send("POST", req, &url).await.map(drop)
     }
 
     async fn facts(&self, local: &Fqdn, keyspaces: &[String]) -> Result<NodeFacts, NodeError> {
@@ -386,6 +406,14 @@ impl Cassandra for Nodetool {
 
     async fn clear_snapshot(&self, tag: &str) -> Result<(), NodeError> {
         self.run(&["clearsnapshot", "-t", tag]).await.map(drop)
+    }
+
+    async fn snapshot_table(&self, tag: &str, keyspace: &str, table: &str) -> Result<(), NodeError> {
+        self.run(&["snapshot", "-t", tag, "-sf", "-kt", &format!("{keyspace}.{table}")]).await.map(drop)
+    }
+
+    async fn refresh(&self, keyspace: &str, table: &str) -> Result<(), NodeError> {
+        self.run(&["refresh", keyspace, table]).await.map(drop)
     }
 
     async fn facts(&self, local: &Fqdn, _keyspaces: &[String]) -> Result<NodeFacts, NodeError> {

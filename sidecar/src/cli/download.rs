@@ -47,7 +47,7 @@ pub(super) async fn download(ctx: &Ctx, name: &str, dest: &Path, fqdn: Option<&s
     let transfers = Arc::new(Transfers::new(ctx.storage.clone(), &ctx.cfg.storage));
     let (chunk, concurrency) = (ctx.cfg.storage.multipart_chunksize, ctx.cfg.storage.concurrent_transfers);
     let mut report = Report { files: plan.files, bytes: plan.bytes, ..Default::default() };
-    download_all(&plan, &staging, &transfers, chunk, concurrency, &mut report)
+    download_all(&plan, &staging, &transfers, chunk, concurrency, Default::default(), &mut report)
         .await
         .map_err(|e| Failure::error(format!("download failed: {e}; run the command again to resume")))?;
     for t in &plan.tables {

@@ -39,6 +39,7 @@ mod download;
 mod listing;
 mod probe;
 mod purge;
+mod restores;
 mod stdout;
 mod verify;
 
@@ -226,6 +227,43 @@ enum Command {
         #[arg(long, default_value_t = 86_400)]
         timeout: u64,
     },
+    /// Loads tables of a backup into the running nodes (no restart): RestoreTables on every
+    /// sidecar's extension service, each job polled to its end, a summary; exit 0 only when
+    /// every node loaded its part. Writes made after the backup win where they are newer:
+    /// TRUNCATE a table first to get it exactly as it was.
+    #[command(name = "restore-tables")]
+    RestoreTables {
+        /// The sidecars, `host:port`, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        hosts: Vec<String>,
+        /// The backup.
+        #[arg(long)]
+        backup_name: String,
+        /// Tables, `keyspace.table` (repeatable or comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        table: Vec<String>,
+        /// Whole keyspaces (repeatable or comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        keyspace: Vec<String>,
+        /// Load into a table dropped and created again since the backup (its columns must
+        /// still fit the backup's SSTables).
+        #[arg(long)]
+        allow_new_table_id: bool,
+        /// Seconds to wait for every node.
+        #[arg(long, default_value_t = 86_400)]
+        timeout: u64,
+    },
+    /// Prints how the init containers restore a whole backup: which backup node each target
+    /// receives (in place, or Medusa's `--host-list`), and the `restore-init` environment.
+    #[command(name = "restore-cluster")]
+    RestoreCluster {
+        /// The backup.
+        #[arg(long)]
+        backup_name: String,
+        /// Medusa's host list: `seed,target,source` per line (default: in place).
+        #[arg(long)]
+        host_list: Option<PathBuf>,
+    },
     /// Deletes this node's part of a backup (every node's with `--all-nodes`); refuses an
     /// unfinished part that may be running.
     #[command(name = "delete-backup")]
@@ -333,6 +371,14 @@ fn tool(args: Vec<OsString>) -> ExitCode {
             Command::BackupCluster { hosts, backup_name, mode, stagger, timeout } => {
                 let r = cluster::Request { hosts, name: backup_name, mode, stagger, timeout };
                 cluster::backup_cluster(&ctx, r).await
+            }
+            Command::RestoreTables { hosts, backup_name, table, keyspace, allow_new_table_id, timeout } => {
+                let tables = table.into_iter().chain(keyspace).collect();
+                let r = restores::TablesRequest { hosts, backup_name, tables, allow_new_table_id, timeout };
+                restores::restore_tables(&ctx, r).await
+            }
+            Command::RestoreCluster { backup_name, host_list } => {
+                restores::restore_cluster(&ctx, &backup_name, host_list.as_deref()).await
             }
             Command::DeleteBackup { backup_name, all_nodes } => {
                 delete::delete_backup(&ctx, &backup_name, all_nodes).await

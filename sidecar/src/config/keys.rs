@@ -147,6 +147,10 @@ sections! {
         read: [METRICS_PORT = "metrics_port"],
         accepted: ["monitoring_provider", "send_backup_name_tag"],
     }
+    verification {
+        read: [INTERVAL_HOURS = "interval_hours", DEEP = "deep"],
+        accepted: [],
+    }
     logging {
         read: [LEVEL = "level", FORMAT = "format"],
         accepted: ["enabled", "file", "maxbytes", "backupcount"],
@@ -170,8 +174,11 @@ mod tests {
             assert_eq!(sorted.len(), keys.len(), "[{section}] declares a key twice");
         }
         let sections: Vec<_> = KNOWN.iter().map(|(s, _)| *s).collect();
-        assert_eq!(sections, ["storage", "cassandra", "grpc", "kubernetes", "checks", "monitoring", "logging", "ssh"]);
+        assert_eq!(
+            sections,
+            ["storage", "cassandra", "grpc", "kubernetes", "checks", "monitoring", "verification", "logging", "ssh"]
+        );
         let count: usize = KNOWN.iter().map(|(_, k)| k.len()).sum();
-        assert_eq!(count, 96, "the keys of Medusa's medusa.ini, and medusa-rs' own (endpoint, max_retries, ...)");
+        assert_eq!(count, 98, "the keys of Medusa's medusa.ini, and medusa-rs' own (endpoint, max_retries, ...)");
     }
 }

@@ -307,6 +307,8 @@ pub struct Config {
     /// `[monitoring] metrics_port` (medusa-rs): Prometheus endpoint port; [`DEFAULT_METRICS_PORT`]
     /// when absent, `None` (off) when 0.
     pub metrics_port: Option<u16>,
+    /// `[verification]` (medusa-rs).
+    pub verification: VerificationConfig,
     /// `[logging] level`.
     pub log_level: String,
     /// `[logging] format`: `json` asks for JSON lines (Medusa's Python format strings are not
@@ -314,6 +316,16 @@ pub struct Config {
     pub log_format: Option<String>,
     /// Things that were accepted but deserve a look (unknown sections and keys).
     pub warnings: Vec<String>,
+}
+
+/// `[verification]` (medusa-rs): the sidecar verifies this node's latest complete backup in
+/// storage every `interval_hours` (0 or absent: never), re-hashing every object when `deep`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VerificationConfig {
+    /// Hours between two verifications; 0 = off.
+    pub interval_hours: f64,
+    /// Download and re-hash every object (else presence and size).
+    pub deep: bool,
 }
 
 /// Parses Medusa's size syntax: `50MB/s`, `20MB`, `104857600` (powers of 1024, suffix

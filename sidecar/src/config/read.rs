@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use super::keys::{KNOWN, Key, cassandra, checks, grpc, kubernetes, logging, monitoring, storage};
+use super::keys::{KNOWN, Key, cassandra, checks, grpc, kubernetes, logging, monitoring, storage, verification};
 use super::{
     CassandraConfig, ChecksConfig, Config, ConfigError, DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT, GrpcConfig,
-    KubernetesConfig, Provider, StorageConfig, bucket_name, parse_bool, parse_size,
+    KubernetesConfig, Provider, StorageConfig, VerificationConfig, bucket_name, parse_bool, parse_size,
 };
 use crate::config::ini::Ini;
 
@@ -62,6 +62,7 @@ pub(super) fn config(ini: &Ini, origin: &str) -> Result<Config, ConfigError> {
         kubernetes: read_kubernetes(&r)?,
         checks: ChecksConfig { enable_md5_checks: r.bool(checks::ENABLE_MD5_CHECKS, false)? },
         metrics_port: read_metrics_port(&r)?,
+        verification: read_verification(&r)?,
         log_level: r.opt(logging::LEVEL).unwrap_or_else(|| "INFO".into()),
         log_format: r.opt(logging::FORMAT),
         warnings,
@@ -97,6 +98,20 @@ fn read_metrics_port(r: &Reader<'_>) -> Result<Option<u16>, ConfigError> {
         .parse::<u16>()
         .map_err(|_| monitoring::METRICS_PORT.bad(format!("{v:?} is not a TCP port number (1-65535), or 0 for off")))?;
     Ok((port > 0).then_some(port))
+}
+
+fn read_verification(r: &Reader<'_>) -> Result<VerificationConfig, ConfigError> {
+    let interval_hours = match r.opt(verification::INTERVAL_HOURS) {
+        None => 0.0,
+        Some(v) => match v.parse::<f64>() {
+            Ok(h) if h.is_finite() && h >= 0.0 => h,
+            _ => {
+                return Err(verification::INTERVAL_HOURS
+                    .bad(format!("{v:?} is not a number of hours (e.g. 24, or 0.5); 0 switches it off")));
+            }
+        },
+    };
+    Ok(VerificationConfig { interval_hours, deep: r.bool(verification::DEEP, false)? })
 }
 
 fn read_cassandra(r: &Reader<'_>) -> Result<CassandraConfig, ConfigError> {

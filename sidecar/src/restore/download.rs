@@ -32,9 +32,9 @@ pub async fn download_all(
     transfers: &Arc<Transfers>,
     chunk: u64,
     concurrency: usize,
+    progress: Arc<Progress>,
     report: &mut Report,
 ) -> Result<(), RestoreError> {
-    let progress = Arc::new(Progress::default());
     let (mut todo, staged) = split_staged(plan, staging);
     if !staged.is_empty() {
         todo.extend(recheck_staged(staged, chunk, concurrency, &progress).await);

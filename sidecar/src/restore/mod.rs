@@ -13,6 +13,7 @@
 pub mod download;
 pub mod journal;
 pub mod mapping;
+pub mod online;
 pub mod place;
 pub mod plan;
 pub mod targets;
@@ -349,7 +350,7 @@ async fn stage(
     enter(Phase::Downloading)?;
     let transfers = Arc::new(Transfers::new(storage.clone(), &cfg.storage));
     let (chunk, concurrency) = (cfg.storage.multipart_chunksize, cfg.storage.concurrent_transfers);
-    download::download_all(plan, staging, &transfers, chunk, concurrency, &mut report).await?;
+    download::download_all(plan, staging, &transfers, chunk, concurrency, Default::default(), &mut report).await?;
     // The root's filesystem was flushed by the download; the areas are on others.
     for area in targets::areas(staging) {
         let a = area.clone();

@@ -65,6 +65,31 @@ pub async fn run(
     let medusa = MedusaServer::new(service)
         .max_decoding_message_size(cfg.grpc.max_receive_message_length)
         .max_encoding_message_size(cfg.grpc.max_send_message_length);
+    let extensions = crate::service::pb::ext::medusa_extensions_server::MedusaExtensionsServer::new(
+        crate::service::ext::ExtensionService::new(
+            engine.clone(),
+            cfg.storage.multipart_chunksize,
+            cfg.storage.concurrent_transfers,
+            cfg.storage.backup_grace_period_in_days,
+        ),
+    )
+    .max_decoding_message_size(cfg.grpc.max_receive_message_length)
+    .max_encoding_message_size(cfg.grpc.max_send_message_length);
+    let verifier = (cfg.verification.interval_hours > 0.0).then(|| {
+        let every = Duration::from_secs_f64(cfg.verification.interval_hours * 3600.0);
+        tracing::info!(
+            hours = cfg.verification.interval_hours,
+            deep = cfg.verification.deep,
+            "scheduled verification on"
+        );
+        tokio::spawn(crate::service::ext::verify_every(
+            engine.clone(),
+            cfg.storage.multipart_chunksize,
+            cfg.storage.concurrent_transfers,
+            every,
+            cfg.verification.deep,
+        ))
+    });
     let (health, health_service) = tonic_health::server::health_reporter();
     // SERVING from the start, whatever storage does: the operator uses this health for the
     // pod's readiness and liveness, and a bucket outage must not restart the container or take
@@ -79,7 +104,8 @@ pub async fn run(
     let lifecycle = tokio::spawn(lifecycle(opts, jobs, health, probe, shutdown, stop_tx));
 
     tracing::info!(%addr, tls = tls.is_some(), node = %engine.fqdn, "medusa-rs sidecar listening");
-    let router = with_reflection(Server::builder().add_service(health_service))?.add_service(medusa);
+    let router =
+        with_reflection(Server::builder().add_service(health_service))?.add_service(medusa).add_service(extensions);
     let stopped = async {
         let _ = stop_rx.await;
     };
@@ -92,6 +118,9 @@ pub async fn run(
     }
     let why = lifecycle.await.unwrap_or(Exit::Signal);
     if let Some(t) = metrics_task {
+        t.abort();
+    }
+    if let Some(t) = verifier {
         t.abort();
     }
     tracing::info!(reason = ?why, "stopped");
@@ -179,7 +208,7 @@ async fn watch(engine: Arc<Engine>, jobs: Arc<Jobs>) {
     }
 }
 
-/// Adds server reflection, v1 and v1alpha, for the Medusa and health services.
+/// Adds server reflection, v1 and v1alpha, for the Medusa, extension and health services.
 fn with_reflection(router: Router) -> Result<Router, DaemonError> {
     let v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::service::pb::FILE_DESCRIPTOR_SET)

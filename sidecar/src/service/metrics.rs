@@ -46,6 +46,12 @@ pub struct Metrics {
     restore_file: Mutex<Option<PathBuf>>,
     /// 1 when the last storage check succeeded, else 0 (also before the first check).
     storage_reachable: AtomicU64,
+    verifications: AtomicU64,
+    verify_last_time: AtomicU64,
+    /// 1: the last verification found no problem; 0: it found some or could not run.
+    verify_last_ok: AtomicU64,
+    verify_last_objects: AtomicU64,
+    verify_last_problems: AtomicU64,
 }
 
 /// The process's registry.
@@ -117,6 +123,16 @@ impl Metrics {
         self.last_success.fetch_max(at.max(0) as u64, Ordering::Relaxed);
     }
 
+    /// A verification ended at `at`: `objects` checked, `problems` found (`None`: it could
+    /// not run).
+    pub fn verified(&self, at: i64, objects: u64, problems: Option<u64>) {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        self.verify_last_time.store(at.max(0) as u64, Ordering::Relaxed);
+        self.verify_last_ok.store(u64::from(problems == Some(0)), Ordering::Relaxed);
+        self.verify_last_objects.store(objects, Ordering::Relaxed);
+        self.verify_last_problems.store(problems.unwrap_or(0), Ordering::Relaxed);
+    }
+
     /// The last storage check's outcome.
     pub fn storage_reachable(&self, yes: bool) {
         self.storage_reachable.store(u64::from(yes), Ordering::Relaxed);
@@ -172,6 +188,7 @@ impl Metrics {
             ("medusa_purged_backups", "Node backups deleted by purges.", v(&self.purged_backups)),
             ("medusa_purged_objects", "Objects deleted by purges.", v(&self.purged_objects)),
             ("medusa_purged_bytes", "Bytes deleted by purges.", v(&self.purged_bytes)),
+            ("medusa_verifications", "Backup verifications run (VerifyBackup and scheduled).", v(&self.verifications)),
         ];
         let i = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
         let gauges = vec![
@@ -189,6 +206,22 @@ impl Metrics {
                 "1 when the last storage check (every 30 s) succeeded, else 0.",
                 i(v(&self.storage_reachable)),
             ),
+            (
+                "medusa_verify_last_timestamp_seconds",
+                "End of the last backup verification (Unix seconds), 0 before the first.",
+                i(v(&self.verify_last_time)),
+            ),
+            (
+                "medusa_verify_last_success",
+                "1 when the last verification found every object sound, else 0.",
+                i(v(&self.verify_last_ok)),
+            ),
+            (
+                "medusa_verify_last_objects_checked",
+                "Objects the last verification checked.",
+                i(v(&self.verify_last_objects)),
+            ),
+            ("medusa_verify_last_problems", "Problems the last verification found.", i(v(&self.verify_last_problems))),
         ];
         (counters, gauges)
     }

@@ -48,6 +48,12 @@ pub enum RpcError {
     /// The request cannot be carried out in this cluster as it is (the message says why).
     #[error("{0}")]
     Precondition(String),
+    /// The request itself is wrong (the message says what to fix).
+    #[error("{0}")]
+    Invalid(String),
+    /// Something the request names does not exist (the message says what).
+    #[error("{0}")]
+    NotFound(String),
     /// A local file could not be written.
     #[error("writing {path}: {source}")]
     LocalWrite {
@@ -96,7 +102,8 @@ impl From<RpcError> for Status {
             RpcError::Submit(SubmitError::Incomplete { .. }) => Status::failed_precondition(msg),
             RpcError::Node(n) if n.is_retryable() => Status::unavailable(msg),
             RpcError::Node(_) => Status::failed_precondition(msg),
-            RpcError::NoSuchBackup { .. } => Status::not_found(msg),
+            RpcError::NoSuchBackup { .. } | RpcError::NotFound(_) => Status::not_found(msg),
+            RpcError::Invalid(_) => Status::invalid_argument(msg),
             RpcError::Running(_) | RpcError::Precondition(_) => Status::failed_precondition(msg),
             RpcError::BackupFailed { source, .. } if source.name_taken => Status::already_exists(msg),
             RpcError::BackupFailed { source, .. } if source.retryable => Status::unavailable(msg),

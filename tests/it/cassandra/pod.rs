@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use harness::cassandra::{RealMgmtApi, RealNode, scripts_dir};
 use harness::services::tools_dir;
-use medusa::service::pb::{self, StatusType};
+use medusa::service::pb::{self, StatusType, ext};
 use medusa_tests::{Backend, Sidecar, binary};
 
 /// How medusa-rs reaches the node.
@@ -109,6 +109,21 @@ impl RealPod {
     /// The sidecar's log so far.
     pub fn sidecar_log(&self) -> String {
         self.sidecar.as_ref().map(Sidecar::log_text).unwrap_or_default()
+    }
+
+    /// Kills the sidecar (SIGKILL: a crashed or OOM-killed container).
+    pub async fn kill_sidecar(&mut self) -> Result<()> {
+        if let Some(mut s) = self.sidecar.take() {
+            s.signal(nix::sys::signal::Signal::SIGKILL);
+            s.wait_exit(Duration::from_secs(30)).await?;
+        }
+        Ok(())
+    }
+
+    /// A client of the running sidecar's extension service.
+    pub async fn ext_client(&self) -> Result<ExtClient> {
+        let url = self.sidecar.as_ref().context("no sidecar")?.url();
+        Ok(ExtClient::connect(url).await?)
     }
 
     /// A gRPC client of the running sidecar.
@@ -241,6 +256,68 @@ pub async fn backup(pods: &[&RealPod], name: &str, mode: pb::backup_request::Mod
     let took = t0.elapsed();
     println!("[cassandra] backup {name} ({mode:?}) on {} pod(s) in {:.1} s", pods.len(), took.as_secs_f64());
     Ok(took)
+}
+
+/// The extension service's client.
+pub type ExtClient = ext::medusa_extensions_client::MedusaExtensionsClient<tonic::transport::Channel>;
+
+/// Longest an online table restore may take.
+const RESTORE_TABLES_LIMIT: Duration = Duration::from_secs(300);
+
+/// RestoreTablesStatus of `job` until it is no longer running; its last status.
+pub async fn wait_restore_tables(p: &RealPod, job: &str) -> Result<ext::RestoreTablesStatusResponse> {
+    let t0 = Instant::now();
+    let mut c = p.ext_client().await?;
+    loop {
+        let s = c
+            .restore_tables_status(ext::RestoreTablesStatusRequest { job_id: job.into() })
+            .await
+            .with_context(|| format!("{}: RestoreTablesStatus {job}", p.name))?
+            .into_inner();
+        let phase = ext::RestoreTablesPhase::try_from(s.phase).unwrap_or_default();
+        if matches!(phase, ext::RestoreTablesPhase::Done | ext::RestoreTablesPhase::Failed) {
+            return Ok(s);
+        }
+        ensure!(
+            t0.elapsed() < RESTORE_TABLES_LIMIT,
+            "{}: job {job} still {phase:?} after {RESTORE_TABLES_LIMIT:?}",
+            p.name
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// RestoreTables on every pod, then each job to its end; fails unless every one is DONE.
+pub async fn restore_tables(pods: &[&RealPod], backup: &str, tables: &[&str], allow_new_table_id: bool) -> Result<()> {
+    let t0 = Instant::now();
+    let mut jobs = Vec::new();
+    for p in pods {
+        let req = ext::RestoreTablesRequest {
+            backup_name: backup.into(),
+            tables: tables.iter().map(|t| t.to_string()).collect(),
+            allow_new_table_id,
+        };
+        let r =
+            p.ext_client().await?.restore_tables(req).await.with_context(|| format!("{}: RestoreTables", p.name))?;
+        jobs.push(r.into_inner().job_id);
+    }
+    for (p, job) in pods.iter().zip(&jobs) {
+        let s = wait_restore_tables(p, job).await?;
+        ensure!(
+            s.phase == ext::RestoreTablesPhase::Done as i32,
+            "{}: restore-tables {job} ended {:?}: {}\n---- sidecar log (tail) ----\n{}",
+            p.name,
+            ext::RestoreTablesPhase::try_from(s.phase),
+            s.error,
+            tail(&p.sidecar_log(), 40)
+        );
+        println!(
+            "[cassandra] {}: {tables:?} of {backup} loaded: {} SSTables, {} files",
+            p.name, s.sstables_loaded, s.files_total
+        );
+    }
+    println!("[cassandra] restore-tables on {} pod(s) in {:.1} s", pods.len(), t0.elapsed().as_secs_f64());
+    Ok(())
 }
 
 fn tail(text: &str, n: usize) -> String {

@@ -66,6 +66,11 @@ impl CqlData {
         self.run(&["drop", table]).await.map(drop)
     }
 
+    /// Runs one CQL statement (and waits for schema agreement).
+    pub async fn execute(&self, statement: &str) -> Result<()> {
+        self.run(&["cql", statement]).await.map(drop)
+    }
+
     /// Full scans of every table, and the index queries.
     pub async fn digest(&self) -> Result<Digests> {
         let v = self.run(&["digest"]).await?;

@@ -15,6 +15,7 @@
 //! | `GET /api/v0/metadata/endpoints` | `ring` (address, rack, Up/Down, tokens per DC) + `version` |
 //! | `GET /api/v0/metadata/localdc` / `versions/release` | `info` / `version` |
 //! | `GET /api/v0/probes/readiness` | `statusbinary` |
+//! | `POST /api/v0/ops/keyspace/refresh?keyspaceName=&table=` | `refresh <ks> <table>` |
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -105,6 +106,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v0/ops/node/snapshots", post(take_snapshot).get(list_snapshots).delete(clear_snapshots))
         .route("/api/v0/ops/tables/flush", post(flush))
+        .route("/api/v0/ops/keyspace/refresh", post(refresh))
         .route("/api/v0/ops/keyspace", get(keyspaces))
         .route("/api/v0/ops/keyspace/replication", get(replication))
         .route("/api/v0/ops/tables", get(tables))
@@ -317,6 +319,18 @@ async fn flush(State(s): State<AppState>, body: Bytes) -> Response {
         args.push(k);
     }
     match s.node.nodetool(&args).await {
+        Ok(_) => text(StatusCode::OK, "OK"),
+        Err(e) => failed(e),
+    }
+}
+
+/// Loads newly placed SSTables (`StorageService.loadNewSSTables` behind the real API).
+async fn refresh(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let (ks, table) = (query_values(&q, "keyspaceName"), query_values(&q, "table"));
+    let (Some(ks), Some(table)) = (ks.first(), table.first()) else {
+        return text(StatusCode::BAD_REQUEST, "keyspaceName and table are required");
+    };
+    match s.node.nodetool(&["refresh", ks, table]).await {
         Ok(_) => text(StatusCode::OK, "OK"),
         Err(e) => failed(e),
     }
