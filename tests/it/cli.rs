@@ -456,6 +456,17 @@ async fn purge_decommissioned_takes_only_the_absent_nodes_unneeded_parts() {
         serde_json::json!([{"node": "old-pod", "delete": ["b2"], "keep_for_complete_backups": ["b1"]}])
     );
     assert_eq!(medusa_tests::list_all(&live_node).await.unwrap(), before, "a dry run deletes nothing");
+    // The same through the sidecar's extension RPC.
+    let sidecar = medusa_tests::Sidecar::start(&env).await.unwrap();
+    let mut ext = medusa::service::pb::ext::medusa_extensions_client::MedusaExtensionsClient::connect(sidecar.url())
+        .await
+        .unwrap();
+    let rpc = |apply: bool| medusa::service::pb::ext::PurgeDecommissionedRequest { apply };
+    let r = ext.purge_decommissioned(rpc(false)).await.unwrap().into_inner();
+    let nodes: Vec<_> = r.nodes.iter().map(|n| (n.node.as_str(), n.delete.clone(), n.keep.clone())).collect();
+    assert_eq!(nodes, [("old-pod", vec!["b2".to_string()], vec!["b1".to_string()])], "{r:?}");
+    assert!(!r.applied && r.objects_deleted == 0, "{r:?}");
+    assert_eq!(medusa_tests::list_all(&live_node).await.unwrap(), before, "a dry run deletes nothing");
 
     let out = run(&["purge-decommissioned", "--apply"]).await.unwrap();
     assert_eq!(out.code, Some(0), "{}", out.stderr);
@@ -469,6 +480,12 @@ async fn purge_decommissioned_takes_only_the_absent_nodes_unneeded_parts() {
     }
     assert!(after.keys().any(|k| k.contains("old-pod/b1/meta/manifest.json")), "the part b1 needs stays");
     assert!(after.keys().all(|k| !k.contains("old-pod/b2/")), "old-pod/b2 is gone");
+    // Applied through the RPC now: nothing is left to delete, b1's part is still kept.
+    let r = ext.purge_decommissioned(rpc(true)).await.unwrap().into_inner();
+    let nodes: Vec<_> = r.nodes.iter().map(|n| (n.node.as_str(), n.delete.len(), n.keep.clone())).collect();
+    assert_eq!(nodes, [("old-pod", 0, vec!["b1".to_string()])], "{r:?}");
+    assert!(r.applied, "{r:?}");
+    assert_eq!(medusa_tests::list_all(&live_node).await.unwrap(), after);
 }
 
 /// `fetch-tokenmap`, `get-last-complete-cluster-backup` and `report-last-backup` on the bucket

@@ -694,6 +694,42 @@ async fn backup_cluster_cli_drives_the_sidecars_without_an_operator() {
     assert_eq!(v["latest_cluster_backup"]["name"], "bc-1", "{v}");
     assert_eq!(v["latest_cluster_backup"]["complete_nodes"].as_array().unwrap().len(), 3, "{v}");
 
+    // restore-cluster: in place by default, Medusa's host list otherwise; the mapping is what
+    // the init containers read.
+    let out = run(args(&["restore-cluster", "--backup-name", "bc-1", "-o", "json"])).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["in_place"], true, "{v}");
+    let sources: Vec<String> =
+        v["nodes"].as_array().unwrap().iter().map(|n| n["source"].as_str().unwrap().to_string()).collect();
+    assert_eq!(sources.len(), 3, "{v}");
+    assert!(v["nodes"].as_array().unwrap().iter().all(|n| n["source"] == n["target"]), "{v}");
+    let mapping = medusa::restore::mapping::RestoreMapping::parse(&v["restore_mapping"].to_string(), "out").unwrap();
+    assert!(mapping.is_in_place() && mapping.host_map.len() == 3, "{v}");
+    let dir = harness::services::TempDir::new("restore-cluster").unwrap();
+    let list_file = dir.path().join("hosts.csv");
+    let lines: Vec<String> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{},new-{i},{s}", if i == 0 { "True" } else { "False" }))
+        .collect();
+    std::fs::write(&list_file, lines.join("\n")).unwrap();
+    let file = list_file.to_string_lossy().into_owned();
+    let out = run(args(&["restore-cluster", "--backup-name", "bc-1", "--host-list", &file])).await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("onto other nodes") && text.contains("new-2") && text.contains("RESTORE_MAPPING='"),
+        "{text}"
+    );
+    let mapping_text = text.split("RESTORE_MAPPING='").nth(1).unwrap().split('\'').next().unwrap();
+    let m = medusa::restore::mapping::RestoreMapping::parse(mapping_text, "printed").unwrap();
+    assert!(!m.is_in_place() && m.source_of("new-1") == Some(sources[1].as_str()), "{mapping_text}");
+    std::fs::write(&list_file, lines[..2].join("\n")).unwrap();
+    let out = run(args(&["restore-cluster", "--backup-name", "bc-1", "--host-list", &file])).await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "a node of the backup without a target");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(sources[2].as_str()));
+
     // One sidecar that does not answer: that node FAILED with why, the others succeed, exit 4.
     let with_dead = format!("{list},127.0.0.1:1");
     let out =
