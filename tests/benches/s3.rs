@@ -17,10 +17,17 @@
 //! (`--rusage-child`) that starts the command, waits for it and reads `getrusage(RUSAGE_CHILDREN)`
 //! (the workspace forbids the `unsafe` a direct `wait4` would need).
 //!
+//! Latency (`--delay-ms 10,40`): both tools reach the server through the fault proxy (HTTP
+//! mode), which holds every request that long before forwarding it: the first byte of every
+//! answer comes that much later, as from cloud object storage. 0 (the default) means direct.
+//!
+//! CPU per byte: the client's CPU seconds per GiB of the data set, ours beside rclone's, and
+//! their ratio (this does not depend on the server).
+//!
 //! Run: `cargo build --release --workspace --bins` first, then
 //! `cargo bench -p medusa-tests --bench s3 -- [--sets large,small,huge-sstables]
 //! [--servers s3s-fs,moto,azurite] [--transfers N] [--rounds N] [--size-scale X]
-//! [--server-scale X] [--settle SECS]`.
+//! [--server-scale X] [--settle SECS] [--delay-ms 0,10,40]`.
 
 mod common;
 
@@ -46,10 +53,11 @@ const SERVER_BOUND: f64 = 0.8;
 /// rclone filters that leave exactly what a backup takes (and the digest compares).
 const RCLONE_EXCLUDES: [&str; 3] = ["/system_traces/**", "/*/*/backups/**", "/*/*/snapshots/**"];
 const USAGE: &str = "usage: s3 [--sets large,small,huge-sstables] [--servers s3s-fs,moto,azurite] [--transfers N]\n\
-    [--rounds N] [--size-scale X] [--server-scale X] [--settle SECS]\n\
+    [--rounds N] [--size-scale X] [--server-scale X] [--settle SECS] [--delay-ms 0,10,40]\n\
     --size-scale: bytes and files of every set times X (0.05 for a quick look)\n\
     --server-scale: the moto/azurite set is the small set times X (default 0.25)\n\
-    --settle: pause between data sets after deleting the previous one's files (default 61)";
+    --settle: pause between data sets after deleting the previous one's files (default 61)\n\
+    --delay-ms: per-request delays added by a proxy in front of the server, one run each (default 0: direct)";
 
 struct Args {
     sets: Vec<Set>,
@@ -59,6 +67,8 @@ struct Args {
     scale: f64,
     server_scale: f64,
     settle: Duration,
+    /// Per-request delays (ms) to run with; 0 = no proxy.
+    delays: Vec<u64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -147,6 +157,7 @@ fn parse_args(args: Vec<String>) -> Result<Args> {
         scale: 1.0,
         server_scale: 0.25,
         settle: Duration::from_secs(61),
+        delays: vec![0],
     };
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -173,10 +184,17 @@ fn parse_args(args: Vec<String>) -> Result<Args> {
             "--size-scale" => a.scale = num(&v)?,
             "--server-scale" => a.server_scale = num(&v)?,
             "--settle" => a.settle = Duration::from_secs(v.parse().context("--settle takes seconds")?),
+            "--delay-ms" => {
+                a.delays =
+                    v.split(',').map(|d| d.trim().parse::<u64>()).collect::<Result<_, _>>().context("--delay-ms")?
+            }
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
-    ensure!(a.transfers > 0 && a.rounds > 0 && !a.sets.is_empty() && !a.servers.is_empty(), "{USAGE}");
+    ensure!(
+        a.transfers > 0 && a.rounds > 0 && !a.sets.is_empty() && !a.servers.is_empty() && !a.delays.is_empty(),
+        "{USAGE}"
+    );
     Ok(a)
 }
 
@@ -184,22 +202,24 @@ async fn run(a: Args) -> Result<()> {
     let rclone = rclone_version();
     print_conditions(&a, rclone.as_deref());
     let mut jobs = Vec::new();
-    for server in &a.servers {
-        if *server == Server::S3sFs {
-            jobs.extend(a.sets.iter().map(|s| (Server::S3sFs, s.scaled(a.scale, s.name.clone()))));
-        } else {
-            let x = a.scale * a.server_scale;
-            jobs.push((*server, set("small")?.scaled(x, format!("small x{x}"))));
+    for delay in &a.delays {
+        for server in &a.servers {
+            if *server == Server::S3sFs {
+                jobs.extend(a.sets.iter().map(|s| (Server::S3sFs, s.scaled(a.scale, s.name.clone()), *delay)));
+            } else {
+                let x = a.scale * a.server_scale;
+                jobs.push((*server, set("small")?.scaled(x, format!("small x{x}")), *delay));
+            }
         }
     }
-    for (i, (server, set)) in jobs.iter().enumerate() {
+    for (i, (server, set, delay)) in jobs.iter().enumerate() {
         if i > 0 && !a.settle.is_zero() {
             // ext4 without a journal skips recently freed inodes for a minute: creating the
             // next set's files right after deleting the last one's would be slowed.
             eprintln!("waiting {} s after deleting the previous set's files ...", a.settle.as_secs());
             tokio::time::sleep(a.settle).await;
         }
-        run_set(&a, *server, set, rclone.is_some()).await?;
+        run_set(&a, *server, set, *delay, rclone.is_some()).await?;
     }
     println!("\nload average at the end: {}", loadavg());
     Ok(())
@@ -223,15 +243,23 @@ struct Bench<'a> {
     rclone_failed: Option<String>,
     /// Delete each round's outputs at its end (when keeping them all would not fit on disk).
     per_round_cleanup: bool,
+    /// Milliseconds the proxy holds every request (0: no proxy).
+    delay_ms: u64,
 }
 
-async fn run_set(a: &Args, server: Server, set: &Set, rclone: bool) -> Result<()> {
+async fn run_set(a: &Args, server: Server, set: &Set, delay_ms: u64, rclone: bool) -> Result<()> {
     let load_before = loadavg();
     eprintln!("\n{}: generating {} in ~{} files ...", set.name, human(set.bytes), set.files);
     let mut o = EnvOptions::new(server.kind());
     o.spec = SimSpec::sized(set.bytes, set.files, 1);
     o.storage_extra = MULTIPART.into();
+    if delay_ms > 0 {
+        o.proxy = Some(medusa_tests::ProxyMode::Http);
+    }
     let env = Env::new(o).await?;
+    if let Some(p) = &env.proxy {
+        p.set_delay(Duration::from_millis(delay_ms));
+    }
     operator_settings(&env, a.transfers)?;
     let data_dir = env.with_sim(|s| s.data_dir.clone()).await;
     plant(&data_dir, &set.planted).await?;
@@ -242,7 +270,8 @@ async fn run_set(a: &Args, server: Server, set: &Set, rclone: bool) -> Result<()
     let free = free.blocks_available() * free.fragment_size();
     // Per round: our bucket copy, rclone's, the data set aside, rclone's restore.
     let need = expected.bytes * (4 * a.rounds as u64) + GIB;
-    let rclone = rclone.then(|| Rclone::for_backend(&env.backend, &work)).transpose()?;
+    let via = env.proxy.as_ref().map(|p| p.port);
+    let rclone = rclone.then(|| Rclone::for_backend(&env.backend, via, &work)).transpose()?;
     let mut b = Bench {
         a,
         set: set.clone(),
@@ -255,6 +284,7 @@ async fn run_set(a: &Args, server: Server, set: &Set, rclone: bool) -> Result<()
         rclone,
         rclone_failed: None,
         per_round_cleanup: need + DISK_RESERVE > free,
+        delay_ms,
         env,
     };
     let mut samples: BTreeMap<Op, Vec<Sample>> = BTreeMap::new();
@@ -527,12 +557,13 @@ struct Rclone {
 }
 
 impl Rclone {
-    fn for_backend(backend: &Backend, work: &Path) -> Result<Rclone> {
+    /// `via`: the port of a proxy in front of the server.
+    fn for_backend(backend: &Backend, via: Option<u16>, work: &Path) -> Result<Rclone> {
         let vars: Vec<(&str, String)> = match backend {
             Backend::S3(s3) => vec![
                 ("TYPE", "s3".into()),
                 ("PROVIDER", "Other".into()),
-                ("ENDPOINT", s3.endpoint.clone()),
+                ("ENDPOINT", via.map(|p| format!("http://127.0.0.1:{p}")).unwrap_or_else(|| s3.endpoint.clone())),
                 ("ACCESS_KEY_ID", S3_ACCESS_KEY.into()),
                 ("SECRET_ACCESS_KEY", S3_SECRET_KEY.into()),
                 ("REGION", "us-east-1".into()),
@@ -793,7 +824,9 @@ fn print_conditions(a: &Args, rclone: Option<&str>) {
          rounds rclone first; every operation starts after a sync. ours backup = AsyncBackup to SUCCESS, RSS = \
          the sidecar's VmHWM after a clear_refs reset, CPU = the sidecar's. Restores include a final sync; RSS \
          and CPU of restore-init and rclone from getrusage of the child. server CPU s: for s3s-fs this bench \
-         process (s3s-fs and the simulated node's Management API), else the server process (/proc/<pid>/stat)."
+         process (s3s-fs, the simulated node's Management API and the latency proxy if any), else the server \
+         process (/proc/<pid>/stat). CPU/GiB = client CPU s per GiB of the set; CPU ratio = ours / rclone's \
+         (< 1: medusa-rs uses less). spread = (slowest - fastest) / median of the rounds."
     );
 }
 
@@ -831,7 +864,8 @@ impl Medians {
 
     fn columns(&self, bytes: u64) -> String {
         let mbps = bytes as f64 / self.secs / 1e6;
-        format!("{:>8.2} {mbps:>7.1} {:>8.1} {:>6.1}", self.secs, self.rss / MIB as f64, self.cpu)
+        let per_gib = self.cpu / (bytes as f64 / GIB as f64);
+        format!("{:>8.2} {mbps:>7.1} {:>8.1} {:>6.1} {per_gib:>7.2}", self.secs, self.rss / MIB as f64, self.cpu)
     }
 }
 
@@ -840,15 +874,16 @@ fn print_set(b: &Bench, samples: &BTreeMap<Op, Vec<Sample>>, load_before: &str) 
     let largest = e.entries.values().map(|f| f.size).max().unwrap_or(0);
     let (set, server, rounds) = (&b.set.name, b.server.name(), b.a.rounds);
     println!(
-        "\n== {set} on {server}: {} ({} bytes) in {} files, largest file {}; medians of {rounds} rounds ==",
+        "\n== {set} on {server}{}: {} ({} bytes) in {} files, largest file {}; medians of {rounds} rounds ==",
+        if b.delay_ms > 0 { format!(" through a proxy adding {} ms per request", b.delay_ms) } else { String::new() },
         human(e.bytes),
         e.bytes,
         e.files,
         human(largest),
     );
     let rclone = samples.contains_key(&Op::RcloneBackup);
-    let head = |who: &str| format!("{who:>8} {:>7} {:>8} {:>6}", "MB/s", "RSS MiB", "CPU s");
-    let theirs = if rclone { format!(" | {} | ratio", head("rclone s")) } else { String::new() };
+    let head = |who: &str| format!("{who:>8} {:>7} {:>8} {:>6} {:>7}", "MB/s", "RSS MiB", "CPU s", "CPU/GiB");
+    let theirs = if rclone { format!(" | {} | ratio | CPU ratio", head("rclone s")) } else { String::new() };
     println!("{:<9} {}{theirs} | server CPU s", "operation", head("ours s"));
     for (what, ours, theirs) in
         [("backup", Op::OursBackup, Op::RcloneBackup), ("restore", Op::OursRestore, Op::RcloneRestore)]
@@ -857,7 +892,12 @@ fn print_set(b: &Bench, samples: &BTreeMap<Op, Vec<Sample>>, load_before: &str) 
         let theirs = Medians::of(samples, theirs);
         let mut line = format!("{what:<9} {}", ours.columns(e.bytes));
         if let Some(t) = &theirs {
-            line.push_str(&format!(" | {} | {:>5.2}", t.columns(e.bytes), t.secs / ours.secs));
+            line.push_str(&format!(
+                " | {} | {:>5.2} | {:>9.2}",
+                t.columns(e.bytes),
+                t.secs / ours.secs,
+                ours.cpu / t.cpu
+            ));
         }
         line.push_str(&format!(" | {:.1}", ours.server_cpu));
         if let Some(t) = &theirs {
@@ -874,7 +914,11 @@ fn print_set(b: &Bench, samples: &BTreeMap<Op, Vec<Sample>>, load_before: &str) 
     for (op, s) in samples {
         let v: Vec<String> = s.iter().map(|s| format!("{:.2}", s.secs)).collect();
         let server: Vec<String> = s.iter().map(|s| format!("{:.1}", s.server_cpu)).collect();
-        println!("  {op:?} per round (s): {}; server CPU s: {}", v.join(" "), server.join(" "));
+        let secs: Vec<f64> = s.iter().map(|s| s.secs).collect();
+        let (lo, hi) = secs.iter().fold((f64::MAX, 0f64), |(l, h), x| (l.min(*x), h.max(*x)));
+        let spread =
+            if secs.len() > 1 { format!(", spread {:.0} %", (hi - lo) / median(secs) * 100.0) } else { String::new() };
+        println!("  {op:?} per round (s): {}{spread}; server CPU s: {}", v.join(" "), server.join(" "));
     }
     if let Some(why) = &b.rclone_failed {
         println!("  rclone did not work against {server}: {why}");

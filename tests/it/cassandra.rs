@@ -21,6 +21,7 @@
 //! prints its steps' times and the nodes' start times. The nodes use fixed addresses and
 //! ports, so the scenarios hold a machine-wide lock ([`harness::cassandra::exclusive`]).
 
+mod live_load;
 mod pod;
 mod python;
 mod side_by_side;

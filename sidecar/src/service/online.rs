@@ -101,6 +101,9 @@ struct TableJob {
 pub struct OnlineRestores {
     engine: Arc<Engine>,
     jobs: Mutex<HashMap<String, Arc<Job>>>,
+    /// Held while a request is checked and its job started: one start at a time, so that two
+    /// requests cannot both find no job running.
+    starting: tokio::sync::Mutex<()>,
     /// Where each job's last state is kept.
     dir: PathBuf,
     chunk: u64,
@@ -175,7 +178,14 @@ impl OnlineRestores {
             }
             jobs.insert(st.job_id.clone(), Arc::new(Job { status: Mutex::new(st), progress: Default::default() }));
         }
-        OnlineRestores { engine, jobs: Mutex::new(jobs), dir, chunk, concurrency }
+        OnlineRestores {
+            engine,
+            jobs: Mutex::new(jobs),
+            starting: tokio::sync::Mutex::new(()),
+            dir,
+            chunk,
+            concurrency,
+        }
     }
 
     /// A job's status.
@@ -212,6 +222,7 @@ impl OnlineRestores {
         let sel = selection(tables)?;
         let id = job_id(&backup, tables);
         let requested = sorted(tables.to_vec());
+        let _starting = self.starting.lock().await;
         {
             let jobs = self.jobs.lock().unwrap();
             for (other, j) in jobs.iter() {
@@ -382,7 +393,7 @@ impl OnlineRestores {
         self.set_phase(job, Phase::Loading);
         for t in tables {
             let staged = staging.table(&t.keyspace, &t.backup_dir);
-            let record = root.join(format!("placement-{}.{}.json", t.keyspace, t.name));
+            let record = root.join(format!("placement-{}.{}.json", t.keyspace, t.backup_dir));
             let placement = crate::fsutil::blocking({
                 let (staged, live, record, t) = (staged.clone(), t.live.clone(), record.clone(), t.clone());
                 move || place(&record, &t.keyspace, &t.name, &staged, &live)

@@ -41,6 +41,8 @@ pub struct RealPod {
     pub hosts_file: PathBuf,
     /// Sidecar logs and restore logs.
     pub log_dir: PathBuf,
+    /// More environment for the sidecar (`MEDUSA_RS_NICE`, ...).
+    pub sidecar_env: Vec<(String, String)>,
     restores: usize,
 }
 
@@ -57,6 +59,7 @@ impl RealPod {
             ini: log_dir.join("medusa.ini"),
             hosts_file: hosts_file.to_path_buf(),
             log_dir,
+            sidecar_env: Vec::new(),
             restores: 0,
         }
     }
@@ -93,6 +96,8 @@ impl RealPod {
         ];
         let state = self.state_dir();
         std::fs::create_dir_all(&state)?;
+        let mut vars = vars.to_vec();
+        vars.extend(self.sidecar_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         self.sidecar = Some(Sidecar::start_at(&self.ini, &state, &self.log_dir, &vars).await?);
         Ok(())
     }

@@ -45,14 +45,14 @@ const PREFIX: &str = "interop";
 const POD: &str = "rs-dc1-r1-sts-0";
 
 /// The Python CLI with a `medusa.ini` for the real node of `pod`.
-struct PyMedusa {
+pub(super) struct PyMedusa {
     exe: PathBuf,
     ini: PathBuf,
     dir: PathBuf,
 }
 
 impl PyMedusa {
-    fn new(backend: &Backend, pod: &RealPod, dir: &Path) -> PyMedusa {
+    pub(super) fn new(backend: &Backend, pod: &RealPod, dir: &Path) -> PyMedusa {
         let exe = python_medusa().unwrap_or_else(|| {
             panic!(
                 "the Python Medusa 0.31 CLI (<tools>/venv/bin/medusa) is missing: run \
@@ -94,7 +94,7 @@ impl PyMedusa {
     }
 
     /// `medusa --config-file <ini> <args>`; fails the test with both outputs unless it exits 0.
-    async fn ok(&self, args: &[&str], version: &str) -> String {
+    pub(super) async fn ok(&self, args: &[&str], version: &str) -> String {
         let (code, text) = self.run(args, version).await;
         assert_eq!(code, Some(0), "medusa {} exited {code:?}:\n{text}", args.join(" "));
         text
@@ -127,7 +127,7 @@ impl PyMedusa {
 }
 
 /// A pod of one real node with the Management API configured, the sidecar not started.
-async fn pod_of(version: &str, work: &WorkDir, backend: &Backend) -> RealPod {
+pub(super) async fn pod_of(version: &str, work: &WorkDir, backend: &Backend) -> RealPod {
     let hosts = work.path().join("hosts");
     hosts_file(&hosts, &[(POD, "127.0.0.1".into())]).unwrap();
     let node = RealNode::new(&work.path().join(POD), NodeConfig::single(version, 1)).labelled(POD);
