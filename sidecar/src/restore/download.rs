@@ -49,7 +49,9 @@ pub async fn download_all(
     progress.files_total.store(plan.files, Ordering::Relaxed);
     progress.files_done.store(plan.files - todo.len() as u64, Ordering::Relaxed);
     let logger = tokio::spawn(crate::transfer::progress::log_every(progress.clone(), "restore progress"));
-    let width = concurrency.max(1) * 2;
+    // Enough batches in flight for the small-object slots too (crate::transfer::SMALL_FANOUT);
+    // large downloads still wait for one of the `concurrent_transfers` slots.
+    let width = concurrency.max(1) * crate::transfer::SMALL_FANOUT * 2;
     let batches = batch_ranges(todo.iter().map(|(_, f)| f.size), transfers.batch_limits());
     let results: Vec<Vec<Verdict>> =
         futures::stream::iter(batches.into_iter().map(|b| fetch_retrying(transfers, &todo[b], chunk, &progress)))

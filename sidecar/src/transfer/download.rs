@@ -51,7 +51,8 @@ impl Transfers {
         {
             return self.download_ranged(&f.key, f.dest, part, f.size, progress).await;
         }
-        let _slot = self.slots.acquire().await.expect("semaphore never closed");
+        let slots = if self.local.is_none() && f.size <= super::SMALL_OBJECT { &self.small_slots } else { &self.slots };
+        let _slot = slots.acquire().await.expect("semaphore never closed");
         if let Some(local) = &self.local {
             return Ok(self.download_local(local, vec![f], progress).await?.pop().expect("one digest per file"));
         }

@@ -160,6 +160,11 @@ pub fn batch_ranges(
     out
 }
 
+/// Objects up to this size count as small for [`Transfers`]' download slots.
+pub const SMALL_OBJECT: u64 = 1 << 20;
+/// How many small-object downloads may be in flight per `concurrent_transfers`.
+pub const SMALL_FANOUT: usize = 4;
+
 /// One file to download.
 #[derive(Debug)]
 pub struct Download {
@@ -188,6 +193,11 @@ pub struct Uploaded {
 pub struct Transfers {
     storage: Storage,
     slots: Arc<Semaphore>,
+    /// Downloads of small objects from an object store take these instead of [`Self::slots`]:
+    /// [`SMALL_FANOUT`] times as many. Such a GET is mostly waiting for the store's first byte
+    /// (tens of milliseconds in a cloud), not moving bytes, so `concurrent_transfers` of them
+    /// in flight would leave the link idle; each holds only a small buffer.
+    small_slots: Arc<Semaphore>,
     /// The number of slots (`concurrent_transfers`).
     width: usize,
     limiter: Option<Arc<RateLimiter>>,
@@ -214,6 +224,7 @@ impl Transfers {
         let s3 = storage.multipart_etags();
         Transfers {
             slots: Arc::new(Semaphore::new(cfg.concurrent_transfers.max(1))),
+            small_slots: Arc::new(Semaphore::new(cfg.concurrent_transfers.max(1) * SMALL_FANOUT)),
             width: cfg.concurrent_transfers.max(1),
             // Medusa's meaning: the cap is per transfer, so that nobody moving from Medusa gets
             // slower; one shared bucket of `concurrent_transfers` times the cap enforces it.
