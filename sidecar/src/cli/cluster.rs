@@ -40,14 +40,19 @@ pub(super) struct Request {
     pub timeout: u64,
 }
 
-async fn client(host: &str) -> Result<MedusaClient<tonic::transport::Channel>, String> {
+/// A plain-text channel to the sidecar at `host` (`host:port` or a URL), connected within
+/// `limit`; the error says which host and why. Shared by the commands that drive sidecars.
+pub(super) async fn channel(host: &str, limit: Duration) -> Result<tonic::transport::Channel, String> {
     let url = if host.contains("://") { host.to_string() } else { format!("http://{host}") };
     let endpoint = tonic::transport::Endpoint::from_shared(url).map_err(|e| format!("{host}: {e}"))?;
-    let ch = tokio::time::timeout(CALL, endpoint.connect_timeout(CALL).connect())
+    tokio::time::timeout(limit, endpoint.connect_timeout(limit).connect())
         .await
-        .map_err(|_| format!("no answer from {host} within {} s", CALL.as_secs()))?
-        .map_err(|e| format!("cannot connect to {host}: {e}"))?;
-    Ok(MedusaClient::new(ch).max_decoding_message_size(512 << 20))
+        .map_err(|_| format!("no answer from {host} within {} s", limit.as_secs()))?
+        .map_err(|e| format!("cannot connect to {host}: {e}"))
+}
+
+async fn client(host: &str) -> Result<MedusaClient<tonic::transport::Channel>, String> {
+    Ok(MedusaClient::new(channel(host, CALL).await?).max_decoding_message_size(512 << 20))
 }
 
 pub(super) async fn backup_cluster(ctx: &Ctx, r: Request) -> Result<u8, Failure> {

@@ -30,13 +30,7 @@ const POLL: Duration = Duration::from_secs(2);
 const CALL: Duration = Duration::from_secs(60);
 
 async fn client(host: &str) -> Result<MedusaExtensionsClient<tonic::transport::Channel>, String> {
-    let url = if host.contains("://") { host.to_string() } else { format!("http://{host}") };
-    let endpoint = tonic::transport::Endpoint::from_shared(url).map_err(|e| format!("{host}: {e}"))?;
-    let ch = tokio::time::timeout(CALL, endpoint.connect_timeout(CALL).connect())
-        .await
-        .map_err(|_| format!("no answer from {host} within {} s", CALL.as_secs()))?
-        .map_err(|e| format!("cannot connect to {host}: {e}"))?;
-    Ok(MedusaExtensionsClient::new(ch))
+    Ok(MedusaExtensionsClient::new(super::cluster::channel(host, CALL).await?))
 }
 
 /// What `restore-tables` was asked for.
