@@ -232,23 +232,27 @@ impl Cassandra for ManagementApi {
             .and_then(Value::as_array)
             .ok_or_else(|| NodeError::Protocol("endpoints: no \"entity\" list".into()))?;
         let endpoints: Vec<Endpoint> = entries.iter().filter_map(Endpoint::from_json).collect();
-        let ring = self.ring(&endpoints, local);
-        let version = self.get("/api/v0/metadata/versions/release");
-        // Older Management APIs lack this endpoint; the schema then has table statements only.
-        let replication = keyspaces.iter().map(|ks| async move {
-            let body = self.get(&format!("/api/v0/ops/keyspace/replication?keyspaceName={ks}")).await.ok()?;
-            let map = serde_json::from_str::<serde_json::Map<String, Value>>(&body).ok()?;
-            Some(keyspace_statement(ks, &map))
-        });
-        let (tokenmap, version, statements) = futures::join!(ring, version, futures::future::join_all(replication));
-        let release_version = match version {
-            Ok(v) => v.trim().trim_matches('"').to_string(),
-            Err(_) => endpoints
-                .iter()
-                .find(|e| e.is_local)
-                .map(|e| e.release_version.clone())
-                .unwrap_or_else(|| "unknown".into()),
+        let tokenmap = self.ring(&endpoints, local).await;
+        // The local endpoint carries the release; older APIs leave it out, then it is asked for.
+        let release_version = match endpoints.iter().find(|e| e.is_local && !e.release_version.is_empty()) {
+            Some(e) => e.release_version.clone(),
+            None => match self.get("/api/v0/metadata/versions/release").await {
+                Ok(v) => v.trim().trim_matches('"').to_string(),
+                Err(_) => "unknown".into(),
+            },
         };
+        // One keyspace after another: the node answers each from its own threads, and a backup
+        // is not worth a burst of concurrent requests to the node it runs beside. Older
+        // Management APIs lack this endpoint; the schema then has table statements only.
+        let mut statements = Vec::with_capacity(keyspaces.len());
+        for ks in keyspaces {
+            let Ok(body) = self.get(&format!("/api/v0/ops/keyspace/replication?keyspaceName={ks}")).await else {
+                continue;
+            };
+            if let Ok(map) = serde_json::from_str::<serde_json::Map<String, Value>>(&body) {
+                statements.push(Some(keyspace_statement(ks, &map)));
+            }
+        }
         let keyspace_cql = statements.into_iter().flatten().collect();
         Ok(NodeFacts { tokenmap: tokenmap?, release_version, keyspace_cql })
     }
