@@ -166,8 +166,8 @@ pub fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
 
 /// Reads the file at `path` through and returns its digest (`part`: as for [`Hasher::new`]).
 pub fn hash_path(path: &Path, part: Option<u64>) -> std::io::Result<ContentDigest> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
+    // What this reads in from disk leaves the cache again (the node's pages stay).
+    let mut f = crate::fsutil::GentleReads::at(std::fs::File::open(path)?, 0);
     let mut h = Hasher::new(part);
     with_read_buffer(|buf| {
         loop {

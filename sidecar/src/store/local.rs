@@ -6,7 +6,7 @@
 //! flush finds little left to do.
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,18 +38,21 @@ pub enum CopyError {
 /// the change; a shorter one gives a short digest. The source must not change during the copy
 /// (snapshot SSTables and stored objects never do): the kernel copies what the hash has read.
 pub fn copy_hashing(
-    src: &mut File,
+    src: &File,
     dst: &File,
     limit: u64,
     part: Option<u64>,
     done: &AtomicU64,
 ) -> Result<ContentDigest, CopyError> {
+    // What the copy brings into the cache from disk does not stay there (the copied bytes of a
+    // chunk leave the source's cache before the next chunk is read).
+    let mut reads = crate::fsutil::GentleReads::at(src, 0);
     with_read_buffer(|buf| {
         let mut h = Hasher::new(part);
         let (mut off, mut in_kernel) = (0u64, true);
         while off < limit {
             let want = (limit - off).min(CHUNK as u64) as usize;
-            let n = read_some(src, &mut buf[..want]).map_err(CopyError::Read)?;
+            let n = reads.read(&mut buf[..want]).map_err(CopyError::Read)?;
             if n == 0 {
                 return Ok(h.finish()); // shorter than expected: the size tells
             }
@@ -57,7 +60,7 @@ pub fn copy_hashing(
             let mut copied = 0;
             while in_kernel && n >= KERNEL_COPY_MIN && copied < n {
                 let (mut from, mut to) = ((off + copied as u64) as i64, (off + copied as u64) as i64);
-                match nix::fcntl::copy_file_range(&*src, Some(&mut from), dst, Some(&mut to), n - copied) {
+                match nix::fcntl::copy_file_range(src, Some(&mut from), dst, Some(&mut to), n - copied) {
                     Ok(0) => return Err(CopyError::Read(ErrorKind::UnexpectedEof.into())),
                     Ok(k) => copied += k,
                     Err(Errno::EINTR) => {}
@@ -73,20 +76,11 @@ pub fn copy_hashing(
             done.fetch_add(n as u64, Ordering::Relaxed);
         }
         // A file that grew since it was listed must not be copied truncated.
-        if read_some(src, &mut buf[..1]).map_err(CopyError::Read)? > 0 {
+        if reads.read(&mut buf[..1]).map_err(CopyError::Read)? > 0 {
             h.update(&[0]);
         }
         Ok(h.finish())
     })
-}
-
-fn read_some(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    loop {
-        match f.read(buf) {
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            r => return r,
-        }
-    }
 }
 
 /// Bytes written between two background flushes.
@@ -164,18 +158,18 @@ pub fn put_copy(
     part: Option<u64>,
     done: &AtomicU64,
 ) -> Result<ContentDigest, CopyError> {
-    let mut from = File::open(src).map_err(CopyError::Read)?;
+    let from = File::open(src).map_err(CopyError::Read)?;
     if publish == Publish::InPlace
         && let Some(to) = create_new(dest).map_err(CopyError::Write)?
     {
-        let copied = copy_hashing(&mut from, &to, size, part, done);
+        let copied = copy_hashing(&from, &to, size, part, done);
         if !matches!(&copied, Ok(d) if d.size == size) {
             remove_if_same(dest, &to);
         }
         return copied;
     }
     let (to, staged) = create_staged(dest).map_err(CopyError::Write)?;
-    let copied = copy_hashing(&mut from, &to, size, part, done);
+    let copied = copy_hashing(&from, &to, size, part, done);
     drop(to);
     let keep = matches!(&copied, Ok(d) if d.size == size);
     let renamed = if keep { std::fs::rename(&staged, dest).map_err(CopyError::Write) } else { Ok(()) };
@@ -224,7 +218,7 @@ pub fn get_copy(
     part: Option<u64>,
     done: &AtomicU64,
 ) -> Result<ContentDigest, CopyError> {
-    let mut from = File::open(src).map_err(CopyError::Read)?;
+    let from = File::open(src).map_err(CopyError::Read)?;
     let stored = from.metadata().map_err(CopyError::Read)?.len();
     if stored != size {
         return Err(CopyError::Size(stored));
@@ -233,7 +227,7 @@ pub fn get_copy(
         std::fs::create_dir_all(parent).map_err(CopyError::Write)?;
     }
     let to = File::create(dest).map_err(CopyError::Write)?;
-    copy_hashing(&mut from, &to, size, part, done)
+    copy_hashing(&from, &to, size, part, done)
 }
 
 #[cfg(test)]

@@ -44,7 +44,8 @@ pub(super) fn read_hashing(
     let (tx, rx) = mpsc::channel::<Bytes>(if budget.is_some() { 2 } else { 4 });
     let reader = tokio::task::spawn_blocking(move || -> std::io::Result<ContentDigest> {
         use std::io::Read;
-        let mut f = std::fs::File::open(&path)?;
+        // What the upload reads in from disk leaves the cache again (the node's pages stay).
+        let mut f = crate::fsutil::GentleReads::at(std::fs::File::open(&path)?, 0);
         let mut h = Hasher::new(part);
         let mut left = size;
         let chunk = if budget.is_some() { STREAM_CHUNK } else { READ_CHUNK };
@@ -90,9 +91,8 @@ pub(super) fn abandoned(e: &TransferError) -> bool {
 pub(super) fn read_range(path: PathBuf, offset: u64, len: u64, budget: budget::Budget) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel::<Bytes>(2);
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        use std::io::{Read, Seek};
-        let mut f = std::fs::File::open(&path)?;
-        f.seek(std::io::SeekFrom::Start(offset))?;
+        use std::io::Read;
+        let mut f = crate::fsutil::GentleReads::at(std::fs::File::open(&path)?, offset);
         let mut left = len;
         while left > 0 {
             let want = left.min(STREAM_CHUNK as u64);
