@@ -41,7 +41,7 @@ use super::{Figures, LOCK_LIMIT, assert_same, phases};
 /// Longest one Python Medusa command may run (a restore stops and starts the node).
 const PY_LIMIT: Duration = Duration::from_secs(420);
 /// The bucket prefix both sides use.
-const PREFIX: &str = "interop";
+pub(super) const PREFIX: &str = "interop";
 const POD: &str = "rs-dc1-r1-sts-0";
 
 /// The Python CLI with a `medusa.ini` for the real node of `pod`.

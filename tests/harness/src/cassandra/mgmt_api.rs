@@ -40,6 +40,20 @@ use crate::sim::util::{epoch_millis, parse_query};
 struct AppState {
     node: NodeTarget,
     calls: Arc<Mutex<Vec<String>>>,
+    timed: Arc<Mutex<Vec<TimedCall>>>,
+}
+
+/// One request with when it arrived and when it was answered (Unix seconds).
+#[derive(Debug, Clone)]
+pub struct TimedCall {
+    /// Arrival.
+    pub start: f64,
+    /// Answer.
+    pub end: f64,
+    /// `"METHOD /path?query"`.
+    pub call: String,
+    /// The request body.
+    pub body: Bytes,
 }
 
 /// A Management API on `127.0.0.1:<ephemeral port>` in front of one real node.
@@ -56,7 +70,7 @@ pub struct RealMgmtApi {
 impl RealMgmtApi {
     /// Serves the API for `node` until stopped or dropped.
     pub async fn start(node: NodeTarget) -> anyhow::Result<RealMgmtApi> {
-        let state = AppState { node, calls: Arc::new(Mutex::new(Vec::new())) };
+        let state = AppState { node, calls: Arc::new(Mutex::new(Vec::new())), timed: Arc::new(Mutex::new(Vec::new())) };
         let app = router(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}", listener.local_addr()?);
@@ -81,6 +95,27 @@ impl RealMgmtApi {
     /// Requests received so far, as `"METHOD /path?query"`.
     pub fn calls(&self) -> Vec<String> {
         self.state.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Requests received so far with their arrival and answer times.
+    pub fn timed_calls(&self) -> Vec<TimedCall> {
+        self.state.timed.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Sends `calls` again, one after another, each with its method, path, query and body.
+    pub async fn replay(&self, calls: &[TimedCall]) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        for c in calls {
+            let (method, path) = c.call.split_once(' ').ok_or_else(|| anyhow::anyhow!("call {:?}", c.call))?;
+            let r = http
+                .request(method.parse()?, format!("{}{path}", self.base_url))
+                .header("content-type", "application/json")
+                .body(c.body.clone())
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().is_success(), "{}: {}", c.call, r.status());
+        }
+        Ok(())
     }
 
     /// Stops accepting requests and waits for the server task to end.
@@ -126,9 +161,20 @@ async fn record_call(State(s): State<AppState>, req: Request, next: Next) -> Res
         None => format!("{} {}", req.method(), req.uri().path()),
     };
     if let Ok(mut calls) = s.calls.lock() {
-        calls.push(line);
+        calls.push(line.clone());
     }
-    next.run(req).await
+    let start = epoch_secs();
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let response = next.run(Request::from_parts(parts, axum::body::Body::from(body.clone()))).await;
+    if let Ok(mut timed) = s.timed.lock() {
+        timed.push(TimedCall { start, end: epoch_secs(), call: line, body });
+    }
+    response
+}
+
+fn epoch_secs() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response {

@@ -28,7 +28,8 @@ use anyhow::{Context, Result, ensure};
 
 pub use cql::{CqlData, Digests, diff};
 pub use mgmt_api::{
-    ListedSnapshot, RealMgmtApi, RingMember, parse_describecluster_keyspaces, parse_listsnapshots, parse_ring,
+    ListedSnapshot, RealMgmtApi, RingMember, TimedCall, parse_describecluster_keyspaces, parse_listsnapshots,
+    parse_ring,
 };
 pub use node::{NODETOOL_LIMIT, NodeConfig, NodeTarget, RealNode, Tokens};
 pub use ring::{even_tokens, ring_nodes, start_all, wait_all_up};
