@@ -27,7 +27,13 @@
 //! Run: `cargo build --release --workspace --bins` first, then
 //! `cargo bench -p medusa-tests --bench s3 -- [--sets large,small,huge-sstables]
 //! [--servers s3s-fs,moto,azurite] [--transfers N] [--rounds N] [--size-scale X]
-//! [--server-scale X] [--settle SECS] [--delay-ms 0,10,40]`.
+//! [--server-scale X] [--settle SECS] [--delay-ms 0,10,40] [--fresh-fs yes|no]`.
+//!
+//! Fresh filesystems (`--fresh-fs yes`, the default): each restore, ours and rclone's, writes
+//! into an ext4 image made for it (`mkfs.ext4`, inode tables initialised up front, one inode per
+//! 4 KiB) and loop-mounted at the target directory, so that no round inherits the free-inode
+//! and free-block state earlier rounds' deletions left (ext4 skips recently freed inodes). The
+//! server's objects stay on the work directory's filesystem (not yet one per round).
 
 mod common;
 
@@ -57,7 +63,8 @@ const USAGE: &str = "usage: s3 [--sets large,small,huge-sstables] [--servers s3s
     --size-scale: bytes and files of every set times X (0.05 for a quick look)\n\
     --server-scale: the moto/azurite set is the small set times X (default 0.25)\n\
     --settle: pause between data sets after deleting the previous one's files (default 61)\n\
-    --delay-ms: per-request delays added by a proxy in front of the server, one run each (default 0: direct)";
+    --delay-ms: per-request delays added by a proxy in front of the server, one run each (default 0: direct)\n\
+    --fresh-fs yes|no: every restore (both tools) into an ext4 made for it, loop-mounted (default yes; needs root)";
 
 struct Args {
     sets: Vec<Set>,
@@ -69,6 +76,8 @@ struct Args {
     settle: Duration,
     /// Per-request delays (ms) to run with; 0 = no proxy.
     delays: Vec<u64>,
+    /// Restore into a filesystem made for each restore (loop-mounted ext4).
+    fresh_fs: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -158,6 +167,7 @@ fn parse_args(args: Vec<String>) -> Result<Args> {
         server_scale: 0.25,
         settle: Duration::from_secs(61),
         delays: vec![0],
+        fresh_fs: true,
     };
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -188,6 +198,7 @@ fn parse_args(args: Vec<String>) -> Result<Args> {
                 a.delays =
                     v.split(',').map(|d| d.trim().parse::<u64>()).collect::<Result<_, _>>().context("--delay-ms")?
             }
+            "--fresh-fs" => a.fresh_fs = matches!(v.as_str(), "yes" | "1" | "true"),
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
@@ -228,6 +239,8 @@ async fn run(a: Args) -> Result<()> {
 /// Everything one data set on one server needs. Field order is drop order: the sidecar stops
 /// before its node and server go.
 struct Bench<'a> {
+    /// Fresh filesystems mounted for restores, by mount point: unmounted first.
+    mounts: std::sync::Mutex<BTreeMap<PathBuf, FreshFs>>,
     a: &'a Args,
     set: Set,
     server: Server,
@@ -273,6 +286,7 @@ async fn run_set(a: &Args, server: Server, set: &Set, delay_ms: u64, rclone: boo
     let via = env.proxy.as_ref().map(|p| p.port);
     let rclone = rclone.then(|| Rclone::for_backend(&env.backend, via, &work)).transpose()?;
     let mut b = Bench {
+        mounts: Default::default(),
         a,
         set: set.clone(),
         server,
@@ -456,8 +470,12 @@ impl Bench<'_> {
 
     /// restore-init into an emptied data directory (the old one set aside), then `sync`.
     async fn ours_restore(&self, round: usize) -> Result<Sample> {
-        self.set_aside(&self.data_dir)?;
-        std::fs::create_dir(&self.data_dir)?;
+        // The data directory of the last restore, if on a fresh filesystem, goes with it.
+        if self.unmount(&self.data_dir).is_none() {
+            self.set_aside(&self.data_dir)?;
+            std::fs::create_dir(&self.data_dir)?;
+        }
+        self.fresh(&self.data_dir)?;
         nix::unistd::sync();
         let key = format!("key-{}", self.backup_name(round));
         let mut cmd = restore_command(&self.env, &self.backup_name(round), &key);
@@ -496,6 +514,9 @@ impl Bench<'_> {
         } else {
             cmd.arg(&remote).arg(&restored);
         }
+        if op == Op::RcloneRestore {
+            self.fresh(&restored)?;
+        }
         let log = self.work.join(format!("rclone-{op:?}-{round}.log"));
         let server0 = self.server_cpu()?;
         let mut run = run_measured(&cmd, &log, self.limit).await?;
@@ -520,6 +541,20 @@ impl Bench<'_> {
 
     /// Moves `path` below `work/trash/` (deleting many files just before the next operation
     /// would slow its file creation: see the README).
+    /// With `--fresh-fs`: an ext4 made for this restore, mounted at `dir` (created).
+    fn fresh(&self, dir: &Path) -> Result<()> {
+        if self.a.fresh_fs {
+            let fs = FreshFs::make(dir, &self.work.join("images"), self.expected.bytes * 3 / 2 + 256 * MIB)?;
+            self.mounts.lock().unwrap().insert(dir.to_path_buf(), fs);
+        }
+        Ok(())
+    }
+
+    /// Unmounts (and deletes) the fresh filesystem at `dir`, if there is one.
+    fn unmount(&self, dir: &Path) -> Option<()> {
+        self.mounts.lock().unwrap().remove(dir).map(drop)
+    }
+
     fn set_aside(&self, path: &Path) -> Result<()> {
         let trash = self.work.join("trash");
         std::fs::create_dir_all(&trash)?;
@@ -537,6 +572,9 @@ impl Bench<'_> {
             dirs.push(d.join(&s3.bucket).join("demo").join(&self.env.fqdn).join(self.backup_name(round)));
             dirs.push(d.join(self.rclone_prefix(round)));
         }
+        for d in &dirs {
+            self.unmount(d);
+        }
         for d in dirs.iter().filter(|d| d.exists()) {
             std::fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;
         }
@@ -546,6 +584,51 @@ impl Bench<'_> {
             std::thread::sleep(self.a.settle);
         }
         Ok(())
+    }
+}
+
+/// A filesystem made for one restore: an ext4 image, loop-mounted; unmounted and deleted when
+/// dropped.
+struct FreshFs {
+    at: PathBuf,
+    image: PathBuf,
+}
+
+impl FreshFs {
+    fn make(at: &Path, images: &Path, bytes: u64) -> Result<FreshFs> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        std::fs::create_dir_all(at)?;
+        std::fs::create_dir_all(images)?;
+        let image = images.join(format!("{}.ext4", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        std::fs::File::create(&image)?.set_len(bytes)?;
+        let run = |cmd: &mut Command| -> Result<()> {
+            let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
+            ensure!(
+                out.status.success(),
+                "{cmd:?}: {} (--fresh-fs no runs without fresh filesystems)",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            Ok(())
+        };
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-i", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0"])
+            .arg(&image))?;
+        run(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(at))?;
+        let fs = FreshFs { at: at.to_path_buf(), image };
+        // Not a table directory: nothing of a restore's.
+        std::fs::remove_dir(at.join("lost+found"))?;
+        Ok(fs)
+    }
+}
+
+impl Drop for FreshFs {
+    fn drop(&mut self) {
+        match Command::new("umount").arg(&self.at).output() {
+            Ok(o) if o.status.success() => {
+                let _ = std::fs::remove_file(&self.image);
+            }
+            r => eprintln!("umount {}: {r:?}", self.at.display()),
+        }
     }
 }
 
@@ -813,9 +896,10 @@ fn print_conditions(a: &Args, rclone: Option<&str>) {
         "settings: medusa.ini multi_part_upload_threshold = 104857600, multipart_chunksize = 52428800, \
          concurrent_transfers = {t}, max_retries and retry_timeout unset (7, 180 s), no bandwidth limit; \
          rclone copy --transfers {t}, no bandwidth limit; \
-         {} rounds, size scale {}",
+         {} rounds, size scale {}; restores into a fresh ext4 each: {}",
         a.rounds,
         a.scale,
+        if a.fresh_fs { "yes" } else { "no" },
         t = a.transfers
     );
     println!(
