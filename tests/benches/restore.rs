@@ -4,7 +4,7 @@
 //!
 //! It generates a simulated node (`--size-mib`, `--files`; default 2 GiB in ~3,500 files), takes
 //! a full backup of it to `local` storage with the engine, then runs every phase `--runs` times
-//! (default 3, interleaved; the fastest run counts), each on a warm page cache with earlier
+//! (default 3, interleaved; the median run counts, every run printed), each on a warm page cache with earlier
 //! writes flushed (`sync`):
 //! * baselines: `cp -r` of that backup's data folder (a child process, VmHWM sampled every
 //!   10 ms), and the same followed by `sync` (a restore makes what it wrote durable, with one
@@ -22,8 +22,15 @@
 //! (`harness::sim::digest_data_dir`), so the bench cannot time a wrong restore. Outputs are set
 //! aside, not deleted, until the end of a run, which then waits a minute (see `Ctx::set_aside`).
 //!
+//! Fresh filesystems (`--fresh-fs yes`, the default; root needed): every phase that writes
+//! (the copies, the downloads, each restore's data directory) writes into an ext4 made for it
+//! and loop-mounted there (`common::FreshFs`), so no phase inherits the inode and block state
+//! earlier phases' deletions left (which swung `cp -r` of 32k files from 1.3 s to 23 s between
+//! runs). Without it outputs are set aside and each run waits a minute before starting.
+//!
 //! Run: `cargo bench -p medusa-tests --bench restore -- [--size-mib N] [--files N]
-//! [--transfers 2,4] [--runs N]`.
+//! [--transfers 2,4] [--runs N] [--fresh-fs yes|no]`; with `RESTORE_BENCH_PERF=<dir>` the
+//! restore-init runs are profiled (`perf record -g`, one file per run in `<dir>`).
 
 mod common;
 
@@ -34,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{Files, MIB, field, kib, list_files, mbps, mib, own_status, settle};
+use common::{Files, FreshFs, MIB, field, kib, list_files, mbps, mib, own_status, settle};
 use futures::{StreamExt, TryStreamExt};
 use harness::sim::{DataDigest, SimSpec, digest_data_dir};
 use medusa::config::StorageConfig;
@@ -54,16 +61,17 @@ const BACKUP: &str = "bench-full";
 const POLL: Duration = Duration::from_millis(10);
 /// ext4 without a journal does not reuse an inode for 60 s after its file was deleted.
 const INODE_REUSE: Duration = Duration::from_secs(61);
-const USAGE: &str = "usage: restore [--size-mib N] [--files N] [--transfers 2,4] [--runs N]";
+const USAGE: &str = "usage: restore [--size-mib N] [--files N] [--transfers 2,4] [--runs N] [--fresh-fs yes|no]";
 
 struct Args {
     size_mib: u64,
     files: usize,
     transfers: Vec<usize>,
     runs: usize,
+    fresh_fs: bool,
 }
 
-/// What is measured (see the module doc); each runs `--runs` times, the fastest run counts.
+/// What is measured (see the module doc); each runs `--runs` times, the median run counts.
 #[derive(Clone, Copy)]
 enum Phase {
     Cp { sync: bool },
@@ -85,6 +93,9 @@ enum Write {
 
 /// The data set and what phases need.
 struct Ctx {
+    /// Fresh filesystems mounted for phases, by mount point: unmounted before the env goes.
+    mounts: std::sync::Mutex<std::collections::BTreeMap<PathBuf, FreshFs>>,
+    fresh_fs: bool,
     env: Env,
     files: Vec<(PathBuf, u64)>,
     source: PathBuf,
@@ -112,7 +123,7 @@ fn main() -> Result<()> {
 }
 
 fn parse_args(args: Vec<String>) -> Result<Args> {
-    let mut a = Args { size_mib: 2048, files: 3_500, transfers: vec![2, 4], runs: 3 };
+    let mut a = Args { size_mib: 2048, files: 3_500, transfers: vec![2, 4], runs: 3, fresh_fs: true };
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         if arg == "--bench" {
@@ -125,6 +136,7 @@ fn parse_args(args: Vec<String>) -> Result<Args> {
             "--files" => a.files = whole(&v)?,
             "--transfers" => a.transfers = v.split(',').map(whole).collect::<Result<_>>()?,
             "--runs" => a.runs = whole(&v)?,
+            "--fresh-fs" => a.fresh_fs = matches!(v.as_str(), "yes" | "1" | "true"),
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
@@ -155,24 +167,45 @@ async fn run(a: Args) -> Result<()> {
     let keys = files.iter().map(|(p, _)| p.strip_prefix(&bucket).map(|k| k.display().to_string()));
     let keys = keys.collect::<Result<_, _>>()?;
     let root = env.with_sim(|s| s.root.clone()).await;
-    let ctx = Ctx { env, files, source, keys, expected, root, n: a.transfers[0] };
+    let ctx = Ctx {
+        mounts: Default::default(),
+        fresh_fs: a.fresh_fs,
+        env,
+        files,
+        source,
+        keys,
+        expected,
+        root,
+        n: a.transfers[0],
+    };
 
     let mut phases = vec![Phase::Cp { sync: false }, Phase::Cp { sync: true }];
     phases.extend([Write::No, Write::NoSync, Write::SyncAtEnd, Write::FsyncEach].map(Phase::Md5));
     phases.extend([Phase::StoreRead, Phase::Download]);
     phases.extend(a.transfers.iter().flat_map(|t| [Phase::Restore(*t), Phase::RestoreInit(*t)]));
-    let mut best: Vec<Option<Row>> = phases.iter().map(|_| None).collect();
+    let mut all: Vec<Vec<Row>> = phases.iter().map(|_| Vec::new()).collect();
     for r in 0..a.runs {
         ctx.empty_trash()?;
-        for (p, slot) in phases.iter().zip(&mut best) {
+        for (p, rows) in phases.iter().zip(&mut all) {
             let row = measure(&ctx, *p, r).await?;
             eprintln!("run {}: {:<48} {:>7.2} s", r + 1, row.phase, row.secs);
-            if slot.as_ref().is_none_or(|b| row.secs < b.secs) {
-                *slot = Some(row);
-            }
+            rows.push(row);
         }
     }
-    print_table(&a, &ctx.files, &best.into_iter().flatten().collect::<Vec<_>>());
+    // The median run of each phase, and every run's time with the spread.
+    let mut medians = Vec::new();
+    let mut spreads = Vec::new();
+    for mut rows in all {
+        rows.sort_by(|x, y| x.secs.total_cmp(&y.secs));
+        let times: Vec<String> = rows.iter().map(|r| format!("{:.2}", r.secs)).collect();
+        let mid = rows.len() / 2;
+        let spread = (rows[rows.len() - 1].secs - rows[0].secs) / rows[mid].secs * 100.0;
+        spreads.push(format!("  {}: {} s, spread {spread:.0} %", rows[mid].phase, times.join(" ")));
+        medians.push(rows.swap_remove(mid));
+    }
+    print_table(&a, &ctx.files, &medians);
+    println!("runs of each phase (sorted):\n{}", spreads.join("\n"));
+    ctx.mounts.lock().unwrap().clear();
     Ok(())
 }
 
@@ -188,18 +221,41 @@ impl Ctx {
         Ok(std::fs::rename(path, trash.join(n.to_string()))?)
     }
 
-    /// The lost volume the restore starts from: an empty data directory (the old one set aside).
+    /// The lost volume the restore starts from: an empty data directory (the old one set aside,
+    /// or the last restore's filesystem unmounted), on a fresh filesystem with `--fresh-fs`.
     fn wipe(&self) -> Result<()> {
         let data = self.root.join("data");
-        self.set_aside(&data)?;
-        Ok(std::fs::create_dir(&data)?)
+        if self.unmount(&data).is_none() {
+            self.set_aside(&data)?;
+            std::fs::create_dir(&data)?;
+        }
+        self.fresh(&data)
     }
 
-    /// Deletes what was set aside, then waits until ext4 reuses the freed inodes (see above).
+    /// With `--fresh-fs`: an ext4 made for one phase, mounted at `dir` (created).
+    fn fresh(&self, dir: &Path) -> Result<()> {
+        if self.fresh_fs {
+            let images = self.env.dir.path().join("images");
+            let fs = FreshFs::make(dir, &images, self.expected.bytes * 3 / 2 + 256 * MIB)?;
+            self.mounts.lock().unwrap().insert(dir.to_path_buf(), fs);
+        }
+        Ok(())
+    }
+
+    /// Unmounts (and deletes) the fresh filesystem at `dir`, if there is one.
+    fn unmount(&self, dir: &Path) -> Option<()> {
+        self.mounts.lock().unwrap().remove(dir).map(drop)
+    }
+
+    /// Deletes what was set aside, then waits until ext4 reuses the freed inodes (see above;
+    /// not with fresh filesystems, where no measured write lands beside the deletions).
     fn empty_trash(&self) -> Result<()> {
         let trash = self.env.dir.path().join("trash");
         if trash.exists() {
             std::fs::remove_dir_all(&trash)?;
+            if self.fresh_fs {
+                return Ok(());
+            }
             settle(&[])?;
             eprintln!("waiting {} s until the deleted files' inodes may be reused ...", INODE_REUSE.as_secs());
             std::thread::sleep(INODE_REUSE);
@@ -210,6 +266,14 @@ impl Ctx {
 
 async fn measure(c: &Ctx, phase: Phase, run: usize) -> Result<Row> {
     let (bytes, n, scratch) = (c.expected.bytes, c.n, c.env.dir.path().join("scratch"));
+    let writes_scratch = match phase {
+        Phase::Cp { .. } | Phase::Download => true,
+        Phase::Md5(w) => w != Write::No,
+        _ => false,
+    };
+    if writes_scratch {
+        c.fresh(&scratch)?;
+    }
     let row = match phase {
         Phase::Cp { sync } => {
             settle(&c.files)?;
@@ -270,7 +334,9 @@ async fn measure(c: &Ctx, phase: Phase, run: usize) -> Result<Row> {
         Phase::Restore(t) => restore_here(c, t, run).await?,
         Phase::RestoreInit(t) => restore_child(c, t, run).await?,
     };
-    if scratch.exists() {
+    if c.unmount(&scratch).is_some() {
+        std::fs::remove_dir(&scratch)?;
+    } else if scratch.exists() {
         c.set_aside(&scratch)?;
     }
     Ok(row)
@@ -315,7 +381,17 @@ async fn restore_child(c: &Ctx, transfers: usize, run: usize) -> Result<Row> {
     std::fs::write(&ini, text.replace("concurrent_transfers = 2\n", &format!("concurrent_transfers = {transfers}\n")))?;
     let key = format!("bench-child-{transfers}-{run}");
     let r = restore_env(c, key.clone());
-    let mut cmd = Command::new(binary("medusa-restore-init"));
+    // `RESTORE_BENCH_PERF=<dir>`: the binary runs under `perf record -g`, a profile per run there
+    // (its times then include perf's overhead).
+    let mut cmd = match std::env::var_os("RESTORE_BENCH_PERF") {
+        Some(dir) => {
+            let mut c = Command::new("perf");
+            let out = PathBuf::from(dir).join(format!("restore-init-{transfers}-{run}.perf"));
+            c.args(["record", "-q", "-F", "2000", "-g", "-o"]).arg(out).arg("--").arg(binary("medusa-restore-init"));
+            c
+        }
+        None => Command::new(binary("medusa-restore-init")),
+    };
     cmd.arg("--config").arg(&ini).env("RUST_LOG", "warn").env("POD_NAME", &c.env.fqdn).env("MEDUSA_TMP_DIR", &c.root);
     for (k, v) in [("BACKUP_NAME", r.backup_name), ("RESTORE_KEY", r.restore_key), ("RESTORE_MAPPING", r.mapping)] {
         cmd.env(k, v.unwrap_or_default());
@@ -441,7 +517,8 @@ fn print_table(a: &Args, files: &Files, rows: &[Row]) {
         );
     }
     println!(
-        "(fastest of {} runs, phases interleaved; warm page cache, earlier writes flushed before each phase; \
+        "(median of {} runs, phases interleaved; warm page cache, earlier writes flushed before each phase; \
+         every write into a fresh ext4 unless --fresh-fs no; \
          MB/s = 10^6 bytes/s of the backup's data. Child processes (cp, medusa-restore-init): VmHWM sampled \
          every {} ms. In-process phases: VmHWM since a reset just before, so it includes the RSS the bench \
          held (RSS before). * = a restore, after \

@@ -43,7 +43,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{GIB, MIB, human, status_kib};
+use common::{FreshFs, GIB, MIB, human, status_kib};
 use harness::services::{AZURITE_ACCOUNT, AZURITE_KEY, S3_ACCESS_KEY, S3_SECRET_KEY, tools_dir, workspace_root};
 use harness::sim::{DataDigest, SimSpec, digest_data_dir};
 use medusa::service::pb;
@@ -584,51 +584,6 @@ impl Bench<'_> {
             std::thread::sleep(self.a.settle);
         }
         Ok(())
-    }
-}
-
-/// A filesystem made for one restore: an ext4 image, loop-mounted; unmounted and deleted when
-/// dropped.
-struct FreshFs {
-    at: PathBuf,
-    image: PathBuf,
-}
-
-impl FreshFs {
-    fn make(at: &Path, images: &Path, bytes: u64) -> Result<FreshFs> {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        std::fs::create_dir_all(at)?;
-        std::fs::create_dir_all(images)?;
-        let image = images.join(format!("{}.ext4", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
-        std::fs::File::create(&image)?.set_len(bytes)?;
-        let run = |cmd: &mut Command| -> Result<()> {
-            let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
-            ensure!(
-                out.status.success(),
-                "{cmd:?}: {} (--fresh-fs no runs without fresh filesystems)",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            Ok(())
-        };
-        run(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-i", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0"])
-            .arg(&image))?;
-        run(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(at))?;
-        let fs = FreshFs { at: at.to_path_buf(), image };
-        // Not a table directory: nothing of a restore's.
-        std::fs::remove_dir(at.join("lost+found"))?;
-        Ok(fs)
-    }
-}
-
-impl Drop for FreshFs {
-    fn drop(&mut self) {
-        match Command::new("umount").arg(&self.at).output() {
-            Ok(o) if o.status.success() => {
-                let _ = std::fs::remove_file(&self.image);
-            }
-            r => eprintln!("umount {}: {r:?}", self.at.display()),
-        }
     }
 }
 
