@@ -79,11 +79,6 @@ impl<F: std::borrow::Borrow<std::fs::File>> GentleReads<F> {
         GentleReads { file, pos, state: Residency::Hot, dropped_to: pos }
     }
 
-    /// The file.
-    pub fn file(&self) -> &std::fs::File {
-        self.file.borrow()
-    }
-
     /// Reads at the current position (short only at the end of the file), first dropping
     /// what earlier reads brought in (see [`GentleReads::drop_behind`]).
     pub fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -68,10 +68,11 @@ fn own_like_cassandra(tree: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
             }
             continue;
         };
-        if parent.as_ref().is_none_or(|(p, _)| p != dir) {
-            parent = Some((dir.to_path_buf(), std::fs::File::open(dir).map_err(at("opening", dir))?));
-        }
-        let Some((_, fd)) = &parent else { continue };
+        let (_, fd) = match parent.take() {
+            Some((p, f)) if p == dir => parent.insert((p, f)),
+            _ => parent.insert((dir.to_path_buf(), std::fs::File::open(dir).map_err(at("opening", dir))?)),
+        };
+        let fd = &*fd;
         fchmodat(fd, name, Mode::from_bits_truncate(mode), FchmodatFlags::FollowSymlink)
             .map_err(|e| at("setting the mode of", path)(e.into()))?;
         if me == 0 {
