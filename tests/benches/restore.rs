@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{Files, FreshFs, MIB, field, kib, list_files, mbps, mib, own_status, settle};
+use common::{Files, MIB, Mounts, field, kib, list_files, mbps, mib, own_status, settle};
 use futures::{StreamExt, TryStreamExt};
 use harness::sim::{DataDigest, SimSpec, digest_data_dir};
 use medusa::config::StorageConfig;
@@ -93,9 +93,8 @@ enum Write {
 
 /// The data set and what phases need.
 struct Ctx {
-    /// Fresh filesystems mounted for phases, by mount point: unmounted before the env goes.
-    mounts: std::sync::Mutex<std::collections::BTreeMap<PathBuf, FreshFs>>,
-    fresh_fs: bool,
+    /// Fresh filesystems mounted for phases: unmounted before the env goes.
+    mounts: Mounts,
     env: Env,
     files: Vec<(PathBuf, u64)>,
     source: PathBuf,
@@ -168,8 +167,7 @@ async fn run(a: Args) -> Result<()> {
     let keys = keys.collect::<Result<_, _>>()?;
     let root = env.with_sim(|s| s.root.clone()).await;
     let ctx = Ctx {
-        mounts: Default::default(),
-        fresh_fs: a.fresh_fs,
+        mounts: Mounts::new(a.fresh_fs, env.dir.path().join("images")),
         env,
         files,
         source,
@@ -205,7 +203,6 @@ async fn run(a: Args) -> Result<()> {
     }
     print_table(&a, &ctx.files, &medians);
     println!("runs of each phase (sorted):\n{}", spreads.join("\n"));
-    ctx.mounts.lock().unwrap().clear();
     Ok(())
 }
 
@@ -225,7 +222,7 @@ impl Ctx {
     /// or the last restore's filesystem unmounted), on a fresh filesystem with `--fresh-fs`.
     fn wipe(&self) -> Result<()> {
         let data = self.root.join("data");
-        if self.unmount(&data).is_none() {
+        if self.mounts.unmount(&data).is_none() {
             self.set_aside(&data)?;
             std::fs::create_dir(&data)?;
         }
@@ -234,17 +231,7 @@ impl Ctx {
 
     /// With `--fresh-fs`: an ext4 made for one phase, mounted at `dir` (created).
     fn fresh(&self, dir: &Path) -> Result<()> {
-        if self.fresh_fs {
-            let images = self.env.dir.path().join("images");
-            let fs = FreshFs::make(dir, &images, self.expected.bytes * 3 / 2 + 256 * MIB)?;
-            self.mounts.lock().unwrap().insert(dir.to_path_buf(), fs);
-        }
-        Ok(())
-    }
-
-    /// Unmounts (and deletes) the fresh filesystem at `dir`, if there is one.
-    fn unmount(&self, dir: &Path) -> Option<()> {
-        self.mounts.lock().unwrap().remove(dir).map(drop)
+        self.mounts.fresh(dir, self.expected.bytes * 3 / 2 + 256 * MIB)
     }
 
     /// Deletes what was set aside, then waits until ext4 reuses the freed inodes (see above;
@@ -253,7 +240,7 @@ impl Ctx {
         let trash = self.env.dir.path().join("trash");
         if trash.exists() {
             std::fs::remove_dir_all(&trash)?;
-            if self.fresh_fs {
+            if self.mounts.on() {
                 return Ok(());
             }
             settle(&[])?;
@@ -334,7 +321,7 @@ async fn measure(c: &Ctx, phase: Phase, run: usize) -> Result<Row> {
         Phase::Restore(t) => restore_here(c, t, run).await?,
         Phase::RestoreInit(t) => restore_child(c, t, run).await?,
     };
-    if c.unmount(&scratch).is_some() {
+    if c.mounts.unmount(&scratch).is_some() {
         std::fs::remove_dir(&scratch)?;
     } else if scratch.exists() {
         c.set_aside(&scratch)?;

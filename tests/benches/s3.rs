@@ -43,7 +43,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use common::{FreshFs, GIB, MIB, human, status_kib};
+use common::{GIB, MIB, Mounts, human, status_kib};
 use harness::services::{AZURITE_ACCOUNT, AZURITE_KEY, S3_ACCESS_KEY, S3_SECRET_KEY, tools_dir, workspace_root};
 use harness::sim::{DataDigest, SimSpec, digest_data_dir};
 use medusa::service::pb;
@@ -239,8 +239,8 @@ async fn run(a: Args) -> Result<()> {
 /// Everything one data set on one server needs. Field order is drop order: the sidecar stops
 /// before its node and server go.
 struct Bench<'a> {
-    /// Fresh filesystems mounted for restores, by mount point: unmounted first.
-    mounts: std::sync::Mutex<BTreeMap<PathBuf, FreshFs>>,
+    /// Fresh filesystems mounted for restores: unmounted first.
+    mounts: Mounts,
     a: &'a Args,
     set: Set,
     server: Server,
@@ -286,7 +286,7 @@ async fn run_set(a: &Args, server: Server, set: &Set, delay_ms: u64, rclone: boo
     let via = env.proxy.as_ref().map(|p| p.port);
     let rclone = rclone.then(|| Rclone::for_backend(&env.backend, via, &work)).transpose()?;
     let mut b = Bench {
-        mounts: Default::default(),
+        mounts: Mounts::new(a.fresh_fs, work.join("images")),
         a,
         set: set.clone(),
         server,
@@ -471,7 +471,7 @@ impl Bench<'_> {
     /// restore-init into an emptied data directory (the old one set aside), then `sync`.
     async fn ours_restore(&self, round: usize) -> Result<Sample> {
         // The data directory of the last restore, if on a fresh filesystem, goes with it.
-        if self.unmount(&self.data_dir).is_none() {
+        if self.mounts.unmount(&self.data_dir).is_none() {
             self.set_aside(&self.data_dir)?;
             std::fs::create_dir(&self.data_dir)?;
         }
@@ -543,16 +543,7 @@ impl Bench<'_> {
     /// would slow its file creation: see the README).
     /// With `--fresh-fs`: an ext4 made for this restore, mounted at `dir` (created).
     fn fresh(&self, dir: &Path) -> Result<()> {
-        if self.a.fresh_fs {
-            let fs = FreshFs::make(dir, &self.work.join("images"), self.expected.bytes * 3 / 2 + 256 * MIB)?;
-            self.mounts.lock().unwrap().insert(dir.to_path_buf(), fs);
-        }
-        Ok(())
-    }
-
-    /// Unmounts (and deletes) the fresh filesystem at `dir`, if there is one.
-    fn unmount(&self, dir: &Path) -> Option<()> {
-        self.mounts.lock().unwrap().remove(dir).map(drop)
+        self.mounts.fresh(dir, self.expected.bytes * 3 / 2 + 256 * MIB)
     }
 
     fn set_aside(&self, path: &Path) -> Result<()> {
@@ -573,7 +564,7 @@ impl Bench<'_> {
             dirs.push(d.join(self.rclone_prefix(round)));
         }
         for d in &dirs {
-            self.unmount(d);
+            self.mounts.unmount(d);
         }
         for d in dirs.iter().filter(|d| d.exists()) {
             std::fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;

@@ -147,3 +147,37 @@ impl Drop for FreshFs {
         }
     }
 }
+
+/// The fresh filesystems of one bench, by mount point, their images in one directory; when
+/// off, every call does nothing (targets stay plain directories).
+pub struct Mounts {
+    on: bool,
+    images: PathBuf,
+    map: std::sync::Mutex<std::collections::BTreeMap<PathBuf, FreshFs>>,
+}
+
+impl Mounts {
+    /// Fresh filesystems when `on`, their images in `images`.
+    pub fn new(on: bool, images: PathBuf) -> Mounts {
+        Mounts { on, images, map: Default::default() }
+    }
+
+    /// When on: a `bytes` ext4 made and mounted at `dir` (created).
+    pub fn fresh(&self, dir: &Path, bytes: u64) -> Result<()> {
+        if self.on {
+            let fs = FreshFs::make(dir, &self.images, bytes)?;
+            self.map.lock().unwrap_or_else(|e| e.into_inner()).insert(dir.to_path_buf(), fs);
+        }
+        Ok(())
+    }
+
+    /// Unmounts (and deletes) the fresh filesystem at `dir`; `None` if there is none.
+    pub fn unmount(&self, dir: &Path) -> Option<()> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(dir).map(drop)
+    }
+
+    /// Whether fresh filesystems are made.
+    pub fn on(&self) -> bool {
+        self.on
+    }
+}
